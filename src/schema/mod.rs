@@ -1,0 +1,421 @@
+//! ClickHouse DDL for the hot and cold databases: the seed's eight tables plus our own.
+//!
+//! Consumes nothing at run time but the database names; emits `CREATE … IF NOT EXISTS`
+//! statements that are safe to run any number of times. Column names and order are the
+//! seed's (`config/clickhouse_schema.sql`); the only type changes are listed in
+//! `docs/data-model.md` (the two open-interest columns widened to `Decimal128(8)`).
+//! Skip indexes are part of `CREATE TABLE` instead of the seed's non-idempotent
+//! `ALTER TABLE … ADD INDEX`.
+
+use crate::model::DataType;
+
+/// One column of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// ClickHouse type.
+    pub ty: &'static str,
+    /// `DEFAULT` expression, if any.
+    pub default: Option<&'static str>,
+    /// `CODEC(…)` contents.
+    pub codec: &'static str,
+    /// Whether the service writes this column (false: left to its DEFAULT, e.g. `created_at`).
+    pub written: bool,
+}
+
+const fn col(name: &'static str, ty: &'static str, codec: &'static str) -> Column {
+    Column { name, ty, default: None, codec, written: true }
+}
+
+const TS: &str = "DateTime64(3, 'UTC')";
+const LC: &str = "LowCardinality(String)";
+const D64: &str = "Decimal64(8)";
+const D128: &str = "Decimal128(8)";
+const DZ: &str = "Delta, ZSTD";
+const Z: &str = "ZSTD";
+
+const DATA_SOURCE: Column = Column {
+    name: "data_source",
+    ty: LC,
+    default: Some("'marketprism'"),
+    codec: Z,
+    written: true,
+};
+const CREATED_AT: Column = Column {
+    name: "created_at",
+    ty: TS,
+    default: Some("now64(3)"),
+    codec: DZ,
+    written: false,
+};
+
+const ORDERBOOKS: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("last_update_id", "UInt64", DZ),
+    col("bids_count", "UInt32", DZ),
+    col("asks_count", "UInt32", DZ),
+    col("best_bid_price", D64, Z),
+    col("best_ask_price", D64, Z),
+    col("best_bid_quantity", D64, Z),
+    col("best_ask_quantity", D64, Z),
+    col("bids", "String", Z),
+    col("asks", "String", Z),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const TRADES: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("trade_id", "String", Z),
+    col("price", D64, Z),
+    col("quantity", D64, Z),
+    col("side", LC, Z),
+    Column { name: "is_maker", ty: "Bool", default: Some("false"), codec: Z, written: true },
+    col("trade_time", TS, DZ),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const FUNDING_RATES: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("funding_rate", D64, Z),
+    col("funding_time", TS, DZ),
+    col("next_funding_time", TS, DZ),
+    col("mark_price", D64, Z),
+    col("index_price", D64, Z),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const OPEN_INTERESTS: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("open_interest", D128, Z),
+    col("open_interest_value", D128, Z),
+    col("count", "UInt64", DZ),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const LIQUIDATIONS: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("side", LC, Z),
+    col("price", D64, Z),
+    col("quantity", D64, Z),
+    col("liquidation_time", TS, DZ),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const LSR_TOP_POSITIONS: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("long_position_ratio", D64, Z),
+    col("short_position_ratio", D64, Z),
+    Column { name: "period", ty: LC, default: Some("'5m'"), codec: Z, written: true },
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const LSR_ALL_ACCOUNTS: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("long_account_ratio", D64, Z),
+    col("short_account_ratio", D64, Z),
+    Column { name: "period", ty: LC, default: Some("'5m'"), codec: Z, written: true },
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+const VOLATILITY_INDICES: &[Column] = &[
+    col("timestamp", TS, DZ),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("index_value", D64, Z),
+    col("underlying_asset", LC, Z),
+    col("maturity_date", "Date", Z),
+    DATA_SOURCE,
+    CREATED_AT,
+];
+
+/// Columns of `dead_letters` (hot database only).
+pub const DEAD_LETTERS: &[Column] = &[
+    col("received_at", TS, DZ),
+    col("subject", "String", Z),
+    col("stream_seq", "UInt64", DZ),
+    col("data_type", LC, Z),
+    col("reason", "String", Z),
+    col("payload", "String", Z),
+];
+
+/// The dead-letter table's name.
+pub const DEAD_LETTERS_TABLE: &str = "dead_letters";
+
+/// How many recent insert blocks each table remembers for `insert_deduplication_token`.
+///
+/// The service is the only writer of a hot table and re-sends at most the one batch per
+/// consumer that was in doubt when it stopped, so a window of 1000 blocks (about 15 minutes of
+/// one-second inserts across partitions, and unlimited time while nothing else is written)
+/// covers every retry. Migration inserts into cold use the same mechanism.
+pub const DEDUP_WINDOW: u32 = 1000;
+
+/// Columns of a market-data table, in the seed's order.
+pub fn columns(t: DataType) -> &'static [Column] {
+    match t {
+        DataType::Orderbook => ORDERBOOKS,
+        DataType::Trade => TRADES,
+        DataType::FundingRate => FUNDING_RATES,
+        DataType::OpenInterest => OPEN_INTERESTS,
+        DataType::Liquidation => LIQUIDATIONS,
+        DataType::LsrTopPosition => LSR_TOP_POSITIONS,
+        DataType::LsrAllAccount => LSR_ALL_ACCOUNTS,
+        DataType::VolatilityIndex => VOLATILITY_INDICES,
+    }
+}
+
+/// `ORDER BY` key of a market-data table (the seed's).
+pub fn order_by(t: DataType) -> &'static str {
+    match t {
+        DataType::Orderbook => "timestamp, exchange, symbol, last_update_id",
+        DataType::Trade => "timestamp, exchange, symbol, trade_id",
+        DataType::LsrTopPosition | DataType::LsrAllAccount => "timestamp, exchange, symbol, period",
+        _ => "timestamp, exchange, symbol",
+    }
+}
+
+/// The seed's minmax skip indexes (hot tables), as `INDEX` clauses.
+fn skip_indexes(t: DataType) -> &'static [&'static str] {
+    match t {
+        DataType::Orderbook => &["INDEX idx_price_range (best_bid_price, best_ask_price) TYPE minmax GRANULARITY 4"],
+        DataType::Trade => &[
+            "INDEX idx_price_quantity (price, quantity) TYPE minmax GRANULARITY 4",
+            "INDEX idx_trade_time (trade_time) TYPE minmax GRANULARITY 4",
+        ],
+        DataType::FundingRate => &["INDEX idx_funding_rate (funding_rate) TYPE minmax GRANULARITY 4"],
+        DataType::OpenInterest => &["INDEX idx_open_interest (open_interest) TYPE minmax GRANULARITY 4"],
+        DataType::Liquidation => &["INDEX idx_liquidation_price (price) TYPE minmax GRANULARITY 4"],
+        DataType::LsrTopPosition => &[
+            "INDEX idx_lsr_top_ratio (long_position_ratio, short_position_ratio) TYPE minmax GRANULARITY 4",
+        ],
+        DataType::LsrAllAccount => &[
+            "INDEX idx_lsr_account_ratio (long_account_ratio, short_account_ratio) TYPE minmax GRANULARITY 4",
+        ],
+        DataType::VolatilityIndex => &["INDEX idx_volatility_value (index_value) TYPE minmax GRANULARITY 4"],
+    }
+}
+
+/// The columns the service writes, comma-separated and back-quoted, for `INSERT INTO t (…)`.
+pub fn insert_column_list(cols: &[Column]) -> String {
+    cols.iter()
+        .filter(|c| c.written)
+        .map(|c| format!("`{}`", c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which flavour of DDL to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One server (or the embedded engine): plain `MergeTree` tables.
+    Single,
+    /// A cluster: `ReplicatedMergeTree` local tables `<t>_local` plus `Distributed` tables
+    /// `<t>` sharded by `cityHash64(exchange, symbol)`, all `ON CLUSTER <name>`.
+    Cluster(String),
+}
+
+/// The tier a database plays: hot has the 3-day TTL and the dead letters, cold keeps forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// 3-day retention, written by the ingest pipeline.
+    Hot,
+    /// No TTL, written by the migrator.
+    Cold,
+}
+
+/// Hot TTL expression (the seed's, valid on ClickHouse 23.8 where DateTime64 TTLs were not).
+pub const HOT_TTL: &str = "toDateTime(timestamp) + INTERVAL 3 DAY DELETE";
+
+/// Dead letters are kept for 30 days: long enough to investigate and replay them.
+pub const DEAD_LETTER_TTL: &str = "toDateTime(received_at) + INTERVAL 30 DAY DELETE";
+
+struct TableSpec<'a> {
+    name: &'a str,
+    columns: &'a [Column],
+    indexes: &'a [&'a str],
+    partition_by: &'a str,
+    order_by: &'a str,
+    ttl: Option<&'a str>,
+}
+
+fn column_lines(cols: &[Column]) -> Vec<String> {
+    cols.iter()
+        .map(|c| {
+            let mut s = format!("    `{}` {}", c.name, c.ty);
+            if let Some(d) = c.default {
+                s.push_str(&format!(" DEFAULT {d}"));
+            }
+            s.push_str(&format!(" CODEC({})", c.codec));
+            s
+        })
+        .collect()
+}
+
+fn create_table(db: &str, spec: &TableSpec<'_>, layout: &Layout) -> Vec<String> {
+    let mut body = column_lines(spec.columns);
+    body.extend(spec.indexes.iter().map(|i| format!("    {i}")));
+    let body = body.join(",\n");
+    let mut tail = String::new();
+    if let Some(ttl) = spec.ttl {
+        tail.push_str(&format!("\nTTL {ttl}"));
+    }
+    tail.push_str(&format!(
+        "\nSETTINGS index_granularity = 8192, {} = {DEDUP_WINDOW}",
+        match layout {
+            Layout::Single => "non_replicated_deduplication_window",
+            Layout::Cluster(_) => "replicated_deduplication_window",
+        }
+    ));
+    match layout {
+        Layout::Single => vec![format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`{name}`\n(\n{body}\n)\nENGINE = MergeTree\nPARTITION BY {p}\nORDER BY ({o}){tail}",
+            name = spec.name,
+            p = spec.partition_by,
+            o = spec.order_by,
+        )],
+        Layout::Cluster(cluster) => vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`{name}_local` ON CLUSTER `{cluster}`\n(\n{body}\n)\nENGINE = ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{db}/{name}_local', '{{replica}}')\nPARTITION BY {p}\nORDER BY ({o}){tail}",
+                name = spec.name,
+                p = spec.partition_by,
+                o = spec.order_by,
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`{name}` ON CLUSTER `{cluster}` AS `{db}`.`{name}_local`\nENGINE = Distributed(`{cluster}`, `{db}`, `{name}_local`, cityHash64(exchange, symbol))",
+                name = spec.name,
+            ),
+        ],
+    }
+}
+
+/// Every statement that creates one database and its tables, in order.
+pub fn database_ddl(db: &str, tier: Tier, layout: &Layout) -> Vec<String> {
+    let on_cluster = match layout {
+        Layout::Single => String::new(),
+        Layout::Cluster(c) => format!(" ON CLUSTER `{c}`"),
+    };
+    let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS `{db}`{on_cluster}")];
+    for t in DataType::ALL {
+        let spec = TableSpec {
+            name: t.table(),
+            columns: columns(t),
+            indexes: if tier == Tier::Hot { skip_indexes(t) } else { &[] },
+            partition_by: "(toYYYYMM(timestamp), exchange)",
+            order_by: order_by(t),
+            ttl: (tier == Tier::Hot).then_some(HOT_TTL),
+        };
+        out.extend(create_table(db, &spec, layout));
+    }
+    if tier == Tier::Hot {
+        let spec = TableSpec {
+            name: DEAD_LETTERS_TABLE,
+            columns: DEAD_LETTERS,
+            indexes: &[],
+            partition_by: "toYYYYMM(received_at)",
+            order_by: "received_at, data_type",
+            ttl: Some(DEAD_LETTER_TTL),
+        };
+        out.extend(create_table(db, &spec, layout));
+    }
+    out
+}
+
+/// The full DDL: hot database then cold database.
+pub fn full_ddl(hot_db: &str, cold_db: &str, layout: &Layout) -> Vec<String> {
+    let mut out = database_ddl(hot_db, Tier::Hot, layout);
+    out.extend(database_ddl(cold_db, Tier::Cold, layout));
+    out
+}
+
+/// Renders statements as one SQL script (`;` + blank line between statements).
+pub fn render_script(statements: &[String]) -> String {
+    let mut s = String::new();
+    for st in statements {
+        s.push_str(st);
+        s.push_str(";\n\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/schema/golden").join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "{} differs from the generated DDL; rerun with UPDATE_GOLDEN=1 and review the diff",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn single_server_ddl_matches_golden_file() {
+        let ddl = full_ddl("marketprism_hot", "marketprism_cold", &Layout::Single);
+        check_golden("single.sql", &render_script(&ddl));
+    }
+
+    #[test]
+    fn cluster_ddl_matches_golden_file() {
+        let ddl = full_ddl("marketprism_hot", "marketprism_cold", &Layout::Cluster("mp".into()));
+        check_golden("cluster.sql", &render_script(&ddl));
+    }
+
+    #[test]
+    fn every_statement_is_idempotent_and_hot_has_ttl_cold_has_none() {
+        let hot = database_ddl("h", Tier::Hot, &Layout::Single);
+        let cold = database_ddl("c", Tier::Cold, &Layout::Single);
+        assert_eq!(hot.len(), 1 + 8 + 1);
+        assert_eq!(cold.len(), 1 + 8);
+        for s in hot.iter().chain(&cold) {
+            assert!(s.contains("IF NOT EXISTS"), "{s}");
+            assert!(!s.contains("ALTER"), "{s}");
+        }
+        assert!(hot[1..].iter().all(|s| s.contains("TTL ")));
+        assert!(cold.iter().all(|s| !s.contains("TTL ")));
+        assert!(hot[1..].iter().all(|s| s.contains("non_replicated_deduplication_window = 1000")));
+    }
+
+    #[test]
+    fn insert_columns_skip_created_at() {
+        let cols = insert_column_list(columns(DataType::Trade));
+        assert_eq!(
+            cols,
+            "`timestamp`, `exchange`, `market_type`, `symbol`, `trade_id`, `price`, `quantity`, `side`, `is_maker`, `trade_time`, `data_source`"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests against real nats-server and the embedded ClickHouse.
