@@ -1,0 +1,1071 @@
+#!/usr/bin/env python3
+"""Embedded ClickHouse: a ClickHouse-HTTP-compatible server over chDB.
+
+MarketPrism Storage always speaks the ordinary ClickHouse HTTP protocol (the
+official `clickhouse` Rust crate). On machines where no ClickHouse server can be
+installed, this process stands in for one: it runs the real ClickHouse engine
+in-process through chDB (`chdb-core`) and exposes the subset of the HTTP
+interface that clients use (`/ping`, `query=`, SQL bodies, inserts with data
+bodies, `decompress=1`/`compress=1` native framing, HTTP content encodings,
+settings and query parameters as URL params, ClickHouse-style errors).
+
+Usage:
+    python embedded/chserver.py --data-dir DIR --listen HOST:PORT [--log-level info]
+
+Once listening it prints exactly one line `ready http://HOST:PORT` on stdout.
+
+Exit codes: 0 after SIGTERM/SIGINT (clean drain), 2 bad command line,
+3 data dir locked by another process, 1 any other start-up failure.
+
+Design notes:
+- One chDB session per process, guarded by one lock: chDB runs one statement at
+  a time per session. chDB releases the GIL while a statement runs, so other
+  threads keep reading request bodies meanwhile.
+- Insert bodies are read (and unframed/decoded) *before* the session lock is
+  taken, so a slow client holding an open insert body (the crate's Inserter
+  keeps it open until `commit()`) does not block everybody else. Only bodies
+  bigger than --spill-bytes start streaming into chDB while still being read.
+- Inserts go through chDB's streaming insert (`Session.send_insert`), which
+  parses a real `INSERT ... FORMAT X`, so column DEFAULTs, `input_format_*`
+  settings and insert deduplication behave as on a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterable, Iterator, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+import lz4.block
+import lz4.frame
+import zstandard
+from clickhouse_cityhash.cityhash import CityHash128
+
+LOG = logging.getLogger("chserver")
+
+EXIT_LOCKED = 3
+SERVER_DISPLAY_NAME = "marketprism-embedded-chdb"
+# Insert bodies up to this size are buffered before the session lock is taken;
+# beyond it the insert streams into chDB while the rest of the body is read.
+DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
+READ_PIECE = 4 * 1024 * 1024  # Content-Length bodies are read in pieces this big.
+# Same block size as ClickHouse's max_compress_block_size for `compress=1` output.
+RESPONSE_BLOCK = 1024 * 1024
+KEEP_ALIVE_SECONDS = 10  # ClickHouse's default keep_alive_timeout.
+IDLE_POLL_SECONDS = 0.5  # How often idle keep-alive connections look for shutdown.
+
+# URL params that are part of the HTTP interface, not ClickHouse settings.
+HTTP_PARAMS = frozenset({
+    "query", "database", "default_format", "compress", "decompress",
+    "enable_http_compression", "user", "password", "quota_key", "role",
+    "buffer_size", "stacktrace",
+})
+# Session/progress params that clients send and this server deliberately
+# ignores: there are no HTTP sessions and no progress headers here.
+IGNORED_PARAMS = frozenset({
+    "session_id", "session_timeout", "session_check", "query_id",
+    "wait_end_of_query", "http_wait_end_of_query", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
+    "client_protocol_version", "http_zlib_compression_level",
+})
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+# Transcribed from ClickHouse's src/Server/HTTP/exceptionCodeToHTTPStatus.cpp
+# (names resolved to numbers with the engine's own errorCodeToName()).
+_STATUS_BY_CODE = {
+    194: 401,  # REQUIRED_PASSWORD
+    # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, SET_NON_GRANTED_ROLE, ACCESS_DENIED
+    **{c: 403 for c in (192, 193, 516, 512, 497)},
+    # BAD_ARGUMENTS, CANNOT_COMPILE_REGEXP, CANNOT_PARSE_* (6 25 26 38 41 72 441 675 676 27 376),
+    # DUPLICATE_COLUMN, ILLEGAL_COLUMN, UNKNOWN_ELEMENT_IN_AST, UNKNOWN_TYPE_OF_AST_NODE,
+    # THERE_IS_NO_COLUMN, TOO_DEEP_AST, TOO_BIG_AST, UNEXPECTED_AST_STRUCTURE, SYNTAX_ERROR,
+    # INCORRECT_DATA, TYPE_MISMATCH, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    **{c: 400 for c in (36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 27, 376,
+                        15, 44, 37, 123, 8, 167, 168, 223, 62, 117, 53, 321)},
+    # UNKNOWN_TABLE, _FUNCTION, _IDENTIFIER, _TYPE, _STORAGE, _DATABASE, _SETTING,
+    # _DIRECTION_OF_SORTING, _AGGREGATE_FUNCTION, _FORMAT, _DATABASE_ENGINE, _TYPE_OF_QUERY, _ROLE
+    **{c: 404 for c in (60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511)},
+    229: 413,  # QUERY_IS_TOO_LARGE
+    48: 501,  # NOT_IMPLEMENTED
+    209: 503, 76: 503, 439: 503,  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
+    381: 411,  # HTTP_LENGTH_REQUIRED
+    159: 408,  # TIMEOUT_EXCEEDED
+    779: 415,  # UNSUPPORTED_MEDIA_TYPE
+}
+ABORTED = 236  # used for "engine is shutting down", answered with 503
+
+_CODE_RE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)
+_NAME_RE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\))?\s*$")
+_VERSION_TAIL_RE = re.compile(r"\s*\(version [^)]*\)\s*$")
+
+
+class ClickHouseError(Exception):
+    """An error reported to the client the way ClickHouse reports it."""
+
+    def __init__(self, code: int, name: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.name = name
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        if self.code == ABORTED:
+            return 503
+        return _STATUS_BY_CODE.get(self.code, 500)
+
+    def body(self, version: str) -> bytes:
+        return f"Code: {self.code}. DB::Exception: {self.message}. ({self.name}) (version {version})\n".encode()
+
+    @classmethod
+    def from_engine(cls, exc: BaseException) -> "ClickHouseError":
+        """Parse `Code: N. DB::Exception: msg (NAME)` out of a chDB exception."""
+        text = str(exc)
+        match = _CODE_RE.search(text)
+        if not match:
+            return cls(1001, "STD_EXCEPTION", text.strip() or type(exc).__name__)
+        code = int(match.group(1))
+        rest = _VERSION_TAIL_RE.sub("", match.group(2).strip())
+        name_match = _NAME_RE.search(rest)
+        name = name_match.group(1) if name_match else "UNKNOWN_EXCEPTION"
+        if name_match:
+            rest = rest[: name_match.start()].rstrip()
+        return cls(code, name, rest.rstrip(". ").rstrip())
+
+
+def syntax_error(message: str) -> ClickHouseError:
+    return ClickHouseError(62, "SYNTAX_ERROR", message)
+
+
+# ---------------------------------------------------------------------------
+# SQL scanning: just enough lexing to split an INSERT head from its data, find
+# the FORMAT clause, and reject multi-statements. Everything else is chDB's job.
+# ---------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    rb"""
+    (?P<ws>\s+)
+  | (?P<comment>--[^\n]*|\#[ !][^\n]*|/\*.*?\*/)
+  | (?P<str>'(?:[^'\\]|\\.|'')*')
+  | (?P<qid>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
+  | (?P<heredoc>\$(?P<tag>[A-Za-z0-9_]*)\$.*?\$(?P=tag)\$)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<num>[0-9][0-9A-Za-z_.]*)
+  | (?P<punct>.)
+    """,
+    re.S | re.X,
+)
+_OPEN, _CLOSE = b"([{", b")]}"
+
+
+@dataclass
+class Token:
+    kind: str  # "word", "qid", "str", "num", "punct", ...
+    text: bytes
+    start: int
+    end: int
+    depth: int
+
+    def is_word(self, upper: bytes) -> bool:
+        return self.kind == "word" and self.text.upper() == upper
+
+
+def _tokens(sql: bytes) -> Iterator[Token]:
+    """Significant tokens (no whitespace/comments) with their bracket depth."""
+    depth = 0
+    for m in _TOKEN_RE.finditer(sql):
+        kind = m.lastgroup if m.lastgroup != "tag" else "heredoc"
+        if kind in ("ws", "comment"):
+            continue
+        text = m.group()
+        if kind == "punct" and text in (b"(", b"[", b"{"):
+            yield Token(kind, text, m.start(), m.end(), depth)
+            depth += 1
+            continue
+        if kind == "punct" and text in (b")", b"]", b"}"):
+            depth = max(0, depth - 1)
+        yield Token(kind, text, m.start(), m.end(), depth)
+
+
+def _ident(tok: Token) -> str:
+    """The name a word or quoted identifier stands for."""
+    if tok.kind == "qid":
+        return tok.text[1:-1].decode("utf-8", "replace")
+    return tok.text.decode("utf-8", "replace")
+
+
+@dataclass
+class Statement:
+    """What the server needs to know about one SQL statement."""
+
+    kind: str  # "insert_data" (INSERT with FORMAT/VALUES), "set", "use" or "query"
+    sql: bytes  # for insert_data: the statement head, before FORMAT/VALUES
+    insert_format: str = ""
+    data_offset: int = 0  # where inline insert data starts in the scanned text
+    has_settings_clause: bool = False
+    output_format: str = ""  # FORMAT clause of a non-insert statement
+    set_names: list = field(default_factory=list)
+
+
+def _data_start(sql: bytes, pos: int) -> int:
+    """ClickHouse's rule: data starts after the first newline, else after spaces."""
+    while pos < len(sql) and sql[pos] in b" \t\f":
+        pos += 1
+    if sql.startswith(b"\r\n", pos):
+        return pos + 2
+    if sql.startswith(b"\n", pos):
+        return pos + 1
+    return pos
+
+
+def scan_statement(sql: bytes) -> Statement:
+    """Classify one statement; raise SYNTAX_ERROR on multi-statements."""
+    toks = _tokens(sql)
+    first = next(toks, None)
+    if first is None:
+        raise ClickHouseError(62, "SYNTAX_ERROR", "Empty query")
+    lead = first.text.upper() if first.kind == "word" else b""
+    stmt = Statement(kind={b"SET": "set", b"USE": "use"}.get(lead, "query"), sql=sql)
+    prev: Optional[Token] = first
+    seen_semicolon: Optional[Token] = None
+    format_candidate: Optional[Token] = None
+    for tok in toks:
+        if seen_semicolon is not None:
+            raise syntax_error(
+                f"Syntax error (Multi-statements are not allowed): failed at position "
+                f"{seen_semicolon.start + 1} (end of query): "
+                f"{sql[seen_semicolon.start:seen_semicolon.start + 40].decode('utf-8', 'replace')}"
+            )
+        top = tok.depth == 0
+        if top and tok.text == b";":
+            seen_semicolon = tok
+            continue
+        if lead == b"INSERT" and top and tok.kind == "word":
+            word = tok.text.upper()
+            if word == b"SETTINGS":
+                stmt.has_settings_clause = True
+            elif word == b"VALUES":
+                return _insert(stmt, sql[: tok.start], "Values", tok.end)
+            elif word == b"FORMAT":
+                name = next(toks, None)
+                if name is None or name.kind not in ("word", "qid"):
+                    raise syntax_error("Expected format name after FORMAT")
+                return _insert(stmt, sql[: tok.start], _ident(name), _data_start(sql, name.end))
+            elif word in (b"SELECT", b"WITH") and prev is not None and not prev.is_word(b"FORMAT"):
+                lead = b"INSERT_SELECT"  # executed like any other query from here on
+        if stmt.kind == "set" and top and tok.text == b"=" and prev is not None:
+            if prev.kind in ("word", "qid"):
+                stmt.set_names.append(_ident(prev))
+        if top and prev is not None and prev.is_word(b"FORMAT") and tok.kind in ("word", "qid"):
+            format_candidate = tok
+        elif format_candidate is not None and prev is format_candidate and not tok.is_word(b"SETTINGS"):
+            format_candidate = None  # `FORMAT x` followed by more than SETTINGS: not a clause
+        prev = tok
+    if format_candidate is not None:
+        stmt.output_format = _ident(format_candidate)
+    return stmt
+
+
+def _insert(stmt: Statement, head: bytes, fmt: str, data_offset: int) -> Statement:
+    stmt.kind = "insert_data"
+    stmt.sql = head.rstrip()
+    stmt.insert_format = fmt
+    stmt.data_offset = data_offset
+    return stmt
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def settings_clause(settings: dict) -> str:
+    return ", ".join(f"{k} = {quote_literal(v)}" for k, v in settings.items())
+
+
+# ---------------------------------------------------------------------------
+# Request body decoding: chunked transfer, HTTP content encodings, and
+# ClickHouse native compressed blocks (decompress=1).
+# ---------------------------------------------------------------------------
+
+class _MultiFrameDecoder:
+    """Decodes concatenated frames/members of one streaming codec.
+
+    zlib, zstandard and lz4.frame decompressors each stop at the end of one
+    frame and leave the rest in `unused_data`; clients (clickhouse-connect
+    among them) send one frame per HTTP chunk, so every frame must be decoded.
+    """
+
+    def __init__(self, factory: Callable[[], object], name: str):
+        self._factory = factory
+        self._name = name
+        self._dec = factory()
+        self._pending = False  # True while inside an unfinished frame
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._dec.decompress(data))
+            self._pending = not self._dec.eof
+            data = self._dec.unused_data if self._dec.eof else b""
+            if self._dec.eof:
+                self._dec = self._factory()
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self._pending:
+            raise ClickHouseError(271, "CANNOT_DECOMPRESS", f"Truncated {self._name} request body")
+
+
+def _zstd_factory():
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
+_CONTENT_DECODERS = {
+    "gzip": lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS),
+    "x-gzip": lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS),
+    "deflate": lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS),
+    "zstd": _zstd_factory,
+    "lz4": lz4.frame.LZ4FrameDecompressor,
+}
+try:  # brotli is optional: accepted only if the module happens to be installed.
+    import brotli  # type: ignore
+
+    class _BrotliAdapter:
+        def __init__(self):
+            self._d = brotli.Decompressor()
+            self.unused_data = b""
+
+        def decompress(self, data):
+            return self._d.process(data)
+
+        @property
+        def eof(self):
+            return self._d.is_finished()
+
+    _CONTENT_DECODERS["br"] = _BrotliAdapter
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+
+
+def content_decoder(encoding: str) -> Optional[_MultiFrameDecoder]:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity", "none"):
+        return None
+    factory = _CONTENT_DECODERS.get(encoding)
+    if factory is None:
+        raise ClickHouseError(36, "BAD_ARGUMENTS", f"Unknown HTTP compression method: {encoding}")
+    return _MultiFrameDecoder(factory, encoding)
+
+
+NATIVE_CHECKSUM = 16
+NATIVE_HEADER = 9
+METHOD_NONE, METHOD_LZ4, METHOD_ZSTD = 0x02, 0x82, 0x90
+_U64 = (1 << 64) - 1
+_zstd_plain = zstandard.ZstdDecompressor()
+
+
+def native_checksum(header_and_payload) -> bytes:
+    """CityHash128 v1.0.2 as ClickHouse writes it: high 64 bits first, each LE.
+
+    Verified against the `it_compresses` vector in clickhouse-rs 0.15.3.
+    """
+    h = CityHash128(header_and_payload)
+    return struct.pack("<QQ", h >> 64, h & _U64)
+
+
+class NativeUnframer:
+    """Turns a stream of ClickHouse compressed blocks back into plain bytes.
+
+    Blocks are cut straight out of the incoming pieces (memoryview, no copy);
+    only a block that straddles two pieces is re-assembled.
+    """
+
+    def __init__(self, verify: bool = True):
+        self._tail = b""
+        self._verify = verify
+
+    def feed(self, data: bytes) -> list:
+        if self._tail:
+            data = self._tail + data
+        view = memoryview(data)
+        out = []
+        pos = 0
+        while len(view) - pos >= NATIVE_CHECKSUM + NATIVE_HEADER:
+            method, csize, usize = struct.unpack_from("<BII", view, pos + NATIVE_CHECKSUM)
+            if csize < NATIVE_HEADER or csize > 1 << 30:
+                raise ClickHouseError(39, "TOO_LARGE_SIZE_COMPRESSED",
+                                      f"Too large size_compressed: {csize}. Most likely corrupted data")
+            end = pos + NATIVE_CHECKSUM + csize
+            if end > len(view):
+                break
+            block = view[pos + NATIVE_CHECKSUM:end]
+            if self._verify:
+                self._check(view[pos:pos + NATIVE_CHECKSUM], block, csize)
+            out.append(self._decompress(method, block[NATIVE_HEADER:], usize))
+            pos = end
+        self._tail = bytes(view[pos:])
+        return out
+
+    @staticmethod
+    def _check(expected, block, csize: int) -> None:
+        actual = native_checksum(block)
+        if actual != bytes(expected):
+            raise ClickHouseError(
+                40, "CHECKSUM_DOESNT_MATCH",
+                f"Checksum doesn't match: corrupted data. Reference: {bytes(expected).hex()}. "
+                f"Actual: {actual.hex()}. Size of compressed block: {csize}",
+            )
+
+    @staticmethod
+    def _decompress(method: int, payload, usize: int) -> bytes:
+        try:
+            if method == METHOD_LZ4:
+                return lz4.block.decompress(payload, uncompressed_size=usize)
+            if method == METHOD_ZSTD:
+                return _zstd_plain.decompress(payload, max_output_size=usize)
+            if method == METHOD_NONE:
+                return bytes(payload)
+        except (lz4.block.LZ4BlockError, zstandard.ZstdError) as exc:
+            raise ClickHouseError(271, "CANNOT_DECOMPRESS", f"Cannot decompress block: {exc}") from exc
+        raise ClickHouseError(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown compression method: 0x{method:02x}")
+
+    def finish(self) -> None:
+        if self._tail:
+            raise ClickHouseError(271, "CANNOT_DECOMPRESS",
+                                  f"Truncated compressed block at end of body ({len(self._tail)} bytes left)")
+
+
+def native_frame(data, method: int = METHOD_LZ4) -> Iterator[bytes]:
+    """Yields `data` as ClickHouse compressed blocks (for `compress=1`)."""
+    view = memoryview(data)
+    for start in range(0, len(view), RESPONSE_BLOCK):
+        piece = view[start:start + RESPONSE_BLOCK]
+        payload = lz4.block.compress(piece, store_size=False) if method == METHOD_LZ4 else bytes(piece)
+        header = struct.pack("<BII", method, NATIVE_HEADER + len(payload), len(piece))
+        yield native_checksum(header + payload) + header + payload
+
+
+def decode_body(raw: Iterable[bytes], encoding: str, native: bool, verify: bool) -> Iterator[bytes]:
+    """Raw body pieces → plain data pieces (HTTP decoding first, then native blocks)."""
+    http_dec = content_decoder(encoding)
+    unframer = NativeUnframer(verify) if native else None
+    for piece in raw:
+        if http_dec is not None:
+            piece = http_dec.feed(piece)
+        if unframer is None:
+            if piece:
+                yield piece
+        else:
+            yield from unframer.feed(piece)
+    if http_dec is not None:
+        http_dec.finish()
+    if unframer is not None:
+        unframer.finish()
+
+
+# ---------------------------------------------------------------------------
+# Response encoding (Accept-Encoding), as a 25.10+ server does by default.
+# ---------------------------------------------------------------------------
+
+_RESPONSE_ENCODERS = {
+    "lz4": lambda b: lz4.frame.compress(b),
+    "zstd": lambda b: zstandard.ZstdCompressor(level=1).compress(b),
+    "gzip": lambda b: _zlib_compress(b, 16 + zlib.MAX_WBITS),
+    "deflate": lambda b: _zlib_compress(b, zlib.MAX_WBITS),
+}
+
+
+def _zlib_compress(data, wbits: int) -> bytes:
+    c = zlib.compressobj(level=3, wbits=wbits)
+    return c.compress(data) + c.flush()
+
+
+def pick_response_encoding(accept: str) -> str:
+    """First encoding the client lists (q > 0) that this server can produce."""
+    for item in accept.split(","):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        if re.search(r"q\s*=\s*0(\.0*)?\s*$", params):
+            continue
+        if name in _RESPONSE_ENCODERS:
+            return name
+    return ""
+
+
+_CONTENT_TYPES = {
+    "tabseparated": "text/tab-separated-values; charset=UTF-8",
+    "tsv": "text/tab-separated-values; charset=UTF-8",
+    "tabseparatedwithnames": "text/tab-separated-values; charset=UTF-8",
+    "tabseparatedwithnamesandtypes": "text/tab-separated-values; charset=UTF-8",
+    "csv": "text/csv; charset=UTF-8; header=absent",
+    "csvwithnames": "text/csv; charset=UTF-8; header=present",
+    "json": "application/json; charset=UTF-8",
+    "jsoncompact": "application/json; charset=UTF-8",
+    "jsoneachrow": "application/x-ndjson; charset=UTF-8",
+    "pretty": "text/plain; charset=UTF-8",
+}
+
+
+def content_type_for(fmt: str) -> str:
+    lower = fmt.lower()
+    if lower in _CONTENT_TYPES:
+        return _CONTENT_TYPES[lower]
+    if lower.startswith(("pretty", "vertical", "markdown")):
+        return "text/plain; charset=UTF-8"
+    return "application/octet-stream"  # Native, RowBinary*, Parquet, Arrow, ...
+
+
+# ---------------------------------------------------------------------------
+# The engine: one chDB session, one statement at a time.
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """Result of one statement: body bytes plus what X-ClickHouse-Summary reports."""
+
+    body: object = b""  # bytes or memoryview
+    keepalive: object = None  # keeps chDB's result buffer alive while `body` is a view of it
+    summary: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the chDB session. Every method takes the session lock."""
+
+    def __init__(self, path: str):
+        from chdb import session as chdb_session  # imported late: it is slow and big
+
+        self._session = chdb_session.Session(path)
+        self._lock = threading.Lock()
+        self._current_db: Optional[str] = None  # what the session's USE points at
+        self.version = self._scalar("SELECT version()")
+        self.timezone = self._scalar("SELECT timezone()")
+
+    def _scalar(self, sql: str) -> str:
+        return bytes(self._session.query(sql, "TabSeparated").bytes()).decode().strip()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def _require_open(self):
+        if self._session is None:
+            raise ClickHouseError(ABORTED, "ABORTED", "Server is shutting down")
+        return self._session
+
+    def _use(self, session, database: str) -> None:
+        # Without HTTP sessions every request starts in its own default database;
+        # the chDB session is shared, so switch only when it differs.
+        if database != self._current_db:
+            self._current_db = None
+            _run(lambda: session.query(f"USE `{database.replace('`', '``')}`"))
+            self._current_db = database
+
+    def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict) -> Outcome:
+        with self._lock:
+            session = self._require_open()
+            self._use(session, database)
+            applied = []
+            try:
+                for name, value in settings.items():
+                    _run(lambda: session.query(f"SET {name} = {quote_literal(value)}"))
+                    applied.append(name)
+                sql = stmt.sql.decode("utf-8", "replace")
+                res = _run(lambda: session.query(sql, fmt, params=params or None))
+            finally:
+                # URL settings and SET statements last one request, as on a server
+                # without session_id; the chDB session itself is long-lived.
+                for name in applied + stmt.set_names:
+                    try:
+                        session.query(f"SET {name} = DEFAULT")
+                    except Exception:  # noqa: BLE001 - an unknown name already failed above
+                        pass
+                if stmt.kind == "use":
+                    self._current_db = None
+        # A zero-copy view of chDB's result buffer; `keepalive` holds the owner.
+        body = res.get_memview().view() if res is not None else b""
+        summary = _summary(res.rows_read(), res.bytes_read(), res.rows_written(),
+                           res.bytes_written(), res.elapsed()) if res is not None else _summary()
+        if res is not None:
+            summary["result_bytes"] = str(len(body))
+        return Outcome(body=body, keepalive=res, summary=summary)
+
+    def insert(self, head: str, fmt: str, database: str, chunks: Iterable[bytes]) -> Outcome:
+        with self._lock:
+            session = self._require_open()
+            self._use(session, database)
+            inserter = _run(lambda: session.send_insert(head, fmt))
+            try:
+                for chunk in chunks:
+                    _run(lambda: inserter.append(chunk))
+                result = _run(inserter.finish)
+            except BaseException:
+                try:
+                    inserter.cancel()
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    pass
+                raise
+        return Outcome(summary=_summary(0, 0, result.rows_written, result.bytes_written, result.elapsed))
+
+
+def _run(fn):
+    """Calls into chDB and turns its exceptions into ClickHouseError."""
+    try:
+        return fn()
+    except ClickHouseError:
+        raise
+    except Exception as exc:  # chDB raises RuntimeError/ChdbError with the server text
+        raise ClickHouseError.from_engine(exc) from exc
+
+
+def _summary(read_rows=0, read_bytes=0, written_rows=0, written_bytes=0, elapsed=0.0) -> dict:
+    # ClickHouse sends every number as a JSON string; the Rust crate parses strings.
+    return {
+        "read_rows": str(read_rows), "read_bytes": str(read_bytes),
+        "written_rows": str(written_rows), "written_bytes": str(written_bytes),
+        "total_rows_to_read": "0", "elapsed_ns": str(int(elapsed * 1e9)),
+    }
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------
+
+class Server(ThreadingHTTPServer):
+    """Threaded server whose shutdown waits for in-flight requests."""
+
+    daemon_threads = False  # server_close() joins handler threads: drain, not abort
+    block_on_close = True
+    allow_reuse_address = True
+
+    def __init__(self, address, engine: Optional[Engine], version: str, timezone: str,
+                 spill_bytes: int = DEFAULT_SPILL_BYTES):
+        """`engine` None means --blackhole: inserts are read and dropped."""
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, Handler)
+        self.engine = engine
+        self.spill_bytes = spill_bytes
+        self.version = version
+        self.timezone = timezone
+        self.stopping = threading.Event()
+
+
+@dataclass
+class Request:
+    """A parsed request: URL params split by role."""
+
+    query: str
+    database: str
+    default_format: str
+    settings: dict
+    params: dict
+    query_id: str
+    compress: bool
+    decompress: bool
+    http_compression: bool
+
+
+def parse_params(qs: str) -> Request:
+    query, database, default_format = "", "default", ""
+    settings, params = {}, {}
+    compress = decompress = False
+    http_compression = True  # enable_http_compression defaults to 1 since 25.10
+    query_id = ""
+    for key, value in parse_qsl(qs, keep_blank_values=True):
+        if key == "query":
+            query = value
+        elif key == "database":
+            database = value or "default"
+        elif key == "default_format":
+            default_format = value
+        elif key == "compress":
+            compress = value not in ("", "0")
+        elif key == "decompress":
+            decompress = value not in ("", "0")
+        elif key == "enable_http_compression":
+            http_compression = value not in ("", "0", "false")
+        elif key == "query_id":
+            query_id = value
+        elif key.startswith("param_"):
+            params[key[len("param_"):]] = value
+        elif key in HTTP_PARAMS or key in IGNORED_PARAMS:
+            continue
+        elif not _SETTING_NAME_RE.match(key):
+            raise ClickHouseError(115, "UNKNOWN_SETTING", f"Unknown setting '{key}'")
+        else:
+            settings[key] = value
+    return Request(query, database, default_format, settings, params,
+                   query_id or str(uuid.uuid4()), compress, decompress, http_compression)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ClickHouse-chDB"
+    sys_version = ""
+
+    # --- connection lifecycle -------------------------------------------------
+
+    def handle(self) -> None:
+        """Keep-alive loop that notices shutdown while a connection is idle."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._wait_for_next_request():
+            self.handle_one_request()
+
+    def _wait_for_next_request(self) -> bool:
+        if self._has_buffered_input():
+            return True
+        deadline = time.monotonic() + KEEP_ALIVE_SECONDS
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.connection], [], [], IDLE_POLL_SECONDS)
+            if ready:
+                return True
+            if self.server.stopping.is_set():
+                return False
+        return False
+
+    def _has_buffered_input(self) -> bool:
+        # A pipelined request may already sit in rfile's buffer, where select()
+        # cannot see it; a non-blocking peek reveals it without blocking.
+        self.connection.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))
+        except (BlockingIOError, OSError):
+            return False
+        finally:
+            self.connection.setblocking(True)
+
+    def log_message(self, fmt, *args) -> None:  # route http.server's own logs
+        LOG.debug("%s " + fmt, self.address_string(), *args)
+
+    def log_request(self, code="-", size="-") -> None:
+        pass  # one line per request is written by _log_done instead
+
+    # --- request dispatch -----------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch(has_body=False)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(has_body=False)
+
+    def do_POST(self) -> None:
+        self._dispatch(has_body=True)
+
+    def _dispatch(self, has_body: bool) -> None:
+        started = time.monotonic()
+        self._body_iter: Optional[Iterator[bytes]] = None
+        self._response_started = False
+        self._body_done = not self._has_request_body()
+        url = urlsplit(self.path)
+        status, note = 200, ""
+        try:
+            if url.path in ("/ping", "/") and not url.query and not (has_body and self._has_request_body()):
+                self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                return
+            if url.path not in ("/", "/query"):
+                raise ClickHouseError(
+                    36, "BAD_ARGUMENTS", f"There is no handle {url.path}. Use / or /ping")
+            req = parse_params(url.query)
+            note = self._execute(req)
+        except ClickHouseError as err:
+            status, note = err.http_status, f"{err.code} {err.name}"
+            self._send_error(err)
+        except (ConnectionError, socket.timeout) as exc:
+            self.close_connection = True
+            status, note = 499, f"client gone: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a server must answer, not die
+            LOG.exception("unexpected error")
+            status, note = 500, repr(exc)
+            self._send_error(ClickHouseError(1001, "STD_EXCEPTION", repr(exc)))
+        finally:
+            self._log_done(status, started, note)
+
+    def _log_done(self, status: int, started: float, note: str) -> None:
+        level = logging.DEBUG if status == 200 else logging.INFO
+        if LOG.isEnabledFor(level):
+            LOG.log(level, "%s %s %d %.1fms %s", self.command, self.path[:200], status,
+                    (time.monotonic() - started) * 1000, note)
+
+    def _execute(self, req: Request) -> str:
+        engine = self.server.engine
+        head = req.query.encode() + b"\n" if req.query else b""
+        stmt = scan_statement(head) if head else None
+        if stmt is not None and stmt.kind == "insert_data":
+            return self._insert(req, stmt, head[stmt.data_offset:])
+        # Anything else: the (small) body is the query, or continues it.
+        text = head + b"".join(self._decoded_body(req)) if self._has_request_body() else head
+        stmt = scan_statement(text)
+        if stmt.kind == "insert_data":
+            return self._insert(req, stmt, memoryview(text)[stmt.data_offset:], body_read=True)
+        fmt = stmt.output_format or req.default_format or "TabSeparated"
+        if engine is None:
+            raise ClickHouseError(48, "NOT_IMPLEMENTED", "Only inserts are accepted in --blackhole mode")
+        out = engine.query(stmt, fmt, req.database, req.settings, req.params)
+        self._send_result(req, out, fmt)
+        return f"{out.summary.get('read_rows')} rows read"
+
+    def _insert(self, req: Request, stmt: Statement, inline, body_read: bool = False) -> str:
+        head = stmt.sql.decode("utf-8", "replace")
+        if req.settings:
+            # In the statement itself, so insert_deduplication_token and friends
+            # apply to exactly this insert and nothing leaks into the session.
+            joiner = ", " if stmt.has_settings_clause else " SETTINGS "
+            head = f"{head}{joiner}{settings_clause(req.settings)}"
+        pieces: Iterator[bytes] = iter(())
+        if not body_read and self._has_request_body():
+            pieces = self._decoded_body(req)
+        buffered, total = ([bytes(inline)] if len(inline) else []), len(inline)
+        for piece in pieces:  # buffer before taking the session lock (see module doc)
+            buffered.append(piece)
+            total += len(piece)
+            if total >= self.server.spill_bytes:
+                break
+        if self.server.engine is None:  # --blackhole: read and unframe, do not execute
+            for piece in pieces:
+                total += len(piece)
+            self._send_result(req, Outcome(summary=_summary()), "")
+            return f"blackhole {total} bytes"
+        data = [b"".join(buffered)] if len(buffered) > 1 else buffered
+        out = self.server.engine.insert(head, stmt.insert_format, req.database, _chain(data, pieces))
+        self._send_result(req, out, "")
+        return f"{out.summary['written_rows']} rows written, {total}+ bytes"
+
+    # --- body reading ---------------------------------------------------------
+
+    def _has_request_body(self) -> bool:
+        te = self.headers.get("Transfer-Encoding", "").lower()
+        return "chunked" in te or int(self.headers.get("Content-Length") or 0) > 0
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """The raw request body in large pieces; the same iterator on every call."""
+        if self._body_iter is None:
+            self._body_iter = self._read_body()
+        return self._body_iter
+
+    def _read_body(self) -> Iterator[bytes]:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            yield from self._chunked_pieces()
+        else:
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining > 0:
+                piece = self.rfile.read(min(remaining, READ_PIECE))
+                if not piece:
+                    raise ConnectionError("client closed the connection mid-body")
+                remaining -= len(piece)
+                yield piece
+        self._body_done = True
+
+    def _decoded_body(self, req: "Request") -> Iterator[bytes]:
+        """Body with Content-Encoding and (if decompress=1) native framing removed."""
+        verify = req.settings.get("http_native_compression_disable_checksumming_on_decompress",
+                                  "0") in ("0", "false")
+        return decode_body(self._body_pieces(), self.headers.get("Content-Encoding", ""),
+                           req.decompress, verify)
+
+    def _chunked_pieces(self) -> Iterator[bytes]:
+        rfile = self.rfile
+        while True:
+            line = rfile.readline(1024)
+            if not line:
+                raise ConnectionError("client closed the connection mid-body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise ClickHouseError(36, "BAD_ARGUMENTS", f"Bad chunk size line {line[:40]!r}") from None
+            if size == 0:
+                while rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers are ignored
+                return
+            piece = rfile.read(size)
+            if len(piece) != size:
+                raise ConnectionError("client closed the connection mid-chunk")
+            rfile.readline(1024)  # CRLF after the chunk
+            yield piece
+
+    def _drain_body(self) -> None:
+        """Consume an unread body so the connection can stay alive.
+
+        Clients such as hyper report a broken pipe rather than the error response
+        if the server stops reading mid-body, so the rest is read and dropped.
+        """
+        if self._body_done:
+            return
+        try:
+            for _ in self._body_pieces():
+                pass
+        except Exception:  # noqa: BLE001 - a broken body: the connection closes instead
+            self.close_connection = True
+
+    # --- responses --------------------------------------------------------------
+
+    def _common_headers(self, req: Optional[Request]) -> dict:
+        headers = {
+            "X-ClickHouse-Server-Display-Name": SERVER_DISPLAY_NAME,
+            "X-ClickHouse-Timezone": self.server.timezone,
+            "Keep-Alive": f"timeout={KEEP_ALIVE_SECONDS}",
+        }
+        if req is not None:
+            headers["X-ClickHouse-Query-Id"] = req.query_id
+        return headers
+
+    def _send_result(self, req: Request, out: Outcome, fmt: str) -> None:
+        self._drain_body()
+        headers = self._common_headers(req)
+        headers["X-ClickHouse-Summary"] = json.dumps(out.summary, separators=(",", ":"))
+        body = out.body
+        if fmt:
+            headers["X-ClickHouse-Format"] = fmt
+            headers["Content-Type"] = content_type_for(fmt)
+        else:
+            headers["Content-Type"] = "text/plain; charset=UTF-8"
+        if req.compress and len(body):
+            body = b"".join(native_frame(body))
+            headers["Content-Type"] = "application/octet-stream"
+        encoding = pick_response_encoding(self.headers.get("Accept-Encoding", "")) if req.http_compression else ""
+        if encoding and len(body):
+            body = _RESPONSE_ENCODERS[encoding](body)
+            headers["Content-Encoding"] = encoding
+        self._send(200, body, headers)
+
+    def _send_error(self, err: ClickHouseError) -> None:
+        self._drain_body()
+        headers = self._common_headers(None)
+        headers["X-ClickHouse-Exception-Code"] = str(err.code)
+        headers["Content-Type"] = "text/plain; charset=UTF-8"
+        self._send(err.http_status, err.body(self.server.version), headers)
+
+    def _send(self, status: int, body, headers: dict) -> None:
+        if self._response_started:
+            # Failing after the status line went out: a second response would
+            # corrupt the stream, so the only honest signal left is closing.
+            self.close_connection = True
+            return
+        self._response_started = True
+        if self.server.stopping.is_set():
+            self.close_connection = True
+        if not self._body_done:
+            self.close_connection = True  # unread body bytes would poison keep-alive
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and len(body):
+            self.wfile.write(body)
+        self.wfile.flush()
+
+
+def _chain(first: list, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from first
+    yield from rest
+
+
+# ---------------------------------------------------------------------------
+# Process: data-dir lock, signals, ready line.
+# ---------------------------------------------------------------------------
+
+def lock_data_dir(data_dir: str) -> int:
+    """Takes DIR/.chserver.lock or exits with EXIT_LOCKED naming the holder."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, ".chserver.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        print(f"chserver: data dir {os.path.abspath(data_dir)} is locked by another "
+              f"chserver (pid {holder}); refusing to share it", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def parse_listen(value: str) -> tuple:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen wants HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_args(argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="ClickHouse-HTTP-compatible server over chDB")
+    p.add_argument("--data-dir", required=True, help="directory owned exclusively by this server")
+    p.add_argument("--listen", required=True, type=parse_listen, help="HOST:PORT (port 0 = any free port)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--blackhole", action="store_true",
+                   help="benchmark mode: read and unframe insert bodies, answer 200, execute nothing")
+    p.add_argument("--spill-bytes", type=int, default=DEFAULT_SPILL_BYTES,
+                   help="insert bodies larger than this stream into chDB while being read "
+                        "(holding the engine); smaller ones are buffered first")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s chserver: %(message)s")
+    lock_fd = lock_data_dir(args.data_dir)
+    engine = None if args.blackhole else Engine(os.path.join(args.data_dir, "chdb"))
+    version = engine.version if engine else "26.9.0.0"
+    server = Server(args.listen, engine, version, engine.timezone if engine else "UTC",
+                    args.spill_bytes)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="accept")
+    serving.start()
+
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ready http://{shown}:{port}", flush=True)
+    LOG.info("listening on %s:%s, data dir %s, engine %s%s", host, port, args.data_dir, version,
+             " (blackhole)" if args.blackhole else "")
+
+    while not stop.wait(1.0):
+        pass
+    LOG.info("shutting down: draining in-flight requests")
+    server.stopping.set()
+    server.shutdown()  # stop accepting
+    server.server_close()  # joins handler threads: in-flight requests finish
+    serving.join()
+    if engine is not None:
+        engine.close()
+    os.close(lock_fd)
+    LOG.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

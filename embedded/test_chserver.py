@@ -1,0 +1,388 @@
+"""Black-box tests for chserver.py: a real server process on port 0 in a temp dir.
+
+Run: .venv/bin/python -m unittest discover -s embedded -p 'test_*.py' -v
+"""
+
+import datetime as dt
+import gzip
+import http.client
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+import lz4.block
+import zstandard
+from clickhouse_cityhash.cityhash import CityHash128
+
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chserver.py")
+
+TRADES_DDL = """CREATE TABLE mp.trades (timestamp DateTime64(3,'UTC') CODEC(Delta, ZSTD),
+ exchange LowCardinality(String) CODEC(ZSTD), market_type LowCardinality(String) CODEC(ZSTD),
+ symbol LowCardinality(String) CODEC(ZSTD), trade_id String CODEC(ZSTD), price Decimal64(8) CODEC(ZSTD),
+ quantity Decimal64(8) CODEC(ZSTD), side LowCardinality(String) CODEC(ZSTD), is_maker Bool DEFAULT false CODEC(ZSTD),
+ trade_time DateTime64(3,'UTC') CODEC(Delta, ZSTD), data_source LowCardinality(String) DEFAULT 'marketprism' CODEC(ZSTD),
+ created_at DateTime64(3,'UTC') DEFAULT now64(3) CODEC(Delta, ZSTD)) ENGINE = MergeTree
+ PARTITION BY (toYYYYMM(timestamp), exchange) ORDER BY (timestamp, exchange, symbol, trade_id)
+ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE SETTINGS non_replicated_deduplication_window = 1000"""
+COLUMNS = "timestamp, exchange, market_type, symbol, trade_id, price, quantity, side, is_maker, trade_time"
+
+
+def start_server(data_dir, *extra):
+    """Starts chserver and returns (process, "host:port") once it printed its ready line."""
+    # stderr goes to a file: an unread pipe could fill up and stall the server.
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, "--data-dir", data_dir, "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE, stderr=log, text=True)
+    proc.log = log
+    line = proc.stdout.readline()
+    if not line.startswith("ready http://"):
+        proc.kill()
+        proc.wait()
+        log.seek(0)
+        raise RuntimeError(f"server did not start: {line!r} {log.read()}")
+    return proc, line.strip()[len("ready http://"):]
+
+
+def stop_server(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.log.close()
+
+
+def recent(minutes_ago=0.0):
+    """A DateTime64(3) text value inside the table's 3-day TTL."""
+    t = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes_ago)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def native_blocks(data, block_size, corrupt=False):
+    """ClickHouse compressed LZ4 blocks, checksum written high half first."""
+    out = []
+    for i in range(0, len(data), block_size):
+        piece = data[i:i + block_size]
+        payload = lz4.block.compress(piece, store_size=False)
+        header = struct.pack("<BII", 0x82, 9 + len(payload), len(piece))
+        h = CityHash128(header + payload)
+        checksum = struct.pack("<QQ", h >> 64, h & (2**64 - 1))
+        if corrupt:
+            checksum = bytes([checksum[0] ^ 0xFF]) + checksum[1:]
+        out.append(checksum + header + payload)
+    return b"".join(out)
+
+
+def decode_native_blocks(data):
+    out, pos = [], 0
+    while pos < len(data):
+        method, csize, usize = struct.unpack_from("<BII", data, pos + 16)
+        block = data[pos + 16:pos + 16 + csize]
+        h = CityHash128(block)
+        assert data[pos:pos + 16] == struct.pack("<QQ", h >> 64, h & (2**64 - 1))
+        assert method == 0x82
+        out.append(lz4.block.decompress(block[9:], uncompressed_size=usize))
+        pos += 16 + csize
+    return b"".join(out)
+
+
+class ServerTests(unittest.TestCase):
+    """One server for the whole class; each test uses its own table or rows."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.proc, cls.addr = start_server(cls.tmp.name)
+        host, port = cls.addr.rsplit(":", 1)
+        cls.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        cls.sql("CREATE DATABASE mp")
+        cls.sql(TRADES_DDL)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.conn.close()
+        code = stop_server(cls.proc)
+        cls.tmp.cleanup()
+        assert code == 0, f"server exit code {code}"
+
+    @classmethod
+    def request(cls, method="POST", params=None, body=None, headers=None, path="/"):
+        """One request over the shared keep-alive connection: (status, headers, body)."""
+        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        cls.conn.request(method, url, body=body, headers=headers or {},
+                         encode_chunked=headers is not None and "Transfer-Encoding" in headers)
+        resp = cls.conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+
+    @classmethod
+    def sql(cls, text, **params):
+        status, _, body = cls.request(params=params or None, body=text.encode())
+        if status != 200:
+            raise AssertionError(f"{status}: {body.decode(errors='replace')}")
+        return body.decode()
+
+    def count(self, where="1"):
+        return int(self.sql(f"SELECT count() FROM mp.trades WHERE {where}"))
+
+    def trade_json(self, trade_id, exchange="binance", minutes_ago=5.0):
+        return json.dumps({
+            "timestamp": recent(minutes_ago), "exchange": exchange, "market_type": "spot",
+            "symbol": "BTC-USDT", "trade_id": trade_id, "price": "66990.5", "quantity": "0.01",
+            "side": "buy", "trade_time": recent(minutes_ago),
+        })
+
+    # --- basics -----------------------------------------------------------------
+
+    def test_ping(self):
+        self.assertEqual(self.request("GET", path="/ping")[::2], (200, b"Ok.\n"))
+        self.assertEqual(self.request("GET")[::2], (200, b"Ok.\n"))
+
+    def test_get_version(self):
+        status, headers, body = self.request("GET", {"query": "SELECT version()"})
+        self.assertEqual(status, 200)
+        self.assertTrue(body.startswith(b"26."), body)
+        self.assertEqual(headers["X-ClickHouse-Format"], "TabSeparated")
+        self.assertIn("read_rows", json.loads(headers["X-ClickHouse-Summary"]))
+        self.assertTrue(headers["X-ClickHouse-Query-Id"])
+
+    def test_post_sql_and_expect_continue(self):
+        status, _, body = self.request(body=b"SELECT 1 + 1", headers={"Expect": "100-continue"})
+        self.assertEqual((status, body), (200, b"2\n"))
+
+    def test_query_param_and_body_are_joined(self):
+        status, _, body = self.request(params={"query": "SELECT"}, body=b"40 + 2")
+        self.assertEqual((status, body), (200, b"42\n"))
+
+    def test_default_format_and_format_clause(self):
+        status, headers, body = self.request(
+            params={"default_format": "JSONEachRow"}, body=b"SELECT 7 AS x")
+        self.assertEqual((status, body), (200, b'{"x":7}\n'))
+        self.assertEqual(headers["X-ClickHouse-Format"], "JSONEachRow")
+        status, headers, body = self.request(body=b"SELECT 8 AS y FORMAT JSONEachRow")
+        self.assertEqual((body, headers["X-ClickHouse-Format"]), (b'{"y":8}\n', "JSONEachRow"))
+
+    def test_query_parameters(self):
+        out = self.sql("SELECT {a:UInt32} + 1, {s:String}", param_a="41", param_s="it's")
+        self.assertEqual(out, "42\tit\\'s\n")
+
+    def test_database_param(self):
+        self.assertEqual(self.sql("SELECT currentDatabase()", database="mp"), "mp\n")
+        self.assertEqual(self.sql("SELECT currentDatabase()"), "default\n")
+        self.assertEqual(self.sql("EXISTS TABLE trades", database="mp"), "1\n")
+
+    def test_settings_do_not_leak(self):
+        self.assertEqual(self.sql("SELECT getSetting('max_block_size')", max_block_size="123"), "123\n")
+        default = self.sql("SELECT getSetting('max_block_size')")
+        self.assertNotEqual(default, "123\n")
+        self.sql("SET max_block_size = 77")
+        self.assertEqual(self.sql("SELECT getSetting('max_block_size')"), default)
+
+    def test_compress_response(self):
+        status, _, body = self.request(params={"compress": "1"},
+                                       body=b"SELECT number FROM numbers(100000) FORMAT RowBinary")
+        self.assertEqual(status, 200)
+        self.assertEqual(decode_native_blocks(body), b"".join(struct.pack("<Q", i) for i in range(100000)))
+
+    def test_http_response_compression(self):
+        status, headers, body = self.request(body=b"SELECT 'zz'", headers={"Accept-Encoding": "gzip"})
+        self.assertEqual(headers["Content-Encoding"], "gzip")
+        self.assertEqual(gzip.decompress(body), b"zz\n")
+
+    # --- errors -------------------------------------------------------------------
+
+    def test_unknown_table_is_404(self):
+        status, headers, body = self.request(body=b"SELECT * FROM mp.no_such_table")
+        self.assertEqual(status, 404)
+        self.assertEqual(headers["X-ClickHouse-Exception-Code"], "60")
+        self.assertTrue(body.startswith(b"Code: 60. DB::Exception: "), body)
+        self.assertIn(b"(UNKNOWN_TABLE) (version 26.9", body)
+
+    def test_syntax_error_is_400(self):
+        status, headers, body = self.request(body=b"SELEC 1")
+        self.assertEqual((status, headers["X-ClickHouse-Exception-Code"]), (400, "62"))
+        self.assertIn(b"Code: 62.", body)
+
+    def test_multi_statements_rejected(self):
+        status, _, body = self.request(body=b"SELECT 1; SELECT 2")
+        self.assertEqual(status, 400)
+        self.assertIn(b"Multi-statements are not allowed", body)
+        self.assertEqual(self.sql("SELECT ';' ; "), ";\n")  # one trailing ';' is fine
+
+    # --- inserts --------------------------------------------------------------------
+
+    def test_json_each_row_insert_applies_defaults(self):
+        rows = "\n".join(self.trade_json(f"json-{i}") for i in range(3)).encode()
+        status, headers, _ = self.request(params={"query": f"INSERT INTO mp.trades ({COLUMNS}) FORMAT JSONEachRow"},
+                                          body=rows)
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(headers["X-ClickHouse-Summary"])["written_rows"], "3")
+        out = self.sql("SELECT data_source, is_maker, created_at > now64(3) - INTERVAL 1 MINUTE "
+                       "FROM mp.trades WHERE trade_id LIKE 'json-%'")
+        self.assertEqual(out, "marketprism\tfalse\t1\n" * 3)
+
+    def test_inline_values_in_body(self):
+        ts = recent(3)
+        self.sql(f"INSERT INTO mp.trades ({COLUMNS}) VALUES ('{ts}', 'okx', 'spot', 'ETH-USDT', 'values-1', "
+                 f"3000.25, 1.5, 'sell', true, '{ts}')")
+        self.assertEqual(self.sql("SELECT price, is_maker FROM mp.trades WHERE trade_id = 'values-1'"),
+                         "3000.25\ttrue\n")
+
+    def test_insert_format_with_inline_data_and_gzip(self):
+        body = f"INSERT INTO mp.trades ({COLUMNS}) FORMAT JSONEachRow\n".encode() + self.trade_json("gz-1").encode()
+        # Two gzip members: a decoder that stops after the first would lose the data.
+        packed = gzip.compress(body[:40]) + gzip.compress(body[40:])
+        status, _, resp = self.request(body=packed, headers={"Content-Encoding": "gzip"})
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id = 'gz-1'"), 1)
+
+    def test_zstd_multi_frame_body(self):
+        rows = (self.trade_json("zs-1") + "\n" + self.trade_json("zs-2")).encode()
+        cctx = zstandard.ZstdCompressor()
+        packed = cctx.compress(rows[:50]) + cctx.compress(rows[50:])
+        status, _, resp = self.request(params={"query": f"INSERT INTO mp.trades ({COLUMNS}) FORMAT JSONEachRow"},
+                                       body=packed, headers={"Content-Encoding": "zstd"})
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id LIKE 'zs-%'"), 2)
+
+    def rowbinary_rows(self, n, prefix):
+        """RowBinary for n trades rows, produced by the server itself."""
+        return self.request(body=(
+            f"SELECT now64(3) - toIntervalMillisecond(number) AS timestamp, "
+            f"['binance','okx'][number % 2 + 1], 'spot', 'BTC-USDT', concat('{prefix}', toString(number)), "
+            f"toDecimal64(60000.5, 8), toDecimal64(0.01, 8), 'buy', number % 2 = 0, "
+            f"now64(3) - toIntervalMillisecond(number) FROM numbers({n}) FORMAT RowBinary").encode())[2]
+
+    def test_rowbinary_lz4_multi_block_chunked(self):
+        data = self.rowbinary_rows(5000, "rb-")
+        body = native_blocks(data, block_size=16 * 1024)  # ~22 blocks
+        # Odd-sized HTTP chunks so that blocks straddle chunk boundaries.
+        chunks = [body[i:i + 7001] for i in range(0, len(body), 7001)]
+        status, headers, resp = self.request(
+            params={"query": f"INSERT INTO `mp`.`trades`(`{COLUMNS.replace(', ', '`,`')}`) FORMAT RowBinary",
+                    "decompress": "1"},
+            body=iter(chunks), headers={"Transfer-Encoding": "chunked"})
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(json.loads(headers["X-ClickHouse-Summary"])["written_rows"], "5000")
+        self.assertEqual(self.count("trade_id LIKE 'rb-%'"), 5000)
+
+    def test_corrupted_checksum_rejected(self):
+        body = native_blocks(self.rowbinary_rows(10, "bad-"), block_size=1 << 20, corrupt=True)
+        status, headers, resp = self.request(
+            params={"query": f"INSERT INTO mp.trades ({COLUMNS}) FORMAT RowBinary", "decompress": "1"}, body=body)
+        self.assertEqual(status, 500)
+        self.assertEqual(headers["X-ClickHouse-Exception-Code"], "40")
+        self.assertIn(b"(CHECKSUM_DOESNT_MATCH)", resp)
+        self.assertEqual(self.count("trade_id LIKE 'bad-%'"), 0)
+
+    def test_native_insert(self):
+        data = self.request(body=(
+            f"SELECT now64(3) AS timestamp, 'okx' AS exchange, 'spot' AS market_type, 'SOL-USDT' AS symbol, "
+            f"concat('nat-', toString(number)) AS trade_id, toDecimal64(150, 8) AS price, "
+            f"toDecimal64(2, 8) AS quantity, 'sell' AS side, false AS is_maker, now64(3) AS trade_time "
+            f"FROM numbers(1000) FORMAT Native").encode())[2]
+        status, _, resp = self.request(params={"query": "INSERT INTO mp.trades FORMAT Native"}, body=data)
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id LIKE 'nat-%' AND data_source = 'marketprism'"), 1000)
+
+    def test_dedup_token(self):
+        rows = "\n".join(self.trade_json(f"tok-{i}", exchange="binance") for i in range(4)).encode()
+        params = {"query": f"INSERT INTO mp.trades ({COLUMNS}) FORMAT JSONEachRow",
+                  "insert_deduplication_token": "batch-42"}
+        for _ in range(2):
+            self.assertEqual(self.request(params=params, body=rows)[0], 200)
+        self.assertEqual(self.count("trade_id LIKE 'tok-%'"), 4)
+        other = "\n".join(self.trade_json(f"tok2-{i}") for i in range(2)).encode()
+        self.assertEqual(self.request(params={**params, "insert_deduplication_token": "batch-43"},
+                                      body=other)[0], 200)
+        self.assertEqual(self.count("trade_id LIKE 'tok%'"), 6)
+
+    def test_formats_round_trip(self):
+        """RowBinaryWithNamesAndTypes, TabSeparated, CSV and Values: server output back in."""
+        for fmt in ("RowBinaryWithNamesAndTypes", "TabSeparated", "CSV", "Values"):
+            data = self.request(body=(
+                # Exact column types: RowBinaryWithNamesAndTypes checks its header.
+                f"SELECT now64(3, 'UTC') AS timestamp, toLowCardinality('okx') AS exchange, "
+                f"toLowCardinality('spot') AS market_type, toLowCardinality('XRP-USDT') AS symbol, "
+                f"concat('{fmt}-', toString(number)) AS trade_id, toDecimal64(0.5, 8) AS price, "
+                f"toDecimal64(10, 8) AS quantity, toLowCardinality('buy') AS side, "
+                f"true AS is_maker, now64(3, 'UTC') AS trade_time FROM numbers(50) FORMAT {fmt}").encode())[2]
+            status, _, resp = self.request(
+                params={"query": f"INSERT INTO mp.trades ({COLUMNS}) FORMAT {fmt}"}, body=data)
+            self.assertEqual(status, 200, (fmt, resp))
+            self.assertEqual(self.count(f"trade_id LIKE '{fmt}-%' AND is_maker"), 50, fmt)
+
+    def test_insert_error_keeps_connection_usable(self):
+        status, headers, body = self.request(
+            params={"query": "INSERT INTO mp.trades (trade_id, price) FORMAT JSONEachRow"},
+            body=b'{"trade_id":"x","price":"not a number"}\n')
+        self.assertEqual(status, 400, body)
+        self.assertEqual(self.sql("SELECT 5"), "5\n")
+
+
+class ProcessTests(unittest.TestCase):
+    """Data-dir locking, signal handling, large-body streaming."""
+
+    def test_sigterm_finishes_in_flight_request(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, addr = start_server(tmp)
+            try:
+                host, port = addr.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                conn.request("POST", "/", body=b"SELECT sleep(1.5), 'done'")
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, b"0\tdone\n"))
+                conn.close()
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
+    def test_spilled_insert_streams_into_engine(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, addr = start_server(tmp, "--spill-bytes", "4096")
+            try:
+                host, port = addr.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                conn.request("POST", "/", body=b"CREATE TABLE t (a UInt64) ENGINE = MergeTree ORDER BY a")
+                self.assertEqual(conn.getresponse().read(), b"")
+                data = b"".join(struct.pack("<Q", i) for i in range(200_000))
+                chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+                conn.request("POST", "/?query=INSERT%20INTO%20t%20FORMAT%20RowBinary", body=iter(chunks),
+                             encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, b""))
+                conn.request("POST", "/", body=b"SELECT count(), sum(a) FROM t")
+                self.assertEqual(conn.getresponse().read(), f"200000\t{sum(range(200_000))}\n".encode())
+                conn.close()
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
+    def test_lock_then_sigterm(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, _ = start_server(tmp)
+            try:
+                t0 = time.monotonic()
+                second = subprocess.run([sys.executable, SERVER, "--data-dir", tmp, "--listen", "127.0.0.1:0"],
+                                        capture_output=True, text=True, timeout=30)
+                self.assertEqual(second.returncode, 3)
+                self.assertLess(time.monotonic() - t0, 10)
+                self.assertIn(os.path.abspath(tmp), second.stderr)
+                self.assertIn(f"pid {proc.pid}", second.stderr)
+                self.assertEqual(second.stdout, "")
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
