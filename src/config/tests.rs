@@ -656,7 +656,10 @@ fn render_masks_secrets_and_shows_sources() {
     // The value column is aligned: every source starts at the same column.
     let columns: std::collections::BTreeSet<usize> = render(&l)
         .lines()
-        .filter(|l| l.ends_with(" default") && !l.contains("subjects"))
+        // Values longer than the column (subjects, types) overflow by design.
+        .filter(|l| {
+            l.ends_with(" default") && !l.contains("subjects") && !l.starts_with("nats.types")
+        })
         .map(|l| l.len() - "default".len())
         .collect();
     assert_eq!(columns.len(), 1, "{columns:?}");
