@@ -686,3 +686,14 @@ fn every_recorded_source_is_rendered() {
         assert!(keys.contains(key), "{key}");
     }
 }
+
+#[test]
+fn empty_sections_are_empty() {
+    // A section whose keys are all commented out is null in YAML.
+    let l = check(
+        "cold_clickhouse:\nnats:\n  streams:\nbatch:\n  types:\n    trade:\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config, Config::defaults().unwrap());
+}
