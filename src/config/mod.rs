@@ -1,1 +1,571 @@
-//! Placeholder: filled in by its own change.
+//! Configuration: one typed tree read from an optional YAML file and the environment, validated
+//! once, before any port is bound.
+//!
+//! Two steps (see `docs/configuration.md`):
+//! 1. `raw`: the file's serde shape, every key optional, unknown keys refused (the seed's
+//!    `hot_storage_config.yaml` keys are accepted too);
+//! 2. `resolve`: file + environment + defaults (all in `defaults`) → [`Config`], whose fields
+//!    are typed (`Duration`, `NonZero*`, `SocketAddr`, enums) and already checked.
+//!
+//! Precedence for every key: environment variable > file > default. [`Loaded`] keeps where each
+//! value came from, and [`render`] prints the effective configuration with secrets masked.
+//! This module never reads the process environment itself except in [`process_env`], never
+//! touches the network and never logs: warnings are returned to the caller.
+
+pub mod defaults;
+mod error;
+mod raw;
+mod render;
+mod resolve;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::DataType;
+
+pub use error::ConfigError;
+pub use render::render;
+
+/// The validated configuration. Every field holds a value that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// NATS connection, streams and consumers.
+    pub nats: NatsConfig,
+    /// The (hot) ClickHouse server.
+    pub clickhouse: ClickHouseConfig,
+    /// A separate server for the cold database; `None` = the hot server.
+    pub cold_clickhouse: Option<ColdClickHouseConfig>,
+    /// The embedded ClickHouse and nats-server children.
+    pub embedded: EmbeddedConfig,
+    /// Flush thresholds per data type.
+    pub batch: PerType<TypeBatch>,
+    /// Backoff of retriable failures (NATS and ClickHouse).
+    pub retry: RetryConfig,
+    /// The operations HTTP surface.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Hot → cold migration.
+    pub migration: MigrationConfig,
+    /// Time allowed after a stop signal to flush, insert and ack before exiting.
+    pub shutdown_grace: Duration,
+}
+
+/// The result of [`Config::load`]: the configuration, where each value came from, and warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Dotted key (as printed by [`render`]) → where its value came from. Keys not listed are
+    /// defaults.
+    pub sources: BTreeMap<String, Source>,
+    /// Things the operator should know that do not stop the service (e.g. ignored seed keys).
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// Where the value of a dotted key came from (`Default` when not recorded).
+    pub fn source(&self, key: &str) -> &Source {
+        self.sources.get(key).unwrap_or(&Source::Default)
+    }
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default (or a value derived from other values).
+    Default,
+    /// The YAML file (possibly through a seed key mapped onto ours).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the optional YAML file and the environment (through `env`), applies defaults and
+    /// validates everything. `env` is injected so that tests never touch the process
+    /// environment; pass [`process_env`] in production.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, ConfigError> {
+        resolve::load(path, env)
+    }
+
+    /// The configuration with no file and an empty environment: every default.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Ok(Config::load(None, &|_| None)?.config)
+    }
+
+    /// Where the hot database lives: base URL and credentials.
+    pub fn hot_endpoint(&self) -> ClickHouseEndpoint {
+        ClickHouseEndpoint {
+            base_url: self.clickhouse.base_url(&self.embedded),
+            user: self.clickhouse.user.clone(),
+            password: self.clickhouse.password.clone(),
+            database: self.clickhouse.hot_db.clone(),
+        }
+    }
+
+    /// Where the cold database lives: `cold_clickhouse` if set, else the hot server.
+    pub fn cold_endpoint(&self) -> ClickHouseEndpoint {
+        match &self.cold_clickhouse {
+            Some(cold) => ClickHouseEndpoint {
+                base_url: base_url(cold.secure, &cold.host, cold.http_port),
+                user: cold.user.clone(),
+                password: cold.password.clone(),
+                database: self.clickhouse.cold_db.clone(),
+            },
+            None => ClickHouseEndpoint {
+                database: self.clickhouse.cold_db.clone(),
+                ..self.hot_endpoint()
+            },
+        }
+    }
+}
+
+/// The process environment, for [`Config::load`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A string that must not be printed: `Debug` and [`render`] show `****` (or `(empty)`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the secret is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `****`, or `(empty)` for an empty secret.
+    pub fn masked(&self) -> &'static str {
+        if self.0.is_empty() { "(empty)" } else { "****" }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.masked())
+    }
+}
+
+/// One value per data type, looked up with an exhaustive match (no map, no missing entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerType<T> {
+    trade: T,
+    orderbook: T,
+    funding_rate: T,
+    open_interest: T,
+    liquidation: T,
+    lsr_top_position: T,
+    lsr_all_account: T,
+    volatility_index: T,
+}
+
+impl<T> PerType<T> {
+    /// Builds the value of each type with `f`.
+    pub fn try_from_fn<E>(mut f: impl FnMut(DataType) -> Result<T, E>) -> Result<Self, E> {
+        Ok(PerType {
+            trade: f(DataType::Trade)?,
+            orderbook: f(DataType::Orderbook)?,
+            funding_rate: f(DataType::FundingRate)?,
+            open_interest: f(DataType::OpenInterest)?,
+            liquidation: f(DataType::Liquidation)?,
+            lsr_top_position: f(DataType::LsrTopPosition)?,
+            lsr_all_account: f(DataType::LsrAllAccount)?,
+            volatility_index: f(DataType::VolatilityIndex)?,
+        })
+    }
+
+    /// The value for `data_type`.
+    pub fn get(&self, data_type: DataType) -> &T {
+        match data_type {
+            DataType::Trade => &self.trade,
+            DataType::Orderbook => &self.orderbook,
+            DataType::FundingRate => &self.funding_rate,
+            DataType::OpenInterest => &self.open_interest,
+            DataType::Liquidation => &self.liquidation,
+            DataType::LsrTopPosition => &self.lsr_top_position,
+            DataType::LsrAllAccount => &self.lsr_all_account,
+            DataType::VolatilityIndex => &self.volatility_index,
+        }
+    }
+
+    /// `(type, value)` for the eight types, in [`DataType::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (DataType, &T)> {
+        DataType::ALL.into_iter().map(move |t| (t, self.get(t)))
+    }
+}
+
+/// How messages are received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsMode {
+    /// Durable pull consumers on JetStream streams; acked after the insert (at-least-once,
+    /// exactly-once in ClickHouse through dedup tokens).
+    JetStream,
+    /// Plain core-NATS subscriptions, like the seed's trade/orderbook path: no stream, no ack,
+    /// **at-most-once** — messages published while the service is down or slow are lost.
+    Core,
+}
+
+impl NatsMode {
+    /// `jetstream` or `core`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NatsMode::JetStream => "jetstream",
+            NatsMode::Core => "core",
+        }
+    }
+}
+
+/// NATS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://` or `tls://`), at least one.
+    pub urls: Vec<String>,
+    /// JetStream (default) or core NATS.
+    pub mode: NatsMode,
+    /// The streams this service ensures exist and consumes from.
+    pub streams: Streams,
+    /// Durable consumer name = prefix + data type (e.g. `marketprism_storage_trade`).
+    pub consumer_prefix: String,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// JetStream `max_ack_pending` of each type's consumer.
+    pub max_ack_pending: PerType<NonZeroU64>,
+    /// Messages asked for per pull request.
+    pub fetch_batch: NonZeroUsize,
+    /// Key-value bucket of the insert journal.
+    pub journal_bucket: String,
+    /// The data types this instance consumes (no duplicates, in [`DataType::ALL`] order).
+    pub types: Vec<DataType>,
+}
+
+impl NatsConfig {
+    /// The server URLs joined with commas, as `async_nats::connect` accepts them.
+    pub fn url(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// The durable consumer name for `data_type`.
+    pub fn durable_name(&self, data_type: DataType) -> String {
+        format!("{}{}", self.consumer_prefix, data_type.as_str())
+    }
+
+    /// Whether this instance consumes `data_type`.
+    pub fn consumes(&self, data_type: DataType) -> bool {
+        self.types.contains(&data_type)
+    }
+
+    /// The stream that captures `data_type` (the first whose subjects start with `<type>.`).
+    pub fn stream_for(&self, data_type: DataType) -> Option<&StreamConfig> {
+        [&self.streams.market_data, &self.streams.high_frequency]
+            .into_iter()
+            .find(|s| s.captures(data_type))
+    }
+}
+
+/// The two streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streams {
+    /// The seed's `MARKET_DATA` (six low-frequency types).
+    pub market_data: StreamConfig,
+    /// Our `MARKET_DATA_HF` (trades and order books).
+    pub high_frequency: StreamConfig,
+}
+
+/// A JetStream stream definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    /// Stream name (no spaces, dots, `*`, `>`).
+    pub name: String,
+    /// Subjects captured.
+    pub subjects: Vec<String>,
+    /// Messages older than this are dropped.
+    pub max_age: Duration,
+    /// Message count limit.
+    pub max_msgs: i64,
+    /// Size limit in bytes.
+    pub max_bytes: NonZeroU64,
+    /// `Nats-Msg-Id` dedup window.
+    pub duplicate_window: Duration,
+    /// File or memory.
+    pub storage: StreamStorage,
+    /// What happens when a limit is hit.
+    pub discard: Discard,
+    /// Number of replicas.
+    pub replicas: NonZeroUsize,
+}
+
+impl StreamConfig {
+    /// Whether one of the subjects belongs to `data_type`.
+    pub fn captures(&self, data_type: DataType) -> bool {
+        let prefix = format!("{}.", data_type.as_str());
+        self.subjects.iter().any(|s| s.starts_with(&prefix))
+    }
+}
+
+/// Stream storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStorage {
+    /// On disk.
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// Stream discard policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Drop the oldest messages.
+    Old,
+    /// Refuse new messages.
+    New,
+}
+
+/// Where ClickHouse runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClickHouseHost {
+    /// The service starts its embedded ClickHouse (see [`EmbeddedConfig`]).
+    Embedded,
+    /// An external server (host name or address).
+    Server(String),
+}
+
+/// Insert compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression (default: over loopback LZ4 costs more than it saves).
+    None,
+    /// LZ4.
+    Lz4,
+}
+
+/// The (hot) ClickHouse server and databases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickHouseConfig {
+    /// Embedded or an external host.
+    pub host: ClickHouseHost,
+    /// HTTP port of an external server (the embedded one uses `embedded.listen`).
+    pub http_port: u16,
+    /// HTTPS instead of HTTP.
+    pub secure: bool,
+    /// Hot database.
+    pub hot_db: String,
+    /// Cold database.
+    pub cold_db: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+    /// Insert compression.
+    pub compression: Compression,
+    /// Time limit of one INSERT request.
+    pub insert_timeout: Duration,
+}
+
+impl ClickHouseConfig {
+    /// Whether the service must start its embedded ClickHouse.
+    pub fn is_embedded(&self) -> bool {
+        self.host == ClickHouseHost::Embedded
+    }
+
+    /// `http(s)://host:port`, or `http://<embedded.listen>` for the embedded server.
+    pub fn base_url(&self, embedded: &EmbeddedConfig) -> String {
+        match &self.host {
+            ClickHouseHost::Embedded => format!("http://{}", embedded.listen),
+            ClickHouseHost::Server(host) => base_url(self.secure, host, self.http_port),
+        }
+    }
+}
+
+fn base_url(secure: bool, host: &str, port: u16) -> String {
+    let scheme = if secure { "https" } else { "http" };
+    // An IPv6 literal needs brackets in a URL.
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// A separate ClickHouse server for the cold database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColdClickHouseConfig {
+    /// Host name or address.
+    pub host: String,
+    /// HTTP port.
+    pub http_port: u16,
+    /// HTTPS (defaults to `clickhouse.secure`).
+    pub secure: bool,
+    /// User (defaults to `clickhouse.user`).
+    pub user: String,
+    /// Password (defaults to `clickhouse.password`).
+    pub password: Secret,
+}
+
+/// A resolved ClickHouse endpoint, ready for a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickHouseEndpoint {
+    /// `http(s)://host:port`.
+    pub base_url: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+    /// Database.
+    pub database: String,
+}
+
+/// The embedded children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedConfig {
+    /// Where the embedded ClickHouse (and nats-server) keep their data.
+    pub data_dir: PathBuf,
+    /// Directory holding `bin/python` (with chDB) and `bin/nats-server`.
+    pub tools_dir: PathBuf,
+    /// Address the embedded ClickHouse HTTP server listens on.
+    pub listen: SocketAddr,
+}
+
+impl EmbeddedConfig {
+    /// `<tools_dir>/bin/python`.
+    pub fn python(&self) -> PathBuf {
+        self.tools_dir.join("bin").join("python")
+    }
+
+    /// `<tools_dir>/bin/nats-server`.
+    pub fn nats_server(&self) -> PathBuf {
+        self.tools_dir.join("bin").join("nats-server")
+    }
+}
+
+/// Flush thresholds and buffer bound of one data type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeBatch {
+    /// Flush when this many rows are buffered.
+    pub max_rows: NonZeroUsize,
+    /// Flush when the buffered rows take this many bytes.
+    pub max_bytes: NonZeroU64,
+    /// Flush when the oldest buffered row is this old (never zero).
+    pub max_age: Duration,
+    /// Rows buffered + in flight before the consumer stops fetching (≥ `max_rows`).
+    pub max_queue: NonZeroUsize,
+}
+
+/// Backoff of retriable failures. There is no retry limit: retriable errors are retried
+/// forever and nothing is dropped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// First wait.
+    pub initial_backoff: Duration,
+    /// Largest wait.
+    pub max_backoff: Duration,
+    /// Each wait is the previous one times this (≥ 1).
+    pub multiplier: f64,
+}
+
+/// The operations HTTP surface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Port of the ops HTTP server.
+    pub port: u16,
+    /// Address it binds.
+    pub bind: IpAddr,
+    /// Bearer token required by mutating endpoints, if set.
+    pub token: Option<Secret>,
+    /// A second port serving only `/metrics` (the seed's `metrics_port`), if set.
+    pub metrics_port: Option<u16>,
+}
+
+impl HttpConfig {
+    /// `bind:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// `bind:metrics_port`, if a metrics port is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_port.map(|p| SocketAddr::new(self.bind, p))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A level (`info`) or a filter directive (`marketprism_storage=debug,info`).
+    pub level: String,
+    /// `RUST_LOG`, if set: it wins over `level`.
+    pub rust_log: Option<String>,
+    /// Pretty or JSON.
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// The filter to give `tracing_subscriber::EnvFilter`: `RUST_LOG` if set, else `level`.
+    pub fn filter(&self) -> &str {
+        self.rust_log.as_deref().unwrap_or(&self.level)
+    }
+}
+
+/// Hot → cold migration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationConfig {
+    /// Span of one migration window.
+    pub window: Duration,
+    /// At most this many rows per table per round.
+    pub batch_limit: NonZeroU64,
+    /// Only symbols starting with this.
+    pub symbol_prefix: Option<String>,
+    /// Only this exchange.
+    pub exchange: Option<String>,
+    /// Only this market type.
+    pub market_type: Option<String>,
+    /// Count only; write and delete nothing.
+    pub dry_run: bool,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Rows younger than this are left in hot for a later round.
+    pub lag: Duration,
+    /// Already-migrated windows re-verified each round.
+    pub recheck_windows: u32,
+}

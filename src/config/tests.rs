@@ -1,0 +1,699 @@
+//! Tests of the configuration: example file, fixtures, precedence, errors, rendering.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn manifest(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+/// Loads `yaml` (written to a temporary file) with the environment `env`.
+fn check(yaml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(yaml.as_bytes()).unwrap();
+    Config::load(Some(file.path()), &env_of(env))
+}
+
+fn check_err(yaml: &str, env: &[(&str, &str)]) -> String {
+    match check(yaml, env) {
+        Ok(_) => panic!("expected an error for {yaml:?} {env:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn example_file_equals_the_defaults() {
+    let path = manifest("config/example.yaml");
+    let loaded = Config::load(Some(&path), &|_| None).unwrap();
+    assert_eq!(loaded.config, Config::defaults().unwrap());
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The example sets keys explicitly, so they are reported as coming from the file.
+    assert_eq!(loaded.source("nats.url"), &Source::File(path.clone()));
+    assert_eq!(
+        loaded.source("batch.types.trade.max_rows"),
+        &Source::File(path)
+    );
+}
+
+#[test]
+fn example_file_commented_keys_are_real_keys() {
+    // Uncomment every `# key: value` line (lower-case key) and load it: a renamed key whose
+    // comment was not updated fails here.
+    let text = std::fs::read_to_string(manifest("config/example.yaml")).unwrap();
+    let mut uncommented = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let is_key = trimmed.strip_prefix("# ").is_some_and(|rest| {
+            let rest = rest.trim_start();
+            rest.split(':').next().is_some_and(|k| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            }) && rest.contains(':')
+        });
+        if is_key {
+            uncommented.push_str(indent);
+            uncommented.push_str(&trimmed[2..]);
+        } else {
+            uncommented.push_str(line);
+        }
+        uncommented.push('\n');
+    }
+    let loaded = check(&uncommented, &[]).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.http.metrics_port, Some(9094));
+    assert!(c.http.token.is_some());
+    assert_eq!(c.cold_clickhouse.as_ref().unwrap().host, "cold.example");
+    assert_eq!(c.migration.exchange.as_deref(), Some("binance"));
+    assert_eq!(c.nats.max_ack_pending.get(DataType::Trade).get(), 20_000);
+}
+
+#[test]
+fn defaults_match_the_brief() {
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.nats.urls, vec!["nats://localhost:4222"]);
+    assert_eq!(c.nats.mode, NatsMode::JetStream);
+    assert_eq!(c.nats.streams.market_data.subjects.len(), 18);
+    assert_eq!(c.nats.streams.market_data.max_bytes.get(), 2 << 30);
+    assert_eq!(c.nats.streams.high_frequency.name, "MARKET_DATA_HF");
+    assert_eq!(
+        c.nats.durable_name(DataType::Trade),
+        "marketprism_storage_trade"
+    );
+    assert_eq!(c.nats.types, DataType::ALL.to_vec());
+    for t in DataType::ALL {
+        let s = c.nats.stream_for(t).unwrap();
+        let expected = if t.is_high_frequency() {
+            "MARKET_DATA_HF"
+        } else {
+            "MARKET_DATA"
+        };
+        assert_eq!(s.name, expected, "{t}");
+        let b = c.batch.get(t);
+        assert_eq!(b.max_queue.get(), 2 * b.max_rows.get());
+        let pending = c.nats.max_ack_pending.get(t).get();
+        assert_eq!(pending, (2 * b.max_rows.get() as u64).max(10_000));
+    }
+    assert_eq!(c.batch.get(DataType::Trade).max_rows.get(), 100_000);
+    assert_eq!(c.batch.get(DataType::Orderbook).max_rows.get(), 5_000);
+    assert_eq!(
+        c.batch.get(DataType::Liquidation).max_age,
+        Duration::from_secs(2)
+    );
+    assert!(c.clickhouse.is_embedded());
+    assert_eq!(c.hot_endpoint().base_url, "http://127.0.0.1:8123");
+    assert_eq!(c.cold_endpoint().database, "marketprism_cold");
+    assert_eq!(c.http.addr().to_string(), "127.0.0.1:8081");
+    assert_eq!(c.log.filter(), "info");
+    assert_eq!(c.migration.window, Duration::from_secs(8 * 3600));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+}
+
+#[test]
+fn wrong_key_fixture_names_the_key() {
+    let path = manifest("src/config/testdata/wrong_key.yaml");
+    let err = Config::load(Some(&path), &|_| None).unwrap_err();
+    assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "config file {}: unknown key \"batch.trade_batch_sise\" (did you mean \"trade_batch_size\"?)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unknown_keys_fail_at_every_level() {
+    assert!(check_err("colour: red\n", &[]).contains("unknown key \"colour\""));
+    assert!(
+        check_err("batch:\n  types:\n    trade:\n      max_rowz: 1\n", &[])
+            .contains("unknown key \"batch.types.trade.max_rowz\" (did you mean \"max_rows\"?)")
+    );
+    // A seed section is accepted only with the keys the seed's file has.
+    assert!(
+        check_err("hot_storage:\n  connection_pool:\n    sizes: 3\n", &[])
+            .contains("unknown key \"hot_storage.connection_pool.sizes\"")
+    );
+    assert!(check_err("nats:\n  urll: x\n", &[]).contains("(did you mean \"url\"?)"));
+}
+
+#[test]
+fn nats_url_precedence() {
+    let yaml = "nats:\n  url: nats://yaml:4222\n  servers: [\"nats://servers:4222\"]\n";
+    let both = [
+        ("MARKETPRISM_NATS_URL", "nats://mp:4222"),
+        ("NATS_URL", "nats://plain:4222"),
+    ];
+    let l = check(yaml, &both).unwrap();
+    assert_eq!(l.config.nats.url(), "nats://mp:4222");
+    assert_eq!(
+        l.source("nats.url"),
+        &Source::Env("MARKETPRISM_NATS_URL".into())
+    );
+
+    let l = check(yaml, &[("NATS_URL", "nats://plain:4222")]).unwrap();
+    assert_eq!(l.config.nats.url(), "nats://plain:4222");
+    assert_eq!(l.source("nats.url"), &Source::Env("NATS_URL".into()));
+
+    // An empty variable counts as unset.
+    let l = check(yaml, &[("MARKETPRISM_NATS_URL", ""), ("NATS_URL", " ")]).unwrap();
+    assert_eq!(l.config.nats.url(), "nats://yaml:4222");
+    assert!(matches!(l.source("nats.url"), Source::File(_)));
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("\"nats.servers\" is ignored"))
+    );
+
+    let l = check(
+        "nats:\n  servers: [\"nats://a:4222\", \"tls://b:4222\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.nats.urls, vec!["nats://a:4222", "tls://b:4222"]);
+
+    let l = check("{}\n", &[]).unwrap();
+    assert_eq!(l.config.nats.url(), "nats://localhost:4222");
+    assert_eq!(l.source("nats.url"), &Source::Default);
+}
+
+#[test]
+fn nats_urls_are_checked() {
+    assert_eq!(
+        check_err("", &[("NATS_URL", "http://x:4222")]),
+        "env NATS_URL: invalid url \"http://x:4222\": scheme must be nats:// or tls://"
+    );
+    assert!(
+        check_err("nats:\n  url: \"nats://a:4222,nats://b:42x\"\n", &[])
+            .starts_with("nats.url: invalid url \"nats://b:42x\": invalid port")
+    );
+    let l = check("", &[("NATS_URL", "nats://u:p@[::1]:4222, tls://h")]).unwrap();
+    assert_eq!(l.config.nats.urls.len(), 2);
+}
+
+#[test]
+fn clickhouse_host_absent_means_embedded() {
+    let l = check("", &[]).unwrap();
+    assert_eq!(l.config.clickhouse.host, ClickHouseHost::Embedded);
+    let l = check(
+        "",
+        &[
+            ("CLICKHOUSE_HOST", "ch.internal"),
+            ("CLICKHOUSE_HTTP_PORT", "8443"),
+            ("CLICKHOUSE_SECURE", "1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.clickhouse.host,
+        ClickHouseHost::Server("ch.internal".into())
+    );
+    assert_eq!(l.config.hot_endpoint().base_url, "https://ch.internal:8443");
+    assert_eq!(
+        l.source("clickhouse.host"),
+        &Source::Env("CLICKHOUSE_HOST".into())
+    );
+    // The cold database lives on the hot server unless told otherwise.
+    assert_eq!(
+        l.config.cold_endpoint().base_url,
+        "https://ch.internal:8443"
+    );
+}
+
+#[test]
+fn clickhouse_database_aliases_and_cold_server() {
+    let l = check("", &[("CLICKHOUSE_DATABASE", "seed_db")]).unwrap();
+    assert_eq!(l.config.clickhouse.hot_db, "seed_db");
+    let l = check(
+        "",
+        &[
+            ("CLICKHOUSE_DATABASE", "seed_db"),
+            ("CLICKHOUSE_HOT_DB", "ours"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(l.config.clickhouse.hot_db, "ours");
+    assert_eq!(
+        l.source("clickhouse.hot_db"),
+        &Source::Env("CLICKHOUSE_HOT_DB".into())
+    );
+
+    let env = [
+        ("CLICKHOUSE_USER", "hot_user"),
+        ("CLICKHOUSE_PASSWORD", "hot_pw"),
+        ("COLD_CLICKHOUSE_HOST", "cold"),
+        ("COLD_CLICKHOUSE_HTTP_PORT", "9123"),
+    ];
+    let l = check("", &env).unwrap();
+    let cold = l.config.cold_endpoint();
+    assert_eq!(cold.base_url, "http://cold:9123");
+    assert_eq!(cold.user, "hot_user");
+    assert_eq!(cold.password.expose(), "hot_pw");
+    assert_eq!(cold.database, "marketprism_cold");
+
+    assert_eq!(
+        check_err("", &[("COLD_CLICKHOUSE_USER", "x")]),
+        "cold_clickhouse.host: required when another cold_clickhouse key (or COLD_CLICKHOUSE_* variable) is set"
+    );
+}
+
+#[test]
+fn seed_shipped_file_loads_with_mapping() {
+    let path = manifest("src/config/testdata/seed_hot_storage_config.yaml");
+    let l = Config::load(Some(&path), &|_| None).unwrap();
+    let c = &l.config;
+    let file = Source::File(path.clone());
+    assert_eq!(c.nats.urls, vec!["nats://127.0.0.1:4222"]);
+    assert_eq!(c.http.port, 8080);
+    assert_eq!(c.http.metrics_port, Some(9094));
+    assert_eq!(
+        c.clickhouse.host,
+        ClickHouseHost::Server("localhost".into())
+    );
+    assert_eq!(c.clickhouse.http_port, 8123);
+    assert_eq!(c.clickhouse.hot_db, "marketprism_hot");
+    assert_eq!(c.clickhouse.user, "default");
+    assert!(c.clickhouse.password.is_empty());
+    let orderbook = c.batch.get(DataType::Orderbook);
+    assert_eq!(orderbook.max_rows.get(), 6000);
+    assert_eq!(orderbook.max_age, Duration::from_millis(2500));
+    assert_eq!(orderbook.max_queue.get(), 12_000);
+    let trade = c.batch.get(DataType::Trade);
+    assert_eq!(trade.max_rows.get(), 10_000);
+    assert_eq!(trade.max_age, Duration::from_secs(3));
+    for t in DataType::ALL.into_iter().filter(|t| !t.is_high_frequency()) {
+        assert_eq!(c.batch.get(t).max_rows.get(), 800, "{t}");
+        assert_eq!(c.batch.get(t).max_age, Duration::from_secs(2), "{t}");
+        assert_eq!(c.nats.max_ack_pending.get(t).get(), 10_000);
+    }
+    assert_eq!(c.nats.types, DataType::ALL.to_vec());
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(l.source("batch.types.trade.max_rows"), &file);
+    assert_eq!(l.source("http.port"), &file);
+    assert_eq!(l.source("clickhouse.host"), &file);
+    // Each seed key without meaning here is reported once, not refused.
+    for key in [
+        "nats.max_reconnect_attempts",
+        "batch.high_freq_types",
+        "hot_storage.clickhouse_tcp_port",
+        "hot_storage.connection_pool",
+        "logging.output",
+        "monitoring",
+        "security",
+    ] {
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains(&format!("seed key \"{key}\" is ignored"))),
+            "{key}: {:?}",
+            l.warnings
+        );
+    }
+    // The seed's env variables still win over its file.
+    let l = Config::load(
+        Some(&path),
+        &env_of(&[("CLICKHOUSE_HOST", "clickhouse-hot")]),
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.clickhouse.host,
+        ClickHouseHost::Server("clickhouse-hot".into())
+    );
+}
+
+#[test]
+fn seed_retry_and_subscription_keys_map() {
+    let yaml = "retry:\n  max_retries: 3\n  delay_seconds: 1\n  backoff_multiplier: 3\n\
+                subscriptions:\n  lsr_enabled: false\n  trade_enabled: false\n";
+    let l = check(yaml, &[]).unwrap();
+    let c = &l.config;
+    assert_eq!(c.retry.initial_backoff, Duration::from_secs(1));
+    assert_eq!(c.retry.multiplier, 3.0);
+    assert!(l.warnings.iter().any(|w| w.contains("retry.max_retries")));
+    assert_eq!(
+        c.nats.types,
+        vec![
+            DataType::Orderbook,
+            DataType::FundingRate,
+            DataType::OpenInterest,
+            DataType::Liquidation,
+            DataType::VolatilityIndex
+        ]
+    );
+    // Our own key wins over the seed's, with a warning.
+    let l = check(
+        "batch:\n  trade_batch_size: 7\n  types:\n    trade:\n      max_rows: 9\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.batch.get(DataType::Trade).max_rows.get(), 9);
+    let l = check("http_port: 9000\nhttp:\n  port: 9001\n", &[]).unwrap();
+    assert_eq!(l.config.http.port, 9001);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("\"http_port\" is ignored"))
+    );
+}
+
+#[test]
+fn batch_layers_and_readme_table_shape() {
+    let yaml = "batch:\n  max_rows: 3000\n  max_age: 500ms\n  types:\n    trades:\n      batch_size: 100\n      timeout: 10.0\n      max_queue: 1000\n";
+    let c = check(yaml, &[]).unwrap().config;
+    let trade = c.batch.get(DataType::Trade);
+    assert_eq!(trade.max_rows.get(), 100);
+    assert_eq!(trade.max_age, Duration::from_secs(10));
+    assert_eq!(trade.max_queue.get(), 1000);
+    let book = c.batch.get(DataType::Orderbook);
+    assert_eq!(book.max_rows.get(), 3000);
+    assert_eq!(book.max_age, Duration::from_millis(500));
+    assert_eq!(book.max_bytes.get(), 64 << 20);
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "",
+            &[("CLICKHOUSE_HTTP_PORT", "80x")],
+            "env CLICKHOUSE_HTTP_PORT: invalid port \"80x\": invalid digit",
+        ),
+        (
+            "",
+            &[("HOT_STORAGE_HTTP_PORT", "0")],
+            "env HOT_STORAGE_HTTP_PORT: invalid port \"0\": must be 1-65535",
+        ),
+        (
+            "",
+            &[("MIGRATION_DRY_RUN", "perhaps")],
+            "env MIGRATION_DRY_RUN: invalid boolean \"perhaps\": expected 1/0, true/false or yes/no",
+        ),
+        (
+            "",
+            &[("MARKETPRISM_LOG_JSON", "2")],
+            "env MARKETPRISM_LOG_JSON: invalid boolean \"2\": expected 1/0, true/false or yes/no",
+        ),
+        (
+            "",
+            &[("MIGRATION_WINDOW_HOURS", "0")],
+            "env MIGRATION_WINDOW_HOURS: must be > 0",
+        ),
+        (
+            "batch:\n  types:\n    trade:\n      max_rows: 0\n",
+            &[],
+            "batch.types.trade.max_rows: must be > 0",
+        ),
+        (
+            "batch:\n  max_rows: 0\n",
+            &[],
+            "batch.max_rows: must be > 0",
+        ),
+        (
+            "batch:\n  types:\n    orderbook:\n      max_rows: 10\n      max_queue: 5\n",
+            &[],
+            "batch.types.orderbook.max_queue: must be >= max_rows (5 < 10)",
+        ),
+        (
+            "batch:\n  types:\n    trade:\n      max_bytes: 0\n",
+            &[],
+            "batch.types.trade.max_bytes: must be > 0",
+        ),
+        (
+            "batch:\n  types:\n    candles: {}\n",
+            &[],
+            "batch.types.candles: unknown data type \"candles\"",
+        ),
+        (
+            "nats:\n  types: [trade, trades]\n",
+            &[],
+            "nats.types: unknown data type \"trades\"",
+        ),
+        (
+            "nats:\n  types: [trade, trade]\n",
+            &[],
+            "nats.types: \"trade\" is listed twice",
+        ),
+        (
+            "nats:\n  types: []\n",
+            &[],
+            "nats.types: must name at least one data type",
+        ),
+        (
+            "nats:\n  mode: push\n",
+            &[],
+            "nats.mode: unknown mode \"push\" (expected jetstream or core)",
+        ),
+        (
+            "nats:\n  streams:\n    market_data:\n      name: MARKET.DATA\n",
+            &[],
+            "nats.streams.market_data.name: invalid name \"MARKET.DATA\": must not contain '.'",
+        ),
+        (
+            "nats:\n  streams:\n    high_frequency:\n      name: \"HF >\"\n",
+            &[],
+            "nats.streams.high_frequency.name: invalid name \"HF >\": must not contain ' '",
+        ),
+        (
+            "nats:\n  streams:\n    high_frequency:\n      subjects: [\"orderbook.>\"]\n",
+            &[],
+            "nats.streams: no stream captures data type \"trade\"",
+        ),
+        (
+            "nats:\n  streams:\n    high_frequency:\n      subjects: [\"trade.>.x\", \"orderbook.>\"]\n",
+            &[],
+            "nats.streams.high_frequency.subjects: invalid subject \"trade.>.x\"",
+        ),
+        (
+            "nats:\n  fetch_batch: 0\n",
+            &[],
+            "nats.fetch_batch: must be > 0",
+        ),
+        (
+            "nats:\n  ack_wait: 5x\n",
+            &[],
+            "nats.ack_wait: invalid duration \"5x\": unknown unit \"x\"",
+        ),
+        (
+            "nats:\n  streams:\n    market_data:\n      max_bytes: 2XB\n",
+            &[],
+            "nats.streams.market_data.max_bytes: invalid size \"2XB\"",
+        ),
+        (
+            "clickhouse:\n  http_port: 70000\n",
+            &[],
+            "clickhouse.http_port: invalid port \"70000\": must be 1-65535",
+        ),
+        (
+            "clickhouse:\n  compression: zstd\n",
+            &[],
+            "clickhouse.compression: unknown compression \"zstd\" (expected lz4 or none)",
+        ),
+        (
+            "clickhouse:\n  hot_db: \"hot-db\"\n",
+            &[],
+            "clickhouse.hot_db: invalid database name \"hot-db\"",
+        ),
+        (
+            "",
+            &[("CLICKHOUSE_HOST", "http://ch:8123")],
+            "env CLICKHOUSE_HOST: invalid host \"http://ch:8123\"",
+        ),
+        (
+            "http:\n  port: 9000\n  metrics_port: 9000\n",
+            &[],
+            "http.metrics_port: must differ from http.port (9000)",
+        ),
+        (
+            "http:\n  bind: localhost\n",
+            &[],
+            "http.bind: invalid ip address \"localhost\"",
+        ),
+        (
+            "retry:\n  initial_backoff: 2s\n  max_backoff: 1s\n",
+            &[],
+            "retry.max_backoff: must be >= retry.initial_backoff",
+        ),
+        (
+            "retry:\n  multiplier: 0.5\n",
+            &[],
+            "retry.multiplier: must be a number >= 1",
+        ),
+        (
+            "log:\n  level: loud\n",
+            &[],
+            "log.level: unknown level \"loud\"",
+        ),
+        (
+            "embedded:\n  listen: \"127.0.0.1\"\n",
+            &[],
+            "embedded.listen: invalid address \"127.0.0.1\": expected ip:port",
+        ),
+        (
+            "nats: [1, 2]\n",
+            &[],
+            "nats: invalid type: sequence, expected struct RawNats",
+        ),
+    ];
+    for (yaml, env, expected) in cases {
+        let err = check_err(yaml, env);
+        assert!(
+            err.contains(expected),
+            "got {err:?}, expected it to contain {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn seconds_and_python_style_values_are_accepted() {
+    let yaml = "batch:\n  flush_interval: 3.0\nlog:\n  level: WARNING\nmigration:\n  window_hours: 0.05\n  dry_run: true\n";
+    let c = check(
+        yaml,
+        &[
+            ("MIGRATION_BATCH_LIMIT", "1_000"),
+            ("MIGRATION_EXCHANGE", "binance"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.batch.get(DataType::Trade).max_age, Duration::from_secs(3));
+    assert_eq!(c.log.level, "warn");
+    assert_eq!(c.migration.window, Duration::from_secs(180));
+    assert!(c.migration.dry_run);
+    assert_eq!(c.migration.batch_limit.get(), 1000);
+    assert_eq!(c.migration.exchange.as_deref(), Some("binance"));
+}
+
+#[test]
+fn log_env_and_rust_log() {
+    let c = check(
+        "log:\n  format: pretty\n",
+        &[
+            ("MARKETPRISM_LOG_JSON", "true"),
+            ("LOG_LEVEL", "debug"),
+            ("RUST_LOG", "marketprism_storage=trace"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, "debug");
+    assert_eq!(c.log.filter(), "marketprism_storage=trace");
+    let c = check("", &[("MARKETPRISM_LOG_JSON", "0")]).unwrap().config;
+    assert_eq!(c.log.format, LogFormat::Pretty);
+}
+
+#[test]
+fn empty_file_and_missing_file() {
+    let l = check("# nothing here\n", &[]).unwrap();
+    assert_eq!(l.config, Config::defaults().unwrap());
+    let err = Config::load(Some(Path::new("/nonexistent/x.yaml")), &|_| None).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("config file /nonexistent/x.yaml: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn render_masks_secrets_and_shows_sources() {
+    let yaml = "clickhouse:\n  password: hunter2\nhttp:\n  token: s3cret-token\n";
+    let l = check(
+        yaml,
+        &[
+            ("COLD_CLICKHOUSE_HOST", "cold"),
+            ("COLD_CLICKHOUSE_PASSWORD", "pw2"),
+            ("NATS_URL", "nats://n:4222"),
+        ],
+    )
+    .unwrap();
+    let text = render(&l);
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret") && !text.contains("pw2"),
+        "{text}"
+    );
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no line for {key} in\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("clickhouse.password")[1], "****");
+    assert_eq!(line("clickhouse.password")[2], "file");
+    assert_eq!(line("http.token")[1], "****");
+    assert_eq!(
+        line("cold_clickhouse.password")[1..],
+        ["****", "env", "COLD_CLICKHOUSE_PASSWORD"]
+    );
+    assert_eq!(line("nats.url")[1..], ["nats://n:4222", "env", "NATS_URL"]);
+    assert_eq!(line("clickhouse.user")[1..], ["default", "default"]);
+    assert_eq!(
+        line("batch.types.trade.max_bytes")[1..],
+        ["64MiB", "default"]
+    );
+    assert_eq!(line("key")[1..], ["value", "source"]);
+    // Empty secrets say so rather than pretending to hide something.
+    let l = check("", &[]).unwrap();
+    assert!(
+        render(&l)
+            .lines()
+            .any(|l| l.starts_with("clickhouse.password") && l.contains("(empty)"))
+    );
+    // The value column is aligned: every source starts at the same column.
+    let columns: std::collections::BTreeSet<usize> = render(&l)
+        .lines()
+        // Values longer than the column (subjects, types) overflow by design.
+        .filter(|l| {
+            l.ends_with(" default") && !l.contains("subjects") && !l.starts_with("nats.types")
+        })
+        .map(|l| l.len() - "default".len())
+        .collect();
+    assert_eq!(columns.len(), 1, "{columns:?}");
+    // Secrets stay masked in Debug output too.
+    assert!(!format!("{:?}", check(yaml, &[]).unwrap().config).contains("hunter2"));
+}
+
+#[test]
+fn every_recorded_source_is_rendered() {
+    let path = manifest("config/example.yaml");
+    let l = Config::load(Some(&path), &|_| None).unwrap();
+    let keys: Vec<String> = super::render::entries(&l.config)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for key in l.sources.keys() {
+        assert!(
+            keys.contains(key),
+            "source recorded for {key} but not rendered"
+        );
+    }
+    let l = check("", &[("RUST_LOG", "x"), ("MIGRATION_SYMBOL_PREFIX", "BTC")]).unwrap();
+    for key in l.sources.keys() {
+        assert!(keys.contains(key), "{key}");
+    }
+}
+
+#[test]
+fn empty_sections_are_empty() {
+    // A section whose keys are all commented out is null in YAML.
+    let l = check(
+        "cold_clickhouse:\nnats:\n  streams:\nbatch:\n  types:\n    trade:\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config, Config::defaults().unwrap());
+}
