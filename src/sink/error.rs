@@ -164,6 +164,8 @@ const CODES: &[(i32, &str, ErrorClass)] = &[
     (349, "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN", DataError),
     (376, "CANNOT_PARSE_UUID", DataError),
     (407, "DECIMAL_OVERFLOW", DataError),
+    // A table CHECK constraint is a per-row verdict.
+    (469, "VIOLATED_CONSTRAINT", DataError),
     (691, "UNKNOWN_ELEMENT_OF_ENUM", DataError),
     // The service and the server disagree about who may do what, or about the schema.
     (8, "THERE_IS_NO_COLUMN", Fatal),
@@ -298,6 +300,7 @@ mod tests {
             (Some(70), None, "", DataError),
             (Some(321), None, "", DataError),
             (Some(131), None, "", DataError),
+            (Some(469), None, "", DataError),
             (Some(516), Some(403), "", Fatal),
             (Some(497), None, "", Fatal),
             (Some(16), None, "", Fatal),

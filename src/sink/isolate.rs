@@ -23,6 +23,14 @@ pub fn batch_token(consumer: &str, first_seq: u64, last_seq: u64, count: u64) ->
     format!("mp1:{consumer}:{first_seq}-{last_seq}:{count}")
 }
 
+/// The token for the dead letters of the rows a bisection rejected from the batch tokened
+/// `token`: `<token>/dl`. Tokens are scoped per table, but the pipeline may also write
+/// decode-time rejections to `dead_letters` under the batch token itself; the suffix keeps
+/// the two inserts from deduplicating each other.
+pub fn dead_letter_token(token: &str) -> String {
+    format!("{token}/dl")
+}
+
 /// The token of half `half` (0 or 1) of the sub-batch tokened `token`.
 pub fn child_token(token: &str, half: u8) -> String {
     format!("{token}/{half}")
@@ -145,6 +153,7 @@ mod tests {
         );
         assert_eq!(batch_token("c", 1, 1, 1), batch_token("c", 1, 1, 1));
         assert_ne!(batch_token("c", 1, 2, 2), batch_token("d", 1, 2, 2));
+        assert_eq!(dead_letter_token("t"), "t/dl");
     }
 
     #[test]
