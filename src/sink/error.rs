@@ -1,0 +1,401 @@
+//! Sink errors and the one pure function that decides retry vs reject vs stop.
+//!
+//! Consumes errors from the `clickhouse` crate and from the encoder; emits [`SinkError`] whose
+//! [`SinkError::kind`] the pipeline branches on. The decision lives in [`classify`], keyed on
+//! ClickHouse error codes (`src/Common/ErrorCodes.cpp`; every code and name below was checked
+//! with `errorCodeToName` on engine 26.9), and is pinned by a table test.
+
+use super::native::EncodeError;
+
+/// What the caller should do about a failed ClickHouse call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Transient (network, overload, a table not created yet): retry the same batch with the
+    /// same dedup token, forever, with backoff.
+    Retriable,
+    /// Something in the rows is unacceptable: isolate the bad rows (bisect) and dead-letter
+    /// them; retrying the same bytes cannot succeed.
+    DataError,
+    /// The service is misconfigured (credentials, schema drift, SQL bug): stop and report.
+    Fatal,
+}
+
+/// A failed sink operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// ClickHouse answered with an error.
+    #[error("clickhouse error: {message}")]
+    Server {
+        /// The ClickHouse error code (`Code: N.`), when the response carried one.
+        code: Option<i32>,
+        /// The HTTP status, when the response carried nothing else (the crate keeps the status
+        /// only for empty error bodies).
+        http_status: Option<u16>,
+        /// The server's message, verbatim.
+        message: String,
+    },
+    /// The request did not complete: connection refused or reset, timeout, task aborted.
+    #[error("transport error: {0}")]
+    Transport(#[source] clickhouse::error::Error),
+    /// The client could not build the request or read the answer (bad URL, unexpected result
+    /// shape): a bug or a misconfiguration.
+    #[error("client error: {0}")]
+    Client(#[source] clickhouse::error::Error),
+    /// The rows could not be encoded (a bug: rows of the wrong table).
+    #[error("encode error: {0}")]
+    Encode(#[from] EncodeError),
+    /// `insert` was called for a table this service does not write.
+    #[error("no insert columns are known for table {0}")]
+    UnknownTable(String),
+    /// `insert` was called without a dedup token, which would silently give up exactly-once.
+    #[error("empty insert_deduplication_token")]
+    EmptyToken,
+    /// A retry loop was stopped by cancellation; `last` is the error it was retrying.
+    #[error("retry cancelled after {attempts} attempts; last error: {last}")]
+    RetryCancelled {
+        /// Failed attempts so far.
+        attempts: u32,
+        /// The last retriable error.
+        last: Box<SinkError>,
+    },
+}
+
+impl SinkError {
+    /// How the caller should react. A cancelled retry is `Retriable`: the batch was not
+    /// inserted (or is deduplicated when re-sent), so it must not be acked.
+    pub fn kind(&self) -> ErrorClass {
+        match self {
+            SinkError::Server {
+                code,
+                http_status,
+                message,
+            } => classify(*code, *http_status, message),
+            SinkError::Transport(_) | SinkError::RetryCancelled { .. } => ErrorClass::Retriable,
+            SinkError::Client(_)
+            | SinkError::Encode(_)
+            | SinkError::UnknownTable(_)
+            | SinkError::EmptyToken => ErrorClass::Fatal,
+        }
+    }
+
+    /// The ClickHouse error code, if the server sent one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            SinkError::Server { code, .. } => *code,
+            SinkError::RetryCancelled { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+}
+
+impl From<clickhouse::error::Error> for SinkError {
+    fn from(e: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error as E;
+        match e {
+            E::BadResponse(message) => SinkError::Server {
+                code: parse_code(&message),
+                http_status: parse_status(&message),
+                message,
+            },
+            // `Custom` is what the crate returns when its request task was cancelled or
+            // aborted, i.e. the connection went away under it.
+            E::Network(_) | E::TimedOut | E::Custom(_) => SinkError::Transport(e),
+            other => SinkError::Client(other),
+        }
+    }
+}
+
+use ErrorClass::{DataError, Fatal, Retriable};
+
+/// Known error codes, their names (matched in messages that lack a `Code:`), and their class.
+/// Codes not listed are `Retriable`: an unknown failure holds the batch back (visible in the
+/// retry metric) instead of dead-lettering good rows or stopping the service.
+const CODES: &[(i32, &str, ErrorClass)] = &[
+    // Transient: the server, the network or the cluster will recover.
+    (23, "CANNOT_READ_FROM_ISTREAM", Retriable),
+    (24, "CANNOT_WRITE_TO_OSTREAM", Retriable),
+    // A missing table or database during start-up or a migration is transient: it will be
+    // created (Vector treats it as fatal and drops data; we wait).
+    (60, "UNKNOWN_TABLE", Retriable),
+    (81, "UNKNOWN_DATABASE", Retriable),
+    (159, "TIMEOUT_EXCEEDED", Retriable),
+    (160, "TOO_SLOW", Retriable),
+    (198, "DNS_ERROR", Retriable),
+    (202, "TOO_MANY_SIMULTANEOUS_QUERIES", Retriable),
+    (203, "NO_FREE_CONNECTION", Retriable),
+    (209, "SOCKET_TIMEOUT", Retriable),
+    (210, "NETWORK_ERROR", Retriable),
+    (225, "NO_ZOOKEEPER", Retriable),
+    (236, "ABORTED", Retriable),
+    (241, "MEMORY_LIMIT_EXCEEDED", Retriable),
+    (242, "TABLE_IS_READ_ONLY", Retriable),
+    (243, "NOT_ENOUGH_SPACE", Retriable),
+    (252, "TOO_MANY_PARTS", Retriable),
+    (279, "ALL_CONNECTION_TRIES_FAILED", Retriable),
+    (285, "TOO_FEW_LIVE_REPLICAS", Retriable),
+    (286, "UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE", Retriable),
+    (319, "UNKNOWN_STATUS_OF_INSERT", Retriable),
+    (373, "SESSION_IS_LOCKED", Retriable),
+    (394, "QUERY_WAS_CANCELLED", Retriable),
+    (425, "SYSTEM_ERROR", Retriable),
+    (439, "CANNOT_SCHEDULE_TASK", Retriable),
+    (473, "DEADLOCK_AVOIDED", Retriable),
+    (999, "KEEPER_EXCEPTION", Retriable),
+    (1000, "POCO_EXCEPTION", Retriable),
+    // Bad values in the block: bisect to find the rows.
+    (6, "CANNOT_PARSE_TEXT", DataError),
+    (25, "CANNOT_PARSE_ESCAPE_SEQUENCE", DataError),
+    (26, "CANNOT_PARSE_QUOTED_STRING", DataError),
+    (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", DataError),
+    // Truncated or malformed binary input: chunked HTTP framing already catches truncation in
+    // transit, so what is left is a block the server cannot read; bisecting finds the rows.
+    (32, "ATTEMPT_TO_READ_AFTER_EOF", DataError),
+    (33, "CANNOT_READ_ALL_DATA", DataError),
+    (38, "CANNOT_PARSE_DATE", DataError),
+    (41, "CANNOT_PARSE_DATETIME", DataError),
+    (53, "TYPE_MISMATCH", DataError),
+    (69, "ARGUMENT_OUT_OF_BOUND", DataError),
+    (70, "CANNOT_CONVERT_TYPE", DataError),
+    (72, "CANNOT_PARSE_NUMBER", DataError),
+    (117, "INCORRECT_DATA", DataError),
+    (131, "TOO_LARGE_STRING_SIZE", DataError),
+    (321, "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE", DataError),
+    (349, "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN", DataError),
+    (376, "CANNOT_PARSE_UUID", DataError),
+    (407, "DECIMAL_OVERFLOW", DataError),
+    // A table CHECK constraint is a per-row verdict.
+    (469, "VIOLATED_CONSTRAINT", DataError),
+    (691, "UNKNOWN_ELEMENT_OF_ENUM", DataError),
+    // The service and the server disagree about who may do what, or about the schema.
+    (8, "THERE_IS_NO_COLUMN", Fatal),
+    (10, "NOT_FOUND_COLUMN_IN_BLOCK", Fatal),
+    (16, "NO_SUCH_COLUMN_IN_TABLE", Fatal),
+    (20, "NUMBER_OF_COLUMNS_DOESNT_MATCH", Fatal),
+    (36, "BAD_ARGUMENTS", Fatal),
+    (43, "ILLEGAL_TYPE_OF_ARGUMENT", Fatal),
+    (44, "ILLEGAL_COLUMN", Fatal),
+    (47, "UNKNOWN_IDENTIFIER", Fatal),
+    (48, "NOT_IMPLEMENTED", Fatal),
+    (50, "UNKNOWN_TYPE", Fatal),
+    (62, "SYNTAX_ERROR", Fatal),
+    (73, "UNKNOWN_FORMAT", Fatal),
+    (115, "UNKNOWN_SETTING", Fatal),
+    (164, "READONLY", Fatal),
+    (192, "UNKNOWN_USER", Fatal),
+    (193, "WRONG_PASSWORD", Fatal),
+    (194, "REQUIRED_PASSWORD", Fatal),
+    (195, "IP_ADDRESS_NOT_ALLOWED", Fatal),
+    (452, "SETTING_CONSTRAINT_VIOLATION", Fatal),
+    (497, "ACCESS_DENIED", Fatal),
+    (516, "AUTHENTICATION_FAILED", Fatal),
+];
+
+/// Decides what to do about a failed call, from the ClickHouse error code if there is one,
+/// else from an error name in the message (`… (UNKNOWN_TABLE) …`), else from the HTTP status.
+///
+/// Without any of them the request never got an answer (connection refused or reset, timeout),
+/// which is `Retriable`. A status without a code comes from something in front of ClickHouse:
+/// 5xx, 404 (ClickHouse's own status for unknown tables/databases), 408 and 429 are
+/// `Retriable`; any other 4xx (401/403 from an auth proxy, 400) is `Fatal`, since re-sending
+/// the same request cannot help and dead-lettering good rows would be wrong.
+pub fn classify(code: Option<i32>, http_status: Option<u16>, message: &str) -> ErrorClass {
+    if let Some(code) = code {
+        return CODES
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map_or(Retriable, |(_, _, class)| *class);
+    }
+    if let Some((_, _, class)) = CODES
+        .iter()
+        .find(|(_, name, _)| message_names(message, name))
+    {
+        return *class;
+    }
+    match http_status {
+        None => Retriable,
+        Some(s) if s >= 500 || matches!(s, 404 | 408 | 429) => Retriable,
+        Some(_) => Fatal,
+    }
+}
+
+/// Whether `message` mentions error `name` the way ClickHouse prints it: `(NAME)`.
+fn message_names(message: &str, name: &str) -> bool {
+    message.match_indices(name).any(|(at, _)| {
+        let before = message.get(..at).and_then(|s| s.chars().next_back());
+        let after = message
+            .get(at + name.len()..)
+            .and_then(|s| s.chars().next());
+        before == Some('(') && after == Some(')')
+    })
+}
+
+/// The code of the first `Code: N` in a ClickHouse error text (the outermost exception).
+pub fn parse_code(message: &str) -> Option<i32> {
+    let rest = message.get(message.find("Code: ")? + "Code: ".len()..)?;
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest.get(..digits)?.parse().ok()
+}
+
+/// The HTTP status the crate reports for an error response with an empty body: the text is
+/// then exactly `"<status> <reason>"`, e.g. `404 Not Found`.
+pub fn parse_status(message: &str) -> Option<u16> {
+    let head = message.get(..3)?;
+    let rest = message.get(3..)?;
+    if !head.bytes().all(|b| b.is_ascii_digit()) || !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    head.parse().ok().filter(|s| (100..600).contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(code: Option<i32>, status: Option<u16>, message: &str, expected: ErrorClass) {
+        assert_eq!(
+            classify(code, status, message),
+            expected,
+            "{code:?} {status:?} {message:?}"
+        );
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases: &[(Option<i32>, Option<u16>, &str, ErrorClass)] = &[
+            // No answer at all: network, connection refused, timeouts.
+            (None, None, "network error: connection refused", Retriable),
+            (None, None, "timeout expired", Retriable),
+            (None, Some(502), "502 Bad Gateway", Retriable),
+            (None, Some(503), "503 Service Unavailable", Retriable),
+            (None, Some(404), "404 Not Found", Retriable),
+            (None, Some(429), "429 Too Many Requests", Retriable),
+            (None, Some(401), "401 Unauthorized", Fatal),
+            (None, Some(403), "403 Forbidden", Fatal),
+            (None, Some(400), "400 Bad Request", Fatal),
+            // Codes.
+            (Some(252), None, "Too many parts", Retriable),
+            (Some(159), None, "", Retriable),
+            (Some(241), None, "", Retriable),
+            (Some(210), None, "", Retriable),
+            (Some(209), None, "", Retriable),
+            (Some(202), None, "", Retriable),
+            (Some(60), Some(404), "", Retriable),
+            (Some(81), Some(404), "", Retriable),
+            (Some(242), None, "", Retriable),
+            (Some(999), None, "", Retriable),
+            (Some(236), None, "", Retriable),
+            (Some(319), None, "", Retriable),
+            (Some(6), Some(400), "", DataError),
+            (Some(27), None, "", DataError),
+            (Some(38), None, "", DataError),
+            (Some(41), None, "", DataError),
+            (Some(69), None, "", DataError),
+            (Some(72), None, "", DataError),
+            (Some(117), None, "", DataError),
+            (Some(407), None, "", DataError),
+            (Some(53), None, "", DataError),
+            (Some(70), None, "", DataError),
+            (Some(321), None, "", DataError),
+            (Some(131), None, "", DataError),
+            (Some(469), None, "", DataError),
+            (Some(516), Some(403), "", Fatal),
+            (Some(497), None, "", Fatal),
+            (Some(16), None, "", Fatal),
+            (Some(62), Some(400), "", Fatal),
+            (Some(115), None, "", Fatal),
+            // A code wins over the status and the message.
+            (Some(60), Some(400), "(SYNTAX_ERROR)", Retriable),
+            // Unknown codes hold the batch back rather than lose or dead-letter it.
+            (Some(12345), Some(500), "", Retriable),
+            // No code, but a name in the message (e.g. a proxy that forwards the text only).
+            (
+                None,
+                Some(500),
+                "DB::Exception: bad password (AUTHENTICATION_FAILED)",
+                Fatal,
+            ),
+            (
+                None,
+                None,
+                "Cannot parse (CANNOT_PARSE_TEXT) (version 26.9)",
+                DataError,
+            ),
+            (
+                None,
+                Some(400),
+                "mentions TYPE_MISMATCH without parentheses",
+                Fatal,
+            ),
+        ];
+        for &(code, status, message, expected) in cases {
+            check(code, status, message, expected);
+        }
+    }
+
+    #[test]
+    fn codes_are_unique() {
+        let mut codes = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for (code, name, _) in CODES {
+            assert!(codes.insert(*code), "duplicate code {code}");
+            assert!(names.insert(*name), "duplicate name {name}");
+        }
+    }
+
+    #[test]
+    fn server_errors_keep_code_and_status() {
+        let e = SinkError::from(clickhouse::error::Error::BadResponse(
+            "Code: 60. DB::Exception: Unknown table expression identifier 'x' (UNKNOWN_TABLE) \
+             (version 26.9.2.1)"
+                .into(),
+        ));
+        assert_eq!(e.code(), Some(60));
+        assert_eq!(e.kind(), Retriable);
+
+        let e = SinkError::from(clickhouse::error::Error::BadResponse("Code: 27".into()));
+        assert_eq!(e.code(), Some(27));
+        assert_eq!(e.kind(), DataError);
+
+        let e = SinkError::from(clickhouse::error::Error::BadResponse(
+            "401 Unauthorized".into(),
+        ));
+        assert!(matches!(
+            e,
+            SinkError::Server {
+                code: None,
+                http_status: Some(401),
+                ..
+            }
+        ));
+        assert_eq!(e.kind(), Fatal);
+
+        assert_eq!(
+            SinkError::from(clickhouse::error::Error::TimedOut).kind(),
+            Retriable
+        );
+        assert_eq!(
+            SinkError::from(clickhouse::error::Error::RowNotFound).kind(),
+            Fatal
+        );
+    }
+
+    #[test]
+    fn parsing_codes_and_statuses() {
+        assert_eq!(
+            parse_code("Code: 252. DB::Exception: Too many parts"),
+            Some(252)
+        );
+        assert_eq!(parse_code("x Code: 9 Code: 10"), Some(9));
+        assert_eq!(parse_code("Code: abc"), None);
+        assert_eq!(parse_code("no code"), None);
+        assert_eq!(parse_status("503 Service Unavailable"), Some(503));
+        assert_eq!(parse_status("404"), Some(404));
+        assert_eq!(parse_status("4040 x"), None);
+        assert_eq!(parse_status("Code: 60"), None);
+        assert_eq!(parse_status("999 x"), None);
+        assert_eq!(parse_status("é"), None);
+    }
+}
