@@ -45,3 +45,71 @@ impl<'a> Message<'a> for OpenInterestWire<'a> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::RejectKind;
+    use crate::decode::testing::{err, ok, with};
+
+    /// The seed collector's open-interest payload (reference §2.2).
+    const SEED: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","open_interest_value":81234.567,"open_interest_usd":5443568951.9535,"open_interest_unit":"contracts","mark_price":67010.5,"index_price":null,"change_24h":null,"change_24h_percent":null,"data_type":"open_interest","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+
+    fn row(json: &str) -> OpenInterestRow {
+        match ok(TY, json) {
+            Record::OpenInterest(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_oi_columns_zero() {
+        // The seed wrote only the common columns: open_interest = open_interest_value = 0.
+        assert_eq!(
+            row(SEED),
+            OpenInterestRow {
+                common: Common {
+                    timestamp_ms: 1_761_040_800_123,
+                    exchange: "binance".into(),
+                    market_type: "perpetual".into(),
+                    symbol: "BTC-USDT".into(),
+                    data_source: "simple_hot_storage".into(),
+                },
+                open_interest: 8_123_456_700_000,
+                open_interest_value: 544_356_895_195_350_000,
+                count: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn notional_beyond_decimal64_fits_decimal128() {
+        let r = row(&with(
+            SEED,
+            "open_interest_usd",
+            Some(r#""123456789012.5""#),
+        ));
+        assert_eq!(r.open_interest_value, 12_345_678_901_250_000_000);
+        assert_eq!(
+            row(&with(SEED, "open_interest_usd", Some("null"))).open_interest_value,
+            0
+        );
+        assert_eq!(
+            row(&with(SEED, "open_interest_usd", None)).open_interest_value,
+            0
+        );
+    }
+
+    #[test]
+    fn rejects_missing_and_out_of_range() {
+        let e = err(TY, &with(SEED, "open_interest_value", None));
+        assert_eq!(e.kind, RejectKind::MissingField);
+        assert_eq!(e.reason, "open_interest.open_interest_value: missing");
+        let e = err(TY, &with(SEED, "open_interest_value", Some(r#""1e40""#)));
+        assert_eq!(e.kind, RejectKind::OutOfRange);
+        assert_eq!(
+            e.reason,
+            r#"open_interest.open_interest_value: out of range for Decimal128(8): "1e40""#
+        );
+    }
+}

@@ -366,3 +366,178 @@ impl<'a> Message<'a> for OrderbookWire<'a> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::testing::{err, ok, with};
+
+    /// The seed collector's snapshot-mode orderbook payload (reference §2.2).
+    const SEED: &str = r#"{"exchange":"binance","symbol":"BTC-USDT","bids":[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]],"asks":[["67000.20000000","0.30000000"],["67000.50000000","2.00000000"]],"last_update_id":51234567890,"data_source":"marketprism","normalized_symbol":"BTC-USDT","standardized_at":"2025-10-21T10:00:00.120512+00:00","standardization_version":"2.0","data_type":"orderbook","market_type":"spot","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+
+    fn row(json: &str) -> OrderbookRow {
+        match ok(TY, json) {
+            Record::Orderbook(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn seed_row() -> OrderbookRow {
+        OrderbookRow {
+            common: Common {
+                timestamp_ms: 1_761_040_800_123,
+                exchange: "binance".into(),
+                market_type: "spot".into(),
+                symbol: "BTC-USDT".into(),
+                data_source: "marketprism".into(),
+            },
+            last_update_id: 51_234_567_890,
+            bids_count: 2,
+            asks_count: 2,
+            best_bid_price: 6_700_010_000_000,
+            best_ask_price: 6_700_020_000_000,
+            best_bid_quantity: 51_200_000,
+            best_ask_quantity: 30_000_000,
+            bids: r#"[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]]"#.into(),
+            asks: r#"[["67000.20000000","0.30000000"],["67000.50000000","2.00000000"]]"#.into(),
+        }
+    }
+
+    #[test]
+    fn seed_example_maps_every_column() {
+        assert_eq!(row(SEED), seed_row());
+    }
+
+    #[test]
+    fn object_levels_give_the_same_row() {
+        // Websocket mode: {"price","quantity"} objects, plus its extra top-level keys.
+        let json = r#"{"exchange":"binance","symbol":"BTC-USDT","market_type":"spot","data_source":"marketprism","data_type":"orderbook","ts_ms":1761040800123,"timestamp":"2025-10-21T10:00:00.100Z","update_type":"update","depth_levels":400,"first_update_id":1,"prev_update_id":2,"last_update_id":"51234567890",
+            "bids":[{"price":"67000.10000000","quantity":"0.51200000"},{"quantity":"1.20000000","price":"67000.00000000"}],
+            "asks":[ {"price" : "67000.20000000", "quantity" : "0.30000000"} , ["67000.50000000","2.00000000"] ]}"#;
+        assert_eq!(row(json), seed_row());
+    }
+
+    #[test]
+    fn number_levels_keep_their_exact_text_as_strings() {
+        // Built by text replacement so the number text reaches the decoder untouched.
+        let json = SEED.replace(
+            r#"[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]]"#,
+            r#"[[67000.1,5.12E-1],["1e-8",8.12e-05]]"#,
+        );
+        let r = row(&json);
+        assert_eq!(r.bids, r#"[["67000.1","5.12E-1"],["1e-8","8.12e-05"]]"#);
+        assert_eq!(
+            (r.best_bid_price, r.best_bid_quantity),
+            (6_700_010_000_000, 51_200_000)
+        );
+    }
+
+    #[test]
+    fn empty_sides_null_update_id_and_no_sorting() {
+        let json = with(
+            &with(SEED, "bids", Some("[]")),
+            "last_update_id",
+            Some("null"),
+        );
+        let json = with(&json, "asks", Some(r#"[["67001","1"],["67000.2","2"]]"#));
+        let r = row(&json);
+        assert_eq!(
+            (
+                r.bids.as_str(),
+                r.bids_count,
+                r.best_bid_price,
+                r.best_bid_quantity
+            ),
+            ("[]", 0, 0, 0)
+        );
+        assert_eq!(r.asks_count, 2);
+        assert_eq!(
+            (r.best_ask_price, r.best_ask_quantity),
+            (6_700_100_000_000, 100_000_000)
+        );
+        assert_eq!(r.last_update_id, 0);
+        assert_eq!(row(&with(SEED, "last_update_id", None)).last_update_id, 0);
+    }
+
+    #[test]
+    fn rejects_bad_levels_naming_the_level() {
+        let bids = |v: &str| err(TY, &with(SEED, "bids", Some(v)));
+        let e = bids(r#"[["1","1"],["2","2"],["3","3"],["abc","1"]]"#);
+        assert_eq!(e.kind, RejectKind::InvalidNumber);
+        assert_eq!(
+            e.reason,
+            r#"orderbook.bids[3].price: not a decimal number: "abc""#
+        );
+        let e = bids(r#"[["1",""]]"#);
+        assert_eq!(
+            e.reason,
+            r#"orderbook.bids[0].quantity: not a decimal number: """#
+        );
+        let e = bids(r#"[["1","1","x"]]"#);
+        assert_eq!(e.kind, RejectKind::InvalidField);
+        assert_eq!(
+            e.reason,
+            "orderbook.bids[0]: expected 2 elements [price, quantity], got 3"
+        );
+        let e = bids(r#"[["1"]]"#);
+        assert_eq!(
+            e.reason,
+            "orderbook.bids[0]: expected 2 elements [price, quantity], got 1"
+        );
+        let e = bids(r#"[{"price":"1"}]"#);
+        assert_eq!(
+            (e.kind, e.reason.as_str()),
+            (
+                RejectKind::MissingField,
+                "orderbook.bids[0].quantity: missing"
+            )
+        );
+        let e = bids(r#"[{"price":"1","quantity":"1","size":"1"}]"#);
+        assert_eq!(
+            e.reason,
+            r#"orderbook.bids[0]: unexpected key "size" (a level has exactly price and quantity)"#
+        );
+        let e = bids(r#"["1"]"#);
+        assert_eq!(
+            e.reason,
+            r#"orderbook.bids[0]: expected [price, quantity] or {"price":…,"quantity":…}, got a string"#
+        );
+        let e = bids(r#"{"price":"1"}"#);
+        assert_eq!(
+            e.reason,
+            "orderbook.bids: expected an array of levels, got an object"
+        );
+        let e = bids(r#"[["1e10","1"]]"#);
+        assert_eq!(e.kind, RejectKind::OutOfRange);
+        assert_eq!(
+            e.reason,
+            r#"orderbook.bids[0].price: out of range for Decimal64(8): "1e10""#
+        );
+        let e = err(TY, &with(SEED, "asks", None));
+        assert_eq!(
+            (e.kind, e.reason.as_str()),
+            (RejectKind::MissingField, "orderbook.asks: missing")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_last_update_id() {
+        let e = err(TY, &with(SEED, "last_update_id", Some("-5")));
+        assert_eq!(e.kind, RejectKind::OutOfRange);
+        assert_eq!(
+            e.reason,
+            "orderbook.last_update_id: out of range for UInt64: -5"
+        );
+        let e = err(TY, &with(SEED, "last_update_id", Some("5.5")));
+        assert_eq!(e.kind, RejectKind::InvalidNumber);
+        assert_eq!(
+            e.reason,
+            "orderbook.last_update_id: not a non-negative integer: 5.5"
+        );
+        let e = err(
+            TY,
+            &with(SEED, "last_update_id", Some(r#""18446744073709551616""#)),
+        );
+        assert_eq!(e.kind, RejectKind::OutOfRange);
+    }
+}

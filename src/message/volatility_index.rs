@@ -49,3 +49,61 @@ impl<'a> Message<'a> for VolatilityIndexWire<'a> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::RejectKind;
+    use crate::decode::testing::{err, ok, with};
+
+    /// The seed collector's Deribit DVOL payload (reference §2.2).
+    const SEED: &str = r#"{"exchange":"deribit","symbol":"BTC","currency":"BTC","vol_index":"48.73","volatility_index":"48.73","market_type":"options","data_source":"marketprism","data_type":"volatility_index","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+
+    fn row(json: &str) -> VolatilityIndexRow {
+        match ok(TY, json) {
+            Record::VolatilityIndex(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_vol_index_zero() {
+        // The seed wrote only the common columns: index_value = 0, underlying_asset = ''.
+        assert_eq!(
+            row(SEED),
+            VolatilityIndexRow {
+                common: Common {
+                    timestamp_ms: 1_761_040_800_123,
+                    exchange: "deribit".into(),
+                    market_type: "options".into(),
+                    symbol: "BTC".into(),
+                    data_source: "marketprism".into(),
+                },
+                index_value: 4_873_000_000,
+                underlying_asset: "BTC".into(),
+                maturity_date_days: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn vol_index_alone_and_no_currency() {
+        let json = with(&with(SEED, "volatility_index", None), "currency", None);
+        let r = row(&json);
+        assert_eq!(
+            (r.index_value, r.underlying_asset.as_str()),
+            (4_873_000_000, "")
+        );
+    }
+
+    #[test]
+    fn rejects_missing_index() {
+        let json = with(&with(SEED, "volatility_index", None), "vol_index", None);
+        let e = err(TY, &json);
+        assert_eq!(e.kind, RejectKind::MissingField);
+        assert_eq!(
+            e.reason,
+            "volatility_index.volatility_index: missing (need volatility_index or vol_index)"
+        );
+    }
+}
