@@ -146,21 +146,21 @@ fn run<'a, M: Message<'a>>(
 /// Parses the payload as a JSON object into a borrowed wire struct.
 fn parse<'a, M: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<M, Rejection> {
     // serde would also map a JSON array onto a struct field by field; only objects are messages.
-    if let Some(&first) = payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        if first != b'{' {
-            let what = match first {
-                b'[' => "an array",
-                b'"' => "a string",
-                b'n' => "null",
-                b't' | b'f' => "a boolean",
-                b'-' | b'0'..=b'9' => "a number",
-                _ => "no JSON value",
-            };
-            return Err(Rejection::new(
-                RejectKind::InvalidJson,
-                format!("payload: expected a JSON object, got {what}"),
-            ));
-        }
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    let what = match first {
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b'n') => Some("null"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        // Objects, and garbage that serde_json will describe with its position.
+        _ => None,
+    };
+    if let Some(what) = what {
+        return Err(Rejection::new(
+            RejectKind::InvalidJson,
+            format!("payload: expected a JSON object, got {what}"),
+        ));
     }
     // Validate UTF-8 once up front: serde_json skips it inside ignored values, and parsing
     // from `&str` then needs no per-string check.

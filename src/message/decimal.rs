@@ -103,12 +103,9 @@ pub fn parse_scaled(text: &str, scale: u32, max_scaled: u128) -> Result<i128, De
     let keep = int_len
         .saturating_add(parts.exp)
         .saturating_add(i64::from(scale));
+    let keep = usize::try_from(keep.max(0)).unwrap_or(usize::MAX);
     let mut acc: u128 = 0;
-    let mut taken: i64 = 0;
-    for &d in parts.int.iter().chain(parts.frac) {
-        if taken >= keep {
-            break;
-        }
+    for &d in parts.int.iter().chain(parts.frac).take(keep) {
         acc = acc
             .checked_mul(10)
             .and_then(|a| a.checked_add(u128::from(d - b'0')))
@@ -116,7 +113,6 @@ pub fn parse_scaled(text: &str, scale: u32, max_scaled: u128) -> Result<i128, De
         if acc > max_scaled {
             return Err(DecimalError::OutOfRange);
         }
-        taken += 1;
     }
     if k > 0 && acc != 0 {
         let k = u32::try_from(k).map_err(|_| DecimalError::OutOfRange)?;

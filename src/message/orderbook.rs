@@ -133,7 +133,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Levels<'a> {
             }
             visit_scalars!(Levels<'a>, Levels::NotArray);
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Levels<'a>, A::Error> {
-                let mut levels = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(32));
+                let mut levels = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(64));
                 while let Some(level) = seq.next_element::<Level<'a>>()? {
                     levels.push(level);
                 }
@@ -299,7 +299,7 @@ fn side(name: &'static str, levels: Option<Levels<'_>>) -> Result<Side, Rejectio
         )
     })?;
     // Each level renders to about its price and quantity text plus 7 bytes of punctuation.
-    let mut json = String::with_capacity(2 + levels.len() * 32);
+    let mut json = String::with_capacity(2 + levels.len() * 40);
     json.push('[');
     let (mut best_price, mut best_quantity) = (0, 0);
     for (index, level) in levels.into_iter().enumerate() {
