@@ -215,12 +215,13 @@ impl Record {
     /// A cheap estimate of the row's encoded size in bytes, for the batch byte threshold.
     pub fn approx_bytes(&self) -> usize {
         let c = self.common();
-        let base = 8 + c.exchange.len() + c.market_type.len() + c.symbol.len() + c.data_source.len() + 8;
+        let base =
+            8 + c.exchange.len() + c.market_type.len() + c.symbol.len() + c.data_source.len() + 8;
         base + match self {
             Record::Orderbook(r) => 48 + r.bids.len() + r.asks.len(),
             Record::Trade(r) => 26 + r.trade_id.len() + r.side.len(),
-            Record::FundingRate(r) => 40,
-            Record::OpenInterest(r) => 40,
+            Record::FundingRate(_) => 40,
+            Record::OpenInterest(_) => 40,
             Record::Liquidation(r) => 24 + r.side.len(),
             Record::LsrTopPosition(r) => 16 + r.period.len(),
             Record::LsrAllAccount(r) => 16 + r.period.len(),
