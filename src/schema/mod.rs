@@ -25,7 +25,13 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, ty: &'static str, codec: &'static str) -> Column {
-    Column { name, ty, default: None, codec, written: true }
+    Column {
+        name,
+        ty,
+        default: None,
+        codec,
+        written: true,
+    }
 }
 
 const TS: &str = "DateTime64(3, 'UTC')";
@@ -77,7 +83,13 @@ const TRADES: &[Column] = &[
     col("price", D64, Z),
     col("quantity", D64, Z),
     col("side", LC, Z),
-    Column { name: "is_maker", ty: "Bool", default: Some("false"), codec: Z, written: true },
+    Column {
+        name: "is_maker",
+        ty: "Bool",
+        default: Some("false"),
+        codec: Z,
+        written: true,
+    },
     col("trade_time", TS, DZ),
     DATA_SOURCE,
     CREATED_AT,
@@ -129,7 +141,13 @@ const LSR_TOP_POSITIONS: &[Column] = &[
     col("symbol", LC, Z),
     col("long_position_ratio", D64, Z),
     col("short_position_ratio", D64, Z),
-    Column { name: "period", ty: LC, default: Some("'5m'"), codec: Z, written: true },
+    Column {
+        name: "period",
+        ty: LC,
+        default: Some("'5m'"),
+        codec: Z,
+        written: true,
+    },
     DATA_SOURCE,
     CREATED_AT,
 ];
@@ -141,7 +159,13 @@ const LSR_ALL_ACCOUNTS: &[Column] = &[
     col("symbol", LC, Z),
     col("long_account_ratio", D64, Z),
     col("short_account_ratio", D64, Z),
-    Column { name: "period", ty: LC, default: Some("'5m'"), codec: Z, written: true },
+    Column {
+        name: "period",
+        ty: LC,
+        default: Some("'5m'"),
+        codec: Z,
+        written: true,
+    },
     DATA_SOURCE,
     CREATED_AT,
 ];
@@ -206,13 +230,19 @@ pub fn order_by(t: DataType) -> &'static str {
 /// The seed's minmax skip indexes (hot tables), as `INDEX` clauses.
 fn skip_indexes(t: DataType) -> &'static [&'static str] {
     match t {
-        DataType::Orderbook => &["INDEX idx_price_range (best_bid_price, best_ask_price) TYPE minmax GRANULARITY 4"],
+        DataType::Orderbook => {
+            &["INDEX idx_price_range (best_bid_price, best_ask_price) TYPE minmax GRANULARITY 4"]
+        }
         DataType::Trade => &[
             "INDEX idx_price_quantity (price, quantity) TYPE minmax GRANULARITY 4",
             "INDEX idx_trade_time (trade_time) TYPE minmax GRANULARITY 4",
         ],
-        DataType::FundingRate => &["INDEX idx_funding_rate (funding_rate) TYPE minmax GRANULARITY 4"],
-        DataType::OpenInterest => &["INDEX idx_open_interest (open_interest) TYPE minmax GRANULARITY 4"],
+        DataType::FundingRate => {
+            &["INDEX idx_funding_rate (funding_rate) TYPE minmax GRANULARITY 4"]
+        }
+        DataType::OpenInterest => {
+            &["INDEX idx_open_interest (open_interest) TYPE minmax GRANULARITY 4"]
+        }
         DataType::Liquidation => &["INDEX idx_liquidation_price (price) TYPE minmax GRANULARITY 4"],
         DataType::LsrTopPosition => &[
             "INDEX idx_lsr_top_ratio (long_position_ratio, short_position_ratio) TYPE minmax GRANULARITY 4",
@@ -220,7 +250,9 @@ fn skip_indexes(t: DataType) -> &'static [&'static str] {
         DataType::LsrAllAccount => &[
             "INDEX idx_lsr_account_ratio (long_account_ratio, short_account_ratio) TYPE minmax GRANULARITY 4",
         ],
-        DataType::VolatilityIndex => &["INDEX idx_volatility_value (index_value) TYPE minmax GRANULARITY 4"],
+        DataType::VolatilityIndex => {
+            &["INDEX idx_volatility_value (index_value) TYPE minmax GRANULARITY 4"]
+        }
     }
 }
 
@@ -328,7 +360,11 @@ pub fn database_ddl(db: &str, tier: Tier, layout: &Layout) -> Vec<String> {
         let spec = TableSpec {
             name: t.table(),
             columns: columns(t),
-            indexes: if tier == Tier::Hot { skip_indexes(t) } else { &[] },
+            indexes: if tier == Tier::Hot {
+                skip_indexes(t)
+            } else {
+                &[]
+            },
             partition_by: "(toYYYYMM(timestamp), exchange)",
             order_by: order_by(t),
             ttl: (tier == Tier::Hot).then_some(HOT_TTL),
@@ -366,12 +402,40 @@ pub fn render_script(statements: &[String]) -> String {
     s
 }
 
+/// Every table of the hot (`hot = true`) or cold database, as created by [`database_ddl`].
+pub fn table_names(hot: bool) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = DataType::ALL.iter().map(|t| t.table()).collect();
+    if hot {
+        v.push(DEAD_LETTERS_TABLE);
+    }
+    v
+}
+
+/// Applies statements in order through the sink; returns how many created something new
+/// (counted from `system.tables`/`system.databases` before and after).
+pub async fn apply(
+    sink: &crate::sink::Sink,
+    statements: &[String],
+) -> Result<usize, crate::sink::SinkError> {
+    // The configured database may not exist yet: run the DDL from `system`.
+    let sink = sink.on_database("system");
+    let objects = "SELECT count() FROM (SELECT name FROM system.tables UNION ALL SELECT name FROM system.databases)";
+    let before = sink.fetch_count(objects).await?;
+    for st in statements {
+        sink.execute(st).await?;
+    }
+    let after = sink.fetch_count(objects).await?;
+    Ok(usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn check_golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/schema/golden").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/schema/golden")
+            .join(name);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, actual).unwrap();
         }
@@ -391,7 +455,11 @@ mod tests {
 
     #[test]
     fn cluster_ddl_matches_golden_file() {
-        let ddl = full_ddl("marketprism_hot", "marketprism_cold", &Layout::Cluster("mp".into()));
+        let ddl = full_ddl(
+            "marketprism_hot",
+            "marketprism_cold",
+            &Layout::Cluster("mp".into()),
+        );
         check_golden("cluster.sql", &render_script(&ddl));
     }
 
@@ -407,7 +475,11 @@ mod tests {
         }
         assert!(hot[1..].iter().all(|s| s.contains("TTL ")));
         assert!(cold.iter().all(|s| !s.contains("TTL ")));
-        assert!(hot[1..].iter().all(|s| s.contains("non_replicated_deduplication_window = 1000")));
+        assert!(
+            hot[1..]
+                .iter()
+                .all(|s| s.contains("non_replicated_deduplication_window = 1000"))
+        );
     }
 
     #[test]

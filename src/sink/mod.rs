@@ -162,6 +162,15 @@ impl Sink {
         }
     }
 
+    /// The same server and credentials with another database (e.g. `system` for DDL that
+    /// creates the configured database, or the cold database on the same server).
+    pub fn on_database(&self, database: &str) -> Sink {
+        let mut s = self.clone();
+        s.client = s.client.with_database(database);
+        s.database = database.to_string();
+        s
+    }
+
     /// The database every INSERT goes to.
     pub fn database(&self) -> &str {
         &self.database
@@ -320,6 +329,16 @@ impl Sink {
     /// Runs a query returning one `UInt64` (e.g. `SELECT count() FROM t`).
     pub async fn fetch_count(&self, sql: &str) -> Result<u64, SinkError> {
         Ok(self.client.query_raw(sql).fetch_one::<u64>().await?)
+    }
+
+    /// Runs a query and returns the raw result in `format` (any ClickHouse output format).
+    pub async fn query_bytes(&self, sql: &str, format: &str) -> Result<Bytes, SinkError> {
+        let mut cursor = self.client.query_raw(sql).fetch_bytes(format)?;
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = cursor.next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
     }
 
     /// Checks that the server answers queries with the configured credentials.

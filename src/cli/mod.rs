@@ -1,0 +1,162 @@
+//! The command-line interface: the clap tree and one file per command.
+//!
+//! Commands are the only place that combine configuration, child processes and pipeline
+//! stages. Each returns `anyhow::Result` to `main`, which maps errors to exit codes.
+
+mod clickhouse_cmd;
+mod config_cmd;
+mod init;
+mod query;
+mod run;
+mod streams;
+pub mod table;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, Loaded};
+
+/// MarketPrism Storage: NATS JetStream → ClickHouse, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "marketprism-storage", version, about, long_about = None)]
+pub struct Cli {
+    /// YAML configuration file (keys: config/example.yaml; env vars override it).
+    #[arg(long, global = true, env = "MARKETPRISM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: ensure streams and consumers, ingest, write to ClickHouse.
+    Run(run::RunArgs),
+    /// Create the hot and cold databases and tables (idempotent).
+    Init(init::InitArgs),
+    /// Run SQL against the configured ClickHouse and print the result.
+    Query(query::QueryArgs),
+    /// Print the effective configuration with the source of every key (secrets masked).
+    Config,
+    /// Run the embedded ClickHouse (chDB behind the ClickHouse HTTP protocol) in the foreground.
+    Clickhouse(clickhouse_cmd::ClickhouseArgs),
+    /// Manage the JetStream streams.
+    Streams(streams::StreamsArgs),
+}
+
+/// Loads and validates the configuration (file + process environment), printing warnings.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
+    let loaded = Config::load(path, &config::process_env)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded)
+}
+
+/// Sets up `tracing` from the configuration (`RUST_LOG` wins over `LOG_LEVEL`).
+pub fn init_logging(cfg: Option<&Config>, format: Option<LogFormatArg>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cfg
+        .map(|c| c.log.filter().to_string())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Pretty) => false,
+        None => cfg.is_some_and(|c| c.log.format == config::LogFormat::Json),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Clickhouse(args) = &cli.command {
+        // Needs no configuration beyond the tools dir, and must work without a config file.
+        init_logging(None, cli.log_format);
+        return clickhouse_cmd::run(args).await;
+    }
+    let loaded = load_config(cli.config.as_deref())?;
+    init_logging(Some(&loaded.config), cli.log_format);
+    match cli.command {
+        Command::Run(args) => run::run(&loaded.config, &args).await,
+        Command::Init(args) => init::run(&loaded.config, &args).await,
+        Command::Query(args) => query::run(&loaded.config, &args).await,
+        Command::Config => config_cmd::run(&loaded),
+        Command::Streams(args) => streams::run(&loaded.config, &args).await,
+        Command::Clickhouse(_) => Ok(()),
+    }
+}
+
+/// Writes to stdout (the CLI's output channel; logs go to stderr).
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut so = std::io::stdout().lock();
+    let _ = so.write_all(text.as_bytes());
+    let _ = so.flush();
+}
+
+/// A sink on `endpoint`'s database.
+pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> crate::sink::Sink {
+    let mut o = crate::sink::SinkOptions::new(endpoint.base_url.clone(), endpoint.database.clone());
+    o.user = Some(endpoint.user.clone()).filter(|u| !u.is_empty());
+    o.password = Some(endpoint.password.expose().to_string()).filter(|p| !p.is_empty());
+    o.compression = match cfg.clickhouse.compression {
+        config::Compression::None => crate::sink::Compression::None,
+        config::Compression::Lz4 => crate::sink::Compression::Lz4,
+    };
+    o.end_timeout = cfg.clickhouse.insert_timeout;
+    o.backoff = crate::sink::Backoff {
+        initial: cfg.retry.initial_backoff,
+        // The config allows a fractional multiplier (seed style); the backoff grows by whole
+        // factors, at least 1.
+        factor: u32::try_from(cfg.retry.multiplier.round() as i64)
+            .unwrap_or(2)
+            .max(1),
+        cap: cfg.retry.max_backoff,
+    };
+    crate::sink::Sink::new(&o)
+}
+
+/// For one-shot commands: a hot sink, starting the embedded ClickHouse for the duration of the
+/// command when it is configured and not already running (a running `run` owns it otherwise).
+pub async fn one_shot_clickhouse(
+    cfg: &Config,
+) -> anyhow::Result<(
+    crate::sink::Sink,
+    Option<crate::embedded::EmbeddedClickHouse>,
+)> {
+    let sink = sink_for(cfg, &cfg.hot_endpoint());
+    if !cfg.clickhouse.is_embedded() || sink.ping().await.is_ok() {
+        return Ok((sink, None));
+    }
+    let tools = crate::embedded::Tools::locate(&cfg.embedded.tools_dir)?;
+    let server = crate::embedded::EmbeddedClickHouse::start(
+        &tools,
+        &cfg.embedded.data_dir.join("clickhouse"),
+        &cfg.embedded.listen.to_string(),
+    )
+    .await?;
+    Ok((sink, Some(server)))
+}

@@ -1,0 +1,335 @@
+//! The reader of one data type: durable consumer → decode → batcher → writer.
+//!
+//! One in-order reader per durable (guarded by a lease). It (re)synchronises from the ack floor
+//! at start and whenever deliveries may have been lost (a gap in consumer sequences, a stream
+//! error, a reconnect): it waits until the writer has acked everything it holds, reads the
+//! consumer's ack floor F and last delivered sequence D, reloads the journal, re-reads (F, D]
+//! straight from the stream with an ordered consumer — cutting batches at the journaled
+//! boundaries so in-doubt batches are re-sent with their original tokens — and only then pulls
+//! new messages from the durable. A redelivered message that is already stored is acked; one
+//! that is still held in memory is skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckHandle;
+use crate::batch::{Batch, Batcher, Limits, Outcome};
+use crate::decode;
+use crate::model::{DataType, DeadLetterRow};
+use crate::source::journal::{Journal, JournalEntry};
+use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
+
+use super::stats::{Stats, now_ms};
+
+/// What the reader asks of the writer, in order.
+#[derive(Debug)]
+pub(crate) enum WriterCmd {
+    /// Start over from a new ack floor with these journaled batches in doubt.
+    Reset(Vec<JournalEntry>),
+    /// Insert, then ack.
+    Batch(Batch<AckHandle>),
+    /// A redelivered message already stored: ack it (moves the floor past recovered batches).
+    AckOnly(AckHandle),
+    /// Reply once everything before this command is inserted and acked.
+    Sync(oneshot::Sender<()>),
+}
+
+/// Why a consume loop ended.
+enum Flow {
+    /// Shutdown requested.
+    Exit,
+    /// Deliveries may have been lost or the stream broke: resynchronise.
+    Resync(&'static str),
+}
+
+/// Everything one type's reader needs.
+pub(crate) struct Reader {
+    pub data_type: DataType,
+    pub js: jetstream::Context,
+    pub spec: ConsumerSpec,
+    pub limits: Limits,
+    pub fetch_batch: usize,
+    pub journal: Journal,
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+    pub to_writer: mpsc::Sender<WriterCmd>,
+    /// Highest stream sequence the writer has inserted (shared with it).
+    pub stored_through: Arc<AtomicU64>,
+}
+
+/// Turns one delivery into a row or a dead letter (pure apart from counting).
+pub(crate) fn outcome(dt: DataType, d: &Delivery, stats: &Stats, now: i64) -> Outcome {
+    match decode::decode(dt, &d.subject, &d.payload, now) {
+        Ok(rec) => Outcome::Row(rec),
+        Err(rej) => {
+            stats.of(dt).reject(rej.kind.as_str());
+            Outcome::Dead(DeadLetterRow {
+                // The server's receive time, not ours: a replay must produce the same row.
+                received_at_ms: d.published_ms,
+                subject: d.subject.clone(),
+                stream_seq: d.stream_seq,
+                data_type: dt.as_str().to_string(),
+                reason: rej.reason,
+                payload: String::from_utf8_lossy(&d.payload).into_owned(),
+            })
+        }
+    }
+}
+
+impl Reader {
+    /// Runs until shutdown; errors are logged and followed by a resync after a backoff.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            match self.sync_and_consume().await {
+                Ok(Flow::Exit) => return,
+                Ok(Flow::Resync(why)) => {
+                    tracing::info!(data_type = %self.data_type, why, "resynchronising from the ack floor");
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    tracing::warn!(data_type = %self.data_type, error = %e, "reader error; resynchronising");
+                    self.stats.of(self.data_type).error(e.to_string());
+                    self.stats.of(self.data_type).bound.store(false, Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn send(&self, cmd: WriterCmd) -> Result<(), SourceError> {
+        self.to_writer
+            .send(cmd)
+            .await
+            .map_err(|_| SourceError::Api {
+                what: "hand a batch to the writer".into(),
+                detail: "writer stopped".into(),
+            })
+    }
+
+    async fn send_closed(&self, batcher: &mut Batcher<AckHandle>) -> Result<(), SourceError> {
+        while let Some(b) = batcher.pop_closed() {
+            self.send(WriterCmd::Batch(b)).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the writer has inserted and acked everything handed to it.
+    async fn drain_writer(&self) -> Result<(), SourceError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriterCmd::Sync(tx)).await?;
+        rx.await.map_err(|_| SourceError::Api {
+            what: "wait for the writer".into(),
+            detail: "writer stopped".into(),
+        })
+    }
+
+    fn push(&self, batcher: &mut Batcher<AckHandle>, d: Delivery, now: Instant) {
+        let st = self.stats.of(self.data_type);
+        st.received.fetch_add(1, Relaxed);
+        st.queued.fetch_add(1, Relaxed);
+        st.last_message_ms.store(now_ms(), Relaxed);
+        st.consumer_pending.store(d.pending, Relaxed);
+        let out = outcome(self.data_type, &d, &self.stats, now_ms());
+        let ack = d.acker.map(|a| AckHandle::new(a, d.stream_seq));
+        batcher.push(d.stream_seq, out, d.published_ms, ack, now);
+    }
+
+    async fn sync_and_consume(&mut self) -> Result<Flow, SourceError> {
+        let dt = self.data_type;
+        let st = self.stats.of(dt);
+        st.resyncs.fetch_add(1, Relaxed);
+        self.drain_writer().await?;
+
+        let mut consumer = bind_consumer(&self.js, &self.spec).await?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(api_err(format!("consumer {} info", self.spec.durable)))?
+            .clone();
+        let floor = info.ack_floor.stream_sequence;
+        let delivered = info.delivered.stream_sequence;
+        let ack_all = info.config.ack_policy == AckPolicy::All;
+        st.consumer_pending.store(info.num_pending, Relaxed);
+        st.bound.store(true, Relaxed);
+
+        let entries: Vec<JournalEntry> = self
+            .journal
+            .get(&self.spec.durable)
+            .await?
+            .into_iter()
+            .filter(|e| e.last_seq > floor)
+            .collect();
+        let mut batcher = Batcher::new(dt, self.limits).keep_last_ack_only(ack_all);
+        for e in &entries {
+            if e.first_seq > floor + 1 {
+                batcher.cut_after(e.first_seq - 1);
+            }
+            batcher.cut_after(e.last_seq);
+        }
+        if !entries.is_empty() {
+            tracing::info!(data_type = %dt, batches = entries.len(), floor, delivered,
+                "re-forming journaled batches from the stream");
+        }
+        self.stored_through.store(floor, Relaxed);
+        self.send(WriterCmd::Reset(entries)).await?;
+
+        // Re-read everything delivered but not acked, straight from the stream.
+        let mut last_seen = floor;
+        if delivered > floor {
+            let recovered = self.recover(&mut batcher, floor, delivered).await?;
+            last_seen = last_seen.max(recovered);
+            if self.stop.is_cancelled() {
+                batcher.close();
+                self.send_closed(&mut batcher).await?;
+                return Ok(Flow::Exit);
+            }
+        }
+        last_seen = last_seen.max(delivered);
+        if batcher.has_pending_cuts() {
+            // The tail of a journaled batch is no longer in the stream: close what we have.
+            batcher.clear_cuts();
+            batcher.close();
+        }
+        self.send_closed(&mut batcher).await?;
+
+        // Pull new messages from the durable.
+        let mut expected = info.delivered.consumer_sequence + 1;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.fetch_batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(api_err(format!("pull from {}", self.spec.durable)))?;
+        let stop = self.stop.clone();
+        loop {
+            let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    batcher.close();
+                    self.send_closed(&mut batcher).await?;
+                    return Ok(Flow::Exit);
+                }
+                _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
+                    batcher.poll_age(Instant::now());
+                    self.send_closed(&mut batcher).await?;
+                }
+                next = messages.next() => {
+                    let msg = match next {
+                        None => {
+                            batcher.close();
+                            self.send_closed(&mut batcher).await?;
+                            return Ok(Flow::Resync("message stream ended"));
+                        }
+                        Some(Err(e)) => {
+                            batcher.close();
+                            self.send_closed(&mut batcher).await?;
+                            st.error(format!("pull: {e}"));
+                            return Ok(Flow::Resync("pull error"));
+                        }
+                        Some(Ok(m)) => m,
+                    };
+                    let d = Delivery::from_jetstream(msg)?;
+                    if d.consumer_seq != expected {
+                        tracing::warn!(data_type = %dt, expected, got = d.consumer_seq,
+                            "deliveries lost in transit");
+                        batcher.close();
+                        self.send_closed(&mut batcher).await?;
+                        return Ok(Flow::Resync("consumer sequence gap"));
+                    }
+                    expected += 1;
+                    if d.stream_seq <= last_seen {
+                        st.redeliveries_skipped.fetch_add(1, Relaxed);
+                        if let Some(a) = d.acker.filter(|_| d.stream_seq <= self.stored_through.load(Relaxed)) {
+                            self.send(WriterCmd::AckOnly(AckHandle::new(a, d.stream_seq))).await?;
+                        }
+                        continue;
+                    }
+                    last_seen = d.stream_seq;
+                    self.push(&mut batcher, d, Instant::now());
+                    self.send_closed(&mut batcher).await?;
+                }
+            }
+        }
+    }
+
+    /// Reads stream sequences (floor, delivered] of this type with an ordered consumer.
+    /// Returns the highest sequence read.
+    async fn recover(
+        &self,
+        batcher: &mut Batcher<AckHandle>,
+        floor: u64,
+        delivered: u64,
+    ) -> Result<u64, SourceError> {
+        let dt = self.data_type;
+        let stream = self
+            .js
+            .get_stream(&self.spec.stream)
+            .await
+            .map_err(api_err(format!("get stream {}", self.spec.stream)))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: dt.subject_filter(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(api_err("create recovery consumer"))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(api_err("read recovery consumer"))?;
+        let mut last = floor;
+        let mut n = 0u64;
+        loop {
+            // A short idle timeout ends the read when the tail was removed by stream limits.
+            let next = match tokio::time::timeout(Duration::from_secs(3), msgs.next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let msg = match next {
+                None => break,
+                Some(Err(e)) => {
+                    return Err(SourceError::Api {
+                        what: "recovery read".into(),
+                        detail: e.to_string(),
+                    });
+                }
+                Some(Ok(m)) => m,
+            };
+            let mut d = Delivery::from_jetstream(msg)?;
+            if d.stream_seq > delivered {
+                break;
+            }
+            d.acker = None; // Ordered consumers do not ack; the durable's ack floor covers these.
+            d.pending = 0;
+            last = d.stream_seq;
+            n += 1;
+            self.push(batcher, d, Instant::now());
+            self.send_closed(batcher).await?;
+            if last >= delivered || self.stop.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!(data_type = %dt, messages = n, from = floor + 1, to = last, "recovered unacked messages");
+        Ok(last)
+    }
+}

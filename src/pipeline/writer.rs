@@ -1,0 +1,221 @@
+//! The writer of one data type: journal → INSERT (rows, then dead letters) → confirmed ack.
+//!
+//! Takes [`WriterCmd`]s from its reader in order. For each batch it first makes sure the batch
+//! is journaled (boundaries and token confirmed by NATS), then inserts it with that token,
+//! retrying retriable ClickHouse errors forever (back-pressure: the reader blocks on the
+//! bounded channel meanwhile), then acks. **Invariant:** no message is acked before the INSERT
+//! holding it returned 200.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{AckHandle, ack_until_confirmed};
+use crate::batch::Batch;
+use crate::model::{DataType, DeadLetterRow};
+use crate::sink::{self, Sink};
+use crate::source::journal::{Journal, JournalEntry};
+
+use super::reader::WriterCmd;
+use super::stats::{Stats, TypeStats, now_ms};
+
+/// Everything one type's writer needs.
+pub(crate) struct Writer {
+    pub data_type: DataType,
+    pub durable: String,
+    pub sink: Arc<Sink>,
+    pub journal: Option<Journal>,
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+    pub stored_through: Arc<AtomicU64>,
+    /// Journaled batches not yet covered by a confirmed ack.
+    pub in_doubt: Vec<JournalEntry>,
+}
+
+impl Writer {
+    /// Processes commands until the reader hangs up or a shutdown interrupts a retry loop.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<WriterCmd>) {
+        while let Some(cmd) = rx.recv().await {
+            let ok = match cmd {
+                WriterCmd::Reset(entries) => {
+                    self.in_doubt = entries;
+                    true
+                }
+                WriterCmd::Sync(tx) => {
+                    let _ = tx.send(());
+                    true
+                }
+                WriterCmd::AckOnly(h) => self.ack(&[h]).await,
+                WriterCmd::Batch(b) => self.write(b).await,
+            };
+            if !ok {
+                // Shutdown interrupted a retry: what is not acked is re-read on the next start.
+                return;
+            }
+        }
+    }
+
+    fn st(&self) -> &TypeStats {
+        self.stats.of(self.data_type)
+    }
+
+    /// Returns false when a shutdown interrupted it.
+    async fn write(&mut self, b: Batch<AckHandle>) -> bool {
+        let token = match self.journal_batch(&b).await {
+            Some(t) => t,
+            None => return false,
+        };
+        let mut dead = b.dead;
+        let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
+            let st = self.stats.of(self.data_type);
+            st.insert_errors.fetch_add(1, Relaxed);
+            st.retries.fetch_add(1, Relaxed);
+            st.error(e.to_string());
+            if st.failing_since_ms.load(Relaxed) == 0 {
+                st.failing_since_ms.store(now_ms(), Relaxed);
+            }
+            tracing::warn!(data_type = %self.data_type, attempt, ?delay, error = %e, "insert failed; retrying");
+        };
+        let dt = self.data_type;
+        let isolation = match self
+            .sink
+            .insert_isolating(
+                dt.table(),
+                &b.rows,
+                &token,
+                |rows| sink::encode_block(dt, rows),
+                &self.stop,
+                &mut on_retry,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(data_type = %dt, error = %e, "insert abandoned; batch stays unacked");
+                return false;
+            }
+        };
+        let inserted_rows = b.rows.len() - isolation.rejected.len();
+        for rej in isolation.rejected {
+            if let Some(row) = b.rows.get(rej.index) {
+                self.st().reject("clickhouse_rejected");
+                let c = row.common();
+                dead.push(DeadLetterRow {
+                    received_at_ms: c.timestamp_ms,
+                    subject: format!("{}.{}.{}.{}", dt, c.exchange, c.market_type, c.symbol),
+                    stream_seq: 0,
+                    data_type: dt.as_str().to_string(),
+                    reason: format!("clickhouse rejected the row: {}", rej.error),
+                    payload: format!("{row:?}"),
+                });
+            }
+        }
+        if !dead.is_empty() {
+            let dlq_token = sink::dead_letter_token(&token);
+            if let Err(e) = self
+                .sink
+                .insert_isolating(
+                    crate::schema::DEAD_LETTERS_TABLE,
+                    &dead,
+                    &dlq_token,
+                    sink::encode_dead_letters,
+                    &self.stop,
+                    &mut on_retry,
+                )
+                .await
+            {
+                tracing::error!(data_type = %dt, error = %e, "dead-letter insert abandoned; batch stays unacked");
+                return false;
+            }
+        }
+        let st = self.st();
+        st.failing_since_ms.store(0, Relaxed);
+        st.rows_inserted.fetch_add(inserted_rows as u64, Relaxed);
+        st.dead_letters.fetch_add(dead.len() as u64, Relaxed);
+        st.batches.fetch_add(1, Relaxed);
+        let now = now_ms();
+        st.last_insert_ms.store(now, Relaxed);
+        if b.first_published_ms != i64::MAX {
+            let lat = u64::try_from(now.saturating_sub(b.first_published_ms)).unwrap_or(0);
+            st.last_latency_ms.store(lat, Relaxed);
+            st.latency_ms_sum.fetch_add(lat, Relaxed);
+        }
+        self.stored_through.fetch_max(b.last_seq, Relaxed);
+        tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
+            rows = inserted_rows, dead = dead.len(), %token, "batch stored");
+        let acked = self.ack(&b.acks).await;
+        let st = self.st();
+        let _ = st
+            .queued
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
+        acked
+    }
+
+    /// Finds the batch's journaled token, or journals it with a new one. None on shutdown.
+    async fn journal_batch(&mut self, b: &Batch<AckHandle>) -> Option<String> {
+        if let Some(e) = self
+            .in_doubt
+            .iter()
+            .find(|e| e.first_seq <= b.first_seq && b.last_seq <= e.last_seq)
+        {
+            return Some(e.token.clone());
+        }
+        let token = sink::batch_token(&self.durable, b.first_seq, b.last_seq, b.count);
+        self.in_doubt.push(JournalEntry {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq,
+            count: b.count,
+            token: token.clone(),
+        });
+        let Some(journal) = &self.journal else {
+            return Some(token);
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match journal.put(&self.durable, &self.in_doubt).await {
+                Ok(()) => return Some(token),
+                Err(e) => {
+                    self.st().error(e.to_string());
+                    tracing::warn!(data_type = %self.data_type, error = %e, "journal write failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => return None,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Acks the handles (the last one confirmed) and drops journal entries they cover.
+    async fn ack(&mut self, handles: &[AckHandle]) -> bool {
+        let Some((last, rest)) = handles.split_last() else {
+            return true;
+        };
+        for h in rest {
+            // Explicit-ack consumers only: the confirmed ack of the last handle, sent after
+            // these on the same connection, tells that the server has processed them too.
+            let _ = crate::ack::ack_no_wait(h).await;
+        }
+        let st = self.stats.of(self.data_type);
+        let res = ack_until_confirmed(last, &self.stop, |e| {
+            st.retries.fetch_add(1, Relaxed);
+            st.error(e.to_string());
+        })
+        .await;
+        match res {
+            Ok(()) => {
+                let floor = last.stream_seq;
+                self.in_doubt.retain(|e| e.last_seq > floor);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(data_type = %self.data_type, error = %e, "ack abandoned at shutdown");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The NATS side of ingest: streams, durable pull consumers, the batch journal and leases.
+//!
+//! Consumes the NATS connection; emits [`Delivery`]s in stream order for one data type. It
+//! never writes to ClickHouse and never acks (acks belong to `ack`). Streams and durables are
+//! created when missing and never deleted, recreated or narrowed: the seed's habit of deleting
+//! its durable on every start is what lost its backlog.
+
+pub mod journal;
+pub mod lease;
+pub mod streams;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+
+use crate::model::DataType;
+
+/// Errors talking to NATS.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A JetStream API call failed.
+    #[error("{what}: {detail}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The client's error text.
+        detail: String,
+    },
+    /// Another instance holds the lease on this consumer.
+    #[error("consumer {consumer} is held by instance {holder}")]
+    Leased {
+        /// Consumer name.
+        consumer: String,
+        /// The holder's instance id.
+        holder: String,
+    },
+}
+
+pub(crate) fn api_err<E: std::fmt::Display>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> SourceError {
+    let what = what.into();
+    move |e| SourceError::Api {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// One message from JetStream (or core NATS), before decoding.
+pub struct Delivery {
+    /// Subject it was published on.
+    pub subject: String,
+    /// Stream sequence (0 in core mode).
+    pub stream_seq: u64,
+    /// Consumer (delivery) sequence, to detect lost deliveries (0 in core mode).
+    pub consumer_seq: u64,
+    /// Server receive time in UTC ms (the service's clock in core mode).
+    pub published_ms: i64,
+    /// Messages still pending for the consumer after this one (server's count; 0 in core mode).
+    pub pending: u64,
+    /// Body.
+    pub payload: Bytes,
+    /// Ack handle (None in core mode and for recovery reads).
+    pub acker: Option<jetstream::message::Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("stream_seq", &self.stream_seq)
+            .field("consumer_seq", &self.consumer_seq)
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Builds a delivery from a JetStream message, splitting off its ack handle.
+    pub fn from_jetstream(msg: jetstream::Message) -> Result<Delivery, SourceError> {
+        let (stream_seq, consumer_seq, published_ms, pending) = {
+            let info = msg.info().map_err(api_err("read message info"))?;
+            let published = info.published.unix_timestamp_nanos() / 1_000_000;
+            (
+                info.stream_sequence,
+                info.consumer_sequence,
+                i64::try_from(published).unwrap_or(0),
+                info.pending,
+            )
+        };
+        let (m, acker) = msg.split();
+        Ok(Delivery {
+            subject: m.subject.to_string(),
+            stream_seq,
+            consumer_seq,
+            published_ms,
+            pending,
+            payload: m.payload,
+            acker: Some(acker),
+        })
+    }
+}
+
+/// Settings of one type's durable consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Data type (its filter is `<type>.>`).
+    pub data_type: DataType,
+    /// Stream holding the type's subjects.
+    pub stream: String,
+    /// Durable name.
+    pub durable: String,
+    /// Redelivery timeout for unacked messages.
+    pub ack_wait: Duration,
+    /// Most unacked messages outstanding.
+    pub max_ack_pending: i64,
+}
+
+/// Binds the durable pull consumer, creating it when missing (never recreated or changed).
+///
+/// A new durable uses `AckPolicy::All` (one confirmed ack per batch, safe with one in-order
+/// reader), `DeliverPolicy::All` (a new durable sees the whole retained stream), unlimited
+/// deliveries (a message is never abandoned) and the configured `max_ack_pending`.
+pub async fn bind_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::PullConsumer, SourceError> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(api_err(format!("get stream {}", spec.stream)))?;
+    match stream.get_consumer::<pull::Config>(&spec.durable).await {
+        Ok(c) => Ok(c),
+        Err(e) if e.to_string().contains("not found") => {
+            let cfg = pull::Config {
+                durable_name: Some(spec.durable.clone()),
+                description: Some(format!(
+                    "marketprism-storage: {} rows for ClickHouse",
+                    spec.data_type
+                )),
+                filter_subject: spec.data_type.subject_filter(),
+                ack_policy: AckPolicy::All,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: spec.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: spec.max_ack_pending,
+                ..Default::default()
+            };
+            stream
+                .create_consumer(cfg)
+                .await
+                .map_err(api_err(format!("create consumer {}", spec.durable)))
+        }
+        Err(e) => Err(SourceError::Api {
+            what: format!("get consumer {}", spec.durable),
+            detail: e.to_string(),
+        }),
+    }
+}
