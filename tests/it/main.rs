@@ -3,7 +3,12 @@
 //! Run with `make test` (or `make it`), which installs the tools venv first.
 
 // A test binary: a failed unwrap is a failed test, and printing measured figures is wanted.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 mod harness;
 mod schema;
