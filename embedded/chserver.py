@@ -21,13 +21,18 @@ Design notes:
 - One chDB session per process, guarded by one lock: chDB runs one statement at
   a time per session. chDB releases the GIL while a statement runs, so other
   threads keep reading request bodies meanwhile.
-- Insert bodies are read (and unframed/decoded) *before* the session lock is
-  taken, so a slow client holding an open insert body (the crate's Inserter
-  keeps it open until `commit()`) does not block everybody else. Only bodies
-  bigger than --spill-bytes start streaming into chDB while still being read.
-- Inserts go through chDB's streaming insert (`Session.send_insert`), which
-  parses a real `INSERT ... FORMAT X`, so column DEFAULTs, `input_format_*`
-  settings and insert deduplication behave as on a server.
+- Insert bodies are read (and unframed/decoded) into a temp file in
+  DIR/insert-bodies *before* the session lock is taken, so a slow client
+  holding an open insert body (the crate's Inserter keeps it open until
+  `commit()`) does not block everybody else, and memory stays flat for
+  bodies of any size.
+- Inserts run as `INSERT INTO t (cols) FROM INFILE 'tmp' SETTINGS ... FORMAT X`:
+  the engine's real `INSERT ... FORMAT` pipeline, so column DEFAULTs,
+  `input_format_*` settings and insert deduplication (token and content hash)
+  behave as on a server, and every failure raises. chDB's streaming insert
+  (`Session.send_insert`) is NOT used: it silently swallows errors raised
+  after parsing (CHECK constraints, too many partitions, materialized views),
+  answering success with nothing stored.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -62,9 +68,10 @@ LOG = logging.getLogger("chserver")
 
 EXIT_LOCKED = 3
 SERVER_DISPLAY_NAME = "marketprism-embedded-chdb"
-# Insert bodies up to this size are buffered before the session lock is taken;
-# beyond it the insert streams into chDB while the rest of the body is read.
-DEFAULT_SPILL_BYTES = 64 * 1024 * 1024
+# Insert bodies are written to temp files in DIR/BODY_DIR_NAME, then inserted
+# with `INSERT ... FROM INFILE` (see Engine.insert for why not send_insert).
+BODY_DIR_NAME = "insert-bodies"
+BODY_FILE_BUFFER = 1024 * 1024
 READ_PIECE = 4 * 1024 * 1024  # Content-Length bodies are read in pieces this big.
 # Same block size as ClickHouse's max_compress_block_size for `compress=1` output.
 RESPONSE_BLOCK = 1024 * 1024
@@ -145,12 +152,22 @@ class ClickHouseError(Exception):
         if not match:
             return cls(1001, "STD_EXCEPTION", text.strip() or type(exc).__name__)
         code = int(match.group(1))
-        rest = _VERSION_TAIL_RE.sub("", match.group(2).strip())
-        name_match = _NAME_RE.search(rest)
-        name = name_match.group(1) if name_match else "UNKNOWN_EXCEPTION"
-        if name_match:
-            rest = rest[: name_match.start()].rstrip()
-        return cls(code, name, rest.rstrip(". ").rstrip())
+        rest = match.group(2).strip()
+        name = "UNKNOWN_EXCEPTION"
+        while True:
+            rest = _VERSION_TAIL_RE.sub("", rest)
+            name_match = _NAME_RE.search(rest)
+            if name_match:
+                name = name_match.group(1) if name == "UNKNOWN_EXCEPTION" else name
+                rest = rest[: name_match.start()].rstrip()
+            rest = rest.rstrip(". ").rstrip()
+            # chDB's FROM INFILE wraps the engine's error in a second one with
+            # the same code: `Code: N. DB::Exception: Code: N. DB::Exception: ...`.
+            inner = _CODE_RE.match(rest)
+            if not inner or int(inner.group(1)) != code:
+                break
+            rest = inner.group(2).strip()
+        return cls(code, name, rest)
 
 
 def syntax_error(message: str) -> ClickHouseError:
@@ -223,6 +240,8 @@ class Statement:
     insert_format: str = ""
     data_offset: int = 0  # where inline insert data starts in the scanned text
     has_settings_clause: bool = False
+    settings_offset: int = -1  # insert_data: where the head's own SETTINGS keyword starts
+    own_setting_names: set = field(default_factory=set)  # names in that SETTINGS clause
     output_format: str = ""  # FORMAT clause of a non-insert statement
     set_names: list = field(default_factory=list)
 
@@ -264,6 +283,12 @@ def scan_statement(sql: bytes) -> Statement:
             word = tok.text.upper()
             if word == b"SETTINGS":
                 stmt.has_settings_clause = True
+                stmt.settings_offset = tok.start
+            elif word == b"INFILE" and prev is not None and prev.is_word(b"FROM"):
+                # A client-side feature; a server refuses it (and this one uses
+                # FROM INFILE itself for the request body).
+                raise ClickHouseError(78, "UNKNOWN_TYPE_OF_QUERY",
+                                      "Query has infile and was send directly to server")
             elif word == b"VALUES":
                 return _insert(stmt, sql[: tok.start], "Values", tok.end)
             elif word == b"FORMAT":
@@ -276,6 +301,9 @@ def scan_statement(sql: bytes) -> Statement:
         if stmt.kind == "set" and top and tok.text == b"=" and prev is not None:
             if prev.kind in ("word", "qid"):
                 stmt.set_names.append(_ident(prev))
+        if lead == b"INSERT" and stmt.has_settings_clause and top and tok.text == b"=" and prev is not None:
+            if prev.kind in ("word", "qid"):
+                stmt.own_setting_names.add(_ident(prev))
         if top and prev is not None and prev.is_word(b"FORMAT") and tok.kind in ("word", "qid"):
             format_candidate = tok
         elif format_candidate is not None and prev is format_candidate and not tok.is_word(b"SETTINGS"):
@@ -614,22 +642,59 @@ class Engine:
             summary["result_bytes"] = str(len(body))
         return Outcome(body=body, keepalive=res, summary=summary)
 
-    def insert(self, head: str, fmt: str, database: str, chunks: Iterable[bytes]) -> Outcome:
+    def insert(self, sql: str, database: str, body_path: str) -> Outcome:
+        """Runs `INSERT ... FROM INFILE body_path ... FORMAT X` (see `insert_sql`).
+
+        Not `Session.send_insert`: chDB's streaming insert swallows every error
+        raised after parsing (CHECK constraints, too many partitions, a failing
+        materialized view, ...): `finish()` reports success with the full
+        `rows_written` while nothing was stored. `FROM INFILE` runs the same
+        `INSERT ... FORMAT` pipeline (DEFAULTs, input_format_* settings,
+        token and content-hash dedup) and raises like any other query.
+        """
         with self._lock:
             session = self._require_open()
             self._use(session, database)
-            inserter = _run(lambda: session.send_insert(head, fmt))
             try:
-                for chunk in chunks:
-                    _run(lambda: inserter.append(chunk))
-                result = _run(inserter.finish)
-            except BaseException:
-                try:
-                    inserter.cancel()
-                except Exception:  # noqa: BLE001 - the original error matters more
-                    pass
+                res = _run(lambda: session.query(sql, "TabSeparated"))
+            except ClickHouseError as err:
+                err.message = _strip_infile_noise(err.message, body_path)
                 raise
-        return Outcome(summary=_summary(0, 0, result.rows_written, result.bytes_written, result.elapsed))
+        return Outcome(summary=_summary(0, 0, res.rows_written(), res.bytes_written(), res.elapsed()))
+
+
+def _strip_infile_noise(message: str, body_path: str) -> str:
+    """Error text as a server would word it: no temp-file path, no FROM INFILE frames."""
+    for noise in (f": (in file/uri {body_path})", f" (in file/uri {body_path})",
+                  ": While executing File: data for INSERT was parsed from file",
+                  "While executing File: data for INSERT was parsed from file"):
+        message = message.replace(noise, "")
+    return message.replace(body_path, "<request body>").rstrip(": ").rstrip()
+
+
+_FORMAT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def insert_sql(stmt: Statement, settings: dict, body_path: str) -> str:
+    """`INSERT INTO t (cols) FROM INFILE 'path' [SETTINGS ...] FORMAT X`.
+
+    The statement's own SETTINGS clause has to move behind FROM INFILE; URL
+    settings join it, so insert_deduplication_token and input_format_* apply
+    to exactly this insert and nothing leaks into the session. As on a server,
+    the statement's own clause wins over a URL setting of the same name.
+    """
+    settings = {k: v for k, v in settings.items() if k not in stmt.own_setting_names}
+    head = stmt.sql
+    own = ""
+    if stmt.settings_offset >= 0:
+        own = head[stmt.settings_offset + len(b"SETTINGS"):].decode("utf-8", "replace").strip()
+        head = head[:stmt.settings_offset].rstrip()
+    clauses = [c for c in (own, settings_clause(settings)) if c]
+    fmt = stmt.insert_format
+    if not _FORMAT_NAME_RE.match(fmt):
+        fmt = "`" + fmt.replace("`", "``") + "`"
+    return (f"{head.decode('utf-8', 'replace')} FROM INFILE {quote_literal(body_path)}"
+            + (f" SETTINGS {', '.join(clauses)}" if clauses else "") + f" FORMAT {fmt}")
 
 
 def _run(fn):
@@ -663,12 +728,12 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, engine: Optional[Engine], version: str, timezone: str,
-                 spill_bytes: int = DEFAULT_SPILL_BYTES):
+                 body_dir: str):
         """`engine` None means --blackhole: inserts are read and dropped."""
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
         self.engine = engine
-        self.spill_bytes = spill_bytes
+        self.body_dir = body_dir
         self.version = version
         self.timezone = timezone
         self.stopping = threading.Event()
@@ -830,30 +895,32 @@ class Handler(BaseHTTPRequestHandler):
         return f"{out.summary.get('read_rows')} rows read"
 
     def _insert(self, req: Request, stmt: Statement, inline, body_read: bool = False) -> str:
-        head = stmt.sql.decode("utf-8", "replace")
-        if req.settings:
-            # In the statement itself, so insert_deduplication_token and friends
-            # apply to exactly this insert and nothing leaks into the session.
-            joiner = ", " if stmt.has_settings_clause else " SETTINGS "
-            head = f"{head}{joiner}{settings_clause(req.settings)}"
         pieces: Iterator[bytes] = iter(())
         if not body_read and self._has_request_body():
             pieces = self._decoded_body(req)
-        buffered, total = ([bytes(inline)] if len(inline) else []), len(inline)
-        for piece in pieces:  # buffer before taking the session lock (see module doc)
-            buffered.append(piece)
-            total += len(piece)
-            if total >= self.server.spill_bytes:
-                break
         if self.server.engine is None:  # --blackhole: read and unframe, do not execute
-            for piece in pieces:
-                total += len(piece)
+            total = len(inline) + sum(len(piece) for piece in pieces)
             self._send_result(req, Outcome(summary=_summary()), "")
             return f"blackhole {total} bytes"
-        data = [b"".join(buffered)] if len(buffered) > 1 else buffered
-        out = self.server.engine.insert(head, stmt.insert_format, req.database, _chain(data, pieces))
+        # The whole decoded body goes to a temp file *before* the session lock
+        # is taken (constant memory, slow uploads block nobody); the engine
+        # then inserts it with FROM INFILE, which reports every failure.
+        fd, path = tempfile.mkstemp(suffix=".body", dir=self.server.body_dir)
+        try:
+            total = 0
+            with open(fd, "wb", buffering=BODY_FILE_BUFFER) as f:
+                for piece in _chain([inline] if len(inline) else [], pieces):
+                    f.write(piece)
+                    total += len(piece)
+            sql = insert_sql(stmt, req.settings, path)
+            out = self.server.engine.insert(sql, req.database, path)
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         self._send_result(req, out, "")
-        return f"{out.summary['written_rows']} rows written, {total}+ bytes"
+        return f"{out.summary['written_rows']} rows written, {total} bytes"
 
     # --- body reading ---------------------------------------------------------
 
@@ -1011,6 +1078,19 @@ def lock_data_dir(data_dir: str) -> int:
     return fd
 
 
+def prepare_body_dir(data_dir: str) -> str:
+    """DIR/insert-bodies, emptied of bodies left behind by a killed process."""
+    path = os.path.join(os.path.abspath(data_dir), BODY_DIR_NAME)
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".body"):
+            try:
+                os.unlink(os.path.join(path, name))
+            except OSError:
+                pass
+    return path
+
+
 def parse_listen(value: str) -> tuple:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -1025,9 +1105,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--blackhole", action="store_true",
                    help="benchmark mode: read and unframe insert bodies, answer 200, execute nothing")
-    p.add_argument("--spill-bytes", type=int, default=DEFAULT_SPILL_BYTES,
-                   help="insert bodies larger than this stream into chDB while being read "
-                        "(holding the engine); smaller ones are buffered first")
+    # Obsolete (insert bodies now always go to a temp file); accepted and ignored.
+    p.add_argument("--spill-bytes", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -1036,10 +1115,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s chserver: %(message)s")
     lock_fd = lock_data_dir(args.data_dir)
+    body_dir = prepare_body_dir(args.data_dir)
     engine = None if args.blackhole else Engine(os.path.join(args.data_dir, "chdb"))
     version = engine.version if engine else "26.9.0.0"
-    server = Server(args.listen, engine, version, engine.timezone if engine else "UTC",
-                    args.spill_bytes)
+    server = Server(args.listen, engine, version, engine.timezone if engine else "UTC", body_dir)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,6 +22,8 @@ import zstandard
 from clickhouse_cityhash.cityhash import CityHash128
 
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chserver.py")
+sys.path.insert(0, os.path.dirname(SERVER))
+import chserver  # noqa: E402 - for the pure helpers only; the engine is never opened here
 
 TRADES_DDL = """CREATE TABLE mp.trades (timestamp DateTime64(3,'UTC') CODEC(Delta, ZSTD),
  exchange LowCardinality(String) CODEC(ZSTD), market_type LowCardinality(String) CODEC(ZSTD),
@@ -108,6 +110,9 @@ class ServerTests(unittest.TestCase):
         cls.conn = http.client.HTTPConnection(host, int(port), timeout=60)
         cls.sql("CREATE DATABASE mp")
         cls.sql(TRADES_DDL)
+        # The trades schema plus a CHECK constraint: a failure raised after parsing.
+        cls.sql(TRADES_DDL.replace("mp.trades", "mp.checked").replace(
+            ") ENGINE = MergeTree", ", CONSTRAINT positive_price CHECK price > 0) ENGINE = MergeTree"))
 
     @classmethod
     def tearDownClass(cls):
@@ -329,6 +334,161 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(status, 400, body)
         self.assertEqual(self.sql("SELECT 5"), "5\n")
 
+    # --- every insert failure is an error; a 200 means the rows are stored ----------
+    # chDB's streaming insert (Session.send_insert) answered these with success and
+    # stored nothing (or, for a failing materialized view, part of the data).
+
+    def insert(self, fmt, body, table="mp.trades", columns=COLUMNS, **params):
+        return self.request(params={"query": f"INSERT INTO {table} ({columns}) FORMAT {fmt}", **params},
+                            body=body)
+
+    def assertInsertError(self, response, code, status=500):
+        got_status, headers, body = response
+        self.assertEqual(got_status, status, body)
+        self.assertEqual(headers["X-ClickHouse-Exception-Code"], str(code), body)
+        self.assertTrue(body.startswith(f"Code: {code}. DB::Exception: ".encode()), body)
+        self.assertNotIn(b"insert-bodies", body)  # the temp file is an implementation detail
+
+    def rows_as(self, fmt, n, prefix, price="60000.5"):
+        """n trades rows in `fmt`, produced by the server (exact column types)."""
+        return self.request(body=(
+            f"SELECT now64(3, 'UTC') AS timestamp, toLowCardinality('okx') AS exchange, "
+            f"toLowCardinality('spot') AS market_type, toLowCardinality('BTC-USDT') AS symbol, "
+            f"concat('{prefix}', toString(number)) AS trade_id, toDecimal64({price}, 8) AS price, "
+            f"toDecimal64(0.01, 8) AS quantity, toLowCardinality('buy') AS side, "
+            f"number % 2 = 0 AS is_maker, now64(3, 'UTC') AS trade_time "
+            f"FROM numbers({n}) FORMAT {fmt}").encode())[2]
+
+    def test_check_constraint_violation_is_error(self):
+        good = "\n".join(self.trade_json(f"chk-{i}") for i in range(3))
+        bad = json.loads(self.trade_json("chk-bad"))
+        bad["price"] = "-1"
+        body = (good + "\n" + json.dumps(bad)).encode()
+        response = self.insert("JSONEachRow", body, table="mp.checked")
+        self.assertInsertError(response, 469)
+        self.assertIn(b"(VIOLATED_CONSTRAINT)", response[2])
+        self.assertEqual(int(self.sql("SELECT count() FROM mp.checked")), 0)
+        # Binary formats too, and with a dedup token (as the Rust service sends).
+        for fmt in ("Native", "RowBinary"):
+            response = self.insert(fmt, self.rows_as(fmt, 1000, f"chk-{fmt}-", price="-0.5"),
+                                   table="mp.checked", insert_deduplication_token=f"chk-{fmt}")
+            self.assertInsertError(response, 469)
+        self.assertEqual(int(self.sql("SELECT count() FROM mp.checked")), 0)
+        # A good batch into the same table: 200 and all rows present.
+        status, headers, resp = self.insert("Native", self.rows_as("Native", 1000, "chk-ok-"), table="mp.checked")
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(json.loads(headers["X-ClickHouse-Summary"])["written_rows"], "1000")
+        self.assertEqual(int(self.sql("SELECT count() FROM mp.checked WHERE trade_id LIKE 'chk-ok-%'")), 1000)
+
+    def test_truncated_native_body_is_error(self):
+        data = self.rows_as("Native", 1000, "trn-")
+        for cut in (3, len(data) // 2):
+            self.assertInsertError(self.insert("Native", data[:-cut]), 33)
+        self.assertEqual(self.count("trade_id LIKE 'trn-%'"), 0)
+
+    def test_truncated_rowbinary_body_is_error(self):
+        data = self.rows_as("RowBinary", 1000, "trr-")
+        self.assertInsertError(self.insert("RowBinary", data[:-3]), 33)
+        self.assertInsertError(self.insert("RowBinary", data[:len(data) // 2 + 1]), 33)
+        # Framing intact (decompress=1, valid checksums) but the data inside truncated.
+        self.assertInsertError(self.insert("RowBinary", native_blocks(data[:-1], 4096), decompress="1"), 33)
+        self.assertEqual(self.count("trade_id LIKE 'trr-%'"), 0)
+
+    def test_unparsable_json_value_is_error(self):
+        good = self.trade_json("bad-json-1")
+        bad = json.loads(self.trade_json("bad-json-2"))
+        bad["quantity"] = "lots"
+        response = self.insert("JSONEachRow", f"{good}\n{json.dumps(bad)}\n".encode())
+        self.assertInsertError(response, 27, status=400)
+        self.assertEqual(self.count("trade_id LIKE 'bad-json-%'"), 0)
+
+    def test_too_many_partitions_is_error(self):
+        # PARTITION BY (month, exchange): 101 exchanges exceed max_partitions_per_insert_block.
+        body = "\n".join(self.trade_json(f"parts-{i}", exchange=f"ex{i}") for i in range(101)).encode()
+        self.assertInsertError(self.insert("JSONEachRow", body), 252)
+        self.assertEqual(self.count("trade_id LIKE 'parts-%'"), 0)
+
+    def test_failing_materialized_view_is_error(self):
+        self.sql("CREATE TABLE mp.mv_src (a UInt64) ENGINE = MergeTree ORDER BY a")
+        self.sql("CREATE TABLE mp.mv_dst (a UInt64) ENGINE = MergeTree ORDER BY a")
+        self.sql("CREATE MATERIALIZED VIEW mp.mv TO mp.mv_dst AS "
+                 "SELECT a + throwIf(a = 5, 'five is not allowed') AS a FROM mp.mv_src")
+        self.assertInsertError(self.insert("CSV", b"1\n5\n", table="mp.mv_src", columns="a"), 395)
+
+    def test_settings_clause_in_head_and_url_settings(self):
+        """The head's own SETTINGS clause and URL settings both apply (FROM INFILE moves them)."""
+        body = b'{"timestamp":"%s","exchange":"okx","trade_id":"set-1","extra":1}\n' % recent(2).encode()
+        status, _, resp = self.request(
+            params={"query": "INSERT INTO mp.trades (timestamp, exchange, trade_id) "
+                             "SETTINGS input_format_skip_unknown_fields = 0 FORMAT JSONEachRow"}, body=body)
+        self.assertEqual(status, 400, resp)
+        self.assertIn(b"Unknown field", resp)
+        query = ("INSERT INTO mp.trades (timestamp, exchange, trade_id) "
+                 "SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow")
+        for _ in range(2):
+            status, _, resp = self.request(params={"query": query, "insert_deduplication_token": "set-tok"},
+                                           body=body)
+            self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id = 'set-1'"), 1)  # token applied: second one dropped
+        # As on a server, the statement's own SETTINGS clause wins over a URL setting.
+        status, _, resp = self.request(params={"query": query, "input_format_skip_unknown_fields": "0"},
+                                       body=body.replace(b"set-1", b"set-2"))
+        self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id = 'set-2'"), 1)
+
+    def test_insert_sql(self):
+        stmt = chserver.scan_statement(
+            b"INSERT INTO `mp`.`t` (`a`, b) SETTINGS max_insert_block_size = 10, async_insert=1 FORMAT Native\n")
+        self.assertEqual(
+            chserver.insert_sql(stmt, {"async_insert": "0", "insert_deduplication_token": "t'1"}, "/d/x.body"),
+            "INSERT INTO `mp`.`t` (`a`, b) FROM INFILE '/d/x.body' SETTINGS max_insert_block_size = 10, "
+            "async_insert=1, insert_deduplication_token = 't\\'1' FORMAT Native")
+        stmt = chserver.scan_statement(b"INSERT INTO t VALUES (1, 'x')")
+        self.assertEqual(chserver.insert_sql(stmt, {}, "/d/y.body"), "INSERT INTO t FROM INFILE '/d/y.body' FORMAT Values")
+
+    def test_nested_engine_error_is_unwrapped(self):
+        err = chserver.ClickHouseError.from_engine(RuntimeError(
+            "Code: 33. DB::Exception: Code: 33. DB::Exception: Cannot read all data. Bytes read: 0. "
+            "Bytes expected: 3: While executing Native. (CANNOT_READ_ALL_DATA) (version 26.9.2.1). "
+            "(CANNOT_READ_ALL_DATA)"))
+        self.assertEqual((err.code, err.name, err.message), (
+            33, "CANNOT_READ_ALL_DATA",
+            "Cannot read all data. Bytes read: 0. Bytes expected: 3: While executing Native"))
+
+    def test_defaults_with_binary_column_subset(self):
+        """Native and RowBinary naming a column subset: DEFAULTs fill the rest."""
+        subset = COLUMNS.replace(", is_maker", "")
+        for fmt in ("Native", "RowBinary"):
+            data = self.request(body=(
+                f"SELECT now64(3, 'UTC') AS timestamp, toLowCardinality('okx') AS exchange, "
+                f"toLowCardinality('spot') AS market_type, toLowCardinality('BTC-USDT') AS symbol, "
+                f"concat('dflt-{fmt}-', toString(number)) AS trade_id, toDecimal64(1, 8) AS price, "
+                f"toDecimal64(2, 8) AS quantity, toLowCardinality('buy') AS side, "
+                f"now64(3, 'UTC') AS trade_time FROM numbers(10) FORMAT {fmt}").encode())[2]
+            status, _, resp = self.insert(fmt, data, columns=subset)
+            self.assertEqual(status, 200, (fmt, resp))
+            out = self.sql("SELECT count(), countIf(data_source = 'marketprism'), countIf(NOT is_maker), "
+                           "countIf(created_at > now64(3) - INTERVAL 1 MINUTE) "
+                           f"FROM mp.trades WHERE trade_id LIKE 'dflt-{fmt}-%'")
+            self.assertEqual(out, "10\t10\t10\t10\n", fmt)
+
+    def test_content_hash_dedup_without_token(self):
+        """A byte-identical re-insert without a token is dropped, as on a server."""
+        data = self.rows_as("RowBinary", 100, "hash-")
+        for _ in range(2):
+            status, _, resp = self.insert("RowBinary", data)
+            self.assertEqual(status, 200, resp)
+        self.assertEqual(self.count("trade_id LIKE 'hash-%'"), 100)
+
+    def test_client_infile_rejected(self):
+        status, headers, body = self.request(body=b"INSERT INTO mp.trades FROM INFILE '/etc/hostname' FORMAT CSV")
+        self.assertEqual((status, headers["X-ClickHouse-Exception-Code"]), (404, "78"), body)
+
+    def test_no_body_files_left(self):
+        self.insert("JSONEachRow", self.trade_json("files-1").encode())
+        self.insert("JSONEachRow", b"{not json")
+        self.assertEqual(os.listdir(os.path.join(self.tmp.name, chserver.BODY_DIR_NAME)), [])
+
 
 class ProcessTests(unittest.TestCase):
     """Data-dir locking, signal handling, large-body streaming."""
@@ -348,8 +508,10 @@ class ProcessTests(unittest.TestCase):
             finally:
                 self.assertEqual(stop_server(proc), 0)
 
-    def test_spilled_insert_streams_into_engine(self):
+    def test_large_chunked_insert_via_body_file(self):
+        """A chunked body is written to DIR/insert-bodies while read, inserted, then removed."""
         with tempfile.TemporaryDirectory() as tmp:
+            # --spill-bytes is obsolete but still accepted (older callers pass it).
             proc, addr = start_server(tmp, "--spill-bytes", "4096")
             try:
                 host, port = addr.rsplit(":", 1)
@@ -364,7 +526,19 @@ class ProcessTests(unittest.TestCase):
                 self.assertEqual((resp.status, resp.read()), (200, b""))
                 conn.request("POST", "/", body=b"SELECT count(), sum(a) FROM t")
                 self.assertEqual(conn.getresponse().read(), f"200000\t{sum(range(200_000))}\n".encode())
+                self.assertEqual(os.listdir(os.path.join(tmp, chserver.BODY_DIR_NAME)), [])
                 conn.close()
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
+    def test_stale_body_files_removed_at_start(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, chserver.BODY_DIR_NAME))
+            stale = os.path.join(tmp, chserver.BODY_DIR_NAME, "left-by-a-killed-server.body")
+            open(stale, "wb").close()
+            proc, _ = start_server(tmp)
+            try:
+                self.assertFalse(os.path.exists(stale))
             finally:
                 self.assertEqual(stop_server(proc), 0)
 

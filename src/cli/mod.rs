@@ -58,6 +58,8 @@ pub enum Command {
     Streams(streams::StreamsArgs),
 }
 
+pub use run::{settings as run_settings, stream_specs as run_stream_specs};
+
 /// Loads and validates the configuration (file + process environment), printing warnings.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
     let loaded = Config::load(path, &config::process_env)?;

@@ -217,7 +217,23 @@ async fn serve_with_clickhouse(
     let sink = Arc::new(sink);
     let client = connect_nats(cfg, stats.clone()).await?;
     if cfg.nats.mode == NatsMode::Core {
-        anyhow::bail!("nats.mode core is not implemented yet; use jetstream");
+        tracing::warn!(
+            "nats.mode core: at-most-once (messages published while the service is down or buffered at a crash are lost)"
+        );
+        let s = settings(cfg, String::new());
+        let types = s
+            .types
+            .iter()
+            .filter_map(|t| s.limits.get(t).map(|l| (*t, *l)))
+            .collect();
+        let run = pipeline::core::run(types, client.clone(), sink, stats, stop.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r?,
+            _ = stop.cancelled() => { let _ = tokio::time::timeout(cfg.shutdown_grace, &mut run).await; }
+        }
+        let _ = client.flush().await;
+        return Ok(());
     }
     let instance = args
         .instance_id

@@ -6,6 +6,7 @@
 //! when ClickHouse slows down the reader blocks, stops pulling, and JetStream keeps the rest.
 //! Shutdown: stop pulling → close the open batch → insert → ack → exit.
 
+pub mod core;
 pub mod reader;
 pub mod stats;
 pub mod writer;

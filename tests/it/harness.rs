@@ -184,3 +184,161 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The service binary (`marketprism-storage run`) as a child process, for crash tests.
+pub struct Service {
+    child: Option<std::process::Child>,
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+/// Test batch settings: small ages so tests finish fast, thresholds small enough to cut many
+/// batches (each is a crash window).
+pub const TEST_CONFIG: &str = r#"
+batch:
+  types:
+    trade: { max_rows: 5000, max_age: 200ms }
+    orderbook: { max_rows: 500, max_age: 200ms }
+    funding_rate: { max_age: 200ms }
+    open_interest: { max_age: 200ms }
+    liquidation: { max_age: 200ms }
+    lsr_top_position: { max_age: 200ms }
+    lsr_all_account: { max_age: 200ms }
+    volatility_index: { max_age: 200ms }
+"#;
+
+impl Service {
+    /// A service configured for `nats` and `ch`, not started yet.
+    pub fn new(nats: &TestNats, ch: &TestClickHouse, extra_yaml: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, format!("{TEST_CONFIG}{extra_yaml}")).unwrap();
+        let http_port = free_port().unwrap();
+        let env = vec![
+            ("MARKETPRISM_CONFIG".to_string(), cfg.display().to_string()),
+            ("MARKETPRISM_NATS_URL".to_string(), nats.url.clone()),
+            ("CLICKHOUSE_HOST".to_string(), "127.0.0.1".to_string()),
+            ("CLICKHOUSE_HTTP_PORT".to_string(), ch.port.to_string()),
+            ("HOT_STORAGE_HTTP_PORT".to_string(), http_port.to_string()),
+            (
+                "MARKETPRISM_TOOLS_DIR".to_string(),
+                tools_dir().display().to_string(),
+            ),
+            (
+                "MARKETPRISM_DATA_DIR".to_string(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("LOG_LEVEL".to_string(), "info".to_string()),
+        ];
+        let log = dir.path().join("service.log");
+        Service {
+            child: None,
+            dir,
+            http_port,
+            env,
+            log,
+        }
+    }
+
+    /// Starts `marketprism-storage run` (stderr appended to `self.log`).
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The service's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true or `secs` pass; returns the last result.
+pub async fn wait_until<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the service has created the JetStream streams (core publishes before that
+/// would not be persisted).
+pub async fn wait_for_streams(client: &async_nats::Client) {
+    let js = async_nats::jetstream::new(client.clone());
+    let ok = wait_until(60, || {
+        let js = js.clone();
+        async move {
+            js.get_stream("MARKET_DATA_HF").await.is_ok()
+                && js.get_stream("MARKET_DATA").await.is_ok()
+        }
+    })
+    .await;
+    assert!(ok, "streams not created within 60 s");
+}
+
+/// Creates the streams the way the service does, without the service (to fill a backlog
+/// while it is down).
+pub async fn create_streams(client: &async_nats::Client) {
+    let cfg = marketprism_storage::config::Config::defaults().unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let specs = marketprism_storage::cli::run_stream_specs(&cfg);
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    marketprism_storage::pipeline::ensure_streams(&js, &specs, &stop)
+        .await
+        .unwrap();
+}

@@ -11,4 +11,5 @@
 )]
 
 mod harness;
+mod ingest;
 mod schema;

@@ -1,0 +1,120 @@
+//! Core-NATS mode: plain subscriptions, at-most-once, for setups without JetStream.
+//!
+//! What the seed did for trades and order books, offered for compatibility: each type gets a
+//! core subscription on `<type>.>`; rows are batched and inserted exactly as in JetStream mode,
+//! but nothing is persisted before the insert, so messages published while the service is down,
+//! or buffered when it crashes, are lost. Batches still carry unique tokens (instance nonce +
+//! counter) so an insert retried after a timeout is not doubled.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckHandle;
+use crate::batch::{Batcher, Limits};
+use crate::model::DataType;
+use crate::sink::Sink;
+use crate::source::{Delivery, SourceError, api_err};
+
+use super::reader::{WriterCmd, outcome};
+use super::stats::{Stats, now_ms};
+use super::writer::Writer;
+
+/// Runs one core subscription per type until `stop`.
+pub async fn run(
+    types: Vec<(DataType, Limits)>,
+    client: async_nats::Client,
+    sink: Arc<Sink>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> Result<(), SourceError> {
+    let nonce = format!("{:x}", rand::random::<u64>());
+    let mut tasks = Vec::new();
+    for (dt, limits) in types {
+        let sub = client
+            .subscribe(dt.subject_filter())
+            .await
+            .map_err(api_err(format!("subscribe {}", dt.subject_filter())))?;
+        let (tx, rx) = mpsc::channel(1);
+        let writer = Writer {
+            data_type: dt,
+            durable: format!("core-{nonce}-{dt}"),
+            sink: sink.clone(),
+            journal: None,
+            stats: stats.clone(),
+            stop: stop.clone(),
+            stored_through: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            in_doubt: Vec::new(),
+        };
+        tasks.push(tokio::spawn(writer.run(rx)));
+        tasks.push(tokio::spawn(read(
+            dt,
+            limits,
+            sub,
+            tx,
+            stats.clone(),
+            stop.clone(),
+        )));
+        stats.of(dt).bound.store(true, Relaxed);
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn read(
+    dt: DataType,
+    limits: Limits,
+    mut sub: async_nats::Subscriber,
+    tx: mpsc::Sender<WriterCmd>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let mut batcher: Batcher<AckHandle> = Batcher::new(dt, limits);
+    // A local sequence stands in for the stream sequence: it only has to order the batch.
+    let mut seq = 0u64;
+    loop {
+        let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                batcher.poll_age(Instant::now());
+            }
+            m = sub.next() => {
+                let Some(m) = m else { break };
+                seq += 1;
+                let now = now_ms();
+                let d = Delivery {
+                    subject: m.subject.to_string(),
+                    stream_seq: seq,
+                    consumer_seq: 0,
+                    published_ms: now,
+                    pending: 0,
+                    payload: m.payload,
+                    acker: None,
+                };
+                let st = stats.of(dt);
+                st.received.fetch_add(1, Relaxed);
+                st.queued.fetch_add(1, Relaxed);
+                st.last_message_ms.store(now, Relaxed);
+                let out = outcome(dt, &d, &stats, now);
+                batcher.push(seq, out, now, None, Instant::now());
+            }
+        }
+        while let Some(b) = batcher.pop_closed() {
+            if tx.send(WriterCmd::Batch(b)).await.is_err() {
+                return;
+            }
+        }
+    }
+    batcher.close();
+    while let Some(b) = batcher.pop_closed() {
+        let _ = tx.send(WriterCmd::Batch(b)).await;
+    }
+}
