@@ -7,6 +7,7 @@
 //! - [`decode`]: `Delivery` payload → `Record` or `Rejection` (pure, never panics).
 //! - [`schema`]: DDL for the hot and cold databases.
 //! - [`sink`]: the only ClickHouse writer (Native format, dedup tokens, retry classes).
+//! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 
 pub mod config;
@@ -14,5 +15,6 @@ pub mod decode;
 pub mod embedded;
 pub mod message;
 pub mod model;
+pub mod publish;
 pub mod schema;
 pub mod sink;
