@@ -738,6 +738,14 @@ class Server(ThreadingHTTPServer):
         self.timezone = timezone
         self.stopping = threading.Event()
 
+    def handle_error(self, request, client_address):
+        """A client that vanishes mid-request (a killed service) is routine, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            LOG.debug("client %s went away: %s", client_address, exc)
+            return
+        super().handle_error(request, client_address)
+
 
 @dataclass
 class Request:

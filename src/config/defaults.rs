@@ -65,8 +65,13 @@ pub const DEFAULT_STREAM_REPLICAS: usize = 1;
 pub const DEFAULT_CONSUMER_PREFIX: &str = "marketprism_storage_";
 /// The seed's value; an insert of a full batch takes well under a second, retries back off to 10 s.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
-/// Lower bound of the per-type default `max_ack_pending` (2 × `max_rows`), so that small batches
-/// still leave room for a second batch in flight.
+/// Lower bound of the per-type default `max_ack_pending` (4 × `max_rows` + 4 × `fetch_batch`).
+///
+/// The default must exceed what the pipeline can hold unacked (a batch being written, one
+/// queued, one filling, plus the pull buffer): after a crash those messages are re-read from the
+/// stream without ack handles, and only a *new* delivery's ack moves the floor past them. If
+/// the durable's pending count were already at `max_ack_pending`, the server would deliver
+/// nothing new until `ack_wait` expired.
 pub const DEFAULT_MIN_MAX_ACK_PENDING: u64 = 10_000;
 /// Messages per pull request: large enough to amortise the round trip, small enough that a pull
 /// of order books (~8 KB each) stays around 16 MB.

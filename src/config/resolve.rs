@@ -278,6 +278,13 @@ impl Resolver<'_> {
             .unwrap_or(DEFAULT_ACK_WAIT);
         self.check("nats.ack_wait", positive(ack_wait))?;
 
+        let fetch_batch = self
+            .file_value("nats.fetch_batch", n.fetch_batch)
+            .map_or(Ok(DEFAULT_FETCH_BATCH), |v| {
+                usize::try_from(v).map_err(|_| "too large".to_string())
+            });
+        let fetch_batch = self.check("nats.fetch_batch", fetch_batch.and_then(non_zero_usize))?;
+
         let file_pending = n.max_ack_pending;
         let max_ack_pending = PerType::try_from_fn(|t| {
             let key = format!("nats.max_ack_pending.{t}");
@@ -286,19 +293,16 @@ impl Resolver<'_> {
                     .ok_or_else(|| ConfigError::invalid("nats.max_ack_pending", "must be > 0")),
                 None => {
                     let rows = batch.get(t).max_rows.get() as u64;
-                    let derived = rows.saturating_mul(2).max(DEFAULT_MIN_MAX_ACK_PENDING);
+                    let pull = fetch_batch.get() as u64;
+                    let derived = rows
+                        .saturating_mul(4)
+                        .saturating_add(pull.saturating_mul(4))
+                        .max(DEFAULT_MIN_MAX_ACK_PENDING);
                     NonZeroU64::new(derived)
                         .ok_or_else(|| ConfigError::invalid(key.as_str(), "must be > 0"))
                 }
             }
         })?;
-
-        let fetch_batch = self
-            .file_value("nats.fetch_batch", n.fetch_batch)
-            .map_or(Ok(DEFAULT_FETCH_BATCH), |v| {
-                usize::try_from(v).map_err(|_| "too large".to_string())
-            });
-        let fetch_batch = self.check("nats.fetch_batch", fetch_batch.and_then(non_zero_usize))?;
 
         let journal_bucket = self
             .file_value("nats.journal_bucket", n.journal_bucket.clone())

@@ -300,7 +300,7 @@ async fn sigkill_at_random_moments_while_draining_a_backlog_stores_every_row_onc
     let client = nats.client().await;
     // The backlog is published while the service is down: the stream keeps it.
     create_streams(&client).await;
-    const N: u64 = 200_000;
+    const N: u64 = 300_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, N, now).await;
     let mut svc = Service::new(&nats, &ch, "");
@@ -308,7 +308,8 @@ async fn sigkill_at_random_moments_while_draining_a_backlog_stores_every_row_onc
     let kills = 12;
     for k in 0..kills {
         svc.start();
-        let ms = rng.random_range(300..2_500);
+        // Short lives, so that every kill lands while the backlog is still draining.
+        let ms = rng.random_range(150..700);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         svc.kill();
         eprintln!(
@@ -319,6 +320,9 @@ async fn sigkill_at_random_moments_while_draining_a_backlog_stores_every_row_onc
     svc.start();
     assert_exactly_once(&ch, N, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
+    if std::env::var_os("SHOW_SERVICE_LOG").is_some() {
+        eprintln!("{}", svc.log_text());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
