@@ -209,9 +209,18 @@ impl<A> Batcher<A> {
         !self.cuts.is_empty()
     }
 
-    /// Drops pending cut points (the stream has nothing more to replay).
-    pub fn clear_cuts(&mut self) {
-        self.cuts.clear();
+    /// Declares that every message up to `seq` has been pushed: cut points at or below it that
+    /// were not reached (their messages are gone from the stream) close the batch now. Cut points
+    /// above `seq` stay: their messages are still to come.
+    pub fn pass_cuts_through(&mut self, seq: u64) {
+        let mut passed = false;
+        while self.cuts.front().is_some_and(|&c| c <= seq) {
+            self.cuts.pop_front();
+            passed = true;
+        }
+        if passed {
+            self.close();
+        }
     }
 
     /// Messages currently buffered, open and closed.
@@ -337,6 +346,30 @@ mod tests {
         assert_eq!(got, vec![(1, 2, vec![2]), (3, 5, vec![5]), (6, 9, vec![9])]);
         assert_eq!(b.buffered(), 3);
         assert!(!b.has_pending_cuts());
+    }
+
+    #[test]
+    fn cuts_past_the_replayed_range_wait_for_later_messages() {
+        let now = Instant::now();
+        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(2));
+        b.cut_after(4);
+        b.cut_after(8);
+        for s in 1..=3 {
+            b.push(s, trade(s), 0, None, now);
+        }
+        // The replay ended at 6 (4 is gone from the stream): close at 3, keep the cut at 8.
+        b.pass_cuts_through(6);
+        assert_eq!(
+            b.pop_closed().map(|x| (x.first_seq, x.last_seq)),
+            Some((1, 3))
+        );
+        for s in 7..=8 {
+            b.push(s, trade(s), 0, None, now);
+        }
+        assert_eq!(
+            b.pop_closed().map(|x| (x.first_seq, x.last_seq)),
+            Some((7, 8))
+        );
     }
 
     #[test]

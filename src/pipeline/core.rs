@@ -48,7 +48,8 @@ pub async fn run(
             stats: stats.clone(),
             stop: stop.clone(),
             stored_through: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            in_doubt: Vec::new(),
+            journaled: Vec::new(),
+            floor: 0,
         };
         tasks.push(tokio::spawn(writer.run(rx)));
         tasks.push(tokio::spawn(read(

@@ -203,7 +203,8 @@ async fn run_type(ctx: TypeCtx) {
         stats: ctx.stats.clone(),
         stop: type_stop.clone(),
         stored_through: stored_through.clone(),
-        in_doubt: Vec::new(),
+        journaled: Vec::new(),
+        floor: 0,
     };
     let reader = reader::Reader {
         data_type: dt,

@@ -30,8 +30,13 @@ use super::stats::{Stats, now_ms};
 /// What the reader asks of the writer, in order.
 #[derive(Debug)]
 pub(crate) enum WriterCmd {
-    /// Start over from a new ack floor with these journaled batches in doubt.
-    Reset(Vec<JournalEntry>),
+    /// Start over from a new ack floor with the journal as loaded.
+    Reset {
+        /// Every journaled batch (recent history included).
+        journaled: Vec<JournalEntry>,
+        /// The consumer's ack floor.
+        floor: u64,
+    },
     /// Insert, then ack.
     Batch(Batch<AckHandle>),
     /// A redelivered message already stored: ack it (moves the floor past recovered batches).
@@ -166,26 +171,25 @@ impl Reader {
         st.consumer_pending.store(info.num_pending, Relaxed);
         st.bound.store(true, Relaxed);
 
-        let entries: Vec<JournalEntry> = self
-            .journal
-            .get(&self.spec.durable)
-            .await?
-            .into_iter()
-            .filter(|e| e.last_seq > floor)
-            .collect();
+        let journaled = self.journal.get(&self.spec.durable).await?;
+        // Batches above the floor must be re-cut exactly where they were cut before.
+        let entries: Vec<&JournalEntry> = journaled.iter().filter(|e| e.last_seq > floor).collect();
         let mut batcher = Batcher::new(dt, self.limits).keep_last_ack_only(ack_all);
+        let mut prev_last = floor;
         for e in &entries {
-            if e.first_seq > floor + 1 {
+            if e.first_seq > prev_last + 1 {
                 batcher.cut_after(e.first_seq - 1);
             }
             batcher.cut_after(e.last_seq);
+            prev_last = e.last_seq;
         }
+
         if !entries.is_empty() {
             tracing::info!(data_type = %dt, batches = entries.len(), floor, delivered,
                 "re-forming journaled batches from the stream");
         }
         self.stored_through.store(floor, Relaxed);
-        self.send(WriterCmd::Reset(entries)).await?;
+        self.send(WriterCmd::Reset { journaled, floor }).await?;
 
         // Re-read everything delivered but not acked, straight from the stream.
         let mut last_seen = floor;
@@ -199,11 +203,9 @@ impl Reader {
             }
         }
         last_seen = last_seen.max(delivered);
-        if batcher.has_pending_cuts() {
-            // The tail of a journaled batch is no longer in the stream: close what we have.
-            batcher.clear_cuts();
-            batcher.close();
-        }
+        // Journaled boundaries inside the re-read range that were not reached (their messages
+        // are gone from the stream) close the batch now; later ones wait for the durable.
+        batcher.pass_cuts_through(last_seen);
         self.send_closed(&mut batcher).await?;
 
         // Pull new messages from the durable.

@@ -20,6 +20,14 @@ use crate::sink::{self, Sink};
 use crate::source::journal::{Journal, JournalEntry};
 
 use super::reader::WriterCmd;
+
+/// How many acked batches the journal keeps besides the ones in doubt.
+///
+/// A NATS server that is killed (not stopped) can come back with its consumer's ack floor a
+/// little behind the acks it had confirmed: those messages are then delivered again. Keeping
+/// the last batches' boundaries lets the reader cut them exactly as before, so they are re-sent
+/// with their original tokens and ClickHouse drops them (the tables remember 1000 blocks).
+pub const JOURNAL_HISTORY: usize = 64;
 use super::stats::{Stats, TypeStats, now_ms};
 
 /// Everything one type's writer needs.
@@ -31,8 +39,11 @@ pub(crate) struct Writer {
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
     pub stored_through: Arc<AtomicU64>,
-    /// Journaled batches not yet covered by a confirmed ack.
-    pub in_doubt: Vec<JournalEntry>,
+    /// Recent journaled batches, oldest first: every batch above the ack floor, plus up to
+    /// [`JOURNAL_HISTORY`] acked ones (see there).
+    pub journaled: Vec<JournalEntry>,
+    /// The confirmed ack floor (stream sequence).
+    pub floor: u64,
 }
 
 impl Writer {
@@ -40,8 +51,9 @@ impl Writer {
     pub async fn run(mut self, mut rx: mpsc::Receiver<WriterCmd>) {
         while let Some(cmd) = rx.recv().await {
             let ok = match cmd {
-                WriterCmd::Reset(entries) => {
-                    self.in_doubt = entries;
+                WriterCmd::Reset { journaled, floor } => {
+                    self.journaled = journaled;
+                    self.floor = floor;
                     true
                 }
                 WriterCmd::Sync(tx) => {
@@ -157,14 +169,14 @@ impl Writer {
     /// Finds the batch's journaled token, or journals it with a new one. None on shutdown.
     async fn journal_batch(&mut self, b: &Batch<AckHandle>) -> Option<String> {
         if let Some(e) = self
-            .in_doubt
+            .journaled
             .iter()
             .find(|e| e.first_seq <= b.first_seq && b.last_seq <= e.last_seq)
         {
             return Some(e.token.clone());
         }
         let token = sink::batch_token(&self.durable, b.first_seq, b.last_seq, b.count);
-        self.in_doubt.push(JournalEntry {
+        self.journaled.push(JournalEntry {
             first_seq: b.first_seq,
             last_seq: b.last_seq,
             count: b.count,
@@ -175,7 +187,7 @@ impl Writer {
         };
         let mut delay = Duration::from_millis(100);
         loop {
-            match journal.put(&self.durable, &self.in_doubt).await {
+            match journal.put(&self.durable, &self.journaled).await {
                 Ok(()) => return Some(token),
                 Err(e) => {
                     self.st().error(e.to_string());
@@ -208,8 +220,14 @@ impl Writer {
         .await;
         match res {
             Ok(()) => {
-                let floor = last.stream_seq;
-                self.in_doubt.retain(|e| e.last_seq > floor);
+                self.floor = self.floor.max(last.stream_seq);
+                let acked = self
+                    .journaled
+                    .iter()
+                    .filter(|e| e.last_seq <= self.floor)
+                    .count();
+                let drop = acked.saturating_sub(JOURNAL_HISTORY);
+                self.journaled.drain(..drop);
                 true
             }
             Err(e) => {
