@@ -231,13 +231,17 @@ async fn all_eight_types_land_with_exact_values_and_bad_messages_become_dead_let
 }
 
 fn trade_body(i: u64, now: i64) -> String {
-    let ex = if i % 2 == 0 { "binance" } else { "okx" };
+    let ex = if i.is_multiple_of(2) {
+        "binance"
+    } else {
+        "okx"
+    };
     format!(
         r#"{{"symbol":"BTC-USDT","price":"{}.{:02}","quantity":"0.{:03}","side":"{}","trade_id":"{}","exchange":"{ex}","market_type":"spot","data_source":"marketprism","normalized_symbol":"BTC-USDT","data_type":"trade","ts_ms":{},"trade_ts_ms":{},"publisher":"unified-collector","collected_ts_ms":{}}}"#,
         60000 + i % 9000,
         i % 100,
         1 + i % 998,
-        if i % 3 == 0 { "sell" } else { "buy" },
+        if i.is_multiple_of(3) { "sell" } else { "buy" },
         i,
         now - 600_000 + (i as i64 % 500_000),
         now - 600_001 + (i as i64 % 500_000),
@@ -251,7 +255,11 @@ async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i6
             .publish(
                 format!(
                     "trade.{}.spot.BTC-USDT",
-                    if i % 2 == 0 { "binance" } else { "okx" }
+                    if i.is_multiple_of(2) {
+                        "binance"
+                    } else {
+                        "okx"
+                    }
                 ),
                 trade_body(i, now).into(),
             )
