@@ -13,10 +13,12 @@
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
+//! - [`bench`]: the benchmark (raw ceilings vs the service end to end).
 //! - [`cli`]: the command-line interface.
 
 pub mod ack;
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -1,50 +1,41 @@
-//! Per-table batching: a pure state machine that closes a batch on rows, bytes or age.
+//! Per-table batching: a pure state machine that closes a batch on messages, bytes or age.
 //!
-//! Consumes decoded deliveries one at a time (stream sequence, outcome, size); emits closed
+//! Consumes deliveries one at a time (stream sequence, the item, its size); emits closed
 //! [`Batch`]es whose boundaries are a function of the input alone, so that after a crash the
 //! same messages can be cut at the same place again (see `source::journal`). It never does IO,
-//! never acks and never reads the clock: the caller passes `now`.
+//! never acks and never reads the clock: the caller passes `now`. Batches hold raw messages:
+//! decoding happens in the next stage, on another task, so that pulling from NATS and decoding
+//! run on different cores.
 
 use std::time::{Duration, Instant};
 
-use crate::model::{DataType, DeadLetterRow, Record};
+use crate::model::DataType;
 
 /// Flush thresholds for one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Close when this many messages (rows + dead letters) are buffered.
     pub max_rows: usize,
-    /// Close when the rows' estimated encoded size reaches this many bytes.
+    /// Close when the messages' payloads reach this many bytes.
     pub max_bytes: usize,
     /// Close when the first message of the batch is this old.
     pub max_age: Duration,
 }
 
-/// What a message became.
+/// A closed batch: a contiguous run of one consumer's messages.
 #[derive(Debug)]
-pub enum Outcome {
-    /// A valid row.
-    Row(Record),
-    /// A rejected message, kept as a dead-letter row.
-    Dead(DeadLetterRow),
-}
-
-/// A closed batch: the rows and dead letters of a contiguous run of one consumer's messages.
-#[derive(Debug)]
-pub struct Batch<A> {
+pub struct Batch<T, A> {
     /// The table's data type.
     pub data_type: DataType,
-    /// Valid rows, in stream order.
-    pub rows: Vec<Record>,
-    /// Rejected messages, in stream order.
-    pub dead: Vec<DeadLetterRow>,
+    /// The messages, in stream order.
+    pub items: Vec<T>,
     /// Stream sequence of the first message.
     pub first_seq: u64,
     /// Stream sequence of the last message.
     pub last_seq: u64,
-    /// Number of messages (rows + dead letters).
+    /// Number of messages.
     pub count: u64,
-    /// Estimated encoded bytes of the rows.
+    /// Bytes of the messages (as the caller measured them).
     pub bytes: usize,
     /// Earliest JetStream publish time in the batch (UTC ms), for latency metrics.
     pub first_published_ms: i64,
@@ -54,12 +45,11 @@ pub struct Batch<A> {
     pub opened_at: Instant,
 }
 
-impl<A> Batch<A> {
+impl<T, A> Batch<T, A> {
     fn new(data_type: DataType, now: Instant) -> Self {
         Batch {
             data_type,
-            rows: Vec::new(),
-            dead: Vec::new(),
+            items: Vec::new(),
             first_seq: 0,
             last_seq: 0,
             count: 0,
@@ -82,18 +72,18 @@ impl<A> Batch<A> {
 /// previous batch while the new message fills the next); drain them with [`Batcher::pop_closed`]
 /// after every [`Batcher::push`] or [`Batcher::poll_age`].
 #[derive(Debug)]
-pub struct Batcher<A> {
+pub struct Batcher<T, A> {
     data_type: DataType,
     limits: Limits,
-    current: Option<Batch<A>>,
-    closed: std::collections::VecDeque<Batch<A>>,
+    current: Option<Batch<T, A>>,
+    closed: std::collections::VecDeque<Batch<T, A>>,
     /// Stream sequences after which a batch must close, ascending (journal replay).
     cuts: std::collections::VecDeque<u64>,
     /// Under `AckPolicy::All` the last message's ack covers the batch: keep only that handle.
     keep_last_ack_only: bool,
 }
 
-impl<A> Batcher<A> {
+impl<T, A> Batcher<T, A> {
     /// A batcher for one table.
     pub fn new(data_type: DataType, limits: Limits) -> Self {
         Batcher {
@@ -124,11 +114,13 @@ impl<A> Batcher<A> {
     /// Adds one message; a batch it closes is queued for [`Batcher::pop_closed`].
     ///
     /// `ack` is the message's ack handle; pass `None` where the ack of a later message covers
-    /// this one (`AckPolicy::All`) and only the last handle is kept.
+    /// this one (`AckPolicy::All`) and only the last handle is kept. `bytes` is the item's
+    /// size for the byte threshold.
     pub fn push(
         &mut self,
         seq: u64,
-        outcome: Outcome,
+        item: T,
+        bytes: usize,
         published_ms: i64,
         ack: Option<A>,
         now: Instant,
@@ -149,13 +141,8 @@ impl<A> Batcher<A> {
         b.last_seq = seq;
         b.count += 1;
         b.first_published_ms = b.first_published_ms.min(published_ms);
-        match outcome {
-            Outcome::Row(r) => {
-                b.bytes += r.approx_bytes();
-                b.rows.push(r);
-            }
-            Outcome::Dead(d) => b.dead.push(d),
-        }
+        b.bytes += bytes;
+        b.items.push(item);
         if let Some(a) = ack {
             if self.keep_last_ack_only {
                 b.acks.clear();
@@ -185,7 +172,7 @@ impl<A> Batcher<A> {
     }
 
     /// The next closed batch, oldest first.
-    pub fn pop_closed(&mut self) -> Option<Batch<A>> {
+    pub fn pop_closed(&mut self) -> Option<Batch<T, A>> {
         self.closed.pop_front()
     }
 
@@ -233,18 +220,36 @@ impl<A> Batcher<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Common, TradeRow};
     use proptest::prelude::*;
 
-    fn trade(id: u64) -> Outcome {
-        Outcome::Row(Record::Trade(TradeRow {
-            common: Common {
-                timestamp_ms: 1,
-                ..Default::default()
-            },
-            trade_id: id.to_string(),
-            ..Default::default()
-        }))
+    /// A stand-in message: its sequence number.
+    fn trade(id: u64) -> u64 {
+        id
+    }
+
+    /// Pushes a one-byte item.
+    trait PushItem {
+        fn push_item(
+            &mut self,
+            seq: u64,
+            item: u64,
+            published: i64,
+            ack: Option<u64>,
+            now: Instant,
+        );
+    }
+
+    impl PushItem for Batcher<u64, u64> {
+        fn push_item(
+            &mut self,
+            seq: u64,
+            item: u64,
+            published: i64,
+            ack: Option<u64>,
+            now: Instant,
+        ) {
+            self.push(seq, item, 1, published, ack, now);
+        }
     }
 
     fn limits(rows: usize) -> Limits {
@@ -258,11 +263,11 @@ mod tests {
     #[test]
     fn closes_on_rows_and_keeps_sequence_range() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(3));
-        b.push(10, trade(1), 5, None, now);
-        b.push(12, trade(2), 4, None, now);
+        let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(3));
+        b.push_item(10, trade(1), 5, None, now);
+        b.push_item(12, trade(2), 4, None, now);
         assert!(b.pop_closed().is_none());
-        b.push(15, trade(3), 6, Some(15), now);
+        b.push_item(15, trade(3), 6, Some(15), now);
         let batch = b.pop_closed().unwrap();
         assert_eq!((batch.first_seq, batch.last_seq, batch.count), (10, 15, 3));
         assert_eq!(batch.first_published_ms, 4);
@@ -273,8 +278,8 @@ mod tests {
     #[test]
     fn closes_on_age_only_after_max_age() {
         let t0 = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(100));
-        b.push(1, trade(1), 0, None, t0);
+        let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(100));
+        b.push_item(1, trade(1), 0, None, t0);
         b.poll_age(t0 + Duration::from_millis(999));
         assert!(b.pop_closed().is_none());
         assert_eq!(b.deadline(), Some(t0 + Duration::from_secs(1)));
@@ -287,7 +292,7 @@ mod tests {
     #[test]
     fn closes_on_bytes() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(
+        let mut b: Batcher<u64, u64> = Batcher::new(
             DataType::Trade,
             Limits {
                 max_rows: 1000,
@@ -295,23 +300,23 @@ mod tests {
                 max_age: Duration::from_secs(1),
             },
         );
-        b.push(1, trade(1), 0, None, now);
+        b.push_item(1, trade(1), 0, None, now);
         assert_eq!(b.pop_closed().unwrap().count, 1);
     }
 
     #[test]
     fn cut_reproduces_journaled_boundary_regardless_of_thresholds() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(2));
+        let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(2));
         b.cut_after(5);
         // Thresholds say 2 rows, but the journal says the batch was 1..=5.
         for s in 1..5 {
-            b.push(s, trade(s), 0, None, now);
+            b.push_item(s, trade(s), 0, None, now);
             assert!(b.pop_closed().is_none(), "seq {s}");
         }
         b.poll_age(now + Duration::from_secs(10));
         assert!(b.pop_closed().is_none(), "age must wait for the cut");
-        b.push(5, trade(5), 0, None, now);
+        b.push_item(5, trade(5), 0, None, now);
         let batch = b.pop_closed().unwrap();
         assert_eq!((batch.first_seq, batch.last_seq, batch.count), (1, 5, 5));
     }
@@ -319,10 +324,10 @@ mod tests {
     #[test]
     fn cut_point_missing_from_stream_closes_on_next_message() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(100));
+        let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(100));
         b.cut_after(5);
-        b.push(3, trade(3), 0, None, now);
-        b.push(7, trade(7), 0, None, now);
+        b.push_item(3, trade(3), 0, None, now);
+        b.push_item(7, trade(7), 0, None, now);
         let batch = b.pop_closed().unwrap();
         assert_eq!((batch.first_seq, batch.last_seq), (3, 3));
         assert_eq!(b.buffered(), 1);
@@ -331,14 +336,14 @@ mod tests {
     #[test]
     fn several_cuts_reproduce_several_journaled_batches() {
         let now = Instant::now();
-        let mut b: Batcher<u64> =
+        let mut b: Batcher<u64, u64> =
             Batcher::new(DataType::Trade, limits(100)).keep_last_ack_only(true);
         // Journal: batches (3..=5) and (6..=9); seq 1..2 were never journaled.
         b.cut_after(2);
         b.cut_after(5);
         b.cut_after(9);
         for s in 1..=12 {
-            b.push(s, trade(s), 0, Some(s), now);
+            b.push_item(s, trade(s), 0, Some(s), now);
         }
         let got: Vec<_> = std::iter::from_fn(|| b.pop_closed())
             .map(|x| (x.first_seq, x.last_seq, x.acks.clone()))
@@ -351,11 +356,11 @@ mod tests {
     #[test]
     fn cuts_past_the_replayed_range_wait_for_later_messages() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(2));
+        let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(2));
         b.cut_after(4);
         b.cut_after(8);
         for s in 1..=3 {
-            b.push(s, trade(s), 0, None, now);
+            b.push_item(s, trade(s), 0, None, now);
         }
         // The replay ended at 6 (4 is gone from the stream): close at 3, keep the cut at 8.
         b.pass_cuts_through(6);
@@ -364,7 +369,7 @@ mod tests {
             Some((1, 3))
         );
         for s in 7..=8 {
-            b.push(s, trade(s), 0, None, now);
+            b.push_item(s, trade(s), 0, None, now);
         }
         assert_eq!(
             b.pop_closed().map(|x| (x.first_seq, x.last_seq)),
@@ -373,13 +378,22 @@ mod tests {
     }
 
     #[test]
-    fn dead_letters_count_as_messages() {
+    fn bytes_accumulate_and_items_keep_stream_order() {
         let now = Instant::now();
-        let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(2));
-        b.push(1, Outcome::Dead(DeadLetterRow::default()), 0, None, now);
-        b.push(2, trade(2), 0, None, now);
+        let mut b: Batcher<u64, u64> = Batcher::new(
+            DataType::Trade,
+            Limits {
+                max_rows: 100,
+                max_bytes: 10,
+                max_age: Duration::from_secs(1),
+            },
+        );
+        b.push(1, 7, 4, 0, None, now);
+        b.push(2, 8, 4, 0, None, now);
+        assert!(b.pop_closed().is_none());
+        b.push(3, 9, 4, 0, None, now);
         let batch = b.pop_closed().unwrap();
-        assert_eq!((batch.rows.len(), batch.dead.len(), batch.count), (1, 1, 2));
+        assert_eq!((batch.items, batch.bytes), (vec![7, 8, 9], 12));
     }
 
     proptest! {
@@ -388,11 +402,11 @@ mod tests {
         #[test]
         fn batches_partition_the_input(n in 1usize..400, max_rows in 1usize..50, cut in proptest::option::of(1u64..400)) {
             let now = Instant::now();
-            let mut b: Batcher<u64> = Batcher::new(DataType::Trade, limits(max_rows));
+            let mut b: Batcher<u64, u64> = Batcher::new(DataType::Trade, limits(max_rows));
             if let Some(c) = cut { b.cut_after(c); }
             let mut out = Vec::new();
             for s in 1..=n as u64 {
-                b.push(s, trade(s), 0, None, now);
+                b.push_item(s, trade(s), 0, None, now);
                 while let Some(x) = b.pop_closed() { out.push(x); }
             }
             b.close();

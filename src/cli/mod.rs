@@ -3,9 +3,11 @@
 //! Commands are the only place that combine configuration, child processes and pipeline
 //! stages. Each returns `anyhow::Result` to `main`, which maps errors to exit codes.
 
+mod bench;
 mod clickhouse_cmd;
 mod config_cmd;
 mod init;
+pub mod publish;
 mod query;
 mod run;
 mod streams;
@@ -56,6 +58,10 @@ pub enum Command {
     Clickhouse(clickhouse_cmd::ClickhouseArgs),
     /// Manage the JetStream streams.
     Streams(streams::StreamsArgs),
+    /// Benchmark: raw JetStream and ClickHouse ceilings, then the service end to end.
+    Bench(bench::BenchArgs),
+    /// Publish collector-shaped messages for all eight types (testing, demos, benchmarks).
+    Publish(publish::PublishArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -107,6 +113,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(&loaded.config, &args).await,
         Command::Config => config_cmd::run(&loaded),
         Command::Streams(args) => streams::run(&loaded.config, &args).await,
+        Command::Publish(args) => publish::run(&loaded.config, &args).await,
+        Command::Bench(args) => bench::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
 }

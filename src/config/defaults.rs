@@ -65,10 +65,10 @@ pub const DEFAULT_STREAM_REPLICAS: usize = 1;
 pub const DEFAULT_CONSUMER_PREFIX: &str = "marketprism_storage_";
 /// The seed's value; an insert of a full batch takes well under a second, retries back off to 10 s.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
-/// Lower bound of the per-type default `max_ack_pending` (4 × `max_rows` + 4 × `fetch_batch`).
+/// Lower bound of the per-type default `max_ack_pending` (6 × `max_rows` + 4 × `fetch_batch`).
 ///
-/// The default must exceed what the pipeline can hold unacked (a batch being written, one
-/// queued, one filling, plus the pull buffer): after a crash those messages are re-read from the
+/// The default must exceed what the pipeline can hold unacked (one batch filling, one at each
+/// of the two hand-offs, one decoding, one being written, plus the pull buffer): after a crash those messages are re-read from the
 /// stream without ack handles, and only a *new* delivery's ack moves the floor past them. If
 /// the durable's pending count were already at `max_ack_pending`, the server would deliver
 /// nothing new until `ack_wait` expired.

@@ -295,7 +295,7 @@ impl Resolver<'_> {
                     let rows = batch.get(t).max_rows.get() as u64;
                     let pull = fetch_batch.get() as u64;
                     let derived = rows
-                        .saturating_mul(4)
+                        .saturating_mul(6)
                         .saturating_add(pull.saturating_mul(4))
                         .max(DEFAULT_MIN_MAX_ACK_PENDING);
                     NonZeroU64::new(derived)

@@ -106,7 +106,7 @@ fn defaults_match_the_brief() {
         let pull = c.nats.fetch_batch.get() as u64;
         assert_eq!(
             pending,
-            (4 * b.max_rows.get() as u64 + 4 * pull).max(10_000)
+            (6 * b.max_rows.get() as u64 + 4 * pull).max(10_000)
         );
     }
     assert_eq!(c.batch.get(DataType::Trade).max_rows.get(), 100_000);
@@ -300,7 +300,7 @@ fn seed_shipped_file_loads_with_mapping() {
     for t in DataType::ALL.into_iter().filter(|t| !t.is_high_frequency()) {
         assert_eq!(c.batch.get(t).max_rows.get(), 800, "{t}");
         assert_eq!(c.batch.get(t).max_age, Duration::from_secs(2), "{t}");
-        assert_eq!(c.nats.max_ack_pending.get(t).get(), 4 * 800 + 4 * 2000);
+        assert_eq!(c.nats.max_ack_pending.get(t).get(), 6 * 800 + 4 * 2000);
     }
     assert_eq!(c.nats.types, DataType::ALL.to_vec());
     assert_eq!(c.log.level, "info");

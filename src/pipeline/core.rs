@@ -18,9 +18,10 @@ use crate::ack::AckHandle;
 use crate::batch::{Batcher, Limits};
 use crate::model::DataType;
 use crate::sink::Sink;
-use crate::source::{Delivery, SourceError, api_err};
+use crate::source::{SourceError, api_err};
 
-use super::reader::{WriterCmd, outcome};
+use super::decoder::{self, RawMsg, StageCmd};
+use super::reader::WriterCmd;
 use super::stats::{Stats, now_ms};
 use super::writer::Writer;
 
@@ -40,6 +41,7 @@ pub async fn run(
             .await
             .map_err(api_err(format!("subscribe {}", dt.subject_filter())))?;
         let (tx, rx) = mpsc::channel(1);
+        let (dtx, drx) = mpsc::channel(1);
         let writer = Writer {
             data_type: dt,
             durable: format!("core-{nonce}-{dt}"),
@@ -51,7 +53,8 @@ pub async fn run(
             journaled: Vec::new(),
             floor: 0,
         };
-        tasks.push(tokio::spawn(writer.run(rx)));
+        tasks.push(tokio::spawn(writer.run(drx)));
+        tasks.push(tokio::spawn(decoder::run(rx, dtx, stats.clone())));
         tasks.push(tokio::spawn(read(
             dt,
             limits,
@@ -76,7 +79,7 @@ async fn read(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) {
-    let mut batcher: Batcher<AckHandle> = Batcher::new(dt, limits);
+    let mut batcher: Batcher<RawMsg, AckHandle> = Batcher::new(dt, limits);
     // A local sequence stands in for the stream sequence: it only has to order the batch.
     let mut seq = 0u64;
     loop {
@@ -91,31 +94,23 @@ async fn read(
                 let Some(m) = m else { break };
                 seq += 1;
                 let now = now_ms();
-                let d = Delivery {
-                    subject: m.subject.to_string(),
-                    stream_seq: seq,
-                    consumer_seq: 0,
-                    published_ms: now,
-                    pending: 0,
-                    payload: m.payload,
-                    acker: None,
-                };
                 let st = stats.of(dt);
                 st.received.fetch_add(1, Relaxed);
                 st.queued.fetch_add(1, Relaxed);
                 st.last_message_ms.store(now, Relaxed);
-                let out = outcome(dt, &d, &stats, now);
-                batcher.push(seq, out, now, None, Instant::now());
+                let bytes = m.payload.len();
+                let raw = RawMsg { subject: m.subject, stream_seq: seq, published_ms: now, payload: m.payload };
+                batcher.push(seq, raw, bytes, now, None, Instant::now());
             }
         }
         while let Some(b) = batcher.pop_closed() {
-            if tx.send(WriterCmd::Batch(b)).await.is_err() {
+            if tx.send(StageCmd::Batch(b)).await.is_err() {
                 return;
             }
         }
     }
     batcher.close();
     while let Some(b) = batcher.pop_closed() {
-        let _ = tx.send(WriterCmd::Batch(b)).await;
+        let _ = tx.send(StageCmd::Batch(b)).await;
     }
 }

@@ -1,12 +1,14 @@
 //! Wires the stages for every data type and supervises them until shutdown.
 //!
 //! Per type: a lease (one active reader per durable), a [`reader::Reader`] (durable consumer →
-//! decode → batcher) and a [`writer::Writer`] (journal → insert → ack) joined by a bounded
-//! channel of capacity one, so at most one batch is being written while the next fills:
-//! when ClickHouse slows down the reader blocks, stops pulling, and JetStream keeps the rest.
+//! batcher of raw messages), a [`decoder`] task (raw batch → rows and dead letters) and a
+//! [`writer::Writer`] (journal → insert → ack), joined by bounded channels of capacity one, so
+//! the three run on different cores and at most one batch waits at each step: when ClickHouse
+//! slows down the reader blocks, stops pulling, and JetStream keeps the rest.
 //! Shutdown: stop pulling → close the open batch → insert → ack → exit.
 
 pub mod core;
+pub mod decoder;
 pub mod reader;
 pub mod stats;
 pub mod writer;
@@ -195,6 +197,7 @@ async fn run_type(ctx: TypeCtx) {
     let type_stop = stop.child_token();
     let stored_through = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel(1);
+    let (dtx, drx) = mpsc::channel(1);
     let writer = writer::Writer {
         data_type: dt,
         durable: ctx.spec.durable.clone(),
@@ -218,7 +221,8 @@ async fn run_type(ctx: TypeCtx) {
         to_writer: tx,
         stored_through,
     };
-    let wh = tokio::spawn(writer.run(rx));
+    let wh = tokio::spawn(writer.run(drx));
+    let dh = tokio::spawn(decoder::run(rx, dtx, ctx.stats.clone()));
     let mut rh = tokio::spawn(reader.run());
     let mut lease_ok = true;
     let mut reader_done = false;
@@ -246,6 +250,7 @@ async fn run_type(ctx: TypeCtx) {
     if !reader_done {
         let _ = rh.await;
     }
+    let _ = dh.await;
     let _ = wh.await;
     ctx.stats.of(dt).bound.store(false, Relaxed);
     if lease_ok {

@@ -19,31 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckHandle;
-use crate::batch::{Batch, Batcher, Limits, Outcome};
-use crate::decode;
-use crate::model::{DataType, DeadLetterRow};
+use crate::batch::{Batcher, Limits};
+use crate::model::DataType;
 use crate::source::journal::{Journal, JournalEntry};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
-use super::stats::{Stats, now_ms};
+use super::decoder::{RawBatch, RawMsg, StageCmd};
+use super::stats::Stats;
 
-/// What the reader asks of the writer, in order.
-#[derive(Debug)]
-pub(crate) enum WriterCmd {
-    /// Start over from a new ack floor with the journal as loaded.
-    Reset {
-        /// Every journaled batch (recent history included).
-        journaled: Vec<JournalEntry>,
-        /// The consumer's ack floor.
-        floor: u64,
-    },
-    /// Insert, then ack.
-    Batch(Batch<AckHandle>),
-    /// A redelivered message already stored: ack it (moves the floor past recovered batches).
-    AckOnly(AckHandle),
-    /// Reply once everything before this command is inserted and acked.
-    Sync(oneshot::Sender<()>),
-}
+/// What the reader hands downstream (to the decoder, then the writer), in order.
+pub(crate) type WriterCmd = StageCmd<RawBatch>;
 
 /// Why a consume loop ended.
 enum Flow {
@@ -66,25 +51,6 @@ pub(crate) struct Reader {
     pub to_writer: mpsc::Sender<WriterCmd>,
     /// Highest stream sequence the writer has inserted (shared with it).
     pub stored_through: Arc<AtomicU64>,
-}
-
-/// Turns one delivery into a row or a dead letter (pure apart from counting).
-pub(crate) fn outcome(dt: DataType, d: &Delivery, stats: &Stats, now: i64) -> Outcome {
-    match decode::decode(dt, &d.subject, &d.payload, now) {
-        Ok(rec) => Outcome::Row(rec),
-        Err(rej) => {
-            stats.of(dt).reject(rej.kind.as_str());
-            Outcome::Dead(DeadLetterRow {
-                // The server's receive time, not ours: a replay must produce the same row.
-                received_at_ms: d.published_ms,
-                subject: d.subject.clone(),
-                stream_seq: d.stream_seq,
-                data_type: dt.as_str().to_string(),
-                reason: rej.reason,
-                payload: String::from_utf8_lossy(&d.payload).into_owned(),
-            })
-        }
-    }
 }
 
 impl Reader {
@@ -125,9 +91,12 @@ impl Reader {
             })
     }
 
-    async fn send_closed(&self, batcher: &mut Batcher<AckHandle>) -> Result<(), SourceError> {
+    async fn send_closed(
+        &self,
+        batcher: &mut Batcher<RawMsg, AckHandle>,
+    ) -> Result<(), SourceError> {
         while let Some(b) = batcher.pop_closed() {
-            self.send(WriterCmd::Batch(b)).await?;
+            self.send(StageCmd::Batch(b)).await?;
         }
         Ok(())
     }
@@ -135,22 +104,29 @@ impl Reader {
     /// Waits until the writer has inserted and acked everything handed to it.
     async fn drain_writer(&self) -> Result<(), SourceError> {
         let (tx, rx) = oneshot::channel();
-        self.send(WriterCmd::Sync(tx)).await?;
+        self.send(StageCmd::Sync(tx)).await?;
         rx.await.map_err(|_| SourceError::Api {
             what: "wait for the writer".into(),
             detail: "writer stopped".into(),
         })
     }
 
-    fn push(&self, batcher: &mut Batcher<AckHandle>, d: Delivery, now: Instant) {
+    fn push(&self, batcher: &mut Batcher<RawMsg, AckHandle>, d: Delivery, now: Instant) {
         let st = self.stats.of(self.data_type);
         st.received.fetch_add(1, Relaxed);
         st.queued.fetch_add(1, Relaxed);
-        st.last_message_ms.store(now_ms(), Relaxed);
+        // The server's receive time: no clock read per message.
+        st.last_message_ms.store(d.published_ms, Relaxed);
         st.consumer_pending.store(d.pending, Relaxed);
-        let out = outcome(self.data_type, &d, &self.stats, now_ms());
         let ack = d.acker.map(|a| AckHandle::new(a, d.stream_seq));
-        batcher.push(d.stream_seq, out, d.published_ms, ack, now);
+        let bytes = d.payload.len();
+        let raw = RawMsg {
+            subject: d.subject,
+            stream_seq: d.stream_seq,
+            published_ms: d.published_ms,
+            payload: d.payload,
+        };
+        batcher.push(raw.stream_seq, raw, bytes, d.published_ms, ack, now);
     }
 
     async fn sync_and_consume(&mut self) -> Result<Flow, SourceError> {
@@ -189,7 +165,7 @@ impl Reader {
                 "re-forming journaled batches from the stream");
         }
         self.stored_through.store(floor, Relaxed);
-        self.send(WriterCmd::Reset { journaled, floor }).await?;
+        self.send(StageCmd::Reset { journaled, floor }).await?;
 
         // Re-read everything delivered but not acked, straight from the stream.
         let mut last_seen = floor;
@@ -219,6 +195,7 @@ impl Reader {
             .await
             .map_err(api_err(format!("pull from {}", self.spec.durable)))?;
         let stop = self.stop.clone();
+        let mut skip_ack: Option<AckHandle> = None;
         loop {
             let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -257,11 +234,21 @@ impl Reader {
                     }
                     expected += 1;
                     if d.stream_seq <= last_seen {
-                        st.redeliveries_skipped.fetch_add(1, Relaxed);
+                        let skipped = st.redeliveries_skipped.fetch_add(1, Relaxed) + 1;
+                        // Under AckPolicy::All one ack covers every earlier message: ack only
+                        // the newest stored redelivery of a run (every 1000th, and the last).
                         if let Some(a) = d.acker.filter(|_| d.stream_seq <= self.stored_through.load(Relaxed)) {
-                            self.send(WriterCmd::AckOnly(AckHandle::new(a, d.stream_seq))).await?;
+                            skip_ack = Some(AckHandle::new(a, d.stream_seq));
+                        }
+                        if (skipped.is_multiple_of(1000) || d.pending == 0)
+                            && let Some(h) = skip_ack.take()
+                        {
+                            self.send(StageCmd::AckOnly(h)).await?;
                         }
                         continue;
+                    }
+                    if let Some(h) = skip_ack.take() {
+                        self.send(StageCmd::AckOnly(h)).await?;
                     }
                     last_seen = d.stream_seq;
                     self.push(&mut batcher, d, Instant::now());
@@ -275,7 +262,7 @@ impl Reader {
     /// Returns the highest sequence read.
     async fn recover(
         &self,
-        batcher: &mut Batcher<AckHandle>,
+        batcher: &mut Batcher<RawMsg, AckHandle>,
         floor: u64,
         delivered: u64,
     ) -> Result<u64, SourceError> {

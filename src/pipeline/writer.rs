@@ -14,12 +14,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckHandle, ack_until_confirmed};
-use crate::batch::Batch;
 use crate::model::{DataType, DeadLetterRow};
 use crate::sink::{self, Sink};
 use crate::source::journal::{Journal, JournalEntry};
 
-use super::reader::WriterCmd;
+use super::decoder::{DecodedBatch, StageCmd};
 
 /// How many acked batches the journal keeps besides the ones in doubt.
 ///
@@ -48,20 +47,20 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Processes commands until the reader hangs up or a shutdown interrupts a retry loop.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<WriterCmd>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<StageCmd<DecodedBatch>>) {
         while let Some(cmd) = rx.recv().await {
             let ok = match cmd {
-                WriterCmd::Reset { journaled, floor } => {
+                StageCmd::Reset { journaled, floor } => {
                     self.journaled = journaled;
                     self.floor = floor;
                     true
                 }
-                WriterCmd::Sync(tx) => {
+                StageCmd::Sync(tx) => {
                     let _ = tx.send(());
                     true
                 }
-                WriterCmd::AckOnly(h) => self.ack(&[h]).await,
-                WriterCmd::Batch(b) => self.write(b).await,
+                StageCmd::AckOnly(h) => self.ack(&[h]).await,
+                StageCmd::Batch(b) => self.write(b).await,
             };
             if !ok {
                 // Shutdown interrupted a retry: what is not acked is re-read on the next start.
@@ -75,7 +74,7 @@ impl Writer {
     }
 
     /// Returns false when a shutdown interrupted it.
-    async fn write(&mut self, b: Batch<AckHandle>) -> bool {
+    async fn write(&mut self, b: DecodedBatch) -> bool {
         let token = match self.journal_batch(&b).await {
             Some(t) => t,
             None => return false,
@@ -167,7 +166,7 @@ impl Writer {
     }
 
     /// Finds the batch's journaled token, or journals it with a new one. None on shutdown.
-    async fn journal_batch(&mut self, b: &Batch<AckHandle>) -> Option<String> {
+    async fn journal_batch(&mut self, b: &DecodedBatch) -> Option<String> {
         if let Some(e) = self
             .journaled
             .iter()

@@ -50,8 +50,8 @@ pub(crate) fn api_err<E: std::fmt::Display>(
 
 /// One message from JetStream (or core NATS), before decoding.
 pub struct Delivery {
-    /// Subject it was published on.
-    pub subject: String,
+    /// Subject it was published on (cheap to clone: shared bytes).
+    pub subject: async_nats::Subject,
     /// Stream sequence (0 in core mode).
     pub stream_seq: u64,
     /// Consumer (delivery) sequence, to detect lost deliveries (0 in core mode).
@@ -92,7 +92,7 @@ impl Delivery {
         };
         let (m, acker) = msg.split();
         Ok(Delivery {
-            subject: m.subject.to_string(),
+            subject: m.subject,
             stream_seq,
             consumer_seq,
             published_ms,

@@ -194,9 +194,13 @@ pub struct Service {
     pub log: PathBuf,
 }
 
-/// Test batch settings: small ages so tests finish fast, thresholds small enough to cut many
-/// batches (each is a crash window).
+/// Test settings: small ages so tests finish fast, thresholds small enough to cut many
+/// batches (each is a crash window), and a short `ack_wait`: after a crash that leaves the
+/// durable at `max_ack_pending`, nothing new is delivered until `ack_wait` redelivers the
+/// re-read messages (ARCHITECTURE.md, "Exactly once").
 pub const TEST_CONFIG: &str = r#"
+nats:
+  ack_wait: 5s
 batch:
   types:
     trade: { max_rows: 5000, max_age: 200ms }

@@ -1,0 +1,156 @@
+//! The decode stage of one data type: raw batches → rows and dead letters.
+//!
+//! Sits between the reader and the writer on its own task, so that pulling from NATS and the
+//! CPU work of decoding (and later encoding) run on different cores. Commands other than
+//! batches pass through in order, so the reader's `Sync` still means "everything before me is
+//! stored and acked". Decoding is pure: the same raw batch always gives the same rows and dead
+//! letters, which is what lets a replayed batch carry its original token.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::ack::AckHandle;
+use crate::batch::Batch;
+use crate::decode;
+use crate::model::{DataType, DeadLetterRow, Record};
+
+use super::stats::{Stats, now_ms};
+
+/// A message as the reader keeps it until it is decoded.
+#[derive(Debug)]
+pub struct RawMsg {
+    /// Subject it arrived on.
+    pub subject: async_nats::Subject,
+    /// Stream sequence (a local counter in core mode).
+    pub stream_seq: u64,
+    /// Server receive time, UTC ms.
+    pub published_ms: i64,
+    /// Body.
+    pub payload: Bytes,
+}
+
+/// A batch of raw messages, as the reader closes it.
+pub type RawBatch = Batch<RawMsg, AckHandle>;
+
+/// A decoded batch: what the writer inserts.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    /// The table's data type.
+    pub data_type: DataType,
+    /// Valid rows, in stream order.
+    pub rows: Vec<Record>,
+    /// Rejected messages, in stream order.
+    pub dead: Vec<DeadLetterRow>,
+    /// Stream sequence of the first message.
+    pub first_seq: u64,
+    /// Stream sequence of the last message.
+    pub last_seq: u64,
+    /// Messages in the batch.
+    pub count: u64,
+    /// Earliest publish time, UTC ms.
+    pub first_published_ms: i64,
+    /// Ack handles, consumed after the insert.
+    pub acks: Vec<AckHandle>,
+}
+
+/// What flows from the reader to the decoder, and from the decoder to the writer, in order.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one command per batch: boxing would buy nothing
+pub enum StageCmd<B> {
+    /// Start over from a new ack floor with the journal as loaded.
+    Reset {
+        /// Every journaled batch (recent history included).
+        journaled: Vec<crate::source::journal::JournalEntry>,
+        /// The consumer's ack floor.
+        floor: u64,
+    },
+    /// A batch to decode / to insert then ack.
+    Batch(B),
+    /// A redelivered message already stored: ack it (moves the floor past recovered batches).
+    AckOnly(AckHandle),
+    /// Reply once everything before this command is inserted and acked.
+    Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Decodes one message into a row or a dead letter, counting rejections.
+pub fn outcome(dt: DataType, m: &RawMsg, stats: &Stats, now: i64) -> Result<Record, DeadLetterRow> {
+    decode::decode(dt, m.subject.as_str(), &m.payload, now).map_err(|rej| {
+        stats.of(dt).reject(rej.kind.as_str());
+        DeadLetterRow {
+            // The server's receive time, not ours: a replay must produce the same row.
+            received_at_ms: m.published_ms,
+            subject: m.subject.to_string(),
+            stream_seq: m.stream_seq,
+            data_type: dt.as_str().to_string(),
+            reason: rej.reason,
+            payload: String::from_utf8_lossy(&m.payload).into_owned(),
+        }
+    })
+}
+
+/// Decodes a whole batch.
+pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
+    let dt = b.data_type;
+    let now = now_ms();
+    let mut rows = Vec::with_capacity(b.items.len());
+    let mut dead = Vec::new();
+    for m in &b.items {
+        match outcome(dt, m, stats, now) {
+            Ok(r) => rows.push(r),
+            Err(d) => dead.push(d),
+        }
+    }
+    DecodedBatch {
+        data_type: dt,
+        rows,
+        dead,
+        first_seq: b.first_seq,
+        last_seq: b.last_seq,
+        count: b.count,
+        first_published_ms: b.first_published_ms,
+        acks: b.acks,
+    }
+}
+
+/// Batches smaller than this are decoded inline; larger ones on the blocking pool, so a
+/// 100k-row batch never stalls the runtime's workers.
+const INLINE_DECODE: usize = 2_000;
+
+/// Runs the stage until the reader hangs up or the writer is gone.
+pub async fn run(
+    mut rx: mpsc::Receiver<StageCmd<RawBatch>>,
+    tx: mpsc::Sender<StageCmd<DecodedBatch>>,
+    stats: Arc<Stats>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let out = match cmd {
+            StageCmd::Batch(b) => {
+                let dt = b.data_type;
+                let decoded = if b.items.len() <= INLINE_DECODE {
+                    decode_batch(b, &stats)
+                } else {
+                    let st = stats.clone();
+                    match tokio::task::spawn_blocking(move || decode_batch(b, &st)).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            // A panic in decode is a bug; the batch stays unacked and is
+                            // re-read after a restart.
+                            tracing::error!(data_type = %dt, error = %e, "decode task failed");
+                            stats.of(dt).error(format!("decode task failed: {e}"));
+                            return;
+                        }
+                    }
+                };
+                StageCmd::Batch(decoded)
+            }
+            StageCmd::Reset { journaled, floor } => StageCmd::Reset { journaled, floor },
+            StageCmd::AckOnly(h) => StageCmd::AckOnly(h),
+            StageCmd::Sync(s) => StageCmd::Sync(s),
+        };
+        if tx.send(out).await.is_err() {
+            return;
+        }
+    }
+}
