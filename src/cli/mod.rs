@@ -6,10 +6,12 @@
 mod clickhouse_cmd;
 mod config_cmd;
 mod init;
+pub mod migrate;
 mod query;
 mod run;
 mod streams;
 pub mod table;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -56,6 +58,10 @@ pub enum Command {
     Clickhouse(clickhouse_cmd::ClickhouseArgs),
     /// Manage the JetStream streams.
     Streams(streams::StreamsArgs),
+    /// Copy hot rows older than the window into cold, verified chunk by chunk.
+    Migrate(migrate::MigrateArgs),
+    /// Compare hot and cold per table and day; exit non-zero on any mismatch.
+    Verify(verify::VerifyArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -107,6 +113,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(&loaded.config, &args).await,
         Command::Config => config_cmd::run(&loaded),
         Command::Streams(args) => streams::run(&loaded.config, &args).await,
+        Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
+        Command::Verify(args) => verify::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
 }
