@@ -79,7 +79,13 @@ async fn insert_trades(ch: &TestClickHouse, from: i64, to: i64, n: u64, first_id
 }
 
 /// `count() sum(hash)` of `db.table` rows with `timestamp < before` and an extra condition.
-async fn fingerprint(ch: &TestClickHouse, db: &str, table: &str, before: i64, cond: &str) -> String {
+async fn fingerprint(
+    ch: &TestClickHouse,
+    db: &str,
+    table: &str,
+    before: i64,
+    cond: &str,
+) -> String {
     ch.query(&format!(
         "SELECT count(), sum(cityHash64(*)) FROM {db}.{table} WHERE timestamp < fromUnixTimestamp64Milli(toInt64({before}), 'UTC') {cond}"
     ))
@@ -128,7 +134,11 @@ async fn same_server_migrates_eligible_rows_repairs_and_verify_reports() {
     assert_eq!(ch.count(&format!("{HOT}.trades")).await, hot_before);
     // State and history.
     assert_eq!(
-        count(&ch, &format!("SELECT count() FROM {COLD}.migration_state WHERE `table` = 'trades'")).await,
+        count(
+            &ch,
+            &format!("SELECT count() FROM {COLD}.migration_state WHERE `table` = 'trades'")
+        )
+        .await,
         1
     );
     assert!(
@@ -150,7 +160,11 @@ async fn same_server_migrates_eligible_rows_repairs_and_verify_reports() {
     let out = ok(bin(&ch, None), &["migrate", "--once"]);
     assert!(out.contains("repaired"), "{out}");
     assert_eq!(
-        count(&ch, &format!("SELECT count() FROM {COLD}.trades WHERE trade_id = 'late-1'")).await,
+        count(
+            &ch,
+            &format!("SELECT count() FROM {COLD}.trades WHERE trade_id = 'late-1'")
+        )
+        .await,
         1
     );
     assert_eq!(
@@ -190,9 +204,15 @@ async fn filters_and_dry_run_are_honoured() {
     let now = now_ms();
     insert_trades(&ch, now - 20 * HOUR, now - 9 * HOUR, 9_000, 0).await;
 
-    let out = ok(bin(&ch, None).env("MIGRATION_DRY_RUN", "true"), &["migrate", "--once"]);
+    let out = ok(
+        bin(&ch, None).env("MIGRATION_DRY_RUN", "true"),
+        &["migrate", "--once"],
+    );
     assert!(out.contains("dry run") && out.contains("9000"), "{out}");
-    let out = ok(bin(&ch, None), &["migrate", "--dry-run", "--table", "trades"]);
+    let out = ok(
+        bin(&ch, None),
+        &["migrate", "--dry-run", "--table", "trades"],
+    );
     assert!(out.contains("9000"), "{out}");
     for t in schema::table_names(false) {
         assert_eq!(ch.count(&format!("{COLD}.{t}")).await, 0, "{t}");
@@ -203,11 +223,20 @@ async fn filters_and_dry_run_are_honoured() {
         bin(&ch, None)
             .env("MIGRATION_EXCHANGE", "deribit")
             .env("MIGRATION_SYMBOL_PREFIX", "ETH"),
-        &["migrate", "--once", "--exchange", "okx", "--table", "trades"],
+        &[
+            "migrate",
+            "--once",
+            "--exchange",
+            "okx",
+            "--table",
+            "trades",
+        ],
     );
     let want = count(
         &ch,
-        &format!("SELECT count() FROM {HOT}.trades WHERE exchange = 'okx' AND startsWith(symbol, 'ETH')"),
+        &format!(
+            "SELECT count() FROM {HOT}.trades WHERE exchange = 'okx' AND startsWith(symbol, 'ETH')"
+        ),
     )
     .await;
     assert!(want > 0);
@@ -219,14 +248,34 @@ async fn filters_and_dry_run_are_honoured() {
     // The seed's prefix semantics (`symbol LIKE 'p%'`), with an escaped quote being data.
     ok(
         bin(&ch, None),
-        &["migrate", "--once", "--symbol-prefix", "p", "--market-type", "spot", "--table", "trades"],
+        &[
+            "migrate",
+            "--once",
+            "--symbol-prefix",
+            "p",
+            "--market-type",
+            "spot",
+            "--table",
+            "trades",
+        ],
     );
     ok(
         bin(&ch, None),
-        &["migrate", "--once", "--symbol-prefix", "x' OR 1=1 --", "--table", "trades"],
+        &[
+            "migrate",
+            "--once",
+            "--symbol-prefix",
+            "x' OR 1=1 --",
+            "--table",
+            "trades",
+        ],
     );
     let want = want
-        + count(&ch, &format!("SELECT count() FROM {HOT}.trades WHERE startsWith(symbol, 'p')")).await;
+        + count(
+            &ch,
+            &format!("SELECT count() FROM {HOT}.trades WHERE startsWith(symbol, 'p')"),
+        )
+        .await;
     assert_eq!(ch.count(&format!("{COLD}.trades")).await, want);
 }
 
@@ -239,7 +288,10 @@ async fn cross_server_streams_and_verifies() {
     let now = now_ms();
     insert_trades(&hot, now - 40 * HOUR, now - 9 * HOUR, 15_000, 0).await;
     insert_trades(&hot, now - 7 * HOUR, now - HOUR, 500, 1_000_000).await;
-    let out = ok(bin(&hot, Some(&cold)), &["migrate", "--once", "--batch-limit", "4000"]);
+    let out = ok(
+        bin(&hot, Some(&cold)),
+        &["migrate", "--once", "--batch-limit", "4000"],
+    );
     assert!(out.contains("15000"), "{out}");
     let cutoff = now - 8 * HOUR - 60_000;
     assert_eq!(
@@ -277,7 +329,14 @@ async fn sigkill_mid_run_then_rerun_leaves_cold_equal_to_hot() {
     let mut kills = 0;
     for round in 0..3 {
         let mut child = bin(&ch, None)
-            .args(["migrate", "--once", "--batch-limit", "300", "--table", "trades"])
+            .args([
+                "migrate",
+                "--once",
+                "--batch-limit",
+                "300",
+                "--table",
+                "trades",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -297,13 +356,20 @@ async fn sigkill_mid_run_then_rerun_leaves_cold_equal_to_hot() {
     let mid = ch.count(&format!("{COLD}.trades")).await;
     eprintln!("killed {kills} times; cold held {mid} of 60000 rows");
     assert!(kills >= 1, "the run was never killed mid-way");
-    assert!(mid < 60_000, "cold already complete ({mid}): the kill came too late");
+    assert!(
+        mid < 60_000,
+        "cold already complete ({mid}): the kill came too late"
+    );
 
     ok(bin(&ch, None), &["migrate", "--once", "--table", "trades"]);
     assert_eq!(fingerprint(&ch, COLD, "trades", cutoff, "").await, eligible);
     assert_eq!(ch.count(&format!("{COLD}.trades")).await, 60_000);
     assert_eq!(
-        count(&ch, &format!("SELECT uniqExact(trade_id) FROM {COLD}.trades")).await,
+        count(
+            &ch,
+            &format!("SELECT uniqExact(trade_id) FROM {COLD}.trades")
+        )
+        .await,
         60_000
     );
     assert_eq!(ch.count(&format!("{HOT}.trades")).await, 60_000);
@@ -330,12 +396,21 @@ async fn migrate_throughput_1m_trades() {
     let t = Instant::now();
     ok(bin(&hot, None), &["migrate", "--once", "--table", "trades"]);
     let same = t.elapsed();
-    assert_eq!(fingerprint(&hot, COLD, "trades", cutoff, "").await, eligible);
+    assert_eq!(
+        fingerprint(&hot, COLD, "trades", cutoff, "").await,
+        eligible
+    );
 
     let t = Instant::now();
-    ok(bin(&hot, Some(&cold)), &["migrate", "--once", "--table", "trades"]);
+    ok(
+        bin(&hot, Some(&cold)),
+        &["migrate", "--once", "--table", "trades"],
+    );
     let cross = t.elapsed();
-    assert_eq!(fingerprint(&cold, COLD, "trades", cutoff, "").await, eligible);
+    assert_eq!(
+        fingerprint(&cold, COLD, "trades", cutoff, "").await,
+        eligible
+    );
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "migrate {n} trades: same-server {:.1} s ({:.0} rows/s), cross-server {:.1} s ({:.0} rows/s)",
