@@ -12,6 +12,7 @@
 //! - [`ack`]: the only caller of JetStream ack APIs.
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
+//! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`bench`]: the benchmark (raw ceilings vs the service end to end).
 //! - [`cli`]: the command-line interface.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod decode;
 pub mod embedded;
 pub mod message;
+pub mod migrate;
 pub mod model;
 pub mod pipeline;
 pub mod publish;

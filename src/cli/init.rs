@@ -12,6 +12,11 @@ pub struct InitArgs {
     /// Print the DDL instead of applying it.
     #[arg(long)]
     pub print: bool,
+    /// Single-table tiering instead of hot + cold databases: the tables once, in the hot
+    /// database, moved to the `cold` volume of this storage policy after 3 days (`TTL … TO
+    /// VOLUME 'cold'`; the policy must exist on the server; see docs/migration.md).
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, default_missing_value = "hot_cold")]
+    pub tiered: Option<String>,
 }
 
 /// Applies (or prints) the DDL and reports what exists afterwards.
@@ -22,6 +27,24 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
     };
     let hot = &cfg.clickhouse.hot_db;
     let cold = &cfg.clickhouse.cold_db;
+    if let Some(policy) = &args.tiered {
+        let ddl = schema::tiered_ddl(hot, policy);
+        if args.print {
+            super::out(&schema::render_script(&ddl));
+            return Ok(());
+        }
+        let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+        let result = schema::apply(&sink, &ddl).await;
+        if let Some(s) = embedded {
+            s.stop().await;
+        }
+        let created = result?;
+        super::out(&format!(
+            "{} statements applied, {created} objects created (the rest existed)\n",
+            ddl.len()
+        ));
+        return Ok(());
+    }
     if args.print {
         super::out(&schema::render_script(&schema::full_ddl(
             hot, cold, &layout,

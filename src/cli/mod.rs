@@ -7,11 +7,13 @@ mod bench;
 mod clickhouse_cmd;
 mod config_cmd;
 mod init;
+pub mod migrate;
 pub mod publish;
 mod query;
 mod run;
 mod streams;
 pub mod table;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -62,6 +64,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Publish collector-shaped messages for all eight types (testing, demos, benchmarks).
     Publish(publish::PublishArgs),
+    /// Copy hot rows older than the window into cold, verified chunk by chunk.
+    Migrate(migrate::MigrateArgs),
+    /// Compare hot and cold per table and day; exit non-zero on any mismatch.
+    Verify(verify::VerifyArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -115,6 +121,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Streams(args) => streams::run(&loaded.config, &args).await,
         Command::Publish(args) => publish::run(&loaded.config, &args).await,
         Command::Bench(args) => bench::run(&loaded.config, &args).await,
+        Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
+        Command::Verify(args) => verify::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
 }

@@ -371,6 +371,9 @@ pub fn database_ddl(db: &str, tier: Tier, layout: &Layout) -> Vec<String> {
         };
         out.extend(create_table(db, &spec, layout));
     }
+    if tier == Tier::Cold {
+        out.extend(migration_state_ddl(db, layout));
+    }
     if tier == Tier::Hot {
         let spec = TableSpec {
             name: DEAD_LETTERS_TABLE,
@@ -381,6 +384,77 @@ pub fn database_ddl(db: &str, tier: Tier, layout: &Layout) -> Vec<String> {
             ttl: Some(DEAD_LETTER_TTL),
         };
         out.extend(create_table(db, &spec, layout));
+    }
+    out
+}
+
+/// The migrator's watermark table in the cold database: one row per (table, filters), the
+/// newest `updated_at` wins (`ReplacingMergeTree`; readers take `argMax`).
+pub const MIGRATION_STATE_TABLE: &str = "migration_state";
+/// The migrator's history in the cold database: one row per chunk handled.
+pub const MIGRATION_CHUNKS_TABLE: &str = "migration_chunks";
+
+/// `CREATE TABLE` statements for the migrator's state tables (cold database only).
+pub fn migration_state_ddl(db: &str, layout: &Layout) -> Vec<String> {
+    let (on_cluster, replacing, merge) = match layout {
+        Layout::Single => (
+            String::new(),
+            "ReplacingMergeTree(updated_at)".to_string(),
+            "MergeTree".to_string(),
+        ),
+        Layout::Cluster(c) => (
+            format!(" ON CLUSTER `{c}`"),
+            format!(
+                "ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{db}/{MIGRATION_STATE_TABLE}', '{{replica}}', updated_at)"
+            ),
+            format!(
+                "ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{db}/{MIGRATION_CHUNKS_TABLE}', '{{replica}}')"
+            ),
+        ),
+    };
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`{MIGRATION_STATE_TABLE}`{on_cluster}\n(\n    \
+             `table` LowCardinality(String),\n    \
+             `filters` String,\n    \
+             `watermark` {TS},\n    \
+             `verified_until` {TS},\n    \
+             `updated_at` {TS} DEFAULT now64(3)\n)\n\
+             ENGINE = {replacing}\nORDER BY (`table`, `filters`)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`{MIGRATION_CHUNKS_TABLE}`{on_cluster}\n(\n    \
+             `table` LowCardinality(String),\n    \
+             `chunk_start` {TS},\n    \
+             `chunk_end` {TS},\n    \
+             `filters` String,\n    \
+             `rows_hot` UInt64,\n    \
+             `rows_cold` UInt64,\n    \
+             `fingerprint_hot` UInt64,\n    \
+             `fingerprint_cold` UInt64,\n    \
+             `rows_copied` UInt64,\n    \
+             `status` LowCardinality(String),\n    \
+             `at` {TS} DEFAULT now64(3)\n)\n\
+             ENGINE = {merge}\nPARTITION BY toYYYYMM(chunk_start)\nORDER BY (`table`, `chunk_start`, `at`)"
+        ),
+    ]
+}
+
+/// Single-table tiering for one server with two disks: the eight tables once, in `db`, with
+/// `TTL … TO VOLUME 'cold'` moving parts older than 3 days to the `cold` volume of storage
+/// policy `policy` (which the server's configuration must define; see `docs/migration.md`).
+/// No migrator, no second database; rows are never deleted.
+pub fn tiered_ddl(db: &str, policy: &str) -> Vec<String> {
+    let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS `{db}`")];
+    for t in DataType::ALL {
+        let mut body = column_lines(columns(t));
+        body.extend(skip_indexes(t).iter().map(|i| format!("    {i}")));
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`{name}`\n(\n{body}\n)\nENGINE = MergeTree\nPARTITION BY (toYYYYMM(timestamp), exchange)\nORDER BY ({o})\nTTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'\nSETTINGS index_granularity = 8192, storage_policy = '{policy}', non_replicated_deduplication_window = {DEDUP_WINDOW}",
+            name = t.table(),
+            body = body.join(",\n"),
+            o = order_by(t),
+        ));
     }
     out
 }
@@ -407,6 +481,9 @@ pub fn table_names(hot: bool) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = DataType::ALL.iter().map(|t| t.table()).collect();
     if hot {
         v.push(DEAD_LETTERS_TABLE);
+    } else {
+        v.push(MIGRATION_STATE_TABLE);
+        v.push(MIGRATION_CHUNKS_TABLE);
     }
     v
 }
@@ -464,20 +541,28 @@ mod tests {
     }
 
     #[test]
+    fn tiered_ddl_matches_golden_file() {
+        let ddl = tiered_ddl("marketprism", "hot_cold");
+        check_golden("tiered.sql", &render_script(&ddl));
+    }
+
+    #[test]
     fn every_statement_is_idempotent_and_hot_has_ttl_cold_has_none() {
         let hot = database_ddl("h", Tier::Hot, &Layout::Single);
         let cold = database_ddl("c", Tier::Cold, &Layout::Single);
         assert_eq!(hot.len(), 1 + 8 + 1);
-        assert_eq!(cold.len(), 1 + 8);
+        assert_eq!(cold.len(), 1 + 8 + 2);
         for s in hot.iter().chain(&cold) {
             assert!(s.contains("IF NOT EXISTS"), "{s}");
             assert!(!s.contains("ALTER"), "{s}");
         }
         assert!(hot[1..].iter().all(|s| s.contains("TTL ")));
         assert!(cold.iter().all(|s| !s.contains("TTL ")));
+        assert!(cold[9..].iter().all(|s| s.contains("migration_")));
         assert!(
             hot[1..]
                 .iter()
+                .chain(&cold[1..9])
                 .all(|s| s.contains("non_replicated_deduplication_window = 1000"))
         );
     }

@@ -341,6 +341,63 @@ impl Sink {
         Ok(out.freeze())
     }
 
+    /// Runs `INSERT INTO … SELECT …` (both tables on this server) with the same insert
+    /// settings as [`Sink::insert`], so that a re-run with the same `token` is a no-op.
+    /// `Ok` means the server answered 200: the rows are stored (or were already).
+    pub async fn insert_select(&self, sql: &str, token: &str) -> Result<(), SinkError> {
+        if token.is_empty() {
+            return Err(SinkError::EmptyToken);
+        }
+        tracing::debug!(token, "insert select");
+        let mut q = self
+            .client
+            .query_raw(sql)
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("async_insert", "0")
+            .with_setting("insert_deduplicate", "1");
+        if self.send_deduplicate_insert {
+            q = q.with_setting("deduplicate_insert", "enable");
+        }
+        q.execute().await?;
+        Ok(())
+    }
+
+    /// Streams the result of `select_sql` on `source` (another server) into this server as
+    /// `insert_head FORMAT Native` (`insert_head` = `INSERT INTO db.t (cols)`), tagged with
+    /// `token` and the settings of [`Sink::insert`]. Nothing is buffered beyond one response
+    /// piece: the SELECT's answer is forwarded to the INSERT's body as it arrives. Returns the
+    /// bytes moved. The copy is one INSERT, so a failure anywhere leaves it un-acknowledged
+    /// and a re-run with the same token is harmless.
+    pub async fn copy_from(
+        &self,
+        source: &Sink,
+        select_sql: &str,
+        insert_head: &str,
+        token: &str,
+    ) -> Result<u64, SinkError> {
+        if token.is_empty() {
+            return Err(SinkError::EmptyToken);
+        }
+        let mut cursor = source.client.query_raw(select_sql).fetch_bytes("Native")?;
+        let mut insert = self
+            .client
+            .insert_formatted_with(format!("{insert_head} FORMAT Native"))
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("async_insert", "0")
+            .with_setting("insert_deduplicate", "1")
+            .with_timeouts(Some(self.send_timeout), Some(self.end_timeout));
+        if self.send_deduplicate_insert {
+            insert = insert.with_setting("deduplicate_insert", "enable");
+        }
+        let mut moved: u64 = 0;
+        while let Some(piece) = cursor.next().await? {
+            moved = moved.saturating_add(piece.len() as u64);
+            insert.send(piece).await?;
+        }
+        insert.end().await?;
+        Ok(moved)
+    }
+
     /// Checks that the server answers queries with the configured credentials.
     pub async fn ping(&self) -> Result<(), SinkError> {
         self.client.query_raw("SELECT 1").fetch_one::<u8>().await?;

@@ -381,3 +381,32 @@ SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_cold`.`volatility_indices_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `volatility_indices_local`, cityHash64(exchange, symbol));
 
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state` ON CLUSTER `mp`
+(
+    `table` LowCardinality(String),
+    `filters` String,
+    `watermark` DateTime64(3, 'UTC'),
+    `verified_until` DateTime64(3, 'UTC'),
+    `updated_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/marketprism_cold/migration_state', '{replica}', updated_at)
+ORDER BY (`table`, `filters`);
+
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_chunks` ON CLUSTER `mp`
+(
+    `table` LowCardinality(String),
+    `chunk_start` DateTime64(3, 'UTC'),
+    `chunk_end` DateTime64(3, 'UTC'),
+    `filters` String,
+    `rows_hot` UInt64,
+    `rows_cold` UInt64,
+    `fingerprint_hot` UInt64,
+    `fingerprint_cold` UInt64,
+    `rows_copied` UInt64,
+    `status` LowCardinality(String),
+    `at` DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/migration_chunks', '{replica}')
+PARTITION BY toYYYYMM(chunk_start)
+ORDER BY (`table`, `chunk_start`, `at`);
+

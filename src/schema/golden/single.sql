@@ -330,3 +330,32 @@ PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state`
+(
+    `table` LowCardinality(String),
+    `filters` String,
+    `watermark` DateTime64(3, 'UTC'),
+    `verified_until` DateTime64(3, 'UTC'),
+    `updated_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (`table`, `filters`);
+
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_chunks`
+(
+    `table` LowCardinality(String),
+    `chunk_start` DateTime64(3, 'UTC'),
+    `chunk_end` DateTime64(3, 'UTC'),
+    `filters` String,
+    `rows_hot` UInt64,
+    `rows_cold` UInt64,
+    `fingerprint_hot` UInt64,
+    `fingerprint_cold` UInt64,
+    `rows_copied` UInt64,
+    `status` LowCardinality(String),
+    `at` DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(chunk_start)
+ORDER BY (`table`, `chunk_start`, `at`);
+

@@ -1,0 +1,391 @@
+//! `migrate`: copy hot rows older than the window into cold, verified chunk by chunk.
+//!
+//! `--once` runs one cycle and exits (non-zero if a chunk stayed mismatched); otherwise a
+//! cycle runs every `--interval` until SIGINT/SIGTERM. `--dry-run` prints what would move.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::migrate::plan::fmt_ms;
+use crate::migrate::{
+    Filters, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span, exec,
+};
+use crate::model::DataType;
+
+/// Arguments of `migrate` (flags override `MIGRATION_*` and the `migration.*` config keys).
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Run one cycle and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between cycles (default `migration.interval`, 300).
+    #[arg(long)]
+    pub interval: Option<u64>,
+    /// Rows older than this many hours are migrated (MIGRATION_WINDOW_HOURS, default 8).
+    #[arg(long)]
+    pub window_hours: Option<f64>,
+    /// Only symbols starting with this (MIGRATION_SYMBOL_PREFIX).
+    #[arg(long)]
+    pub symbol_prefix: Option<String>,
+    /// Only this exchange (MIGRATION_EXCHANGE).
+    #[arg(long)]
+    pub exchange: Option<String>,
+    /// Only this market type (MIGRATION_MARKET_TYPE).
+    #[arg(long)]
+    pub market_type: Option<String>,
+    /// Print what would move; write nothing (MIGRATION_DRY_RUN).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only these tables (repeatable; table or data-type names).
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// Max rows per copy (MIGRATION_BATCH_LIMIT, default 5,000,000).
+    #[arg(long)]
+    pub batch_limit: Option<u64>,
+    /// Verify and repair every chunk hot still holds, not just those after the watermark.
+    #[arg(long)]
+    pub recheck_all: bool,
+    /// Chunk width in minutes (the grid is aligned to the epoch, so 60 = whole hours).
+    #[arg(long, default_value_t = 60)]
+    pub chunk_minutes: u64,
+}
+
+/// Parses `--table` values (`trades` or `trade`).
+pub fn parse_tables(names: &[String]) -> anyhow::Result<Vec<DataType>> {
+    if names.is_empty() {
+        return Ok(DataType::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            DataType::ALL
+                .into_iter()
+                .find(|t| t.table() == n || t.as_str() == n)
+                .with_context(|| format!("unknown table {n:?}"))
+        })
+        .collect()
+}
+
+/// The migration filters from the config, overridden by flags.
+pub fn filters(
+    cfg: &Config,
+    symbol_prefix: &Option<String>,
+    exchange: &Option<String>,
+    market_type: &Option<String>,
+) -> Filters {
+    let pick = |flag: &Option<String>, conf: &Option<String>| {
+        flag.clone()
+            .or_else(|| conf.clone())
+            .filter(|s| !s.is_empty())
+    };
+    Filters {
+        symbol_prefix: pick(symbol_prefix, &cfg.migration.symbol_prefix),
+        exchange: pick(exchange, &cfg.migration.exchange),
+        market_type: pick(market_type, &cfg.migration.market_type),
+    }
+}
+
+/// `--window-hours` or the configured window.
+pub fn window(cfg: &Config, flag: Option<f64>) -> anyhow::Result<Duration> {
+    match flag {
+        None => Ok(cfg.migration.window),
+        Some(h) if h.is_finite() && h > 0.0 => Ok(Duration::from_secs_f64(h * 3600.0)),
+        Some(h) => anyhow::bail!("--window-hours must be > 0, got {h}"),
+    }
+}
+
+/// Hot and cold sinks (server settings detected) and whether they share a server; starts the
+/// embedded ClickHouse for the command when configured.
+pub async fn sinks(
+    cfg: &Config,
+) -> anyhow::Result<(
+    crate::sink::Sink,
+    crate::sink::Sink,
+    bool,
+    Option<crate::embedded::EmbeddedClickHouse>,
+)> {
+    let (mut hot, embedded) = super::one_shot_clickhouse(cfg).await?;
+    hot.detect_server().await.context("hot clickhouse")?;
+    let same_server = cfg.cold_clickhouse.is_none();
+    let mut cold = if same_server {
+        hot.on_database(&cfg.clickhouse.cold_db)
+    } else {
+        super::sink_for(cfg, &cfg.cold_endpoint())
+    };
+    if !same_server {
+        cold.detect_server().await.context("cold clickhouse")?;
+    }
+    Ok((hot, cold, same_server, embedded))
+}
+
+/// Runs `migrate`.
+pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
+    let opts = MigratorOptions {
+        window: window(cfg, args.window_hours)?,
+        chunk: Duration::from_secs(args.chunk_minutes.max(1) * 60),
+        batch_limit: args
+            .batch_limit
+            .unwrap_or(cfg.migration.batch_limit.get())
+            .max(1),
+        filters: filters(cfg, &args.symbol_prefix, &args.exchange, &args.market_type),
+        dry_run: args.dry_run || cfg.migration.dry_run,
+        lag: cfg.migration.lag,
+        recheck_windows: cfg.migration.recheck_windows,
+        tables: parse_tables(&args.tables)?,
+        leaf_rows: exec::DEFAULT_LEAF_ROWS,
+        recheck_all: args.recheck_all,
+    };
+    let interval = args
+        .interval
+        .map(Duration::from_secs)
+        .unwrap_or(cfg.migration.interval)
+        .max(Duration::from_secs(1));
+    let (hot, cold, same_server, embedded) = sinks(cfg).await?;
+    tracing::info!(
+        hot = hot.database(),
+        cold = cold.database(),
+        same_server,
+        window_s = opts.window.as_secs(),
+        chunk_s = opts.chunk.as_secs(),
+        batch_limit = opts.batch_limit,
+        filters = %opts.filters.canonical(),
+        dry_run = opts.dry_run,
+        "migrate"
+    );
+    let dry_run = opts.dry_run;
+    let migrator = Migrator::new(
+        hot,
+        cold,
+        same_server,
+        opts,
+        Arc::new(MigrationStats::new()),
+    );
+    let result = if args.once || dry_run {
+        once(&migrator, dry_run).await
+    } else {
+        looped(&migrator, interval).await
+    };
+    if let Some(s) = embedded {
+        s.stop().await;
+    }
+    result
+}
+
+async fn once(migrator: &Migrator, dry_run: bool) -> anyhow::Result<()> {
+    let progress = TermProgress::new();
+    let started = Instant::now();
+    let now = chrono::Utc::now().timestamp_millis();
+    let report = migrator.run_once(now, &progress).await;
+    progress.finish();
+    let report = report?;
+    if dry_run {
+        super::out(&render_dry_run(&report));
+        return Ok(());
+    }
+    super::out(&render_report(&report, started.elapsed()));
+    if !report.all_verified() {
+        anyhow::bail!(
+            "some chunks still differ between hot and cold (see the report and migration_chunks)"
+        );
+    }
+    Ok(())
+}
+
+async fn looped(migrator: &Migrator, interval: Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        let started = Instant::now();
+        let now = chrono::Utc::now().timestamp_millis();
+        let progress = TermProgress::new();
+        let cycle = migrator.run_once(now, &progress);
+        let result = tokio::select! {
+            r = cycle => r,
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        };
+        progress.finish();
+        match result {
+            Ok(r) => {
+                let copied: u64 = r.tables.iter().map(|t| t.rows_copied).sum();
+                let mismatched: usize = r.tables.iter().map(|t| t.chunks_mismatched).sum();
+                tracing::info!(
+                    cutoff = %fmt_ms(r.cutoff_ms),
+                    rows_copied = copied,
+                    chunks_mismatched = mismatched,
+                    secs = started.elapsed().as_secs_f64(),
+                    "migration cycle done"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "migration cycle failed; retrying next interval"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+fn rate(rows: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.0}", rows as f64 / secs)
+}
+
+fn render_report(r: &Report, elapsed: Duration) -> String {
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.to_string(),
+                t.chunks.to_string(),
+                t.chunks_changed.to_string(),
+                t.chunks_repaired.to_string(),
+                t.chunks_mismatched.to_string(),
+                t.rows_hot.to_string(),
+                t.rows_copied.to_string(),
+                t.watermark.1.map(fmt_ms).unwrap_or_else(|| "-".into()),
+                format!("{:.1}", t.elapsed.as_secs_f64()),
+                rate(t.rows_copied, t.elapsed.as_secs_f64()),
+            ]
+        })
+        .collect();
+    let copied: u64 = r.tables.iter().map(|t| t.rows_copied).sum();
+    format!(
+        "{}migrated everything older than {}: {copied} rows copied in {:.1} s ({} rows/s)\n",
+        super::table::render(
+            &[
+                "table",
+                "chunks",
+                "changed",
+                "repaired",
+                "mismatch",
+                "rows_hot",
+                "copied",
+                "watermark",
+                "secs",
+                "rows/s"
+            ],
+            &rows
+        ),
+        fmt_ms(r.cutoff_ms),
+        elapsed.as_secs_f64(),
+        rate(copied, elapsed.as_secs_f64())
+    )
+}
+
+fn render_dry_run(r: &Report) -> String {
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.to_string(),
+                t.chunks_changed.to_string(),
+                t.rows_copied.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "dry run: would migrate rows older than {} (nothing written)\n{}",
+        fmt_ms(r.cutoff_ms),
+        super::table::render(&["table", "chunks", "rows"], &rows)
+    )
+}
+
+struct ProgressState {
+    table: String,
+    index: usize,
+    of: usize,
+    span: Option<Span>,
+    rows: u64,
+    last_log: Instant,
+}
+
+/// Progress on stderr: one updating line on a terminal, a log line every 10 s otherwise.
+struct TermProgress {
+    tty: bool,
+    started: Instant,
+    state: Mutex<ProgressState>,
+}
+
+impl TermProgress {
+    fn new() -> TermProgress {
+        TermProgress {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            state: Mutex::new(ProgressState {
+                table: String::new(),
+                index: 0,
+                of: 0,
+                span: None,
+                rows: 0,
+                last_log: Instant::now(),
+            }),
+        }
+    }
+
+    fn show(&self, s: &mut ProgressState, force: bool) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let span = s.span.map(|x| x.to_string()).unwrap_or_default();
+        if self.tty {
+            let line = format!(
+                "\r\x1b[2K{} chunk {}/{} {span}  {} rows  {} rows/s",
+                s.table,
+                s.index,
+                s.of,
+                s.rows,
+                rate(s.rows, secs)
+            );
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(line.as_bytes());
+            let _ = e.flush();
+        } else if force || s.last_log.elapsed() >= Duration::from_secs(10) {
+            s.last_log = Instant::now();
+            tracing::info!(
+                table = %s.table,
+                chunk = %format!("{}/{}", s.index, s.of),
+                span = %span,
+                rows = s.rows,
+                rows_per_s = %rate(s.rows, secs),
+                "migrating"
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(b"\r\x1b[2K");
+            let _ = e.flush();
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn chunk(&self, table: &str, index: usize, of: usize, span: Span, _rows_hot: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            let new_table = s.table != table;
+            s.table = table.to_string();
+            s.index = index;
+            s.of = of;
+            s.span = Some(span);
+            self.show(&mut s, new_table);
+        }
+    }
+
+    fn copied(&self, _table: &str, rows: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.rows += rows;
+            self.show(&mut s, false);
+        }
+    }
+}

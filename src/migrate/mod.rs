@@ -1,0 +1,124 @@
+//! Hot → cold migration: a pure planner ([`plan`]), an executor ([`exec`]) and verification
+//! ([`verify`]).
+//!
+//! Consumes the hot tables (read only: **the migrator never deletes a hot row**; hot retention
+//! is the tables' 3-day TTL) and emits rows in the cold tables, a per-table watermark in
+//! `migration_state` and a history of chunks in `migration_chunks` (both in the cold
+//! database), plus [`MigrationStats`] counters for the ops surface.
+//!
+//! The algorithm (`docs/migration.md` has the guarantees and the crash table): rows older than
+//! `now − window` are eligible; time is cut into chunks of a fixed grid (1 hour by default);
+//! for each chunk from the watermark (minus `recheck_windows` chunks) to `now − window`, the
+//! order-independent fingerprint (`count()`, `sum(cityHash64(all columns))`) of hot and cold
+//! are compared. Equal: done. Cold empty: copy the chunk (split so no copy exceeds the batch
+//! limit) with a deterministic `insert_deduplication_token`. Otherwise: bisect in time and,
+//! at small leaves, compare row hashes and copy exactly the missing rows. The chunk is then
+//! fingerprinted again, and only verified chunks move the watermark.
+
+pub mod exec;
+pub mod plan;
+pub mod verify;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::model::DataType;
+use crate::sink::SinkError;
+
+pub use exec::{ChunkStatus, Migrator, MigratorOptions, Progress, Report, TableReport};
+pub use plan::{Filters, Fingerprint, Span};
+
+/// The state table holding one watermark per (table, filters), in the cold database.
+pub const STATE_TABLE: &str = "migration_state";
+/// The history table: one row per chunk handled, in the cold database.
+pub const CHUNKS_TABLE: &str = "migration_chunks";
+
+/// A failed migration or verification.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// A ClickHouse call failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// ClickHouse answered with something we could not parse.
+    #[error("unexpected answer to {what}: {answer:?}")]
+    Parse {
+        /// What was asked.
+        what: &'static str,
+        /// The first bytes of the answer.
+        answer: String,
+    },
+    /// Cold holds rows hot does not have in a chunk: copying cannot fix that.
+    #[error("{table} {span}: cold has {excess} rows that hot does not")]
+    ColdExcess {
+        /// The table.
+        table: &'static str,
+        /// The chunk.
+        span: Span,
+        /// Rows cold has too many.
+        excess: u64,
+    },
+}
+
+/// Counters for the ops surface (`/metrics`): atomics, bumped by the executor, read by anyone.
+///
+/// The seed exported `marketprism_cold_replication_lag_minutes{table}`; [`Self::lag_minutes`]
+/// is the value for that name (see `docs/migration.md` for its definition here).
+#[derive(Debug, Default)]
+pub struct MigrationStats {
+    /// Rows copied into cold (repairs included), since start.
+    pub rows_migrated: AtomicU64,
+    /// Chunks whose hot and cold fingerprints were compared equal, since start.
+    pub chunks_verified: AtomicU64,
+    /// Chunks that needed a repair (cold held some but not all of their rows), since start.
+    pub chunks_repaired: AtomicU64,
+    /// Chunks left mismatched after repair attempts, since start.
+    pub chunks_mismatched: AtomicU64,
+    /// Unix time in ms of the end of the last cycle in which every table verified; 0 = never.
+    pub last_success_ms: AtomicI64,
+    /// Per table (indexed like [`DataType::ALL`]): minutes between `now − window` and the end
+    /// of the verified prefix in cold, at the end of the last cycle; -1 = not measured yet.
+    lag_minutes: [AtomicI64; 8],
+}
+
+impl MigrationStats {
+    /// Zeroed counters, lag unknown (-1).
+    pub fn new() -> MigrationStats {
+        let s = MigrationStats::default();
+        for l in &s.lag_minutes {
+            l.store(-1, Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// `marketprism_cold_replication_lag_minutes{table}`: -1 when not measured yet.
+    pub fn lag_minutes(&self, t: DataType) -> i64 {
+        self.lag_minutes
+            .get(type_index(t))
+            .map_or(-1, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Records the lag of one table.
+    pub fn set_lag_minutes(&self, t: DataType, minutes: i64) {
+        if let Some(a) = self.lag_minutes.get(type_index(t)) {
+            a.store(minutes, Ordering::Relaxed);
+        }
+    }
+}
+
+fn type_index(t: DataType) -> usize {
+    DataType::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_lag_per_table() {
+        let s = MigrationStats::new();
+        assert_eq!(s.lag_minutes(DataType::Trade), -1);
+        s.set_lag_minutes(DataType::Trade, 7);
+        assert_eq!(s.lag_minutes(DataType::Trade), 7);
+        assert_eq!(s.lag_minutes(DataType::Orderbook), -1);
+    }
+}

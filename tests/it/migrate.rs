@@ -1,0 +1,422 @@
+//! Hot → cold migration against the embedded engine: same server and two servers, a
+//! SIGKILLed run, late rows, filters, dry run, `verify` exit codes, and a 1M-row measurement.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use marketprism_storage::schema::{self, Layout, Tier};
+use marketprism_storage::sink::{Sink, SinkOptions};
+
+use crate::harness::{TestClickHouse, wait_until};
+
+const HOUR: i64 = 3_600_000;
+const HOT: &str = "marketprism_hot";
+const COLD: &str = "marketprism_cold";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn bin(hot: &TestClickHouse, cold: Option<&TestClickHouse>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_marketprism-storage"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MARKETPRISM_TOOLS_DIR", crate::harness::tools_dir())
+        .env("CLICKHOUSE_HOST", "127.0.0.1")
+        .env("CLICKHOUSE_HTTP_PORT", hot.port.to_string());
+    if let Some(cold) = cold {
+        c.env("COLD_CLICKHOUSE_HOST", "127.0.0.1")
+            .env("COLD_CLICKHOUSE_HTTP_PORT", cold.port.to_string());
+    }
+    c
+}
+
+fn run(mut c: impl std::borrow::BorrowMut<Command>, args: &[&str]) -> Output {
+    let c = c.borrow_mut();
+    let out = c.args(args).output().unwrap();
+    eprintln!(
+        "$ {args:?} → {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(c: impl std::borrow::BorrowMut<Command>, args: &[&str]) -> String {
+    let out = run(c, args);
+    assert!(out.status.success(), "{args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates the hot and/or cold databases on `ch`.
+async fn init(ch: &TestClickHouse, hot: bool, cold: bool) {
+    let sink = Sink::new(&SinkOptions::new(ch.url.clone(), "system"));
+    let mut ddl = Vec::new();
+    if hot {
+        ddl.extend(schema::database_ddl(HOT, Tier::Hot, &Layout::Single));
+    }
+    if cold {
+        ddl.extend(schema::database_ddl(COLD, Tier::Cold, &Layout::Single));
+    }
+    schema::apply(&sink, &ddl).await.unwrap();
+}
+
+/// Inserts `n` trades into hot, evenly spread over `[from, to)`, ids from `first_id`,
+/// exchanges binance/okx/deribit and symbols BTC-USDT/ETH-USDT/pSOL-USDT.
+async fn insert_trades(ch: &TestClickHouse, from: i64, to: i64, n: u64, first_id: u64) {
+    let step = ((to - from) as f64 / n as f64).max(0.0);
+    ch.query(&format!(
+        "INSERT INTO {HOT}.trades (timestamp, exchange, market_type, symbol, trade_id, price, quantity, side, is_maker, trade_time) \
+         SELECT fromUnixTimestamp64Milli(toInt64({from} + floor(number * {step})), 'UTC') AS ts, \
+                ['binance', 'okx', 'deribit'][number % 3 + 1], 'spot', \
+                ['BTC-USDT', 'ETH-USDT', 'pSOL-USDT'][intDiv(number, 3) % 3 + 1], \
+                toString(number + {first_id}), toDecimal64(100 + number % 1000, 8), toDecimal64('0.5', 8), \
+                if(number % 2 = 0, 'buy', 'sell'), number % 5 = 0, ts \
+         FROM numbers({n})"
+    ))
+    .await;
+}
+
+/// `count() sum(hash)` of `db.table` rows with `timestamp < before` and an extra condition.
+async fn fingerprint(
+    ch: &TestClickHouse,
+    db: &str,
+    table: &str,
+    before: i64,
+    cond: &str,
+) -> String {
+    ch.query(&format!(
+        "SELECT count(), sum(cityHash64(*)) FROM {db}.{table} WHERE timestamp < fromUnixTimestamp64Milli(toInt64({before}), 'UTC') {cond}"
+    ))
+    .await
+}
+
+async fn count(ch: &TestClickHouse, sql: &str) -> u64 {
+    ch.query(sql).await.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_server_migrates_eligible_rows_repairs_and_verify_reports() {
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    // 20k eligible trades over ~2 days, 1k too young (inside the 8 h window), a few
+    // funding rates.
+    insert_trades(&ch, now - 50 * HOUR, now - 9 * HOUR, 20_000, 0).await;
+    insert_trades(&ch, now - 7 * HOUR, now - HOUR, 1_000, 1_000_000).await;
+    ch.query(&format!(
+        "INSERT INTO {HOT}.funding_rates (timestamp, exchange, market_type, symbol, funding_rate, funding_time, next_funding_time, mark_price, index_price) \
+         SELECT fromUnixTimestamp64Milli(toInt64({} + number * 60000), 'UTC') AS ts, 'okx', 'perpetual', 'BTC-USDT-SWAP', toDecimal64('0.0001', 8), ts, ts, toDecimal64(1, 8), toDecimal64(1, 8) FROM numbers(500)",
+        now - 30 * HOUR
+    ))
+    .await;
+    let hot_before = ch.count(&format!("{HOT}.trades")).await;
+
+    let out = ok(bin(&ch, None), &["migrate", "--once"]);
+    assert!(out.contains("trades"), "{out}");
+    let cutoff = now - 8 * HOUR;
+    for t in ["trades", "funding_rates"] {
+        assert_eq!(
+            fingerprint(&ch, HOT, t, cutoff - 60_000, "").await,
+            fingerprint(&ch, COLD, t, cutoff - 60_000, "").await,
+            "{t}"
+        );
+    }
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_000);
+    assert_eq!(ch.count(&format!("{COLD}.funding_rates")).await, 500);
+    // created_at is copied: cold is an exact copy.
+    assert_eq!(
+        ch.query(&format!("SELECT count() FROM {COLD}.trades c INNER JOIN {HOT}.trades h USING (trade_id) WHERE c.created_at = h.created_at")).await,
+        "20000"
+    );
+    // Hot is never touched.
+    assert_eq!(ch.count(&format!("{HOT}.trades")).await, hot_before);
+    // State and history.
+    assert_eq!(
+        count(
+            &ch,
+            &format!("SELECT count() FROM {COLD}.migration_state WHERE `table` = 'trades'")
+        )
+        .await,
+        1
+    );
+    assert!(
+        count(&ch, &format!("SELECT count() FROM {COLD}.migration_chunks WHERE `table` = 'trades' AND status = 'copied' AND rows_hot = rows_cold AND fingerprint_hot = fingerprint_cold")).await
+            >= 40
+    );
+
+    // A second run copies nothing (and duplicates nothing).
+    ok(bin(&ch, None), &["migrate", "--once"]);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_000);
+
+    // A late row inside an already migrated, recent chunk: found and copied next cycle.
+    ch.query(&format!(
+        "INSERT INTO {HOT}.trades (timestamp, exchange, market_type, symbol, trade_id, price, quantity, side, trade_time) \
+         VALUES (fromUnixTimestamp64Milli(toInt64({}), 'UTC'), 'okx', 'spot', 'BTC-USDT', 'late-1', 1, 1, 'buy', now64(3))",
+        now - 9 * HOUR - 1234
+    ))
+    .await;
+    let out = ok(bin(&ch, None), &["migrate", "--once"]);
+    assert!(out.contains("repaired"), "{out}");
+    assert_eq!(
+        count(
+            &ch,
+            &format!("SELECT count() FROM {COLD}.trades WHERE trade_id = 'late-1'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        fingerprint(&ch, HOT, "trades", cutoff - 60_000, "").await,
+        fingerprint(&ch, COLD, "trades", cutoff - 60_000, "").await
+    );
+    assert!(
+        count(&ch, &format!("SELECT count() FROM {COLD}.migration_chunks WHERE status = 'repaired' AND rows_copied = 1")).await
+            >= 1
+    );
+
+    // verify: 0 when equal (table and JSON), non-zero after a row is deleted from cold.
+    let out = ok(bin(&ch, None), &["verify"]);
+    assert!(out.contains("trades") && !out.contains("MISMATCH"), "{out}");
+    let json = ok(bin(&ch, None), &["verify", "--json", "--table", "trades"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["ok"], true);
+    ch.query(&format!(
+        "ALTER TABLE {COLD}.trades DELETE WHERE trade_id = '77' SETTINGS mutations_sync = 2"
+    ))
+    .await;
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_000);
+    let out = run(bin(&ch, None), &["verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH"));
+    // The repair: an old chunk, so a full recheck.
+    ok(bin(&ch, None), &["migrate", "--once", "--recheck-all"]);
+    ok(bin(&ch, None), &["verify"]);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_001);
+    assert_eq!(ch.count(&format!("{HOT}.trades")).await, hot_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_dry_run_are_honoured() {
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    insert_trades(&ch, now - 20 * HOUR, now - 9 * HOUR, 9_000, 0).await;
+
+    let out = ok(
+        bin(&ch, None).env("MIGRATION_DRY_RUN", "true"),
+        &["migrate", "--once"],
+    );
+    assert!(out.contains("dry run") && out.contains("9000"), "{out}");
+    let out = ok(
+        bin(&ch, None),
+        &["migrate", "--dry-run", "--table", "trades"],
+    );
+    assert!(out.contains("9000"), "{out}");
+    for t in schema::table_names(false) {
+        assert_eq!(ch.count(&format!("{COLD}.{t}")).await, 0, "{t}");
+    }
+
+    // Env filters, one overridden by a flag.
+    ok(
+        bin(&ch, None)
+            .env("MIGRATION_EXCHANGE", "deribit")
+            .env("MIGRATION_SYMBOL_PREFIX", "ETH"),
+        &[
+            "migrate",
+            "--once",
+            "--exchange",
+            "okx",
+            "--table",
+            "trades",
+        ],
+    );
+    let want = count(
+        &ch,
+        &format!(
+            "SELECT count() FROM {HOT}.trades WHERE exchange = 'okx' AND startsWith(symbol, 'ETH')"
+        ),
+    )
+    .await;
+    assert!(want > 0);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, want);
+    assert_eq!(
+        count(&ch, &format!("SELECT count() FROM {COLD}.trades WHERE exchange != 'okx' OR NOT startsWith(symbol, 'ETH')")).await,
+        0
+    );
+    // The seed's prefix semantics (`symbol LIKE 'p%'`), with an escaped quote being data.
+    ok(
+        bin(&ch, None),
+        &[
+            "migrate",
+            "--once",
+            "--symbol-prefix",
+            "p",
+            "--market-type",
+            "spot",
+            "--table",
+            "trades",
+        ],
+    );
+    ok(
+        bin(&ch, None),
+        &[
+            "migrate",
+            "--once",
+            "--symbol-prefix",
+            "x' OR 1=1 --",
+            "--table",
+            "trades",
+        ],
+    );
+    let want = want
+        + count(
+            &ch,
+            &format!("SELECT count() FROM {HOT}.trades WHERE startsWith(symbol, 'p')"),
+        )
+        .await;
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_server_streams_and_verifies() {
+    let hot = TestClickHouse::start().await;
+    let cold = TestClickHouse::start().await;
+    init(&hot, true, false).await;
+    init(&cold, false, true).await;
+    let now = now_ms();
+    insert_trades(&hot, now - 40 * HOUR, now - 9 * HOUR, 15_000, 0).await;
+    insert_trades(&hot, now - 7 * HOUR, now - HOUR, 500, 1_000_000).await;
+    let out = ok(
+        bin(&hot, Some(&cold)),
+        &["migrate", "--once", "--batch-limit", "4000"],
+    );
+    assert!(out.contains("15000"), "{out}");
+    let cutoff = now - 8 * HOUR - 60_000;
+    assert_eq!(
+        fingerprint(&hot, HOT, "trades", cutoff, "").await,
+        fingerprint(&cold, COLD, "trades", cutoff, "").await
+    );
+    assert_eq!(cold.count(&format!("{COLD}.trades")).await, 15_000);
+    assert_eq!(hot.count(&format!("{HOT}.trades")).await, 15_500);
+    ok(bin(&hot, Some(&cold)), &["verify"]);
+    // A late row, cross-server.
+    hot.query(&format!(
+        "INSERT INTO {HOT}.trades (timestamp, exchange, market_type, symbol, trade_id, price, quantity, side, trade_time) \
+         VALUES (fromUnixTimestamp64Milli(toInt64({}), 'UTC'), 'okx', 'spot', 'BTC-USDT', 'late-x', 1, 1, 'buy', now64(3))",
+        now - 9 * HOUR - 77
+    ))
+    .await;
+    ok(bin(&hot, Some(&cold)), &["migrate", "--once"]);
+    assert_eq!(cold.count(&format!("{COLD}.trades")).await, 15_001);
+    ok(bin(&hot, Some(&cold)), &["verify"]);
+    cold.query(&format!("DELETE FROM {COLD}.trades WHERE trade_id = '5'"))
+        .await;
+    assert!(!run(bin(&hot, Some(&cold)), &["verify"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_rerun_leaves_cold_equal_to_hot() {
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    insert_trades(&ch, now - 60 * HOUR, now - 9 * HOUR, 60_000, 0).await;
+    let cutoff = now - 8 * HOUR - 60_000;
+    let eligible = fingerprint(&ch, HOT, "trades", cutoff, "").await;
+
+    // Small copies make the run long: 60k rows in ≤ 300-row copies.
+    let mut kills = 0;
+    for round in 0..3 {
+        let mut child = bin(&ch, None)
+            .args([
+                "migrate",
+                "--once",
+                "--batch-limit",
+                "300",
+                "--table",
+                "trades",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let target = 10_000 * (round + 1);
+        let reached = wait_until(60, || async {
+            count(&ch, &format!("SELECT count() FROM {COLD}.trades")).await >= target
+        })
+        .await;
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if reached && !finished {
+            kills += 1;
+        }
+    }
+    let mid = ch.count(&format!("{COLD}.trades")).await;
+    eprintln!("killed {kills} times; cold held {mid} of 60000 rows");
+    assert!(kills >= 1, "the run was never killed mid-way");
+    assert!(
+        mid < 60_000,
+        "cold already complete ({mid}): the kill came too late"
+    );
+
+    ok(bin(&ch, None), &["migrate", "--once", "--table", "trades"]);
+    assert_eq!(fingerprint(&ch, COLD, "trades", cutoff, "").await, eligible);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 60_000);
+    assert_eq!(
+        count(
+            &ch,
+            &format!("SELECT uniqExact(trade_id) FROM {COLD}.trades")
+        )
+        .await,
+        60_000
+    );
+    assert_eq!(ch.count(&format!("{HOT}.trades")).await, 60_000);
+    ok(bin(&ch, None), &["verify", "--table", "trades"]);
+}
+
+/// `cargo test --release --test it migrate_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 1M rows, same-server and cross-server"]
+async fn migrate_throughput_1m_trades() {
+    let n: u64 = std::env::var("MIGRATE_BENCH_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let hot = TestClickHouse::start().await;
+    let cold = TestClickHouse::start().await;
+    init(&hot, true, true).await;
+    init(&cold, false, true).await;
+    let now = now_ms();
+    insert_trades(&hot, now - 60 * HOUR, now - 9 * HOUR, n, 0).await;
+    let cutoff = now - 8 * HOUR - 60_000;
+    let eligible = fingerprint(&hot, HOT, "trades", cutoff, "").await;
+
+    let t = Instant::now();
+    ok(bin(&hot, None), &["migrate", "--once", "--table", "trades"]);
+    let same = t.elapsed();
+    assert_eq!(
+        fingerprint(&hot, COLD, "trades", cutoff, "").await,
+        eligible
+    );
+
+    let t = Instant::now();
+    ok(
+        bin(&hot, Some(&cold)),
+        &["migrate", "--once", "--table", "trades"],
+    );
+    let cross = t.elapsed();
+    assert_eq!(
+        fingerprint(&cold, COLD, "trades", cutoff, "").await,
+        eligible
+    );
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "migrate {n} trades: same-server {:.1} s ({:.0} rows/s), cross-server {:.1} s ({:.0} rows/s)",
+        same.as_secs_f64(),
+        rate(same),
+        cross.as_secs_f64(),
+        rate(cross)
+    );
+}
