@@ -6,6 +6,7 @@
 mod bench;
 mod clickhouse_cmd;
 mod config_cmd;
+mod demo;
 mod init;
 pub mod migrate;
 pub mod publish;
@@ -60,6 +61,9 @@ pub enum Command {
     Clickhouse(clickhouse_cmd::ClickhouseArgs),
     /// Manage the JetStream streams.
     Streams(streams::StreamsArgs),
+    /// The whole product on this machine: embedded NATS and ClickHouse, the service and a
+    /// publisher of all eight types, with a live progress line and a summary.
+    Demo(demo::DemoArgs),
     /// Benchmark: raw JetStream and ClickHouse ceilings, then the service end to end.
     Bench(bench::BenchArgs),
     /// Publish collector-shaped messages for all eight types (testing, demos, benchmarks).
@@ -121,6 +125,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Streams(args) => streams::run(&loaded.config, &args).await,
         Command::Publish(args) => publish::run(&loaded.config, &args).await,
         Command::Bench(args) => bench::run(&loaded.config, &args).await,
+        Command::Demo(args) => demo::run(&loaded.config, &args).await,
         Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
         Command::Verify(args) => verify::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),

@@ -1,0 +1,196 @@
+//! `demo`: the whole product on one machine — embedded NATS and ClickHouse, the service, and a
+//! publisher emitting all eight types in the collector's shapes — with a live progress line
+//! and a summary.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::embedded::{EmbeddedNats, Tools};
+use crate::model::DataType;
+use crate::pipeline::{Stats, stats::now_ms};
+use crate::publish::{self, Mix, PublishOptions, Rate, Transport};
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. `20s`, `5m`); default: until Ctrl-C.
+    #[arg(long, value_parser = super::publish::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Total messages per second across the eight types (the collector's realistic mix,
+    /// scaled).
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Client port of the embedded NATS (its monitoring port is `--nats-monitor-port`).
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Monitoring port of the embedded NATS (`curl localhost:8222/jsz`).
+    #[arg(long, default_value_t = 8222)]
+    pub nats_monitor_port: u16,
+    /// Address of the embedded ClickHouse (default: `embedded.listen`, 127.0.0.1:8123).
+    #[arg(long)]
+    pub clickhouse_listen: Option<std::net::SocketAddr>,
+}
+
+const EXAMPLES: [(&str, &str); 3] = [
+    (
+        "latest trade price per market",
+        "SELECT exchange, market_type, symbol, argMax(price, timestamp) AS last_price, count() AS trades FROM trades GROUP BY exchange, market_type, symbol ORDER BY exchange, market_type, symbol",
+    ),
+    (
+        "1-second OHLCV bars for BTC-USDT on binance spot",
+        "SELECT toStartOfSecond(timestamp) AS t, argMin(price, timestamp) AS open, max(price) AS high, min(price) AS low, argMax(price, timestamp) AS close, sum(quantity) AS volume FROM trades WHERE exchange = 'binance' AND market_type = 'spot' AND symbol = 'BTC-USDT' GROUP BY t ORDER BY t DESC LIMIT 10",
+    ),
+    (
+        "spread of the latest order books",
+        "SELECT exchange, market_type, symbol, argMax(best_ask_price - best_bid_price, timestamp) AS spread, max(timestamp) AS at FROM orderbooks GROUP BY exchange, market_type, symbol ORDER BY spread",
+    ),
+];
+
+fn progress_line(stats: &Stats, started: Instant, published: u64) -> String {
+    let mut parts = Vec::new();
+    for t in DataType::ALL {
+        let n = stats.of(t).rows_inserted.load(Relaxed);
+        parts.push(format!("{}={n}", t.table()));
+    }
+    format!(
+        "[{:>4}s] published {published}; stored {}",
+        started.elapsed().as_secs(),
+        parts.join(" ")
+    )
+}
+
+/// Runs the demo until `--duration` or Ctrl-C, then prints the summary.
+pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(&cfg.embedded.tools_dir)?;
+    let nats_dir = cfg.embedded.data_dir.join("nats");
+    let nats = EmbeddedNats::start(&tools, &nats_dir, args.nats_port, Some(args.nats_monitor_port))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (is another NATS on port {}? use --nats-port)", args.nats_port))?;
+    let mut cfg = cfg.clone();
+    cfg.nats.urls = vec![nats.url.clone()];
+    if let Some(l) = args.clickhouse_listen {
+        cfg.embedded.listen = l;
+    }
+    let ch_url = cfg.clickhouse.base_url(&cfg.embedded);
+    super::out(&format!(
+        "MarketPrism Storage demo\n  NATS        {} (monitoring http://127.0.0.1:{}/jsz)\n  ClickHouse  {} ({})\n  data        {}\n  Ctrl-C to stop{}\n\n",
+        nats.url,
+        args.nats_monitor_port,
+        ch_url,
+        if cfg.clickhouse.is_embedded() { "embedded" } else { "configured server" },
+        cfg.embedded.data_dir.display(),
+        args.duration.map(|d| format!(" (or after {d:?})")).unwrap_or_default(),
+    ));
+
+    let stop = CancellationToken::new();
+    let stats = Arc::new(Stats::new(now_ms()));
+    let service = {
+        let cfg = cfg.clone();
+        let stats = stats.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let args = super::run::RunArgs { no_init: false, instance_id: None };
+            super::run::serve(&cfg, &args, stats, stop).await
+        })
+    };
+
+    // Publish only once the streams exist, or core-published trades and books are lost.
+    let client = async_nats::connect(&nats.url).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let ready = Instant::now();
+    while js.get_stream(&cfg.nats.streams.high_frequency.name).await.is_err()
+        || js.get_stream(&cfg.nats.streams.market_data.name).await.is_err()
+    {
+        if ready.elapsed() > Duration::from_secs(60) || service.is_finished() {
+            stop.cancel();
+            let r = service.await;
+            anyhow::bail!("the service did not create its streams within 60 s: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let opts = PublishOptions {
+        mix: Mix::realistic(),
+        rate: Rate::Total(args.rate),
+        duration: args.duration,
+        count: None,
+        types: None,
+        transport: Transport::Collector,
+        seed: now_ms().unsigned_abs(),
+        depth: publish::DEFAULT_DEPTH,
+    };
+    let started = Instant::now();
+    let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publisher = {
+        let client = client.clone();
+        let published = published.clone();
+        tokio::spawn(async move {
+            publish::publish(&client, &opts, |s| published.store(s.total(), Relaxed)).await
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => eprint!("\r{}", progress_line(&stats, started, published.load(Relaxed))),
+            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = async { while !publisher.is_finished() { tokio::time::sleep(Duration::from_millis(100)).await } } => break,
+        }
+    }
+    publisher.abort();
+    if let Ok(Ok(Ok(s))) = tokio::time::timeout(Duration::from_secs(1), publisher).await {
+        published.store(s.total(), Relaxed);
+    }
+    let total_published = published.load(Relaxed);
+    // Let the last batches land (max_age) before stopping: the summary should show them.
+    if !interrupted {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let stored: u64 = DataType::ALL.iter().map(|t| stats.of(*t).rows_inserted.load(Relaxed) + stats.of(*t).dead_letters.load(Relaxed)).sum();
+            if stored >= total_published {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("\r{}", progress_line(&stats, started, total_published));
+    stop.cancel();
+    match service.await {
+        Ok(r) => r?,
+        Err(e) => anyhow::bail!("service task failed: {e}"),
+    }
+    // The service stopped its embedded ClickHouse: reopen it for the summary.
+    let (sink, embedded) = super::one_shot_clickhouse(&cfg).await?;
+    let mut rows = Vec::new();
+    let mut total = 0u64;
+    for t in DataType::ALL {
+        let n = sink.fetch_count(&format!("SELECT count() FROM {}", t.table())).await?;
+        total += n;
+        rows.push(vec![t.table().to_string(), n.to_string()]);
+    }
+    let dead = sink.fetch_count("SELECT count() FROM dead_letters").await?;
+    rows.push(vec!["dead_letters".into(), dead.to_string()]);
+    let mut out = format!("\npublished {total_published} messages in {:.0} s; {total} rows stored\n\n", started.elapsed().as_secs_f64());
+    out.push_str(&super::table::render(&["table", "rows"], &rows));
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            p.strip_prefix(&cwd).ok().map(|r| format!("./{}", r.display()))
+        })
+        .unwrap_or_else(|| "marketprism-storage".into());
+    out.push_str("\nThe data stays in the embedded ClickHouse; `query` starts it for the question. Try:\n");
+    for (what, sql) in EXAMPLES {
+        out.push_str(&format!("\n  # {what}\n  {exe} query \"{sql}\"\n"));
+    }
+    super::out(&out);
+    if let Some(s) = embedded {
+        s.stop().await;
+    }
+    nats.stop().await;
+    Ok(())
+}
