@@ -11,6 +11,7 @@
 //! - [`source`]: JetStream streams, durable consumers, batch journal, leases.
 //! - [`ack`]: the only caller of JetStream ack APIs.
 //! - [`pipeline`]: wires reader and writer per type; stats.
+//! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`cli`]: the command-line interface.
@@ -23,6 +24,7 @@ pub mod decode;
 pub mod embedded;
 pub mod message;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod publish;
 pub mod schema;

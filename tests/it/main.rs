@@ -12,4 +12,5 @@
 
 mod harness;
 mod ingest;
+mod ops;
 mod schema;
