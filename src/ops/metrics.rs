@@ -497,7 +497,7 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         Metric::InsertDuration => {
             for t in i.types {
                 let h = i.stats.of(*t).histograms.insert_duration_us.snapshot();
-                out.histogram(m, t.as_str(), &h, 1e-6);
+                out.histogram(m, t.as_str(), &h, 1e6);
             }
         }
         Metric::BatchRows => {
@@ -509,7 +509,7 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         Metric::PublishToInsert => {
             for t in i.types {
                 let h = i.stats.of(*t).histograms.publish_to_insert_ms.snapshot();
-                out.histogram(m, t.as_str(), &h, 1e-3);
+                out.histogram(m, t.as_str(), &h, 1e3);
             }
         }
     }
@@ -538,13 +538,14 @@ impl Exposition {
         self.line(d.name, "", d.labels, values, None, value);
     }
 
-    /// Buckets, sum and count of one series; `scale` converts stored units to exposed ones.
-    fn histogram(&mut self, m: Metric, data_type: &str, h: &HistogramSnapshot, scale: f64) {
+    /// Buckets, sum and count of one series; stored units ÷ `per_unit` = exposed units (dividing
+    /// by a power of ten keeps bounds like `0.025` exact, where multiplying by `1e-6` would not).
+    fn histogram(&mut self, m: Metric, data_type: &str, h: &HistogramSnapshot, per_unit: f64) {
         let d = m.def();
         let values = [data_type];
         for (i, c) in h.cumulative.iter().enumerate() {
             let le = match h.bounds.get(i) {
-                Some(b) => format_value(*b as f64 * scale),
+                Some(b) => format_value(*b as f64 / per_unit),
                 None => "+Inf".to_string(),
             };
             self.line(d.name, "_bucket", d.labels, &values, Some(&le), *c as f64);
@@ -555,7 +556,7 @@ impl Exposition {
             d.labels,
             &values,
             None,
-            h.sum as f64 * scale,
+            h.sum as f64 / per_unit,
         );
         self.line(d.name, "_count", d.labels, &values, None, h.count() as f64);
     }
@@ -764,6 +765,9 @@ pub(crate) mod tests {
             "marketprism_storage_insert_duration_seconds_bucket{data_type=\"trade\",le=\"0.0025\"} 0\n"
         ));
         assert!(text.contains(
+            "marketprism_storage_insert_duration_seconds_bucket{data_type=\"trade\",le=\"0.025\"} 1\n"
+        ));
+        assert!(text.contains(
             "marketprism_storage_publish_to_insert_seconds_sum{data_type=\"trade\"} 1.5\n"
         ));
         assert!(text.contains("marketprism_storage_batch_rows_count{data_type=\"trade\"} 1\n"));
@@ -788,5 +792,46 @@ pub(crate) mod tests {
         assert_eq!(format_value(0.25), "0.25");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::Metric;
+    use std::collections::BTreeSet;
+
+    /// Every `marketprism_storage_*` name in the shipped alerts and dashboard is one we expose,
+    /// so renaming a metric cannot silently break them.
+    #[test]
+    fn deploy_files_use_defined_metrics() {
+        let defined: BTreeSet<&str> = Metric::ALL.iter().map(|m| m.def().name).collect();
+        for (file, text) in [
+            (
+                "alerts.yml",
+                include_str!("../../deploy/prometheus/alerts.yml"),
+            ),
+            (
+                "marketprism-storage.json",
+                include_str!("../../deploy/grafana/marketprism-storage.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for (at, _) in text.match_indices("marketprism_storage_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| defined.contains(f)))
+                    .unwrap_or(&name);
+                assert!(
+                    defined.contains(family),
+                    "{file} uses undefined metric {name}"
+                );
+                used += 1;
+            }
+            assert!(used > 5, "{file} uses {used} metrics");
+        }
     }
 }

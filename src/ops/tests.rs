@@ -335,3 +335,12 @@ async fn serve_answers_and_stops_on_shutdown() {
         Err(OpsError::Bind { .. })
     ));
 }
+
+#[test]
+fn container_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/storage.yaml");
+    let cfg = Config::load(Some(&path), &|_| None).unwrap().config;
+    assert_eq!(cfg.http.port, 8080);
+    assert_eq!(cfg.http.metrics_port, Some(9094));
+    assert!(cfg.http.bind.is_unspecified());
+}
