@@ -352,7 +352,7 @@ impl Metric {
                 "marketprism_storage_insert_duration_seconds",
                 Histogram,
                 DT,
-                "Duration of successful INSERT statements.",
+                "Time from the start of a batch's INSERT to its success, retries included.",
                 New,
             ),
             Metric::BatchRows => (

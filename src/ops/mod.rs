@@ -5,14 +5,22 @@
 //! token, and two latches (startup finished, stop requested). Emits: HTTP answers. Never: talks
 //! to NATS or ClickHouse, or changes a counter — the stages know nothing of this module.
 //!
-//! Wiring (in the run command):
+//! Wiring (in the run command). The ops server gets its own token, cancelled after the pipeline
+//! has drained, so that during the drain `/ready` answers 503 `service: shutting down`:
 //! ```ignore
-//! let state = OpsState::from_config(stats.clone(), &cfg).with_stop(stop.clone()).with_startup(started.clone());
-//! let listener = ops::bind(cfg.http.addr()).await?;
-//! tokio::spawn(ops::serve(listener, ops::router(state.clone()), stop.clone()));
+//! let started = Latch::new();
+//! let state = OpsState::from_config(stats.clone(), &cfg)
+//!     .with_startup(started.clone())
+//!     .with_stop(stop.clone());
+//! let ops_stop = CancellationToken::new();
+//! tokio::spawn(ops::serve(ops::bind(cfg.http.addr()).await?, ops::router(state.clone()), ops_stop.clone()));
 //! if let Some(addr) = cfg.http.metrics_addr() {
-//!     tokio::spawn(ops::serve(ops::bind(addr).await?, ops::metrics_router(state), stop.clone()));
+//!     tokio::spawn(ops::serve(ops::bind(addr).await?, ops::metrics_router(state), ops_stop.clone()));
 //! }
+//! // … schema ensured, pipeline spawned:
+//! started.open();
+//! // … pipeline returned after the stop signal and the drain:
+//! ops_stop.cancel();
 //! ```
 
 pub mod metrics;
