@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// The chromium binary, if one is installed.
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MARKETPRISM_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     [
         "/usr/bin/chromium",
