@@ -11,6 +11,7 @@
 //! - [`source`]: JetStream streams, durable consumers, batch journal, leases.
 //! - [`ack`]: the only caller of JetStream ack APIs.
 //! - [`pipeline`]: wires reader and writer per type; stats.
+//! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
@@ -27,6 +28,7 @@ pub mod embedded;
 pub mod message;
 pub mod migrate;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod publish;
 pub mod schema;

@@ -50,6 +50,10 @@ pub struct TypeStats {
     pub rejects: Mutex<BTreeMap<String, u64>>,
     /// Last error text (insert, ack or NATS).
     pub last_error: Mutex<Option<String>>,
+    /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
+    pub last_error_ms: AtomicI64,
+    /// Insert duration, batch size and publish→insert latency distributions.
+    pub histograms: TypeHistograms,
 }
 
 impl TypeStats {
@@ -60,10 +64,27 @@ impl TypeStats {
         }
     }
 
-    /// Records the latest error.
+    /// Records the latest error and its time.
     pub fn error(&self, text: impl Into<String>) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(text.into());
+        }
+        self.last_error_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Records one successful insert: how long the INSERT took, how many rows it stored and,
+    /// when known, the publish→insert latency of the batch's oldest message in ms.
+    pub fn observe_insert(
+        &self,
+        duration: std::time::Duration,
+        rows: u64,
+        publish_to_insert_ms: Option<u64>,
+    ) {
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.histograms.insert_duration_us.observe(us);
+        self.histograms.batch_rows.observe(rows);
+        if let Some(ms) = publish_to_insert_ms {
+            self.histograms.publish_to_insert_ms.observe(ms);
         }
     }
 
@@ -111,9 +132,149 @@ impl Stats {
     }
 }
 
+/// Upper bounds of the insert-duration buckets, microseconds (1 ms … 60 s).
+pub const INSERT_DURATION_US_BOUNDS: &[u64] = &[
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// Upper bounds of the batch-size buckets, rows.
+pub const BATCH_ROWS_BOUNDS: &[u64] = &[
+    1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// Upper bounds of the publish→insert latency buckets, milliseconds (10 ms … 15 min).
+pub const PUBLISH_TO_INSERT_MS_BOUNDS: &[u64] = &[
+    10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000,
+];
+
+/// A lock-free histogram over fixed buckets of integer values (Prometheus semantics: a value
+/// lands in the first bucket whose upper bound is `>=` it, or in the overflow bucket).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// Per-bucket (not cumulative) counts; one more than `bounds` for the overflow bucket.
+    counts: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+/// A copy of a [`Histogram`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Upper bounds of the finite buckets.
+    pub bounds: &'static [u64],
+    /// Cumulative counts: `cumulative[i]` = observations `<= bounds[i]`; the last entry (one
+    /// past `bounds`) is the total count.
+    pub cumulative: Vec<u64>,
+    /// Sum of all observed values.
+    pub sum: u64,
+}
+
+impl HistogramSnapshot {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+}
+
+impl Histogram {
+    /// An empty histogram with these (ascending) bucket upper bounds.
+    pub fn new(bounds: &'static [u64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: u64) {
+        let i = self.bounds.partition_point(|b| *b < value);
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    /// The current counts, cumulative as Prometheus wants them. The total is derived from the
+    /// buckets, so `+Inf` and `_count` always agree even while others observe.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut acc = 0u64;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|c| {
+                acc = acc.saturating_add(c.load(Relaxed));
+                acc
+            })
+            .collect();
+        HistogramSnapshot {
+            bounds: self.bounds,
+            cumulative,
+            sum: self.sum.load(Relaxed),
+        }
+    }
+}
+
+/// The distributions kept per data type, recorded by [`TypeStats::observe_insert`].
+#[derive(Debug)]
+pub struct TypeHistograms {
+    /// Duration of successful INSERTs, microseconds.
+    pub insert_duration_us: Histogram,
+    /// Rows per successful INSERT.
+    pub batch_rows: Histogram,
+    /// Publish time of the batch's oldest message → insert done, milliseconds.
+    pub publish_to_insert_ms: Histogram,
+}
+
+impl Default for TypeHistograms {
+    fn default() -> Self {
+        TypeHistograms {
+            insert_duration_us: Histogram::new(INSERT_DURATION_US_BOUNDS),
+            batch_rows: Histogram::new(BATCH_ROWS_BOUNDS),
+            publish_to_insert_ms: Histogram::new(PUBLISH_TO_INSERT_MS_BOUNDS),
+        }
+    }
+}
+
 static FALLBACK: std::sync::LazyLock<TypeStats> = std::sync::LazyLock::new(TypeStats::default);
 
 /// Current time in unix milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_and_cumulative() {
+        let h = Histogram::new(&[1, 10, 100]);
+        for v in [0, 1, 2, 10, 11, 100, 1000] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.cumulative, vec![2, 4, 6, 7]);
+        assert_eq!(s.count(), 7);
+        assert_eq!(s.sum, 1124);
+    }
+
+    #[test]
+    fn observe_insert_fills_the_three_histograms() {
+        let t = TypeStats::default();
+        t.observe_insert(std::time::Duration::from_millis(3), 500, Some(1_200));
+        t.observe_insert(std::time::Duration::from_millis(3), 500, None);
+        assert_eq!(t.histograms.insert_duration_us.snapshot().count(), 2);
+        assert_eq!(t.histograms.batch_rows.snapshot().sum, 1000);
+        assert_eq!(t.histograms.publish_to_insert_ms.snapshot().count(), 1);
+    }
+
+    #[test]
+    fn error_records_its_time() {
+        let t = TypeStats::default();
+        assert_eq!(t.last_error_ms.load(Relaxed), 0);
+        t.error("boom");
+        assert!(t.last_error_ms.load(Relaxed) > 0);
+    }
 }

@@ -1,0 +1,837 @@
+//! The Prometheus exposition: every metric family defined once in [`Metric`], rendered from a
+//! [`Stats`] snapshot in the text format (0.0.4) with `# HELP` and `# TYPE` lines.
+//!
+//! Names and meanings used by the seed's alerts and Grafana dashboards are kept
+//! (`Origin::Seed`); ours are marked `Origin::New`. Every series of one family carries the same
+//! label names — the seed mixed label sets under one name, which Prometheus accepts but
+//! aggregations silently miscount.
+
+use std::fmt::Write as _;
+
+use crate::model::DataType;
+use crate::pipeline::stats::{HistogramSnapshot, Stats};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::process::ProcessSample;
+
+/// The Prometheus type of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter (`_total`).
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Buckets, sum and count.
+    Histogram,
+}
+
+impl Kind {
+    /// The word used on the `# TYPE` line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Where a family's name and meaning come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Same name and meaning as the seed's (its alerts and dashboards keep working).
+    Seed,
+    /// New in this service.
+    New,
+}
+
+/// The definition of one family: the only place its name is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDef {
+    /// Full metric name.
+    pub name: &'static str,
+    /// Prometheus type.
+    pub kind: Kind,
+    /// Label names, in order, of every series (histograms add `le` to buckets).
+    pub labels: &'static [&'static str],
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Seed-compatible or new.
+    pub origin: Origin,
+}
+
+/// Every metric family the service exposes, in exposition order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Rows inserted per type.
+    MessagesProcessed,
+    /// Messages received per type.
+    MessagesReceived,
+    /// Dead letters per type (the seed's "failed").
+    MessagesFailed,
+    /// Rejections per type and reason kind.
+    ValidationErrors,
+    /// failed / received × 100.
+    ErrorRatePercent,
+    /// Messages buffered or in flight per type.
+    BatchQueueSize,
+    /// Bytes buffered or in flight per type.
+    BatchQueueBytes,
+    /// Failed insert attempts per type.
+    ClickhouseInsertErrors,
+    /// Successful INSERTs per type.
+    BatchInserts,
+    /// Rows in inserted batches (all types).
+    BatchSizeTotal,
+    /// Average rows per inserted batch (all types).
+    BatchSizeAvg,
+    /// Unix time of the last message received.
+    LastMessageTimestamp,
+    /// Unix time of the last error recorded.
+    LastErrorTimestamp,
+    /// Process CPU.
+    ProcessCpuPercent,
+    /// Process resident memory.
+    ProcessRssBytes,
+    /// Messages pending on the durable consumer.
+    ConsumerPending,
+    /// Insert and ack retries.
+    Retries,
+    /// Dead letters per type.
+    DeadLetters,
+    /// Redeliveries skipped.
+    RedeliveriesSkipped,
+    /// Reader resynchronisations.
+    Resyncs,
+    /// NATS connection state.
+    NatsConnected,
+    /// ClickHouse state.
+    ClickhouseUp,
+    /// Whether the consumer is bound.
+    ConsumerBound,
+    /// The `/ready` verdict.
+    Ready,
+    /// Unix time of the last successful insert per type.
+    LastInsertTimestamp,
+    /// Seconds since the process started.
+    UptimeSeconds,
+    /// INSERT duration histogram.
+    InsertDuration,
+    /// Rows per INSERT histogram.
+    BatchRows,
+    /// Publish → insert latency histogram.
+    PublishToInsert,
+}
+
+const DT: &[&str] = &["data_type"];
+const DT_REASON: &[&str] = &["data_type", "reason"];
+const NONE: &[&str] = &[];
+
+impl Metric {
+    /// All families, in the order they are rendered.
+    pub const ALL: [Metric; 29] = [
+        Metric::MessagesProcessed,
+        Metric::MessagesReceived,
+        Metric::MessagesFailed,
+        Metric::ValidationErrors,
+        Metric::ErrorRatePercent,
+        Metric::BatchQueueSize,
+        Metric::BatchQueueBytes,
+        Metric::ClickhouseInsertErrors,
+        Metric::BatchInserts,
+        Metric::BatchSizeTotal,
+        Metric::BatchSizeAvg,
+        Metric::LastMessageTimestamp,
+        Metric::LastErrorTimestamp,
+        Metric::ProcessCpuPercent,
+        Metric::ProcessRssBytes,
+        Metric::ConsumerPending,
+        Metric::Retries,
+        Metric::DeadLetters,
+        Metric::RedeliveriesSkipped,
+        Metric::Resyncs,
+        Metric::NatsConnected,
+        Metric::ClickhouseUp,
+        Metric::ConsumerBound,
+        Metric::Ready,
+        Metric::LastInsertTimestamp,
+        Metric::UptimeSeconds,
+        Metric::InsertDuration,
+        Metric::BatchRows,
+        Metric::PublishToInsert,
+    ];
+
+    /// The family's definition.
+    pub const fn def(self) -> MetricDef {
+        use Kind::{Counter, Gauge, Histogram};
+        use Origin::{New, Seed};
+        let (name, kind, labels, help, origin) = match self {
+            Metric::MessagesProcessed => (
+                "marketprism_storage_messages_processed_total",
+                Counter,
+                DT,
+                "Rows inserted into ClickHouse (acknowledged by the server), per data type.",
+                Seed,
+            ),
+            Metric::MessagesReceived => (
+                "marketprism_storage_messages_received_total",
+                Counter,
+                DT,
+                "Messages received from NATS (redeliveries of held messages excluded).",
+                Seed,
+            ),
+            Metric::MessagesFailed => (
+                "marketprism_storage_messages_failed_total",
+                Counter,
+                DT,
+                "Messages that could not be stored as rows and went to dead_letters.",
+                Seed,
+            ),
+            Metric::ValidationErrors => (
+                "marketprism_storage_validation_errors_total",
+                Counter,
+                DT_REASON,
+                "Messages rejected, by data type and reason kind.",
+                Seed,
+            ),
+            Metric::ErrorRatePercent => (
+                "marketprism_storage_error_rate_percent",
+                Gauge,
+                NONE,
+                "Failed (dead-lettered) messages as a percentage of received messages, since start.",
+                Seed,
+            ),
+            Metric::BatchQueueSize => (
+                "marketprism_storage_batch_queue_size",
+                Gauge,
+                DT,
+                "Messages buffered or being inserted, not yet acknowledged.",
+                Seed,
+            ),
+            Metric::BatchQueueBytes => (
+                "marketprism_storage_batch_queue_bytes",
+                Gauge,
+                DT,
+                "Estimated bytes buffered or being inserted, not yet acknowledged.",
+                Seed,
+            ),
+            Metric::ClickhouseInsertErrors => (
+                "marketprism_storage_clickhouse_insert_errors_total",
+                Counter,
+                DT,
+                "Failed INSERT attempts (each retry counts).",
+                Seed,
+            ),
+            Metric::BatchInserts => (
+                "marketprism_storage_batch_inserts_total",
+                Counter,
+                DT,
+                "Successful INSERT statements.",
+                Seed,
+            ),
+            Metric::BatchSizeTotal => (
+                "marketprism_storage_batch_size_total",
+                Counter,
+                NONE,
+                "Rows in successfully inserted batches, all data types.",
+                Seed,
+            ),
+            Metric::BatchSizeAvg => (
+                "marketprism_storage_batch_size_avg",
+                Gauge,
+                NONE,
+                "Average rows per successful INSERT since start, all data types.",
+                Seed,
+            ),
+            Metric::LastMessageTimestamp => (
+                "marketprism_storage_last_message_timestamp_seconds",
+                Gauge,
+                NONE,
+                "Unix time of the last message received (0 = none yet).",
+                Seed,
+            ),
+            Metric::LastErrorTimestamp => (
+                "marketprism_storage_last_error_timestamp_seconds",
+                Gauge,
+                NONE,
+                "Unix time of the last error recorded (0 = none yet).",
+                Seed,
+            ),
+            Metric::ProcessCpuPercent => (
+                "marketprism_storage_process_cpu_percent",
+                Gauge,
+                NONE,
+                "Process CPU time over wall time since the previous sample, percent of one core.",
+                Seed,
+            ),
+            Metric::ProcessRssBytes => (
+                "marketprism_storage_process_rss_bytes",
+                Gauge,
+                NONE,
+                "Current resident set size of the process (VmRSS), bytes.",
+                Seed,
+            ),
+            Metric::ConsumerPending => (
+                "marketprism_storage_consumer_pending_messages",
+                Gauge,
+                DT,
+                "Messages pending on the durable consumer (server's count at the last check).",
+                New,
+            ),
+            Metric::Retries => (
+                "marketprism_storage_retries_total",
+                Counter,
+                DT,
+                "Retries of inserts and acks.",
+                New,
+            ),
+            Metric::DeadLetters => (
+                "marketprism_storage_dead_letters_total",
+                Counter,
+                DT,
+                "Dead letters inserted into the dead_letters table.",
+                New,
+            ),
+            Metric::RedeliveriesSkipped => (
+                "marketprism_storage_redeliveries_skipped_total",
+                Counter,
+                DT,
+                "Redelivered messages skipped because they were already held or stored.",
+                New,
+            ),
+            Metric::Resyncs => (
+                "marketprism_storage_resyncs_total",
+                Counter,
+                DT,
+                "Times the reader re-synchronised from the consumer's ack floor.",
+                New,
+            ),
+            Metric::NatsConnected => (
+                "marketprism_storage_nats_connected",
+                Gauge,
+                NONE,
+                "1 while the NATS connection is up.",
+                New,
+            ),
+            Metric::ClickhouseUp => (
+                "marketprism_storage_clickhouse_up",
+                Gauge,
+                NONE,
+                "1 while ClickHouse answers.",
+                New,
+            ),
+            Metric::ConsumerBound => (
+                "marketprism_storage_consumer_bound",
+                Gauge,
+                DT,
+                "1 while this instance holds the type's durable consumer.",
+                New,
+            ),
+            Metric::Ready => (
+                "marketprism_storage_ready",
+                Gauge,
+                NONE,
+                "1 when /ready answers 200.",
+                New,
+            ),
+            Metric::LastInsertTimestamp => (
+                "marketprism_storage_last_insert_timestamp_seconds",
+                Gauge,
+                DT,
+                "Unix time of the last successful insert (0 = none yet).",
+                New,
+            ),
+            Metric::UptimeSeconds => (
+                "marketprism_storage_uptime_seconds",
+                Gauge,
+                NONE,
+                "Seconds since the service started.",
+                New,
+            ),
+            Metric::InsertDuration => (
+                "marketprism_storage_insert_duration_seconds",
+                Histogram,
+                DT,
+                "Time from the start of a batch's INSERT to its success, retries included.",
+                New,
+            ),
+            Metric::BatchRows => (
+                "marketprism_storage_batch_rows",
+                Histogram,
+                DT,
+                "Rows per successful INSERT.",
+                New,
+            ),
+            Metric::PublishToInsert => (
+                "marketprism_storage_publish_to_insert_seconds",
+                Histogram,
+                DT,
+                "Publish time of a batch's oldest message to the end of its INSERT.",
+                New,
+            ),
+        };
+        MetricDef {
+            name,
+            kind,
+            labels,
+            help,
+            origin,
+        }
+    }
+}
+
+/// Everything one scrape needs besides the counters.
+#[derive(Debug, Clone)]
+pub struct ScrapeInput<'a> {
+    /// The counters.
+    pub stats: &'a Stats,
+    /// The configured data types (one series per type).
+    pub types: &'a [DataType],
+    /// Process CPU and memory, if readable.
+    pub process: Option<ProcessSample>,
+    /// The `/ready` verdict.
+    pub ready: bool,
+    /// Now, unix ms.
+    pub now_ms: i64,
+}
+
+/// Renders every family in [`Metric::ALL`] order.
+pub fn render(input: &ScrapeInput<'_>) -> String {
+    let mut out = Exposition::default();
+    for m in Metric::ALL {
+        out.header(m);
+        samples(m, input, &mut out);
+    }
+    out.text
+}
+
+fn ms_to_s(ms: i64) -> f64 {
+    if ms <= 0 { 0.0 } else { ms as f64 / 1000.0 }
+}
+
+/// The samples of one family; the exhaustive match is what ties a name to its value.
+fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
+    let per_type = |out: &mut Exposition, f: &dyn Fn(&crate::pipeline::TypeStats) -> f64| {
+        for t in i.types {
+            out.sample(m, &[t.as_str()], f(i.stats.of(*t)));
+        }
+    };
+    let u = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64;
+    let sum = |f: &dyn Fn(&crate::pipeline::TypeStats) -> u64| -> u64 {
+        i.types.iter().map(|t| f(i.stats.of(*t))).sum()
+    };
+    match m {
+        Metric::MessagesProcessed => per_type(out, &|s| u(&s.rows_inserted)),
+        Metric::MessagesReceived => per_type(out, &|s| u(&s.received)),
+        Metric::MessagesFailed | Metric::DeadLetters => per_type(out, &|s| u(&s.dead_letters)),
+        Metric::ValidationErrors => {
+            for t in i.types {
+                if let Ok(map) = i.stats.of(*t).rejects.lock() {
+                    for (reason, n) in map.iter() {
+                        out.sample(m, &[t.as_str(), reason], *n as f64);
+                    }
+                }
+            }
+        }
+        Metric::ErrorRatePercent => {
+            let received = sum(&|s| s.received.load(Relaxed));
+            let failed = sum(&|s| s.dead_letters.load(Relaxed));
+            let rate = if received == 0 {
+                0.0
+            } else {
+                failed as f64 * 100.0 / received as f64
+            };
+            out.sample(m, &[], rate);
+        }
+        Metric::BatchQueueSize => per_type(out, &|s| u(&s.queued)),
+        Metric::BatchQueueBytes => per_type(out, &|s| u(&s.queued_bytes)),
+        Metric::ClickhouseInsertErrors => per_type(out, &|s| u(&s.insert_errors)),
+        Metric::BatchInserts => per_type(out, &|s| u(&s.batches)),
+        Metric::BatchSizeTotal => {
+            out.sample(m, &[], sum(&|s| s.rows_inserted.load(Relaxed)) as f64)
+        }
+        Metric::BatchSizeAvg => {
+            let batches = sum(&|s| s.batches.load(Relaxed));
+            let rows = sum(&|s| s.rows_inserted.load(Relaxed));
+            let avg = if batches == 0 {
+                0.0
+            } else {
+                rows as f64 / batches as f64
+            };
+            out.sample(m, &[], avg);
+        }
+        Metric::LastMessageTimestamp => {
+            let last = i
+                .types
+                .iter()
+                .map(|t| i.stats.of(*t).last_message_ms.load(Relaxed));
+            out.sample(m, &[], ms_to_s(last.max().unwrap_or(0)));
+        }
+        Metric::LastErrorTimestamp => {
+            let last = i
+                .types
+                .iter()
+                .map(|t| i.stats.of(*t).last_error_ms.load(Relaxed));
+            out.sample(m, &[], ms_to_s(last.max().unwrap_or(0)));
+        }
+        Metric::ProcessCpuPercent => {
+            if let Some(p) = i.process {
+                out.sample(m, &[], p.cpu_percent);
+            }
+        }
+        Metric::ProcessRssBytes => {
+            if let Some(p) = i.process {
+                out.sample(m, &[], p.rss_bytes as f64);
+            }
+        }
+        Metric::ConsumerPending => per_type(out, &|s| u(&s.consumer_pending)),
+        Metric::Retries => per_type(out, &|s| u(&s.retries)),
+        Metric::RedeliveriesSkipped => per_type(out, &|s| u(&s.redeliveries_skipped)),
+        Metric::Resyncs => per_type(out, &|s| u(&s.resyncs)),
+        Metric::NatsConnected => out.sample(m, &[], flag(i.stats.nats_connected.load(Relaxed))),
+        Metric::ClickhouseUp => out.sample(m, &[], flag(i.stats.clickhouse_up.load(Relaxed))),
+        Metric::ConsumerBound => per_type(out, &|s| flag(s.bound.load(Relaxed))),
+        Metric::Ready => out.sample(m, &[], flag(i.ready)),
+        Metric::LastInsertTimestamp => per_type(out, &|s| ms_to_s(s.last_insert_ms.load(Relaxed))),
+        Metric::UptimeSeconds => out.sample(m, &[], ms_to_s(i.now_ms - i.stats.started_ms)),
+        Metric::InsertDuration => {
+            for t in i.types {
+                let h = i.stats.of(*t).histograms.insert_duration_us.snapshot();
+                out.histogram(m, t.as_str(), &h, 1e6);
+            }
+        }
+        Metric::BatchRows => {
+            for t in i.types {
+                let h = i.stats.of(*t).histograms.batch_rows.snapshot();
+                out.histogram(m, t.as_str(), &h, 1.0);
+            }
+        }
+        Metric::PublishToInsert => {
+            for t in i.types {
+                let h = i.stats.of(*t).histograms.publish_to_insert_ms.snapshot();
+                out.histogram(m, t.as_str(), &h, 1e3);
+            }
+        }
+    }
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The text being built.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn header(&mut self, m: Metric) {
+        let d = m.def();
+        let _ = writeln!(self.text, "# HELP {} {}", d.name, d.help);
+        let _ = writeln!(self.text, "# TYPE {} {}", d.name, d.kind.as_str());
+    }
+
+    /// One sample; `values` pair up with the family's label names.
+    fn sample(&mut self, m: Metric, values: &[&str], value: f64) {
+        let d = m.def();
+        self.line(d.name, "", d.labels, values, None, value);
+    }
+
+    /// Buckets, sum and count of one series; stored units ÷ `per_unit` = exposed units (dividing
+    /// by a power of ten keeps bounds like `0.025` exact, where multiplying by `1e-6` would not).
+    fn histogram(&mut self, m: Metric, data_type: &str, h: &HistogramSnapshot, per_unit: f64) {
+        let d = m.def();
+        let values = [data_type];
+        for (i, c) in h.cumulative.iter().enumerate() {
+            let le = match h.bounds.get(i) {
+                Some(b) => format_value(*b as f64 / per_unit),
+                None => "+Inf".to_string(),
+            };
+            self.line(d.name, "_bucket", d.labels, &values, Some(&le), *c as f64);
+        }
+        self.line(
+            d.name,
+            "_sum",
+            d.labels,
+            &values,
+            None,
+            h.sum as f64 / per_unit,
+        );
+        self.line(d.name, "_count", d.labels, &values, None, h.count() as f64);
+    }
+
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[&str],
+        values: &[&str],
+        le: Option<&str>,
+        value: f64,
+    ) {
+        let _ = write!(self.text, "{name}{suffix}");
+        let mut pairs: Vec<(&str, &str)> =
+            labels.iter().copied().zip(values.iter().copied()).collect();
+        if let Some(le) = le {
+            pairs.push(("le", le));
+        }
+        if !pairs.is_empty() {
+            self.text.push('{');
+            for (k, (name, v)) in pairs.iter().enumerate() {
+                if k > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{name}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {}", format_value(value));
+    }
+}
+
+/// Integers without a decimal point (`12345`), others in the shortest exact form.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A minimal parser of the text format: every sample's family has HELP and TYPE, no family
+    /// is declared twice, and every series of a family has the same label names.
+    pub(crate) fn check_exposition(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
+        let mut help = BTreeSet::new();
+        let mut types: BTreeMap<String, String> = BTreeMap::new();
+        let mut label_sets: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        let mut samples: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_string();
+                assert!(help.insert(name.clone()), "HELP twice for {name}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                let name = it.next().unwrap().to_string();
+                let kind = it.next().unwrap().to_string();
+                assert!(
+                    ["counter", "gauge", "histogram"].contains(&kind.as_str()),
+                    "{line}"
+                );
+                assert!(
+                    types.insert(name.clone(), kind).is_none(),
+                    "TYPE twice for {name}"
+                );
+            } else {
+                assert!(
+                    !line.starts_with('#') && !line.is_empty(),
+                    "stray line {line:?}"
+                );
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+                let (name, labels) = match series.split_once('{') {
+                    Some((n, l)) => (n, l.strip_suffix('}').unwrap()),
+                    None => (series, ""),
+                };
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| {
+                        name.strip_suffix(s)
+                            .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+                    })
+                    .unwrap_or(name);
+                assert!(help.contains(family), "no HELP for {name}");
+                assert!(types.contains_key(family), "no TYPE for {name}");
+                let names: Vec<String> = if labels.is_empty() {
+                    vec![]
+                } else {
+                    labels
+                        .split(',')
+                        .map(|kv| kv.split_once('=').unwrap().0.to_string())
+                        .filter(|k| k != "le")
+                        .collect()
+                };
+                label_sets
+                    .entry(family.to_string())
+                    .or_default()
+                    .insert(names);
+                samples
+                    .entry(name.to_string())
+                    .or_default()
+                    .push((labels.to_string(), value));
+            }
+        }
+        for (family, sets) in label_sets {
+            assert_eq!(sets.len(), 1, "{family} has mixed label sets: {sets:?}");
+        }
+        samples
+    }
+
+    fn input<'a>(stats: &'a Stats, types: &'a [DataType]) -> ScrapeInput<'a> {
+        ScrapeInput {
+            stats,
+            types,
+            process: Some(ProcessSample {
+                cpu_percent: 12.5,
+                rss_bytes: 1 << 20,
+            }),
+            ready: true,
+            now_ms: stats.started_ms + 10_000,
+        }
+    }
+
+    #[test]
+    fn every_name_is_defined_once_and_seed_names_are_kept() {
+        let names: BTreeSet<_> = Metric::ALL.iter().map(|m| m.def().name).collect();
+        assert_eq!(names.len(), Metric::ALL.len());
+        for seed in [
+            "marketprism_storage_messages_processed_total",
+            "marketprism_storage_messages_failed_total",
+            "marketprism_storage_error_rate_percent",
+            "marketprism_storage_batch_queue_size",
+            "marketprism_storage_batch_size_total",
+            "marketprism_storage_clickhouse_insert_errors_total",
+            "marketprism_storage_last_message_timestamp_seconds",
+            "marketprism_storage_process_cpu_percent",
+            "marketprism_storage_process_rss_bytes",
+        ] {
+            let def = Metric::ALL.iter().map(|m| m.def()).find(|d| d.name == seed);
+            assert_eq!(def.map(|d| d.origin), Some(Origin::Seed), "{seed}");
+        }
+        for m in Metric::ALL {
+            let d = m.def();
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn rendered_text_parses_with_consistent_label_sets() {
+        let stats = Stats::new(1_700_000_000_000);
+        let trade = stats.of(DataType::Trade);
+        trade.rows_inserted.store(12345, Relaxed);
+        trade.received.store(12400, Relaxed);
+        trade.dead_letters.store(55, Relaxed);
+        trade.reject("invalid_json");
+        trade.reject("missing \"field\"");
+        trade.observe_insert(std::time::Duration::from_millis(4), 500, Some(1500));
+        let types = [DataType::Trade, DataType::Orderbook];
+        let text = render(&input(&stats, &types));
+        let samples = check_exposition(&text);
+        assert!(
+            text.contains(
+                "marketprism_storage_messages_processed_total{data_type=\"trade\"} 12345\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "marketprism_storage_messages_processed_total{data_type=\"orderbook\"} 0\n"
+            )
+        );
+        assert!(text.contains(
+            "marketprism_storage_validation_errors_total{data_type=\"trade\",reason=\"missing \\\"field\\\"\"} 1\n"
+        ));
+        assert!(text.contains("marketprism_storage_batch_size_total 12345\n"));
+        assert!(text.contains(
+            "marketprism_storage_insert_duration_seconds_bucket{data_type=\"trade\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "marketprism_storage_insert_duration_seconds_bucket{data_type=\"trade\",le=\"0.0025\"} 0\n"
+        ));
+        assert!(text.contains(
+            "marketprism_storage_insert_duration_seconds_bucket{data_type=\"trade\",le=\"0.025\"} 1\n"
+        ));
+        assert!(text.contains(
+            "marketprism_storage_publish_to_insert_seconds_sum{data_type=\"trade\"} 1.5\n"
+        ));
+        assert!(text.contains("marketprism_storage_batch_rows_count{data_type=\"trade\"} 1\n"));
+        let rate = &samples["marketprism_storage_error_rate_percent"][0].1;
+        assert!((rate - 55.0 * 100.0 / 12400.0).abs() < 1e-9);
+        assert!(text.contains("marketprism_storage_process_cpu_percent 12.5\n"));
+        assert!(text.contains("marketprism_storage_uptime_seconds 10\n"));
+    }
+
+    #[test]
+    fn empty_stats_render_zeros_not_nan() {
+        let stats = Stats::new(0);
+        let text = render(&input(&stats, &DataType::ALL));
+        check_exposition(&text);
+        assert!(text.contains("marketprism_storage_error_rate_percent 0\n"));
+        assert!(!text.contains("NaN"));
+    }
+
+    #[test]
+    fn values_format_like_prometheus() {
+        assert_eq!(format_value(12345.0), "12345");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::Metric;
+    use std::collections::BTreeSet;
+
+    /// Every `marketprism_storage_*` name in the shipped alerts and dashboard is one we expose,
+    /// so renaming a metric cannot silently break them.
+    #[test]
+    fn deploy_files_use_defined_metrics() {
+        let defined: BTreeSet<&str> = Metric::ALL.iter().map(|m| m.def().name).collect();
+        for (file, text) in [
+            (
+                "alerts.yml",
+                include_str!("../../deploy/prometheus/alerts.yml"),
+            ),
+            (
+                "marketprism-storage.json",
+                include_str!("../../deploy/grafana/marketprism-storage.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for (at, _) in text.match_indices("marketprism_storage_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| defined.contains(f)))
+                    .unwrap_or(&name);
+                assert!(
+                    defined.contains(family),
+                    "{file} uses undefined metric {name}"
+                );
+                used += 1;
+            }
+            assert!(used > 5, "{file} uses {used} metrics");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The operations HTTP surface: `/health`, `/ready`, `/stats`, `/api/v1/status`, `/metrics` and
+//! the status page at `/`, read from the pipeline's [`Stats`] and never writing to them.
+//!
+//! Consumes: an `Arc<Stats>` (the pipeline's counters), the configured types, the optional bearer
+//! token, and two latches (startup finished, stop requested). Emits: HTTP answers. Never: talks
+//! to NATS or ClickHouse, or changes a counter — the stages know nothing of this module.
+//!
+//! Wiring (in the run command). The ops server gets its own token, cancelled after the pipeline
+//! has drained, so that during the drain `/ready` answers 503 `service: shutting down`:
+//! ```ignore
+//! let started = Latch::new();
+//! let state = OpsState::from_config(stats.clone(), &cfg)
+//!     .with_startup(started.clone())
+//!     .with_stop(stop.clone());
+//! let ops_stop = CancellationToken::new();
+//! tokio::spawn(ops::serve(ops::bind(cfg.http.addr()).await?, ops::router(state.clone()), ops_stop.clone()));
+//! if let Some(addr) = cfg.http.metrics_addr() {
+//!     tokio::spawn(ops::serve(ops::bind(addr).await?, ops::metrics_router(state), ops_stop.clone()));
+//! }
+//! // … schema ensured, pipeline spawned:
+//! started.open();
+//! // … pipeline returned after the stop signal and the drain:
+//! ops_stop.cancel();
+//! ```
+
+pub mod metrics;
+pub mod process;
+pub mod ready;
+pub mod report;
+pub mod summary;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Secret};
+use crate::model::DataType;
+use crate::pipeline::stats::{Stats, now_ms};
+
+pub use ready::{DEFAULT_FAILING_BOUND, Latch, Readiness};
+pub use summary::{Snapshot, summary_line};
+
+/// The status page, embedded in the binary.
+pub const STATUS_PAGE: &str = include_str!("status.html");
+
+/// The `Content-Type` of the Prometheus text format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Errors of the ops server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The listening socket could not be bound.
+    #[error("bind the ops http server on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error("ops http server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the handlers read: the counters and the readiness inputs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OpsState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    stats: Arc<Stats>,
+    types: Vec<DataType>,
+    token: Option<String>,
+    failing_bound: Duration,
+    started: Latch,
+    stop: Option<CancellationToken>,
+    process: Arc<process::ProcessSampler>,
+}
+
+impl OpsState {
+    /// State over `stats` for the given configured types: no token, the default failing bound
+    /// ([`DEFAULT_FAILING_BOUND`]), startup considered done, no stop token.
+    pub fn new(stats: Arc<Stats>, types: impl IntoIterator<Item = DataType>) -> Self {
+        OpsState {
+            inner: Arc::new(Inner {
+                stats,
+                types: types.into_iter().collect(),
+                token: None,
+                failing_bound: DEFAULT_FAILING_BOUND,
+                started: Latch::opened(),
+                stop: None,
+                process: Arc::new(process::ProcessSampler::new()),
+            }),
+        }
+    }
+
+    /// State for the configured types (`nats.types`) and token (`http.token`).
+    pub fn from_config(stats: Arc<Stats>, cfg: &Config) -> Self {
+        OpsState::new(stats, cfg.nats.types.iter().copied()).with_token(cfg.http.token.as_ref())
+    }
+
+    /// Builders run before the state is shared, so `make_mut` does not copy in practice.
+    fn modify(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every endpoint but `/health` (an empty
+    /// token counts as none).
+    pub fn with_token(self, token: Option<&Secret>) -> Self {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .map(|t| t.expose().to_string());
+        self.modify(|i| i.token = token)
+    }
+
+    /// How long a table may fail inserts before `/ready` turns 503.
+    pub fn with_failing_bound(self, bound: Duration) -> Self {
+        self.modify(|i| i.failing_bound = bound)
+    }
+
+    /// `/ready` stays 503 (`service: starting`) until `latch` is opened.
+    pub fn with_startup(self, latch: Latch) -> Self {
+        self.modify(|i| i.started = latch)
+    }
+
+    /// Once `stop` is cancelled, `/ready` answers 503 (`service: shutting down`) and
+    /// `is_running` turns false, so that load balancers drain before the exit.
+    pub fn with_stop(self, stop: CancellationToken) -> Self {
+        self.modify(|i| i.stop = Some(stop))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// The readiness verdict now.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness_at(now_ms())
+    }
+
+    fn is_running(&self) -> bool {
+        !self.inner.stop.as_ref().is_some_and(|s| s.is_cancelled())
+    }
+
+    fn readiness_at(&self, now: i64) -> Readiness {
+        ready::check(&ready::ReadyInputs {
+            stats: &self.inner.stats,
+            types: &self.inner.types,
+            failing_bound: self.inner.failing_bound,
+            started: self.inner.started.is_open(),
+            stopping: !self.is_running(),
+            now_ms: now,
+        })
+    }
+
+    /// Builds a body from the report inputs of this moment.
+    fn report<T>(&self, f: impl FnOnce(&report::ReportInputs<'_>) -> T) -> T {
+        let now = now_ms();
+        let readiness = self.readiness_at(now);
+        f(&report::ReportInputs {
+            stats: &self.inner.stats,
+            types: &self.inner.types,
+            readiness: &readiness,
+            is_running: self.is_running(),
+            now_ms: now,
+        })
+    }
+
+    /// The Prometheus exposition of this moment.
+    pub fn render_metrics(&self) -> String {
+        let now = now_ms();
+        metrics::render(&metrics::ScrapeInput {
+            stats: &self.inner.stats,
+            types: &self.inner.types,
+            process: self.inner.process.sample(),
+            ready: self.readiness_at(now).is_ready(),
+            now_ms: now,
+        })
+    }
+}
+
+/// The full ops surface: `/`, `/health`, `/ready`, `/stats`, `/api/v1/status`, `/metrics`.
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/ready", get(ready_handler))
+        .route("/stats", get(stats))
+        .route("/api/v1/status", get(api_status))
+        .route("/metrics", get(metrics_handler))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for the separate metrics port (`http.metrics_port`; the seed used 9094).
+/// The bearer token applies here too when set.
+pub fn metrics_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Binds a listener, naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, OpsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| OpsError::Bind { addr, source })
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then finishes the requests in
+/// flight and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), OpsError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(OpsError::Serve)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ x);
+    }
+    diff == 0
+}
+
+/// The bearer-token check. `/health` is always open (liveness probes carry no secret); the
+/// status page `/` also accepts `?token=` because a browser cannot set a header on navigation —
+/// the page then sends the header itself on every poll.
+async fn require_token(State(state): State<OpsState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.inner.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if path == "/health" {
+        return next.run(req).await;
+    }
+    let by_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same_secret(t.trim(), expected));
+    let by_query = path == "/"
+        && Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|q| q.0.get("token").map(|t| same_secret(t, expected)))
+            .unwrap_or(false);
+    if by_header || by_query {
+        return next.run(req).await;
+    }
+    let mut resp = (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({"error": "missing or wrong bearer token"})),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"marketprism-storage\""),
+    );
+    resp
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+async fn health(State(state): State<OpsState>) -> Json<serde_json::Value> {
+    Json(state.report(report::health))
+}
+
+async fn ready_handler(State(state): State<OpsState>) -> Response {
+    let (ok, body) = state.report(|i| (i.readiness.is_ready(), report::ready(i)));
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn stats(State(state): State<OpsState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(state.report(report::stats)),
+    )
+        .into_response()
+}
+
+async fn api_status(State(state): State<OpsState>) -> Json<serde_json::Value> {
+    Json(state.report(report::api_status))
+}
+
+async fn metrics_handler(State(state): State<OpsState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.render_metrics(),
+    )
+        .into_response()
+}

@@ -1,0 +1,205 @@
+//! Readiness: one pure function from the counters (and two latches) to a verdict with the
+//! reasons in words, shared by `/ready`, `/health`, `/api/v1/status` and the `ready` metric.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::model::DataType;
+use crate::pipeline::stats::Stats;
+
+/// Default bound on how long a table may keep failing inserts before the service is not ready.
+pub const DEFAULT_FAILING_BOUND: Duration = Duration::from_secs(60);
+
+/// A one-way flag shared between the part of the service that opens it and the ops surface that
+/// reads it (linkerd2-proxy's readiness latch). Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Latch(Arc<AtomicBool>);
+
+impl Latch {
+    /// A closed latch.
+    pub fn new() -> Self {
+        Latch::default()
+    }
+
+    /// A latch that is already open.
+    pub fn opened() -> Self {
+        let l = Latch::new();
+        l.open();
+        l
+    }
+
+    /// Opens it (idempotent; it never closes again).
+    pub fn open(&self) {
+        self.0.store(true, Relaxed);
+    }
+
+    /// Whether it has been opened.
+    pub fn is_open(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What readiness is judged on besides the counters.
+#[derive(Debug, Clone)]
+pub struct ReadyInputs<'a> {
+    /// The counters.
+    pub stats: &'a Stats,
+    /// Types whose consumer must be bound.
+    pub types: &'a [DataType],
+    /// Longest tolerated run of failing inserts per table.
+    pub failing_bound: Duration,
+    /// Startup finished (schema ensured, pipeline started).
+    pub started: bool,
+    /// A stop signal was received (draining).
+    pub stopping: bool,
+    /// Now, unix ms.
+    pub now_ms: i64,
+}
+
+/// The verdict: ready when `reasons` is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Why the service is not ready, one sentence each.
+    pub reasons: Vec<String>,
+}
+
+impl Readiness {
+    /// Whether nothing stands in the way.
+    pub fn is_ready(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    /// `"ready"` or the reasons joined with `"; "`.
+    pub fn summary(&self) -> String {
+        if self.is_ready() {
+            "ready".to_string()
+        } else {
+            self.reasons.join("; ")
+        }
+    }
+}
+
+/// Judges readiness: NATS connected, ClickHouse answering, startup done, not stopping, every
+/// type's consumer bound, and no table failing inserts for longer than the bound.
+pub fn check(i: &ReadyInputs<'_>) -> Readiness {
+    let mut reasons = Vec::new();
+    if i.stopping {
+        reasons.push("service: shutting down".to_string());
+    }
+    if !i.started {
+        reasons.push("service: starting".to_string());
+    }
+    if !i.stats.nats_connected.load(Relaxed) {
+        reasons.push("nats: not connected".to_string());
+    }
+    if !i.stats.clickhouse_up.load(Relaxed) {
+        reasons.push("clickhouse: not answering".to_string());
+    }
+    for t in i.types {
+        let s = i.stats.of(*t);
+        if !s.bound.load(Relaxed) {
+            reasons.push(format!("{t}: consumer not bound"));
+        }
+        let since = s.failing_since_ms.load(Relaxed);
+        if since > 0 {
+            let failing_ms = u64::try_from(i.now_ms.saturating_sub(since)).unwrap_or(0);
+            if Duration::from_millis(failing_ms) > i.failing_bound {
+                let err = s
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_else(|| "no error text".to_string());
+                reasons.push(format!(
+                    "{t}: inserts failing for {} s: {err}",
+                    failing_ms / 1000
+                ));
+            }
+        }
+    }
+    Readiness { reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy(now: i64) -> Stats {
+        let s = Stats::new(now);
+        s.nats_connected.store(true, Relaxed);
+        s.clickhouse_up.store(true, Relaxed);
+        for t in DataType::ALL {
+            s.of(t).bound.store(true, Relaxed);
+        }
+        s
+    }
+
+    fn check_reasons(stats: &Stats, now: i64, expected: &[&str]) {
+        let r = check(&ReadyInputs {
+            stats,
+            types: &[DataType::Trade, DataType::Orderbook],
+            failing_bound: DEFAULT_FAILING_BOUND,
+            started: true,
+            stopping: false,
+            now_ms: now,
+        });
+        assert_eq!(r.reasons, expected);
+    }
+
+    #[test]
+    fn healthy_is_ready() {
+        check_reasons(&healthy(0), 1000, &[]);
+    }
+
+    #[test]
+    fn each_reason_is_named() {
+        let now = 1_000_000;
+        let s = healthy(0);
+        s.nats_connected.store(false, Relaxed);
+        s.clickhouse_up.store(false, Relaxed);
+        s.of(DataType::Orderbook).bound.store(false, Relaxed);
+        s.of(DataType::Trade)
+            .failing_since_ms
+            .store(now - 75_000, Relaxed);
+        s.of(DataType::Trade)
+            .error("Code: 241. MEMORY_LIMIT_EXCEEDED");
+        check_reasons(
+            &s,
+            now,
+            &[
+                "nats: not connected",
+                "clickhouse: not answering",
+                "trade: inserts failing for 75 s: Code: 241. MEMORY_LIMIT_EXCEEDED",
+                "orderbook: consumer not bound",
+            ],
+        );
+    }
+
+    #[test]
+    fn failing_within_the_bound_is_still_ready() {
+        let now = 1_000_000;
+        let s = healthy(0);
+        s.of(DataType::Trade)
+            .failing_since_ms
+            .store(now - 59_000, Relaxed);
+        check_reasons(&s, now, &[]);
+    }
+
+    #[test]
+    fn unconfigured_types_do_not_count() {
+        let s = healthy(0);
+        s.of(DataType::VolatilityIndex).bound.store(false, Relaxed);
+        check_reasons(&s, 1000, &[]);
+    }
+
+    #[test]
+    fn latch_opens_once_and_is_shared() {
+        let l = Latch::new();
+        let c = l.clone();
+        assert!(!c.is_open());
+        l.open();
+        assert!(c.is_open());
+        assert!(Latch::opened().is_open());
+    }
+}

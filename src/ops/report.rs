@@ -1,0 +1,303 @@
+//! The JSON bodies of `/health`, `/stats` and `/api/v1/status`, with the seed's keys (so its
+//! scripts and probes keep working) plus ours. Pure: counters and readiness in, JSON out.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde_json::{Map, Value, json};
+
+use crate::model::DataType;
+use crate::pipeline::stats::{Stats, TypeStats};
+
+use super::ready::Readiness;
+
+/// The `service` value the seed reported.
+pub const SERVICE: &str = "hot_storage";
+
+/// The crate version, reported as `version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What every body is built from.
+#[derive(Debug, Clone)]
+pub struct ReportInputs<'a> {
+    /// The counters.
+    pub stats: &'a Stats,
+    /// The configured data types.
+    pub types: &'a [DataType],
+    /// The readiness verdict.
+    pub readiness: &'a Readiness,
+    /// False once a stop signal was received.
+    pub is_running: bool,
+    /// Now, unix ms.
+    pub now_ms: i64,
+}
+
+impl ReportInputs<'_> {
+    fn bound_count(&self) -> usize {
+        self.types
+            .iter()
+            .filter(|t| self.stats.of(**t).bound.load(Relaxed))
+            .count()
+    }
+
+    fn status(&self) -> &'static str {
+        if self.readiness.is_ready() {
+            "healthy"
+        } else {
+            "degraded"
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&TypeStats) -> u64) -> u64 {
+        self.types.iter().map(|t| f(self.stats.of(*t))).sum()
+    }
+
+    fn max_ms(&self, f: impl Fn(&TypeStats) -> i64) -> i64 {
+        self.types
+            .iter()
+            .map(|t| f(self.stats.of(*t)))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// ISO-8601 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`.
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Unix ms → epoch seconds (float), `null` for 0 (never happened).
+fn epoch_s(ms: i64) -> Value {
+    if ms <= 0 {
+        Value::Null
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// `/health`: the seed's keys plus `clickhouse_up` and the per-type bound flags.
+pub fn health(i: &ReportInputs<'_>) -> Value {
+    let consumers: Map<String, Value> = i
+        .types
+        .iter()
+        .map(|t| {
+            (
+                t.as_str().to_string(),
+                json!(i.stats.of(*t).bound.load(Relaxed)),
+            )
+        })
+        .collect();
+    json!({
+        "status": i.status(),
+        "timestamp": iso(i.now_ms),
+        "service": SERVICE,
+        "version": VERSION,
+        "uptime": (i.now_ms - i.stats.started_ms).max(0) as f64 / 1000.0,
+        "nats_connected": i.stats.nats_connected.load(Relaxed),
+        "clickhouse_up": i.stats.clickhouse_up.load(Relaxed),
+        "subscriptions": i.bound_count(),
+        "is_running": i.is_running,
+        "consumers": consumers,
+    })
+}
+
+/// `/ready`: `ready` and the reasons (empty when ready).
+pub fn ready(i: &ReportInputs<'_>) -> Value {
+    json!({
+        "ready": i.readiness.is_ready(),
+        "reasons": i.readiness.reasons,
+        "timestamp": iso(i.now_ms),
+    })
+}
+
+fn type_stats(s: &TypeStats) -> Value {
+    let rejects: Map<String, Value> = s
+        .rejects
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        .unwrap_or_default();
+    let batches = s.batches.load(Relaxed);
+    let latency_avg = if batches == 0 {
+        0.0
+    } else {
+        s.latency_ms_sum.load(Relaxed) as f64 / batches as f64
+    };
+    let failing = s.failing_since_ms.load(Relaxed);
+    json!({
+        "received": s.received.load(Relaxed),
+        "inserted": s.rows_inserted.load(Relaxed),
+        "dead_letters": s.dead_letters.load(Relaxed),
+        "rejects_by_kind": rejects,
+        "batches": batches,
+        "insert_errors": s.insert_errors.load(Relaxed),
+        "queued": s.queued.load(Relaxed),
+        "queued_bytes": s.queued_bytes.load(Relaxed),
+        "consumer_pending": s.consumer_pending.load(Relaxed),
+        "redeliveries_skipped": s.redeliveries_skipped.load(Relaxed),
+        "resyncs": s.resyncs.load(Relaxed),
+        "last_message": epoch_s(s.last_message_ms.load(Relaxed)),
+        "last_insert": epoch_s(s.last_insert_ms.load(Relaxed)),
+        "last_error": s.last_error.lock().ok().and_then(|e| e.clone()),
+        "last_error_time": epoch_s(s.last_error_ms.load(Relaxed)),
+        "failing_since": epoch_s(failing),
+        "retries": s.retries.load(Relaxed),
+        "bound": s.bound.load(Relaxed),
+        "latency_ms_last": s.last_latency_ms.load(Relaxed),
+        "latency_ms_avg": latency_avg,
+    })
+}
+
+/// `/stats`: the seed's shape (`service_status`, `message_stats`, `health_check`) plus `types`,
+/// `type_order` (the configured order; JSON objects come out key-sorted), `clickhouse_up`,
+/// `ready`, `reasons`, `uptime` and `version`.
+///
+/// `messages_processed` counts rows *inserted* (the seed counted enqueued messages),
+/// `messages_failed` dead letters and `validation_errors` rejections of every kind.
+pub fn stats(i: &ReportInputs<'_>) -> Value {
+    let received = i.sum(|s| s.received.load(Relaxed));
+    let inserted = i.sum(|s| s.rows_inserted.load(Relaxed));
+    let batches = i.sum(|s| s.batches.load(Relaxed));
+    let rejections = i.sum(|s| {
+        s.rejects
+            .lock()
+            .map(|m| m.values().sum::<u64>())
+            .unwrap_or(0)
+    });
+    let types: Map<String, Value> = i
+        .types
+        .iter()
+        .map(|t| (t.as_str().to_string(), type_stats(i.stats.of(*t))))
+        .collect();
+    let nats = i.stats.nats_connected.load(Relaxed);
+    json!({
+        "timestamp": iso(i.now_ms),
+        "service": SERVICE,
+        "version": VERSION,
+        "uptime": (i.now_ms - i.stats.started_ms).max(0) as f64 / 1000.0,
+        "service_status": {
+            "is_running": i.is_running,
+            "subscriptions_count": i.bound_count(),
+            "nats_connected": nats,
+            "clickhouse_up": i.stats.clickhouse_up.load(Relaxed),
+        },
+        "message_stats": {
+            "messages_received": received,
+            "messages_processed": inserted,
+            "messages_failed": i.sum(|s| s.dead_letters.load(Relaxed)),
+            "validation_errors": rejections,
+            "retry_attempts": i.sum(|s| s.retries.load(Relaxed)),
+            "insert_errors": i.sum(|s| s.insert_errors.load(Relaxed)),
+            "last_message_time": epoch_s(i.max_ms(|s| s.last_message_ms.load(Relaxed))),
+            "last_error_time": epoch_s(i.max_ms(|s| s.last_error_ms.load(Relaxed))),
+            "batch_inserts": batches,
+            "batch_size_total": inserted,
+            "batch_size_avg": if batches == 0 { 0.0 } else { inserted as f64 / batches as f64 },
+            "queued": i.sum(|s| s.queued.load(Relaxed)),
+            "consumer_pending": i.sum(|s| s.consumer_pending.load(Relaxed)),
+        },
+        "health_check": {
+            "status": i.status(),
+            "nats_connected": nats,
+            "subscriptions_active": i.bound_count(),
+            "ready": i.readiness.is_ready(),
+            "reasons": i.readiness.reasons,
+        },
+        "types": types,
+        "type_order": i.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// `/api/v1/status`: the seed's envelope around the `/stats` body. Always 200 (the seed's
+/// answered 500 once a message had arrived).
+pub fn api_status(i: &ReportInputs<'_>) -> Value {
+    json!({
+        "status": "success",
+        "message": "service status",
+        "data": {
+            "service": SERVICE,
+            "version": VERSION,
+            "health": {
+                "ok": i.readiness.is_ready(),
+                "summary": i.readiness.summary(),
+            },
+            "stats": stats(i),
+        },
+        "timestamp": iso(i.now_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_is_utc_with_millis() {
+        assert_eq!(iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn stats_has_the_seed_keys() {
+        let stats = Stats::new(0);
+        stats.of(DataType::Trade).rows_inserted.store(7, Relaxed);
+        stats.of(DataType::Trade).batches.store(2, Relaxed);
+        stats.of(DataType::Trade).latency_ms_sum.store(300, Relaxed);
+        let r = Readiness {
+            reasons: vec!["nats: not connected".into()],
+        };
+        let i = ReportInputs {
+            stats: &stats,
+            types: &[DataType::Trade],
+            readiness: &r,
+            is_running: true,
+            now_ms: 5_000,
+        };
+        let v = stats_body_keys(&super::stats(&i));
+        for k in [
+            "timestamp",
+            "service_status.is_running",
+            "service_status.subscriptions_count",
+            "service_status.nats_connected",
+            "message_stats.messages_received",
+            "message_stats.messages_processed",
+            "message_stats.messages_failed",
+            "message_stats.validation_errors",
+            "message_stats.retry_attempts",
+            "message_stats.last_message_time",
+            "message_stats.last_error_time",
+            "message_stats.batch_inserts",
+            "message_stats.batch_size_total",
+            "health_check.status",
+            "health_check.nats_connected",
+            "health_check.subscriptions_active",
+            "types.trade.inserted",
+            "types.trade.latency_ms_avg",
+        ] {
+            assert!(v.contains(&k.to_string()), "missing {k}");
+        }
+        let body = super::stats(&i);
+        assert_eq!(body["message_stats"]["messages_processed"], 7);
+        assert_eq!(body["types"]["trade"]["latency_ms_avg"], 150.0);
+        assert_eq!(body["health_check"]["status"], "degraded");
+        assert_eq!(body["uptime"], 5.0);
+    }
+
+    fn stats_body_keys(v: &Value) -> Vec<String> {
+        fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+            if let Value::Object(m) = v {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.push(key.clone());
+                    walk(&key, v, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", v, &mut out);
+        out
+    }
+}

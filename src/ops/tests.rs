@@ -1,0 +1,346 @@
+//! Router tests, in-process with `oneshot`: every endpoint in healthy and degraded states.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+
+const TYPES: [DataType; 2] = [DataType::Trade, DataType::Orderbook];
+
+/// Counters of a healthy service: connected, both consumers bound, some traffic.
+fn healthy() -> Arc<Stats> {
+    let s = Arc::new(Stats::new(now_ms() - 90_500));
+    s.nats_connected.store(true, Relaxed);
+    s.clickhouse_up.store(true, Relaxed);
+    for t in TYPES {
+        s.of(t).bound.store(true, Relaxed);
+    }
+    let trade = s.of(DataType::Trade);
+    trade.received.store(12_400, Relaxed);
+    trade.rows_inserted.store(12_345, Relaxed);
+    trade.dead_letters.store(55, Relaxed);
+    trade.batches.store(25, Relaxed);
+    trade.last_message_ms.store(now_ms() - 1_000, Relaxed);
+    trade.last_insert_ms.store(now_ms() - 900, Relaxed);
+    trade.reject("invalid_json");
+    s
+}
+
+async fn get(state: &OpsState, uri: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut req = Request::builder().uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn get_json(state: &OpsState, uri: &str) -> (StatusCode, Value) {
+    let (code, body) = get(state, uri, None).await;
+    (code, serde_json::from_str(&body).unwrap())
+}
+
+#[tokio::test]
+async fn health_when_healthy() {
+    let state = OpsState::new(healthy(), TYPES);
+    let (code, v) = get_json(&state, "/health").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["service"], "hot_storage");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["nats_connected"], true);
+    assert_eq!(v["clickhouse_up"], true);
+    assert_eq!(v["subscriptions"], 2);
+    assert_eq!(v["is_running"], true);
+    assert_eq!(v["consumers"]["trade"], true);
+    assert!(v["uptime"].as_f64().unwrap() >= 90.0);
+    let ts = v["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+        "{ts}"
+    );
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["reasons"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn nats_down_is_not_ready_but_alive() {
+    let stats = healthy();
+    stats.nats_connected.store(false, Relaxed);
+    let state = OpsState::new(stats, TYPES);
+    let (code, v) = get_json(&state, "/health").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["nats_connected"], false);
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["reasons"], serde_json::json!(["nats: not connected"]));
+}
+
+#[tokio::test]
+async fn clickhouse_down_is_not_ready() {
+    let stats = healthy();
+    stats.clickhouse_up.store(false, Relaxed);
+    let state = OpsState::new(stats, TYPES);
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["clickhouse: not answering"])
+    );
+    assert_eq!(get_json(&state, "/health").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn type_failing_longer_than_the_bound_is_named() {
+    let stats = healthy();
+    let trade = stats.of(DataType::Trade);
+    trade.failing_since_ms.store(now_ms() - 75_400, Relaxed);
+    trade.error("Code: 252. TOO_MANY_PARTS");
+    let state = OpsState::new(stats.clone(), TYPES);
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["trade: inserts failing for 75 s: Code: 252. TOO_MANY_PARTS"])
+    );
+    // A longer bound tolerates it.
+    let lenient = OpsState::new(stats, TYPES).with_failing_bound(Duration::from_secs(120));
+    assert_eq!(get_json(&lenient, "/ready").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unbound_consumer_and_latches() {
+    let stats = healthy();
+    stats.of(DataType::Orderbook).bound.store(false, Relaxed);
+    let started = Latch::new();
+    let stop = CancellationToken::new();
+    let state = OpsState::new(stats.clone(), TYPES)
+        .with_startup(started.clone())
+        .with_stop(stop.clone());
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["service: starting", "orderbook: consumer not bound"])
+    );
+    started.open();
+    stats.of(DataType::Orderbook).bound.store(true, Relaxed);
+    assert_eq!(get_json(&state, "/ready").await.0, StatusCode::OK);
+    stop.cancel();
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["reasons"], serde_json::json!(["service: shutting down"]));
+    assert_eq!(get_json(&state, "/health").await.1["is_running"], false);
+}
+
+#[tokio::test]
+async fn token_guards_everything_but_health() {
+    let secret = Secret::new("s3cret");
+    let state = OpsState::new(healthy(), TYPES).with_token(Some(&secret));
+    for uri in ["/", "/ready", "/stats", "/api/v1/status", "/metrics"] {
+        assert_eq!(
+            get(&state, uri, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(
+            get(&state, uri, Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(
+            get(&state, uri, Some("s3cret")).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    assert_eq!(get(&state, "/health", None).await.0, StatusCode::OK);
+    // The page (only) accepts the token in the query, since a browser cannot send a header.
+    assert_eq!(get(&state, "/?token=s3cret", None).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&state, "/?token=nope", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&state, "/stats?token=s3cret", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics_only = metrics_router(state.clone());
+    let resp = metrics_only
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // An empty token means no token.
+    let open = OpsState::new(healthy(), TYPES).with_token(Some(&Secret::new("")));
+    assert_eq!(get(&open, "/stats", None).await.0, StatusCode::OK);
+}
+
+#[test]
+fn secret_comparison() {
+    assert!(same_secret("abc", "abc"));
+    assert!(!same_secret("abd", "abc"));
+    assert!(!same_secret("ab", "abc"));
+    assert!(!same_secret("abcd", "abc"));
+    assert!(!same_secret("", "abc"));
+}
+
+#[tokio::test]
+async fn metrics_count_inserted_rows() {
+    let state = OpsState::new(healthy(), TYPES);
+    let (code, text) = get(&state, "/metrics", None).await;
+    assert_eq!(code, StatusCode::OK);
+    metrics::tests::check_exposition(&text);
+    for line in [
+        "marketprism_storage_messages_processed_total{data_type=\"trade\"} 12345",
+        "marketprism_storage_messages_processed_total{data_type=\"orderbook\"} 0",
+        "marketprism_storage_messages_received_total{data_type=\"trade\"} 12400",
+        "marketprism_storage_messages_failed_total{data_type=\"trade\"} 55",
+        "marketprism_storage_validation_errors_total{data_type=\"trade\",reason=\"invalid_json\"} 1",
+        "marketprism_storage_batch_inserts_total{data_type=\"trade\"} 25",
+        "marketprism_storage_batch_size_total 12345",
+        "marketprism_storage_nats_connected 1",
+        "marketprism_storage_clickhouse_up 1",
+        "marketprism_storage_consumer_bound{data_type=\"orderbook\"} 1",
+        "marketprism_storage_ready 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    assert!(text.contains("\nmarketprism_storage_process_rss_bytes "));
+    let metrics_only = metrics_router(state);
+    let resp = metrics_only
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn stats_has_the_seed_shape_and_types() {
+    let state = OpsState::new(healthy(), TYPES);
+    let (code, v) = get_json(&state, "/stats").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["service_status"]["is_running"], true);
+    assert_eq!(v["service_status"]["subscriptions_count"], 2);
+    assert_eq!(v["message_stats"]["messages_received"], 12_400);
+    assert_eq!(v["message_stats"]["messages_processed"], 12_345);
+    assert_eq!(v["message_stats"]["messages_failed"], 55);
+    assert_eq!(v["message_stats"]["validation_errors"], 1);
+    assert_eq!(v["message_stats"]["batch_inserts"], 25);
+    assert_eq!(v["message_stats"]["batch_size_total"], 12_345);
+    assert!(v["message_stats"]["last_message_time"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(v["message_stats"]["last_error_time"], Value::Null);
+    assert_eq!(v["health_check"]["status"], "healthy");
+    assert_eq!(v["health_check"]["subscriptions_active"], 2);
+    let t = &v["types"]["trade"];
+    assert_eq!(t["inserted"], 12_345);
+    assert_eq!(t["rejects_by_kind"]["invalid_json"], 1);
+    assert_eq!(t["bound"], true);
+    assert_eq!(v["types"]["orderbook"]["last_insert"], Value::Null);
+    assert!(
+        v["types"].get("funding_rate").is_none(),
+        "only configured types"
+    );
+}
+
+#[tokio::test]
+async fn api_status_answers_200_after_messages() {
+    let stats = healthy();
+    let state = OpsState::new(stats.clone(), TYPES);
+    let (code, v) = get_json(&state, "/api/v1/status").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["service"], "hot_storage");
+    assert_eq!(v["data"]["health"]["ok"], true);
+    assert_eq!(v["data"]["health"]["summary"], "ready");
+    assert_eq!(
+        v["data"]["stats"]["message_stats"]["messages_processed"],
+        12_345
+    );
+    assert!(v["timestamp"].is_string());
+    stats.clickhouse_up.store(false, Relaxed);
+    let (code, v) = get_json(&state, "/api/v1/status").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["data"]["health"]["ok"], false);
+    assert_eq!(v["data"]["health"]["summary"], "clickhouse: not answering");
+}
+
+#[tokio::test]
+async fn page_is_served_self_contained() {
+    let state = OpsState::new(healthy(), TYPES);
+    let (code, html) = get(&state, "/", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(html.contains("data-field"));
+    assert!(html.contains("fetch(\"stats\""));
+    for external in ["http://", "https://", "//cdn", "<link"] {
+        assert!(!html.contains(external), "page refers to {external}");
+    }
+    assert_eq!(get(&state, "/nope", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_shutdown() {
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        router(OpsState::new(healthy(), TYPES)),
+        stop.clone(),
+    ));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"service\":\"hot_storage\""));
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let taken = std::net::TcpListener::bind(addr).unwrap();
+    assert!(matches!(
+        bind(taken.local_addr().unwrap()).await,
+        Err(OpsError::Bind { .. })
+    ));
+}
+
+#[test]
+fn container_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/storage.yaml");
+    let cfg = Config::load(Some(&path), &|_| None).unwrap().config;
+    assert_eq!(cfg.http.port, 8080);
+    assert_eq!(cfg.http.metrics_port, Some(9094));
+    assert!(cfg.http.bind.is_unspecified());
+}

@@ -1,0 +1,294 @@
+//! The status page in a real browser: the ops server runs in-process on a free port, headless
+//! chromium loads `/`, runs its JavaScript (which polls `/stats`) and dumps the rendered DOM.
+//!
+//! Chromium comes from `scripts/ensure-chromium.sh` (run by `make test`); without it these tests
+//! are skipped with a message rather than failed. `MARKETPRISM_CHROMIUM` overrides the binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use marketprism_storage::config::Secret;
+use marketprism_storage::model::DataType;
+use marketprism_storage::ops::{self, OpsState};
+use marketprism_storage::pipeline::Stats;
+use marketprism_storage::pipeline::stats::now_ms;
+use tokio_util::sync::CancellationToken;
+
+/// The chromium binary, if one is installed.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MARKETPRISM_CHROMIUM") {
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Runs headless chromium on `url` with `extra` flags; returns its stdout.
+async fn run_chromium(bin: &PathBuf, url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra)
+    .arg(url)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("chromium did not finish within 90 s")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the element carrying `data-type="<t>" data-field="<f>"` in a dumped DOM.
+fn cell(dom: &str, data_type: &str, field: &str) -> String {
+    let key = format!("data-type=\"{data_type}\" data-field=\"{field}\"");
+    let at = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("no cell {data_type}/{field} in the DOM:\n{dom}"));
+    let rest = &dom[at..];
+    let start = end_of_start_tag(rest);
+    let end = rest[start..].find("</td>").unwrap();
+    strip_tags(&rest[start..start + end])
+}
+
+/// The text of the element with `id="<id>"`.
+fn by_id(dom: &str, id: &str) -> String {
+    let key = format!("id=\"{id}\"");
+    let at = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("no #{id} in the DOM"));
+    let rest = &dom[at..];
+    let start = end_of_start_tag(rest);
+    let end = rest[start..].find('<').unwrap();
+    rest[start..start + end].to_string()
+}
+
+/// The index just past the `>` closing the start tag `s` is in (quoted `>` skipped).
+fn end_of_start_tag(s: &str) -> usize {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '>' if !quoted => return i + 1,
+            _ => {}
+        }
+    }
+    panic!("unterminated tag: {s}")
+}
+
+fn strip_tags(s: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in s.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Starts the ops server on a free port; returns its base URL and the stop token.
+async fn start(state: OpsState) -> (String, CancellationToken) {
+    let listener = ops::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(ops::serve(listener, ops::router(state), stop.clone()));
+    (format!("http://{addr}"), stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_the_counters() {
+    let Some(bin) = chromium() else {
+        eprintln!(
+            "SKIPPED status_page_renders_the_counters: chromium not found \
+             (run scripts/ensure-chromium.sh or set MARKETPRISM_CHROMIUM)"
+        );
+        return;
+    };
+    let stats = Arc::new(Stats::new(now_ms() - 3_723_000));
+    stats.nats_connected.store(true, Relaxed);
+    stats.clickhouse_up.store(false, Relaxed);
+    let trade = stats.of(DataType::Trade);
+    trade.bound.store(true, Relaxed);
+    trade.rows_inserted.store(12_345, Relaxed);
+    trade.consumer_pending.store(4_321, Relaxed);
+    trade.dead_letters.store(7, Relaxed);
+    trade.retries.store(3, Relaxed);
+    trade.queued.store(250, Relaxed);
+    trade.last_message_ms.store(now_ms() - 2_000, Relaxed);
+    trade.error("Code: 241. DB::Exception: Memory limit exceeded <test>");
+    let book = stats.of(DataType::Orderbook);
+    book.rows_inserted.store(987_654, Relaxed);
+    let secret = Secret::new("page-token");
+    let state = OpsState::new(stats.clone(), [DataType::Trade, DataType::Orderbook])
+        .with_token(Some(&secret));
+    let (base, stop) = start(state).await;
+
+    // The token travels in the page URL; the page must send it as a header to /stats.
+    let dom = run_chromium(
+        &bin,
+        &format!("{base}/?token=page-token"),
+        &["--dump-dom".into()],
+    )
+    .await;
+    stop.cancel();
+
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page never rendered /stats:\n{dom}"
+    );
+    let inserted = cell(&dom, "trade", "inserted");
+    assert!(
+        inserted == "12,345" || inserted == "12345",
+        "trade inserted: {inserted:?}"
+    );
+    assert_eq!(cell(&dom, "orderbook", "inserted"), "987,654");
+    assert_eq!(cell(&dom, "trade", "consumer_pending"), "4,321");
+    assert_eq!(cell(&dom, "trade", "dead_letters"), "7");
+    assert_eq!(cell(&dom, "trade", "retries"), "3");
+    assert_eq!(cell(&dom, "trade", "queued"), "250");
+    assert_eq!(cell(&dom, "orderbook", "last_message"), "never");
+    assert!(cell(&dom, "trade", "last_message").ends_with(" s ago"));
+    assert_eq!(cell(&dom, "trade", "state"), "bound");
+    assert_eq!(cell(&dom, "orderbook", "state"), "not bound");
+    // Counters do not move, so rows/s is 0 once two polls have been compared.
+    assert_eq!(cell(&dom, "trade", "rate"), "0.0");
+    // Text is inserted as text, never as markup.
+    assert_eq!(
+        cell(&dom, "trade", "last_error"),
+        "Code: 241. DB::Exception: Memory limit exceeded &lt;test&gt;"
+    );
+    assert_eq!(by_id(&dom, "nats"), "connected");
+    assert_eq!(by_id(&dom, "clickhouse"), "down");
+    assert_eq!(by_id(&dom, "ready"), "not ready");
+    assert_eq!(
+        by_id(&dom, "version"),
+        format!("v{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        by_id(&dom, "uptime").starts_with("1 h 2 m"),
+        "{}",
+        by_id(&dom, "uptime")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_without_token_shows_the_401() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED status_page_without_token_shows_the_401: chromium not found");
+        return;
+    };
+    let stats = Arc::new(Stats::new(now_ms()));
+    let secret = Secret::new("page-token");
+    let state = OpsState::new(stats, [DataType::Trade]).with_token(Some(&secret));
+    let (base, stop) = start(state).await;
+    let dom = run_chromium(&bin, &format!("{base}/"), &["--dump-dom".into()]).await;
+    stop.cancel();
+    // The page itself needs the token too, so the browser gets the 401 JSON.
+    assert!(dom.contains("missing or wrong bearer token"), "{dom}");
+}
+
+/// Regenerates `docs/status-page.png` from a lively fake service:
+/// `cargo test --test it ops::screenshot -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/status-page.png; run by hand"]
+async fn screenshot() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED screenshot: chromium not found");
+        return;
+    };
+    let stats = Arc::new(Stats::new(now_ms() - 26 * 3_600_000 - 17 * 60_000));
+    stats.nats_connected.store(true, Relaxed);
+    stats.clickhouse_up.store(true, Relaxed);
+    // (type, rows/s, base rows, pending, dead letters, retries, latency ms)
+    let plan: [(DataType, u64, u64, u64, u64, u64, u64); 8] = [
+        (DataType::Trade, 1850, 172_406_311, 412, 3, 0, 640),
+        (DataType::Orderbook, 620, 58_012_877, 96, 0, 0, 910),
+        (DataType::FundingRate, 2, 187_320, 0, 0, 0, 1_210),
+        (DataType::OpenInterest, 2, 187_296, 0, 1, 0, 1_150),
+        (DataType::Liquidation, 1, 20_418, 0, 0, 0, 730),
+        (DataType::LsrTopPosition, 1, 112_388, 0, 0, 0, 1_020),
+        (DataType::LsrAllAccount, 1, 112_390, 0, 0, 2, 980),
+        (DataType::VolatilityIndex, 0, 4_680, 0, 0, 0, 1_340),
+    ];
+    for (t, _, base, pending, dead, retries, lat) in plan {
+        let s = stats.of(t);
+        s.bound.store(true, Relaxed);
+        s.rows_inserted.store(base, Relaxed);
+        s.consumer_pending.store(pending, Relaxed);
+        s.dead_letters.store(dead, Relaxed);
+        s.retries.store(retries, Relaxed);
+        s.last_latency_ms.store(lat, Relaxed);
+        s.batches.store(base / 500 + 1, Relaxed);
+        s.last_message_ms.store(now_ms() - 300, Relaxed);
+    }
+    stats
+        .of(DataType::LsrAllAccount)
+        .error("Code: 242. DB::Exception: Table is in readonly mode (retried, then stored)");
+    stats
+        .of(DataType::VolatilityIndex)
+        .last_message_ms
+        .store(now_ms() - 41_000, Relaxed);
+    // Counters grow in real time while the page polls.
+    let bump = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            loop {
+                let secs = t0.elapsed().as_secs_f64();
+                for (t, rate, base, ..) in plan {
+                    let s = stats.of(t);
+                    s.rows_inserted
+                        .store(base + (rate as f64 * secs) as u64, Relaxed);
+                    if rate > 0 {
+                        s.last_message_ms.store(now_ms() - 200, Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let (base, stop) = start(OpsState::new(stats, DataType::ALL)).await;
+    let png = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png");
+    run_chromium(
+        &bin,
+        &format!("{base}/"),
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1280,800".into(),
+        ],
+    )
+    .await;
+    bump.abort();
+    stop.cancel();
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+    eprintln!("wrote {}", png.display());
+}
