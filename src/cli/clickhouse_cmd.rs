@@ -25,7 +25,8 @@ pub struct ClickhouseArgs {
 /// Starts the server, prints its URL, forwards SIGINT/SIGTERM and waits for it to exit.
 pub async fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     let tools = Tools::locate(&args.tools_dir)?;
-    let mut server = EmbeddedClickHouse::start(&tools, &args.data_dir, &args.listen).await?;
+    let mut server =
+        EmbeddedClickHouse::start_logging(&tools, &args.data_dir, &args.listen, "info").await?;
     super::out(&format!(
         "embedded ClickHouse listening on {} (data in {}); Ctrl-C to stop\n",
         server.url,

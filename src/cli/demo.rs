@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Address of the embedded ClickHouse (default: `embedded.listen`, 127.0.0.1:8123).
     #[arg(long)]
     pub clickhouse_listen: Option<std::net::SocketAddr>,
+    /// Port of the status page and /health, /ready, /stats, /metrics (default: `http.port`).
+    #[arg(long)]
+    pub http_port: Option<u16>,
 }
 
 const EXAMPLES: [(&str, &str); 3] = [
@@ -67,23 +70,43 @@ fn progress_line(stats: &Stats, started: Instant, published: u64) -> String {
 pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let tools = Tools::locate(&cfg.embedded.tools_dir)?;
     let nats_dir = cfg.embedded.data_dir.join("nats");
-    let nats = EmbeddedNats::start(&tools, &nats_dir, args.nats_port, Some(args.nats_monitor_port))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} (is another NATS on port {}? use --nats-port)", args.nats_port))?;
+    let nats = EmbeddedNats::start(
+        &tools,
+        &nats_dir,
+        args.nats_port,
+        Some(args.nats_monitor_port),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (is another NATS on port {}? use --nats-port)",
+            args.nats_port
+        )
+    })?;
     let mut cfg = cfg.clone();
     cfg.nats.urls = vec![nats.url.clone()];
     if let Some(l) = args.clickhouse_listen {
         cfg.embedded.listen = l;
     }
+    if let Some(p) = args.http_port {
+        cfg.http.port = p;
+    }
     let ch_url = cfg.clickhouse.base_url(&cfg.embedded);
     super::out(&format!(
-        "MarketPrism Storage demo\n  NATS        {} (monitoring http://127.0.0.1:{}/jsz)\n  ClickHouse  {} ({})\n  data        {}\n  Ctrl-C to stop{}\n\n",
+        "MarketPrism Storage demo\n  status page http://{}/\n  NATS        {} (monitoring http://127.0.0.1:{}/jsz)\n  ClickHouse  {} ({})\n  data        {}\n  Ctrl-C to stop{}\n\n",
+        cfg.http.addr(),
         nats.url,
         args.nats_monitor_port,
         ch_url,
-        if cfg.clickhouse.is_embedded() { "embedded" } else { "configured server" },
+        if cfg.clickhouse.is_embedded() {
+            "embedded"
+        } else {
+            "configured server"
+        },
         cfg.embedded.data_dir.display(),
-        args.duration.map(|d| format!(" (or after {d:?})")).unwrap_or_default(),
+        args.duration
+            .map(|d| format!(" (or after {d:?})"))
+            .unwrap_or_default(),
     ));
 
     let stop = CancellationToken::new();
@@ -93,7 +116,10 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         let stats = stats.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let args = super::run::RunArgs { no_init: false, instance_id: None };
+            let args = super::run::RunArgs {
+                no_init: false,
+                instance_id: None,
+            };
             super::run::serve(&cfg, &args, stats, stop).await
         })
     };
@@ -102,8 +128,14 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let client = async_nats::connect(&nats.url).await?;
     let js = async_nats::jetstream::new(client.clone());
     let ready = Instant::now();
-    while js.get_stream(&cfg.nats.streams.high_frequency.name).await.is_err()
-        || js.get_stream(&cfg.nats.streams.market_data.name).await.is_err()
+    while js
+        .get_stream(&cfg.nats.streams.high_frequency.name)
+        .await
+        .is_err()
+        || js
+            .get_stream(&cfg.nats.streams.market_data.name)
+            .await
+            .is_err()
     {
         if ready.elapsed() > Duration::from_secs(60) || service.is_finished() {
             stop.cancel();
@@ -150,7 +182,13 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     if !interrupted {
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
-            let stored: u64 = DataType::ALL.iter().map(|t| stats.of(*t).rows_inserted.load(Relaxed) + stats.of(*t).dead_letters.load(Relaxed)).sum();
+            let stored: u64 = DataType::ALL
+                .iter()
+                .map(|t| {
+                    stats.of(*t).rows_inserted.load(Relaxed)
+                        + stats.of(*t).dead_letters.load(Relaxed)
+                })
+                .sum();
             if stored >= total_published {
                 break;
             }
@@ -168,22 +206,31 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut total = 0u64;
     for t in DataType::ALL {
-        let n = sink.fetch_count(&format!("SELECT count() FROM {}", t.table())).await?;
+        let n = sink
+            .fetch_count(&format!("SELECT count() FROM {}", t.table()))
+            .await?;
         total += n;
         rows.push(vec![t.table().to_string(), n.to_string()]);
     }
     let dead = sink.fetch_count("SELECT count() FROM dead_letters").await?;
     rows.push(vec!["dead_letters".into(), dead.to_string()]);
-    let mut out = format!("\npublished {total_published} messages in {:.0} s; {total} rows stored\n\n", started.elapsed().as_secs_f64());
+    let mut out = format!(
+        "\npublished {total_published} messages in {:.0} s; {total} rows stored\n\n",
+        started.elapsed().as_secs_f64()
+    );
     out.push_str(&super::table::render(&["table", "rows"], &rows));
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| {
             let cwd = std::env::current_dir().ok()?;
-            p.strip_prefix(&cwd).ok().map(|r| format!("./{}", r.display()))
+            p.strip_prefix(&cwd)
+                .ok()
+                .map(|r| format!("./{}", r.display()))
         })
         .unwrap_or_else(|| "marketprism-storage".into());
-    out.push_str("\nThe data stays in the embedded ClickHouse; `query` starts it for the question. Try:\n");
+    out.push_str(
+        "\nThe data stays in the embedded ClickHouse; `query` starts it for the question. Try:\n",
+    );
     for (what, sql) in EXAMPLES {
         out.push_str(&format!("\n  # {what}\n  {exe} query \"{sql}\"\n"));
     }

@@ -116,7 +116,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         return clickhouse_cmd::run(args).await;
     }
     let loaded = load_config(cli.config.as_deref())?;
-    init_logging(Some(&loaded.config), cli.log_format);
+    if matches!(cli.command, Command::Demo(_))
+        && std::env::var_os("LOG_LEVEL").is_none()
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // The demo talks through its progress line; logs only when something is wrong.
+        let mut quiet = loaded.config.clone();
+        quiet.log.level = "warn".into();
+        init_logging(Some(&quiet), cli.log_format);
+    } else {
+        init_logging(Some(&loaded.config), cli.log_format);
+    }
     match cli.command {
         Command::Run(args) => run::run(&loaded.config, &args).await,
         Command::Init(args) => init::run(&loaded.config, &args).await,

@@ -11,6 +11,7 @@ use crate::batch::Limits;
 use crate::config::{Config, NatsMode, StreamConfig};
 use crate::embedded::{EmbeddedClickHouse, Tools};
 use crate::model::DataType;
+use crate::ops;
 use crate::pipeline::{self, Settings, Stats};
 use crate::schema;
 use crate::source::ConsumerSpec;
@@ -201,11 +202,101 @@ pub async fn serve(
     result
 }
 
+/// Binds the ops HTTP surface (and the optional metrics port) and serves it until `ops_stop`.
+async fn start_ops(
+    cfg: &Config,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    ops_stop: CancellationToken,
+    started: ops::Latch,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let state = ops::OpsState::from_config(stats, cfg)
+        .with_startup(started)
+        .with_stop(stop);
+    let mut tasks = Vec::new();
+    let listener = ops::bind(cfg.http.addr()).await?;
+    tracing::info!(url = %format!("http://{}/", cfg.http.addr()), "status page, /health, /ready, /stats, /metrics");
+    let router = ops::router(state.clone());
+    let s = ops_stop.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = ops::serve(listener, router, s).await {
+            tracing::error!(error = %e, "ops server stopped");
+        }
+    }));
+    if let Some(addr) = cfg.http.metrics_addr() {
+        let listener = ops::bind(addr).await?;
+        let router = ops::metrics_router(state);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ops::serve(listener, router, ops_stop).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Pings ClickHouse every 2 s (for `/ready`) and logs a summary line every 30 s.
+fn spawn_watchers(sink: Arc<crate::sink::Sink>, stats: Arc<Stats>, stop: CancellationToken) {
+    let s = stats.clone();
+    let st = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let up = tokio::time::timeout(Duration::from_secs(2), sink.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if s.clickhouse_up.swap(up, Relaxed) != up {
+                if up {
+                    tracing::info!("clickhouse answering")
+                } else {
+                    tracing::warn!("clickhouse not answering")
+                }
+            }
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(2)) => {}, _ = st.cancelled() => return }
+        }
+    });
+    tokio::spawn(async move {
+        let every = Duration::from_secs(30);
+        let mut prev = ops::Snapshot::take(&stats);
+        loop {
+            tokio::select! { _ = tokio::time::sleep(every) => {}, _ = stop.cancelled() => return }
+            tracing::info!("{}", ops::summary_line(&stats, &prev, every));
+            prev = ops::Snapshot::take(&stats);
+        }
+    });
+}
+
 async fn serve_with_clickhouse(
     cfg: &Config,
     args: &RunArgs,
     stats: Arc<Stats>,
     stop: CancellationToken,
+) -> anyhow::Result<()> {
+    // The ops server outlives the pipeline's stop so `/ready` says "shutting down" while
+    // batches drain; it is cancelled last.
+    let ops_stop = CancellationToken::new();
+    let started = ops::Latch::new();
+    let ops_tasks = start_ops(
+        cfg,
+        stats.clone(),
+        stop.clone(),
+        ops_stop.clone(),
+        started.clone(),
+    )
+    .await?;
+    let result = serve_pipeline(cfg, args, stats, stop, started).await;
+    ops_stop.cancel();
+    for t in ops_tasks {
+        let _ = t.await;
+    }
+    result
+}
+
+async fn serve_pipeline(
+    cfg: &Config,
+    args: &RunArgs,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    started: ops::Latch,
 ) -> anyhow::Result<()> {
     let mut sink = super::sink_for(cfg, &cfg.hot_endpoint());
     if !args.no_init {
@@ -215,6 +306,7 @@ async fn serve_with_clickhouse(
         stats.clickhouse_up.store(true, Relaxed);
     }
     let sink = Arc::new(sink);
+    spawn_watchers(sink.clone(), stats.clone(), stop.clone());
     let client = connect_nats(cfg, stats.clone()).await?;
     if cfg.nats.mode == NatsMode::Core {
         tracing::warn!(
@@ -227,6 +319,7 @@ async fn serve_with_clickhouse(
             .filter_map(|t| s.limits.get(t).map(|l| (*t, *l)))
             .collect();
         let run = pipeline::core::run(types, client.clone(), sink, stats, stop.clone());
+        started.open();
         tokio::pin!(run);
         tokio::select! {
             r = &mut run => r?,
@@ -243,6 +336,7 @@ async fn serve_with_clickhouse(
     tracing::info!(types = ?settings.types, instance = %settings.instance_id, "starting pipeline");
     let grace = cfg.shutdown_grace;
     let pipeline = pipeline::run(settings, client.clone(), sink, stats, stop.clone());
+    started.open();
     tokio::pin!(pipeline);
     tokio::select! {
         r = &mut pipeline => r?,

@@ -127,11 +127,23 @@ pub struct EmbeddedClickHouse {
 
 impl EmbeddedClickHouse {
     /// Starts the server on `listen` (`host:port`, port 0 = any free port) over `data_dir`
-    /// and waits until it answers. Its stderr is inherited so its errors reach the user.
+    /// and waits until it answers. Its stderr is inherited so its errors reach the user; it
+    /// logs warnings and errors only (see [`EmbeddedClickHouse::start_logging`]).
     pub async fn start(
         tools: &Tools,
         data_dir: &Path,
         listen: &str,
+    ) -> Result<EmbeddedClickHouse, EmbeddedError> {
+        Self::start_logging(tools, data_dir, listen, "warning").await
+    }
+
+    /// [`EmbeddedClickHouse::start`] with the server's own log level (`debug`, `info`,
+    /// `warning`, `error`).
+    pub async fn start_logging(
+        tools: &Tools,
+        data_dir: &Path,
+        listen: &str,
+        log_level: &str,
     ) -> Result<EmbeddedClickHouse, EmbeddedError> {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("create data dir {}", data_dir.display())))?;
@@ -144,6 +156,8 @@ impl EmbeddedClickHouse {
             .arg(data_dir)
             .arg("--listen")
             .arg(listen)
+            .arg("--log-level")
+            .arg(log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

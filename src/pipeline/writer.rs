@@ -91,6 +91,7 @@ impl Writer {
             tracing::warn!(data_type = %self.data_type, attempt, ?delay, error = %e, "insert failed; retrying");
         };
         let dt = self.data_type;
+        let t0 = std::time::Instant::now();
         let isolation = match self
             .sink
             .insert_isolating(
@@ -149,11 +150,14 @@ impl Writer {
         st.batches.fetch_add(1, Relaxed);
         let now = now_ms();
         st.last_insert_ms.store(now, Relaxed);
+        let mut latency = None;
         if b.first_published_ms != i64::MAX {
             let lat = u64::try_from(now.saturating_sub(b.first_published_ms)).unwrap_or(0);
             st.last_latency_ms.store(lat, Relaxed);
             st.latency_ms_sum.fetch_add(lat, Relaxed);
+            latency = Some(lat);
         }
+        st.observe_insert(t0.elapsed(), inserted_rows as u64, latency);
         self.stored_through.fetch_max(b.last_seq, Relaxed);
         tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
             rows = inserted_rows, dead = dead.len(), %token, "batch stored");
