@@ -40,6 +40,7 @@ unit:
 	$(CARGO) test --locked --lib --bins
 
 it: setup
+	./scripts/ensure-chromium.sh
 	$(PY) -m unittest discover -s embedded -p 'test_*.py'
 	MARKETPRISM_TOOLS_DIR=$(CURDIR)/$(VENV) $(CARGO) test --locked --test it -- --test-threads=2
 
