@@ -50,20 +50,29 @@ pub async fn ack_confirmed(handle: &AckHandle) -> Result<(), AckError> {
     })
 }
 
-/// Acks, retrying until confirmed or until `stop` says to give up (shutdown: the journal makes
-/// an unconfirmed ack harmless, the messages are re-read and deduplicated on the next start).
+/// How many times an ack is tried before the caller gives up and resynchronises.
+///
+/// An ack that cannot be confirmed (NATS down for long, or a restarted server whose consumer
+/// state no longer knows the delivery) is never worth waiting on forever: the journal makes an
+/// unconfirmed ack harmless — the messages are re-read from the ack floor, re-cut at the same
+/// boundaries and deduplicated — and a later ack covers them.
+pub const ACK_ATTEMPTS: u32 = 6;
+
+/// Acks, retrying until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or until `stop`.
 pub async fn ack_until_confirmed(
     handle: &AckHandle,
     stop: &tokio_util::sync::CancellationToken,
     mut on_retry: impl FnMut(&AckError),
 ) -> Result<(), AckError> {
     let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
     loop {
         match ack_confirmed(handle).await {
             Ok(()) => return Ok(()),
             Err(e) => {
+                attempt += 1;
                 on_retry(&e);
-                if stop.is_cancelled() {
+                if stop.is_cancelled() || attempt >= ACK_ATTEMPTS {
                     return Err(e);
                 }
                 tokio::select! {

@@ -42,6 +42,8 @@ pub async fn run(
             .map_err(api_err(format!("subscribe {}", dt.subject_filter())))?;
         let (tx, rx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
+        // Core mode has no acks, so nothing ever asks for a resync.
+        let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             data_type: dt,
             durable: format!("core-{nonce}-{dt}"),
@@ -52,6 +54,8 @@ pub async fn run(
             stored_through: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             journaled: Vec::new(),
             floor: 0,
+            needs_resync: needs_resync.clone(),
+            broken: false,
         };
         tasks.push(tokio::spawn(writer.run(drx)));
         tasks.push(tokio::spawn(decoder::run(rx, dtx, stats.clone())));

@@ -196,6 +196,7 @@ async fn run_type(ctx: TypeCtx) {
     // Cancelled on shutdown (parent) or when the lease is lost (this type only).
     let type_stop = stop.child_token();
     let stored_through = Arc::new(AtomicU64::new(0));
+    let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel(1);
     let (dtx, drx) = mpsc::channel(1);
     let writer = writer::Writer {
@@ -208,6 +209,8 @@ async fn run_type(ctx: TypeCtx) {
         stored_through: stored_through.clone(),
         journaled: Vec::new(),
         floor: 0,
+        needs_resync: needs_resync.clone(),
+        broken: false,
     };
     let reader = reader::Reader {
         data_type: dt,
@@ -220,6 +223,7 @@ async fn run_type(ctx: TypeCtx) {
         stop: type_stop.clone(),
         to_writer: tx,
         stored_through,
+        needs_resync,
     };
     let wh = tokio::spawn(writer.run(drx));
     let dh = tokio::spawn(decoder::run(rx, dtx, ctx.stats.clone()));

@@ -51,6 +51,8 @@ pub(crate) struct Reader {
     pub to_writer: mpsc::Sender<WriterCmd>,
     /// Highest stream sequence the writer has inserted (shared with it).
     pub stored_through: Arc<AtomicU64>,
+    /// Set by the writer when an ack could not be confirmed: resynchronise.
+    pub needs_resync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reader {
@@ -196,6 +198,7 @@ impl Reader {
             .map_err(api_err(format!("pull from {}", self.spec.durable)))?;
         let stop = self.stop.clone();
         let mut skip_ack: Option<AckHandle> = None;
+        let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -204,6 +207,15 @@ impl Reader {
                     batcher.close();
                     self.send_closed(&mut batcher).await?;
                     return Ok(Flow::Exit);
+                }
+                _ = check.tick() => {
+                    if self.needs_resync.swap(false, Relaxed) {
+                        // The writer drops batches until our Reset: hand over what we hold
+                        // (dropped, re-read after the resync) and start over.
+                        batcher.close();
+                        self.send_closed(&mut batcher).await?;
+                        return Ok(Flow::Resync("an ack was not confirmed"));
+                    }
                 }
                 _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
                     batcher.poll_age(Instant::now());

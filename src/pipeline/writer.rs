@@ -43,6 +43,11 @@ pub(crate) struct Writer {
     pub journaled: Vec<JournalEntry>,
     /// The confirmed ack floor (stream sequence).
     pub floor: u64,
+    /// Set when an ack could not be confirmed: the reader must resynchronise from the ack
+    /// floor, and until its `Reset` arrives the writer drops batches (they will be re-read).
+    pub needs_resync: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether batches are being dropped until the next `Reset`.
+    pub broken: bool,
 }
 
 impl Writer {
@@ -53,8 +58,10 @@ impl Writer {
                 StageCmd::Reset { journaled, floor } => {
                     self.journaled = journaled;
                     self.floor = floor;
+                    self.broken = false;
                     true
                 }
+                StageCmd::Batch(_) | StageCmd::AckOnly(_) if self.broken => true,
                 StageCmd::Sync(tx) => {
                     let _ = tx.send(());
                     true
@@ -216,9 +223,11 @@ impl Writer {
             let _ = crate::ack::ack_no_wait(h).await;
         }
         let st = self.stats.of(self.data_type);
+        let dt = self.data_type;
         let res = ack_until_confirmed(last, &self.stop, |e| {
             st.retries.fetch_add(1, Relaxed);
             st.error(e.to_string());
+            tracing::warn!(data_type = %dt, error = %e, "ack not confirmed; retrying");
         })
         .await;
         match res {
@@ -233,9 +242,18 @@ impl Writer {
                 self.journaled.drain(..drop);
                 true
             }
-            Err(e) => {
+            Err(e) if self.stop.is_cancelled() => {
                 tracing::warn!(data_type = %self.data_type, error = %e, "ack abandoned at shutdown");
                 false
+            }
+            Err(e) => {
+                // The rows are stored and journaled: re-read them from the ack floor (they are
+                // re-cut at the same boundaries and deduplicated) rather than wait forever.
+                tracing::warn!(data_type = %self.data_type, error = %e,
+                    "ack not confirmed; resynchronising from the ack floor");
+                self.broken = true;
+                self.needs_resync.store(true, Relaxed);
+                true
             }
         }
     }

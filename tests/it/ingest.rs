@@ -377,3 +377,32 @@ async fn nats_restart_and_a_20s_clickhouse_outage_lose_nothing() {
     assert_exactly_once(&ch, 70_000, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_while_draining_a_backlog_loses_and_duplicates_nothing() {
+    let mut nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    const N: u64 = 150_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_trades(&client, 0, N, now).await;
+    // Let the server write the backlog out before it is killed: what a SIGKILLed server had
+    // not written is its own loss, not the service's.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(client);
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    let mut rng = rand::rng();
+    for k in 0..3 {
+        let ms = rng.random_range(300..1_200);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let before = ch.count("marketprism_hot.trades").await;
+        nats.kill().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nats.restart().await;
+        eprintln!("nats kill {k} after {ms} ms at {before} rows");
+    }
+    assert_exactly_once(&ch, N, &svc).await;
+    assert_eq!(svc.terminate(), Some(0));
+}
