@@ -561,3 +561,50 @@ impl Progress for TermProgress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn service_migrates_when_enabled_or_flagged_but_not_dry() {
+        let mut cfg = Config::defaults().unwrap();
+        assert!(service_stats(&cfg, false).is_none());
+        assert!(service_stats(&cfg, true).is_some());
+        cfg.migration.enabled = true;
+        assert!(service_stats(&cfg, false).is_some());
+        cfg.migration.dry_run = true;
+        assert!(service_stats(&cfg, true).is_none());
+    }
+
+    #[test]
+    fn run_migrate_flag_and_metrics_port_parse() {
+        let cli =
+            crate::cli::Cli::try_parse_from(["marketprism-storage", "run", "--migrate"]).unwrap();
+        assert!(matches!(cli.command, crate::cli::Command::Run(a) if a.migrate));
+        let cli = crate::cli::Cli::try_parse_from([
+            "marketprism-storage",
+            "migrate",
+            "--metrics-port",
+            "9095",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, crate::cli::Command::Migrate(a) if a.metrics_port == Some(9095))
+        );
+    }
+
+    #[test]
+    fn config_options_follow_the_config() {
+        let mut cfg = Config::defaults().unwrap();
+        cfg.migration.exchange = Some("okx".into());
+        let o = config_options(&cfg);
+        assert_eq!(o.window, cfg.migration.window);
+        assert_eq!(o.chunk, Duration::from_secs(3600));
+        assert_eq!(o.tables, DataType::ALL.to_vec());
+        assert_eq!(o.filters.exchange.as_deref(), Some("okx"));
+        assert!(!o.recheck_all);
+    }
+}
