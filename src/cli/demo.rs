@@ -119,6 +119,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             let args = super::run::RunArgs {
                 no_init: false,
                 instance_id: None,
+                migrate: false,
             };
             super::run::serve(&cfg, &args, stats, stop).await
         })

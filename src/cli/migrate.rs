@@ -1,20 +1,30 @@
 //! `migrate`: copy hot rows older than the window into cold, verified chunk by chunk.
 //!
 //! `--once` runs one cycle and exits (non-zero if a chunk stayed mismatched); otherwise a
-//! cycle runs every `--interval` until SIGINT/SIGTERM. `--dry-run` prints what would move.
+//! cycle runs every `--interval` until SIGINT/SIGTERM, serving the migrator's counters on
+//! `--metrics-port` if given. `--dry-run` prints what would move.
+//!
+//! The same loop runs inside the service (`run --migrate`, `migration.enabled`):
+//! [`spawn_migration`] starts it with the counters the service's ops surface exports.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::migrate::exec::NoProgress;
 use crate::migrate::plan::fmt_ms;
 use crate::migrate::{
     Filters, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span, exec,
 };
 use crate::model::DataType;
+use crate::ops;
+use crate::pipeline::Stats;
 
 /// Arguments of `migrate` (flags override `MIGRATION_*` and the `migration.*` config keys).
 #[derive(Debug, clap::Args)]
@@ -50,9 +60,16 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub recheck_all: bool,
     /// Chunk width in minutes (the grid is aligned to the epoch, so 60 = whole hours).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_CHUNK_MINUTES)]
     pub chunk_minutes: u64,
+    /// Without --once: serve /metrics (the marketprism_cold_* families) on this port, on
+    /// `http.bind` (the seed's cold service used 9095).
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
 }
+
+/// Chunk width of the grid, in minutes: whole hours.
+const DEFAULT_CHUNK_MINUTES: u64 = 60;
 
 /// Parses `--table` values (`trades` or `trade`).
 pub fn parse_tables(names: &[String]) -> anyhow::Result<Vec<DataType>> {
@@ -122,29 +139,34 @@ pub async fn sinks(
     Ok((hot, cold, same_server, embedded))
 }
 
-/// Runs `migrate`.
-pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
-    let opts = MigratorOptions {
-        window: window(cfg, args.window_hours)?,
-        chunk: Duration::from_secs(args.chunk_minutes.max(1) * 60),
-        batch_limit: args
-            .batch_limit
-            .unwrap_or(cfg.migration.batch_limit.get())
-            .max(1),
-        filters: filters(cfg, &args.symbol_prefix, &args.exchange, &args.market_type),
-        dry_run: args.dry_run || cfg.migration.dry_run,
+/// The migrator options from the configuration alone: every table, hour chunks, the
+/// configured filters. What the service runs; `migrate`'s flags override them.
+pub fn config_options(cfg: &Config) -> MigratorOptions {
+    MigratorOptions {
+        window: cfg.migration.window,
+        chunk: Duration::from_secs(DEFAULT_CHUNK_MINUTES * 60),
+        batch_limit: cfg.migration.batch_limit.get(),
+        filters: filters(cfg, &None, &None, &None),
+        dry_run: cfg.migration.dry_run,
         lag: cfg.migration.lag,
         recheck_windows: cfg.migration.recheck_windows,
-        tables: parse_tables(&args.tables)?,
+        tables: DataType::ALL.to_vec(),
         leaf_rows: exec::DEFAULT_LEAF_ROWS,
-        recheck_all: args.recheck_all,
-    };
-    let interval = args
-        .interval
-        .map(Duration::from_secs)
-        .unwrap_or(cfg.migration.interval)
-        .max(Duration::from_secs(1));
-    let (hot, cold, same_server, embedded) = sinks(cfg).await?;
+        recheck_all: false,
+    }
+}
+
+/// Time between cycles: `migration.interval`, at least 1 s.
+fn config_interval(cfg: &Config) -> Duration {
+    cfg.migration.interval.max(Duration::from_secs(1))
+}
+
+fn log_start(
+    opts: &MigratorOptions,
+    hot: &crate::sink::Sink,
+    cold: &crate::sink::Sink,
+    same_server: bool,
+) {
     tracing::info!(
         hot = hot.database(),
         cold = cold.database(),
@@ -156,23 +178,166 @@ pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
         dry_run = opts.dry_run,
         "migrate"
     );
+}
+
+/// Runs `migrate`.
+pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
+    let defaults = config_options(cfg);
+    let opts = MigratorOptions {
+        window: window(cfg, args.window_hours)?,
+        chunk: Duration::from_secs(args.chunk_minutes.max(1) * 60),
+        batch_limit: args.batch_limit.unwrap_or(defaults.batch_limit).max(1),
+        filters: filters(cfg, &args.symbol_prefix, &args.exchange, &args.market_type),
+        dry_run: args.dry_run || defaults.dry_run,
+        tables: parse_tables(&args.tables)?,
+        recheck_all: args.recheck_all,
+        ..defaults
+    };
+    let interval = args
+        .interval
+        .map(Duration::from_secs)
+        .unwrap_or(cfg.migration.interval)
+        .max(Duration::from_secs(1));
+    let looping = !(args.once || opts.dry_run);
+    // Bound before any ClickHouse work, so a busy port fails the start at once.
+    let metrics = match args.metrics_port.filter(|_| looping) {
+        Some(port) => Some(ops::bind(SocketAddr::new(cfg.http.bind, port)).await?),
+        None => None,
+    };
+    let (hot, cold, same_server, embedded) = sinks(cfg).await?;
+    let stats = Arc::new(MigrationStats::new());
     let dry_run = opts.dry_run;
-    let migrator = Migrator::new(
-        hot,
-        cold,
-        same_server,
-        opts,
-        Arc::new(MigrationStats::new()),
-    );
-    let result = if args.once || dry_run {
-        once(&migrator, dry_run).await
+    log_start(&opts, &hot, &cold, same_server);
+    let migrator = Migrator::new(hot, cold, same_server, opts, stats.clone());
+    let result = if looping {
+        let stop = CancellationToken::new();
+        spawn_stop_on_signal(stop.clone())?;
+        let server = metrics.map(|listener| serve_metrics(cfg, listener, stats, stop.clone()));
+        let r = cycle_loop(&migrator, interval, &stop, true).await;
+        stop.cancel();
+        if let Some(s) = server {
+            let _ = s.await;
+        }
+        Ok(r)
     } else {
-        looped(&migrator, interval).await
+        once(&migrator, dry_run).await
     };
     if let Some(s) = embedded {
         s.stop().await;
     }
     result
+}
+
+/// Cancels `stop` on SIGINT/SIGTERM.
+fn spawn_stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        stop.cancel();
+    });
+    Ok(())
+}
+
+/// Serves `/metrics` with only the migrator's counters (and the process's) until `stop`.
+fn serve_metrics(
+    cfg: &Config,
+    listener: tokio::net::TcpListener,
+    stats: Arc<MigrationStats>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(url = %format!("http://{addr}/metrics"), "migration metrics");
+    }
+    // No configured types: the state exports no pipeline families (see `ops::metrics`).
+    let state = ops::OpsState::new(Arc::new(Stats::new(crate::pipeline::stats::now_ms())), [])
+        .with_token(cfg.http.token.as_ref())
+        .with_migration(stats);
+    tokio::spawn(async move {
+        if let Err(e) = ops::serve(listener, ops::metrics_router(state), stop).await {
+            tracing::error!(error = %e, "migration metrics server stopped");
+        }
+    })
+}
+
+/// Starts the migration loop inside the service when `stats` is given (see [`service_stats`]):
+/// a cycle at once, then every `migration.interval`, until `stop`. A failed cycle is logged
+/// and retried at the next interval; a cycle cut by `stop` is safe to cut (every copy carries
+/// a deterministic token, see `docs/migration.md`).
+pub fn spawn_migration(
+    cfg: &Config,
+    stats: Option<Arc<MigrationStats>>,
+    stop: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let stats = stats?;
+    let mut opts = config_options(cfg);
+    opts.dry_run = false;
+    let interval = config_interval(cfg);
+    let mut hot = super::sink_for(cfg, &cfg.hot_endpoint());
+    // `None`: cold is a database on the hot server.
+    let other_cold = cfg
+        .cold_clickhouse
+        .as_ref()
+        .map(|_| super::sink_for(cfg, &cfg.cold_endpoint()));
+    let cold_db = cfg.clickhouse.cold_db.clone();
+    Some(tokio::spawn(async move {
+        // ClickHouse may still be starting with the service: wait for it like the schema does.
+        if !detect_until_stopped(&mut hot, "hot", &stop).await {
+            return;
+        }
+        let same_server = other_cold.is_none();
+        let cold = match other_cold {
+            None => hot.on_database(&cold_db),
+            Some(mut cold) => {
+                if !detect_until_stopped(&mut cold, "cold", &stop).await {
+                    return;
+                }
+                cold
+            }
+        };
+        log_start(&opts, &hot, &cold, same_server);
+        let migrator = Migrator::new(hot, cold, same_server, opts, stats);
+        cycle_loop(&migrator, interval, &stop, false).await;
+        tracing::info!("migration stopped");
+    }))
+}
+
+/// The migrator's counters when `run` should migrate: `migration.enabled` or `run --migrate`
+/// (unless `migration.dry_run`, which only `migrate --dry-run` can honour).
+pub fn service_stats(cfg: &Config, flag: bool) -> Option<Arc<MigrationStats>> {
+    if !(flag || cfg.migration.enabled) {
+        return None;
+    }
+    if cfg.migration.dry_run {
+        tracing::warn!(
+            "migration.dry_run is set: the service does not migrate (use `migrate --dry-run`)"
+        );
+        return None;
+    }
+    Some(Arc::new(MigrationStats::new()))
+}
+
+/// Detects the server's settings, retrying with backoff; false when `stop` fired first.
+async fn detect_until_stopped(
+    sink: &mut crate::sink::Sink,
+    which: &str,
+    stop: &CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match sink.detect_server().await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "migration: {which} clickhouse not answering");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 async fn once(migrator: &Migrator, dry_run: bool) -> anyhow::Result<()> {
@@ -195,21 +360,29 @@ async fn once(migrator: &Migrator, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn looped(migrator: &Migrator, interval: Duration) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+/// A cycle every `interval` until `stop` (which also cuts a running cycle). `terminal`: show
+/// the progress on stderr (the standalone command); the service logs only the cycle's end.
+async fn cycle_loop(
+    migrator: &Migrator,
+    interval: Duration,
+    stop: &CancellationToken,
+    terminal: bool,
+) {
     loop {
         let started = Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
-        let progress = TermProgress::new();
-        let cycle = migrator.run_once(now, &progress);
-        let result = tokio::select! {
-            r = cycle => r,
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+        let term = terminal.then(TermProgress::new);
+        let progress: &dyn Progress = match &term {
+            Some(p) => p,
+            None => &NoProgress,
         };
-        progress.finish();
+        let result = tokio::select! {
+            r = migrator.run_once(now, progress) => r,
+            () = stop.cancelled() => return,
+        };
+        if let Some(p) = &term {
+            p.finish();
+        }
         match result {
             Ok(r) => {
                 let copied: u64 = r.tables.iter().map(|t| t.rows_copied).sum();
@@ -226,8 +399,7 @@ async fn looped(migrator: &Migrator, interval: Duration) -> anyhow::Result<()> {
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -387,5 +559,52 @@ impl Progress for TermProgress {
             s.rows += rows;
             self.show(&mut s, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn service_migrates_when_enabled_or_flagged_but_not_dry() {
+        let mut cfg = Config::defaults().unwrap();
+        assert!(service_stats(&cfg, false).is_none());
+        assert!(service_stats(&cfg, true).is_some());
+        cfg.migration.enabled = true;
+        assert!(service_stats(&cfg, false).is_some());
+        cfg.migration.dry_run = true;
+        assert!(service_stats(&cfg, true).is_none());
+    }
+
+    #[test]
+    fn run_migrate_flag_and_metrics_port_parse() {
+        let cli =
+            crate::cli::Cli::try_parse_from(["marketprism-storage", "run", "--migrate"]).unwrap();
+        assert!(matches!(cli.command, crate::cli::Command::Run(a) if a.migrate));
+        let cli = crate::cli::Cli::try_parse_from([
+            "marketprism-storage",
+            "migrate",
+            "--metrics-port",
+            "9095",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, crate::cli::Command::Migrate(a) if a.metrics_port == Some(9095))
+        );
+    }
+
+    #[test]
+    fn config_options_follow_the_config() {
+        let mut cfg = Config::defaults().unwrap();
+        cfg.migration.exchange = Some("okx".into());
+        let o = config_options(&cfg);
+        assert_eq!(o.window, cfg.migration.window);
+        assert_eq!(o.chunk, Duration::from_secs(3600));
+        assert_eq!(o.tables, DataType::ALL.to_vec());
+        assert_eq!(o.filters.exchange.as_deref(), Some("okx"));
+        assert!(!o.recheck_all);
     }
 }

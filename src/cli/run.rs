@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// across restarts of the same instance, distinct between instances).
     #[arg(long, env = "MARKETPRISM_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Also run the hot → cold migration loop in this process (same as `migration.enabled`).
+    #[arg(long)]
+    pub migrate: bool,
 }
 
 fn stream_spec(s: &StreamConfig) -> StreamSpec {
@@ -206,13 +209,15 @@ pub async fn serve(
 async fn start_ops(
     cfg: &Config,
     stats: Arc<Stats>,
+    migration: Option<Arc<crate::migrate::MigrationStats>>,
     stop: CancellationToken,
     ops_stop: CancellationToken,
     started: ops::Latch,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let state = ops::OpsState::from_config(stats, cfg)
         .with_startup(started)
-        .with_stop(stop);
+        .with_stop(stop)
+        .with_migration(migration);
     let mut tasks = Vec::new();
     let listener = ops::bind(cfg.http.addr()).await?;
     tracing::info!(url = %format!("http://{}/", cfg.http.addr()), "status page, /health, /ready, /stats, /metrics");
@@ -275,15 +280,25 @@ async fn serve_with_clickhouse(
     // batches drain; it is cancelled last.
     let ops_stop = CancellationToken::new();
     let started = ops::Latch::new();
+    let migration = super::migrate::service_stats(cfg, args.migrate);
     let ops_tasks = start_ops(
         cfg,
         stats.clone(),
+        migration.clone(),
         stop.clone(),
         ops_stop.clone(),
         started.clone(),
     )
     .await?;
+    let migrator = super::migrate::spawn_migration(cfg, migration, stop.clone());
     let result = serve_pipeline(cfg, args, stats, stop, started).await;
+    if let Some(m) = migrator {
+        // After a stop the loop has already returned; a pipeline that failed on its own has not
+        // cancelled `stop`, so the migration is aborted here (safe at any point: its copies are
+        // idempotent).
+        m.abort();
+        let _ = m.await;
+    }
     ops_stop.cancel();
     for t in ops_tasks {
         let _ = t.await;

@@ -158,6 +158,9 @@ pub const DEFAULT_LOG_FORMAT: &str = "pretty";
 
 // ---- migration ----------------------------------------------------------------------------
 
+/// Off: `run` ingests only, as the seed's hot service did (its migrator was a separate cold
+/// service); turning it on runs the migration loop inside the service (`run --migrate`).
+pub const DEFAULT_MIGRATION_ENABLED: bool = false;
 /// The seed's `MIGRATION_WINDOW_HOURS` default.
 pub const DEFAULT_MIGRATION_WINDOW_HOURS: f64 = 8.0;
 /// The seed's `MIGRATION_BATCH_LIMIT` default: rows copied per table per round at most.

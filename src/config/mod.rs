@@ -550,6 +550,8 @@ impl LogConfig {
 /// Hot → cold migration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationConfig {
+    /// Whether `run` also runs the migration loop in-process (`run --migrate` forces it on).
+    pub enabled: bool,
     /// Span of one migration window.
     pub window: Duration,
     /// At most this many rows per table per round.

@@ -234,6 +234,7 @@ pub(crate) struct RawLog {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawMigration {
+    pub enabled: Option<bool>,
     pub window_hours: Option<f64>,
     pub batch_limit: Option<u64>,
     pub symbol_prefix: Option<String>,

@@ -170,6 +170,7 @@ pub(crate) fn entries(c: &Config) -> Vec<(String, String)> {
     put("log.format", format.to_string());
 
     let m = &c.migration;
+    put("migration.enabled", m.enabled.to_string());
     put(
         "migration.window_hours",
         (m.window.as_secs_f64() / 3600.0).to_string(),

@@ -1002,6 +1002,14 @@ impl Resolver<'_> {
             filter,
             m.market_type.clone(),
         )?;
+        let enabled = self
+            .value(
+                "migration.enabled",
+                &["MIGRATION_ENABLED"],
+                parse_bool,
+                m.enabled,
+            )?
+            .unwrap_or(DEFAULT_MIGRATION_ENABLED);
         let dry_run = self
             .value(
                 "migration.dry_run",
@@ -1022,6 +1030,7 @@ impl Resolver<'_> {
             .unwrap_or(DEFAULT_MIGRATION_RECHECK_WINDOWS);
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
         Ok(MigrationConfig {
+            enabled,
             window,
             batch_limit,
             symbol_prefix: non_empty(symbol_prefix),

@@ -121,6 +121,7 @@ fn defaults_match_the_brief() {
     assert_eq!(c.http.addr().to_string(), "127.0.0.1:8081");
     assert_eq!(c.log.filter(), "info");
     assert_eq!(c.migration.window, Duration::from_secs(8 * 3600));
+    assert!(!c.migration.enabled);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
 }
 
@@ -408,6 +409,11 @@ fn bad_values_name_the_key() {
         ),
         (
             "",
+            &[("MIGRATION_ENABLED", "2")],
+            "env MIGRATION_ENABLED: invalid boolean \"2\": expected 1/0, true/false or yes/no",
+        ),
+        (
+            "",
             &[("MARKETPRISM_LOG_JSON", "2")],
             "env MARKETPRISM_LOG_JSON: invalid boolean \"2\": expected 1/0, true/false or yes/no",
         ),
@@ -579,6 +585,26 @@ fn seconds_and_python_style_values_are_accepted() {
     assert!(c.migration.dry_run);
     assert_eq!(c.migration.batch_limit.get(), 1000);
     assert_eq!(c.migration.exchange.as_deref(), Some("binance"));
+}
+
+#[test]
+fn migration_enabled_from_file_and_env() {
+    let file = check("migration:\n  enabled: true\n", &[]).unwrap();
+    assert!(file.config.migration.enabled);
+    for (value, expected) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+        let c = check(
+            "migration:\n  enabled: true\n",
+            &[("MIGRATION_ENABLED", value)],
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.migration.enabled, expected, "MIGRATION_ENABLED={value}");
+    }
+    let l = check("", &[("MIGRATION_ENABLED", "1")]).unwrap();
+    assert_eq!(
+        l.source("migration.enabled"),
+        &Source::Env("MIGRATION_ENABLED".into())
+    );
 }
 
 #[test]

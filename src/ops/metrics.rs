@@ -1,6 +1,12 @@
 //! The Prometheus exposition: every metric family defined once in [`Metric`], rendered from a
 //! [`Stats`] snapshot in the text format (0.0.4) with `# HELP` and `# TYPE` lines.
 //!
+//! Three scopes of families ([`Scope`]): the pipeline's (rendered when the state has configured
+//! types), the process's (always) and the hot → cold migrator's (rendered when the state holds
+//! [`MigrationStats`], i.e. when the migration loop runs in this process). A state with no types
+//! and migration stats is the standalone `migrate` loop's: it exports no pipeline families,
+//! whose zeros (and `ready 0`) would fire the service's alerts.
+//!
 //! Names and meanings used by the seed's alerts and Grafana dashboards are kept
 //! (`Origin::Seed`); ours are marked `Origin::New`. Every series of one family carries the same
 //! label names — the seed mixed label sets under one name, which Prometheus accepts but
@@ -8,6 +14,7 @@
 
 use std::fmt::Write as _;
 
+use crate::migrate::MigrationStats;
 use crate::model::DataType;
 use crate::pipeline::stats::{HistogramSnapshot, Stats};
 use std::sync::atomic::Ordering::Relaxed;
@@ -45,6 +52,17 @@ pub enum Origin {
     New,
 }
 
+/// What a family describes, which decides when it is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The ingest pipeline: rendered when the state has configured types.
+    Pipeline,
+    /// The process itself (CPU, memory, uptime): always rendered.
+    Process,
+    /// The hot → cold migrator: rendered when the state holds migration stats.
+    Migration,
+}
+
 /// The definition of one family: the only place its name is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricDef {
@@ -58,6 +76,8 @@ pub struct MetricDef {
     pub help: &'static str,
     /// Seed-compatible or new.
     pub origin: Origin,
+    /// When the family is rendered.
+    pub scope: Scope,
 }
 
 /// Every metric family the service exposes, in exposition order.
@@ -121,15 +141,28 @@ pub enum Metric {
     BatchRows,
     /// Publish → insert latency histogram.
     PublishToInsert,
+    /// Per table: minutes between `now − window` and the end of cold's verified prefix.
+    ColdReplicationLag,
+    /// Rows copied into cold.
+    ColdRowsMigrated,
+    /// Chunks whose hot and cold fingerprints were compared equal.
+    ColdChunksVerified,
+    /// Chunks repaired (cold held part of them).
+    ColdChunksRepaired,
+    /// Chunks still different after repair attempts.
+    ColdChunksMismatched,
+    /// Unix time of the end of the last fully verified migration cycle.
+    ColdLastSuccess,
 }
 
 const DT: &[&str] = &["data_type"];
 const DT_REASON: &[&str] = &["data_type", "reason"];
 const NONE: &[&str] = &[];
+const TABLE: &[&str] = &["table"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 35] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -159,7 +192,29 @@ impl Metric {
         Metric::InsertDuration,
         Metric::BatchRows,
         Metric::PublishToInsert,
+        Metric::ColdReplicationLag,
+        Metric::ColdRowsMigrated,
+        Metric::ColdChunksVerified,
+        Metric::ColdChunksRepaired,
+        Metric::ColdChunksMismatched,
+        Metric::ColdLastSuccess,
     ];
+
+    /// When the family is rendered.
+    pub const fn scope(self) -> Scope {
+        match self {
+            Metric::ProcessCpuPercent | Metric::ProcessRssBytes | Metric::UptimeSeconds => {
+                Scope::Process
+            }
+            Metric::ColdReplicationLag
+            | Metric::ColdRowsMigrated
+            | Metric::ColdChunksVerified
+            | Metric::ColdChunksRepaired
+            | Metric::ColdChunksMismatched
+            | Metric::ColdLastSuccess => Scope::Migration,
+            _ => Scope::Pipeline,
+        }
+    }
 
     /// The family's definition.
     pub const fn def(self) -> MetricDef {
@@ -369,6 +424,48 @@ impl Metric {
                 "Publish time of a batch's oldest message to the end of its INSERT.",
                 New,
             ),
+            Metric::ColdReplicationLag => (
+                "marketprism_cold_replication_lag_minutes",
+                Gauge,
+                TABLE,
+                "Minutes between now minus the migration window and the end of the verified prefix of cold, at the end of the last cycle (0 = caught up).",
+                Seed,
+            ),
+            Metric::ColdRowsMigrated => (
+                "marketprism_cold_rows_migrated_total",
+                Counter,
+                NONE,
+                "Rows copied from hot into cold (repairs included).",
+                New,
+            ),
+            Metric::ColdChunksVerified => (
+                "marketprism_cold_chunks_verified_total",
+                Counter,
+                NONE,
+                "Migration chunks whose hot and cold fingerprints were compared equal.",
+                New,
+            ),
+            Metric::ColdChunksRepaired => (
+                "marketprism_cold_chunks_repaired_total",
+                Counter,
+                NONE,
+                "Migration chunks cold held only part of, completed by copying the missing rows.",
+                New,
+            ),
+            Metric::ColdChunksMismatched => (
+                "marketprism_cold_chunks_mismatched_total",
+                Counter,
+                NONE,
+                "Migration chunks still different between hot and cold after repair attempts.",
+                New,
+            ),
+            Metric::ColdLastSuccess => (
+                "marketprism_cold_last_success_timestamp_seconds",
+                Gauge,
+                NONE,
+                "Unix time of the end of the last migration cycle in which every chunk verified (0 = none yet).",
+                New,
+            ),
         };
         MetricDef {
             name,
@@ -376,6 +473,7 @@ impl Metric {
             labels,
             help,
             origin,
+            scope: self.scope(),
         }
     }
 }
@@ -385,8 +483,10 @@ impl Metric {
 pub struct ScrapeInput<'a> {
     /// The counters.
     pub stats: &'a Stats,
-    /// The configured data types (one series per type).
+    /// The configured data types (one series per type); none: no pipeline families.
     pub types: &'a [DataType],
+    /// The migrator's counters, when the migration loop runs in this process.
+    pub migration: Option<&'a MigrationStats>,
     /// Process CPU and memory, if readable.
     pub process: Option<ProcessSample>,
     /// The `/ready` verdict.
@@ -395,12 +495,20 @@ pub struct ScrapeInput<'a> {
     pub now_ms: i64,
 }
 
-/// Renders every family in [`Metric::ALL`] order.
+/// Renders every family in [`Metric::ALL`] order, leaving out the scopes that do not apply
+/// (see [`Scope`]).
 pub fn render(input: &ScrapeInput<'_>) -> String {
     let mut out = Exposition::default();
     for m in Metric::ALL {
-        out.header(m);
-        samples(m, input, &mut out);
+        let shown = match m.scope() {
+            Scope::Pipeline => !input.types.is_empty(),
+            Scope::Process => true,
+            Scope::Migration => input.migration.is_some(),
+        };
+        if shown {
+            out.header(m);
+            samples(m, input, &mut out);
+        }
     }
     out.text
 }
@@ -512,6 +620,38 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
                 out.histogram(m, t.as_str(), &h, 1e3);
             }
         }
+        Metric::ColdReplicationLag
+        | Metric::ColdRowsMigrated
+        | Metric::ColdChunksVerified
+        | Metric::ColdChunksRepaired
+        | Metric::ColdChunksMismatched
+        | Metric::ColdLastSuccess => {
+            if let Some(ms) = i.migration {
+                migration_samples(m, ms, out);
+            }
+        }
+    }
+}
+
+/// The migrator's families. Lag series exist only for tables measured by a cycle: before the
+/// first cycle there is no value to report, and a 0 would claim "caught up".
+fn migration_samples(m: Metric, s: &MigrationStats, out: &mut Exposition) {
+    let u = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64;
+    match m {
+        Metric::ColdReplicationLag => {
+            for t in DataType::ALL {
+                let lag = s.lag_minutes(t);
+                if lag >= 0 {
+                    out.sample(m, &[t.table()], lag as f64);
+                }
+            }
+        }
+        Metric::ColdRowsMigrated => out.sample(m, &[], u(&s.rows_migrated)),
+        Metric::ColdChunksVerified => out.sample(m, &[], u(&s.chunks_verified)),
+        Metric::ColdChunksRepaired => out.sample(m, &[], u(&s.chunks_repaired)),
+        Metric::ColdChunksMismatched => out.sample(m, &[], u(&s.chunks_mismatched)),
+        Metric::ColdLastSuccess => out.sample(m, &[], ms_to_s(s.last_success_ms.load(Relaxed))),
+        _ => {}
     }
 }
 
@@ -693,6 +833,7 @@ pub(crate) mod tests {
         ScrapeInput {
             stats,
             types,
+            migration: None,
             process: Some(ProcessSample {
                 cpu_percent: 12.5,
                 rss_bytes: 1 << 20,
@@ -786,6 +927,101 @@ pub(crate) mod tests {
         assert!(!text.contains("NaN"));
     }
 
+    fn migration_stats() -> MigrationStats {
+        let m = MigrationStats::new();
+        m.rows_migrated.store(60_000, Relaxed);
+        m.chunks_verified.store(52, Relaxed);
+        m.chunks_repaired.store(3, Relaxed);
+        m.chunks_mismatched.store(1, Relaxed);
+        m.last_success_ms.store(1_700_000_123_500, Relaxed);
+        m.set_lag_minutes(DataType::Trade, 0);
+        m.set_lag_minutes(DataType::Orderbook, 42);
+        m
+    }
+
+    #[test]
+    fn migration_families_render_exact_lines() {
+        let stats = Stats::new(1_700_000_000_000);
+        let m = migration_stats();
+        let types = [DataType::Trade];
+        let mut i = input(&stats, &types);
+        i.migration = Some(&m);
+        let text = render(&i);
+        check_exposition(&text);
+        for line in [
+            "# HELP marketprism_cold_replication_lag_minutes Minutes between now minus the migration window and the end of the verified prefix of cold, at the end of the last cycle (0 = caught up).",
+            "# TYPE marketprism_cold_replication_lag_minutes gauge",
+            "marketprism_cold_replication_lag_minutes{table=\"trades\"} 0",
+            "marketprism_cold_replication_lag_minutes{table=\"orderbooks\"} 42",
+            "# TYPE marketprism_cold_rows_migrated_total counter",
+            "marketprism_cold_rows_migrated_total 60000",
+            "marketprism_cold_chunks_verified_total 52",
+            "marketprism_cold_chunks_repaired_total 3",
+            "marketprism_cold_chunks_mismatched_total 1",
+            "# TYPE marketprism_cold_last_success_timestamp_seconds gauge",
+            "marketprism_cold_last_success_timestamp_seconds 1700000123.5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Tables not measured yet have no lag series (not a 0 that would claim "caught up").
+        assert_eq!(
+            text.matches("marketprism_cold_replication_lag_minutes{")
+                .count(),
+            2
+        );
+        // The pipeline's families are still there.
+        assert!(
+            text.contains("marketprism_storage_messages_processed_total{data_type=\"trade\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn migration_families_only_with_migration_stats() {
+        let stats = Stats::new(0);
+        let text = render(&input(&stats, &DataType::ALL));
+        assert!(!text.contains("marketprism_cold_"), "{text}");
+        let fresh = MigrationStats::new();
+        let mut i = input(&stats, &DataType::ALL);
+        i.migration = Some(&fresh);
+        let text = render(&i);
+        assert!(text.contains("marketprism_cold_rows_migrated_total 0\n"));
+        assert!(text.contains("marketprism_cold_last_success_timestamp_seconds 0\n"));
+        assert!(!text.contains("marketprism_cold_replication_lag_minutes{"));
+    }
+
+    #[test]
+    fn no_types_means_no_pipeline_families() {
+        // The standalone migrator's state: process and migration families only.
+        let stats = Stats::new(1_700_000_000_000);
+        let m = migration_stats();
+        let mut i = input(&stats, &[]);
+        i.migration = Some(&m);
+        let text = render(&i);
+        let samples = check_exposition(&text);
+        assert!(!text.contains("marketprism_storage_ready"), "{text}");
+        assert!(
+            !text.contains("marketprism_storage_nats_connected"),
+            "{text}"
+        );
+        let families: BTreeSet<&str> = samples
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| k.starts_with("marketprism_storage_"))
+            .collect();
+        assert_eq!(
+            families,
+            BTreeSet::from([
+                "marketprism_storage_process_cpu_percent",
+                "marketprism_storage_process_rss_bytes",
+                "marketprism_storage_uptime_seconds",
+            ])
+        );
+        assert!(text.contains("marketprism_cold_rows_migrated_total 60000\n"));
+    }
+
     #[test]
     fn values_format_like_prometheus() {
         assert_eq!(format_value(12345.0), "12345");
@@ -800,8 +1036,8 @@ mod deploy_tests {
     use super::Metric;
     use std::collections::BTreeSet;
 
-    /// Every `marketprism_storage_*` name in the shipped alerts and dashboard is one we expose,
-    /// so renaming a metric cannot silently break them.
+    /// Every `marketprism_storage_*` and `marketprism_cold_*` name in the shipped alerts and
+    /// dashboard is one we expose, so renaming a metric cannot silently break them.
     #[test]
     fn deploy_files_use_defined_metrics() {
         let defined: BTreeSet<&str> = Metric::ALL.iter().map(|m| m.def().name).collect();
@@ -816,7 +1052,10 @@ mod deploy_tests {
             ),
         ] {
             let mut used = 0;
-            for (at, _) in text.match_indices("marketprism_storage_") {
+            let starts = text
+                .match_indices("marketprism_storage_")
+                .chain(text.match_indices("marketprism_cold_"));
+            for (at, _) in starts {
                 let name: String = text[at..]
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')

@@ -2,8 +2,13 @@
 //! the status page at `/`, read from the pipeline's [`Stats`] and never writing to them.
 //!
 //! Consumes: an `Arc<Stats>` (the pipeline's counters), the configured types, the optional bearer
-//! token, and two latches (startup finished, stop requested). Emits: HTTP answers. Never: talks
-//! to NATS or ClickHouse, or changes a counter — the stages know nothing of this module.
+//! token, two latches (startup finished, stop requested) and, when the hot → cold migration
+//! runs in this process, an `Arc<MigrationStats>` (the migrator's counters: `/metrics`,
+//! `/stats.migration`, the status page; never `/ready`). Emits: HTTP answers. Never: talks to
+//! NATS or ClickHouse, or changes a counter — the stages know nothing of this module.
+//!
+//! A state with no configured types serves a process that runs no pipeline: the standalone
+//! `migrate` loop uses one with migration stats only, behind [`metrics_router`].
 //!
 //! Wiring (in the run command). The ops server gets its own token, cancelled after the pipeline
 //! has drained, so that during the drain `/ready` answers 503 `service: shutting down`:
@@ -47,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secret};
+use crate::migrate::MigrationStats;
 use crate::model::DataType;
 use crate::pipeline::stats::{Stats, now_ms};
 
@@ -91,6 +97,7 @@ struct Inner {
     started: Latch,
     stop: Option<CancellationToken>,
     process: Arc<process::ProcessSampler>,
+    migration: Option<Arc<MigrationStats>>,
 }
 
 impl OpsState {
@@ -106,6 +113,7 @@ impl OpsState {
                 started: Latch::opened(),
                 stop: None,
                 process: Arc::new(process::ProcessSampler::new()),
+                migration: None,
             }),
         }
     }
@@ -146,6 +154,19 @@ impl OpsState {
         self.modify(|i| i.stop = Some(stop))
     }
 
+    /// Exports the migrator's counters (`/metrics`, `/stats.migration`, the status page's
+    /// "Migration to cold" section); `None` removes them. Readiness does not depend on them: a
+    /// failing migration must not take the ingest out of a load balancer.
+    pub fn with_migration(self, stats: impl Into<Option<Arc<MigrationStats>>>) -> Self {
+        let stats = stats.into();
+        self.modify(|i| i.migration = stats)
+    }
+
+    /// The migrator's counters, when the migration runs in this process.
+    pub fn migration(&self) -> Option<&Arc<MigrationStats>> {
+        self.inner.migration.as_ref()
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.inner.stats
@@ -181,6 +202,7 @@ impl OpsState {
             readiness: &readiness,
             is_running: self.is_running(),
             now_ms: now,
+            migration: self.inner.migration.as_deref(),
         })
     }
 
@@ -190,6 +212,7 @@ impl OpsState {
         metrics::render(&metrics::ScrapeInput {
             stats: &self.inner.stats,
             types: &self.inner.types,
+            migration: self.inner.migration.as_deref(),
             process: self.inner.process.sample(),
             ready: self.readiness_at(now).is_ready(),
             now_ms: now,

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::{Map, Value, json};
 
+use crate::migrate::MigrationStats;
 use crate::model::DataType;
 use crate::pipeline::stats::{Stats, TypeStats};
 
@@ -29,6 +30,8 @@ pub struct ReportInputs<'a> {
     pub is_running: bool,
     /// Now, unix ms.
     pub now_ms: i64,
+    /// The migrator's counters, when the migration runs in this process.
+    pub migration: Option<&'a MigrationStats>,
 }
 
 impl ReportInputs<'_> {
@@ -148,9 +151,31 @@ fn type_stats(s: &TypeStats) -> Value {
     })
 }
 
+/// `/stats.migration`: the migrator's counters; `lag_minutes` holds the tables measured so far
+/// (by table name), `last_success` is epoch seconds or `null`.
+pub fn migration(m: &MigrationStats) -> Value {
+    let lag: Map<String, Value> = DataType::ALL
+        .iter()
+        .filter_map(|t| {
+            let lag = m.lag_minutes(*t);
+            (lag >= 0).then(|| (t.table().to_string(), json!(lag)))
+        })
+        .collect();
+    json!({
+        "rows_migrated": m.rows_migrated.load(Relaxed),
+        "chunks_verified": m.chunks_verified.load(Relaxed),
+        "chunks_repaired": m.chunks_repaired.load(Relaxed),
+        "chunks_mismatched": m.chunks_mismatched.load(Relaxed),
+        "last_success": epoch_s(m.last_success_ms.load(Relaxed)),
+        "lag_minutes": lag,
+        "table_order": DataType::ALL.iter().map(|t| t.table()).collect::<Vec<_>>(),
+    })
+}
+
 /// `/stats`: the seed's shape (`service_status`, `message_stats`, `health_check`) plus `types`,
 /// `type_order` (the configured order; JSON objects come out key-sorted), `clickhouse_up`,
-/// `ready`, `reasons`, `uptime` and `version`.
+/// `ready`, `reasons`, `uptime` and `version`, and `migration` ([`migration`]) when the
+/// migration runs in this process.
 ///
 /// `messages_processed` counts rows *inserted* (the seed counted enqueued messages),
 /// `messages_failed` dead letters and `validation_errors` rejections of every kind.
@@ -170,7 +195,7 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
         .map(|t| (t.as_str().to_string(), type_stats(i.stats.of(*t))))
         .collect();
     let nats = i.stats.nats_connected.load(Relaxed);
-    json!({
+    let mut body = json!({
         "timestamp": iso(i.now_ms),
         "service": SERVICE,
         "version": VERSION,
@@ -205,7 +230,11 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
         },
         "types": types,
         "type_order": i.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(m), Value::Object(map)) = (i.migration, &mut body) {
+        map.insert("migration".into(), migration(m));
+    }
+    body
 }
 
 /// `/api/v1/status`: the seed's envelope around the `/stats` body. Always 200 (the seed's
@@ -251,6 +280,7 @@ mod tests {
             readiness: &r,
             is_running: true,
             now_ms: 5_000,
+            migration: None,
         };
         let v = stats_body_keys(&super::stats(&i));
         for k in [
@@ -280,6 +310,7 @@ mod tests {
         assert_eq!(body["types"]["trade"]["latency_ms_avg"], 150.0);
         assert_eq!(body["health_check"]["status"], "degraded");
         assert_eq!(body["uptime"], 5.0);
+        assert!(body.get("migration").is_none());
     }
 
     fn stats_body_keys(v: &Value) -> Vec<String> {

@@ -269,6 +269,109 @@ async fn stats_has_the_seed_shape_and_types() {
     );
 }
 
+/// Counters of a migrator that has run: two tables measured, one lagging, one mismatch.
+fn migrated() -> Arc<MigrationStats> {
+    let m = Arc::new(MigrationStats::new());
+    m.rows_migrated.store(60_000, Relaxed);
+    m.chunks_verified.store(52, Relaxed);
+    m.chunks_repaired.store(3, Relaxed);
+    m.chunks_mismatched.store(1, Relaxed);
+    m.last_success_ms.store(1_700_000_123_500, Relaxed);
+    m.set_lag_minutes(DataType::Trade, 0);
+    m.set_lag_minutes(DataType::Orderbook, 42);
+    m
+}
+
+#[tokio::test]
+async fn migration_metrics_and_stats_when_present() {
+    let state = OpsState::new(healthy(), TYPES).with_migration(migrated());
+    let (code, text) = get(&state, "/metrics", None).await;
+    assert_eq!(code, StatusCode::OK);
+    metrics::tests::check_exposition(&text);
+    for line in [
+        "marketprism_cold_replication_lag_minutes{table=\"trades\"} 0",
+        "marketprism_cold_replication_lag_minutes{table=\"orderbooks\"} 42",
+        "marketprism_cold_rows_migrated_total 60000",
+        "marketprism_cold_chunks_verified_total 52",
+        "marketprism_cold_chunks_repaired_total 3",
+        "marketprism_cold_chunks_mismatched_total 1",
+        "marketprism_cold_last_success_timestamp_seconds 1700000123.5",
+        "marketprism_storage_messages_processed_total{data_type=\"trade\"} 12345",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    let (code, v) = get_json(&state, "/stats").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        v["migration"],
+        serde_json::json!({
+            "rows_migrated": 60_000,
+            "chunks_verified": 52,
+            "chunks_repaired": 3,
+            "chunks_mismatched": 1,
+            "last_success": 1_700_000_123.5,
+            "lag_minutes": { "trades": 0, "orderbooks": 42 },
+            "table_order": [
+                "trades", "orderbooks", "funding_rates", "open_interests", "liquidations",
+                "lsr_top_positions", "lsr_all_accounts", "volatility_indices"
+            ],
+        })
+    );
+    let (_, v) = get_json(&state, "/api/v1/status").await;
+    assert_eq!(v["data"]["stats"]["migration"]["rows_migrated"], 60_000);
+    // A lagging or mismatched migration does not make the ingest unready.
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn no_migration_section_without_migration_stats() {
+    let state = OpsState::new(healthy(), TYPES);
+    let (_, text) = get(&state, "/metrics", None).await;
+    assert!(!text.contains("marketprism_cold_"));
+    let (_, v) = get_json(&state, "/stats").await;
+    assert!(v.get("migration").is_none(), "{v}");
+    // `None` removes them again.
+    let state = state.with_migration(None);
+    assert!(state.migration().is_none());
+}
+
+#[tokio::test]
+async fn migrator_only_state_serves_its_metrics() {
+    // What the standalone `migrate` loop serves on --metrics-port: no pipeline families, and the
+    // token still applies.
+    let secret = Secret::new("m-token");
+    let state = OpsState::new(Arc::new(Stats::new(now_ms())), [])
+        .with_token(Some(&secret))
+        .with_migration(migrated());
+    let req = |token: Option<&str>| {
+        let mut r = Request::builder().uri("/metrics");
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let resp = metrics_router(state.clone())
+        .oneshot(req(None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = metrics_router(state)
+        .oneshot(req(Some("m-token")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text =
+        String::from_utf8(to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec()).unwrap();
+    metrics::tests::check_exposition(&text);
+    assert!(
+        text.contains("\nmarketprism_cold_rows_migrated_total 60000\n"),
+        "{text}"
+    );
+    assert!(!text.contains("marketprism_storage_ready"), "{text}");
+    assert!(!text.contains("data_type="), "{text}");
+}
+
 #[tokio::test]
 async fn api_status_answers_200_after_messages() {
     let stats = healthy();

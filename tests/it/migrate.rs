@@ -420,3 +420,137 @@ async fn migrate_throughput_1m_trades() {
         rate(cross)
     );
 }
+
+/// `GET path` on `127.0.0.1:port`; `None` until something answers 200.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+fn last_success(text: &str) -> f64 {
+    sample(text, "marketprism_cold_last_success_timestamp_seconds").unwrap_or(0.0)
+}
+
+/// Polls `GET /metrics` every 200 ms until `done` holds or `secs` pass; returns whether it held
+/// and the last body.
+async fn poll_metrics(port: u16, secs: u64, done: impl Fn(&str) -> bool) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    loop {
+        if let Some(text) = http_get(port, "/metrics").await {
+            last = text;
+            if done(&last) {
+                return (true, last);
+            }
+        }
+        if Instant::now() > deadline {
+            return (false, last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the sample line `series` (name plus labels) in a Prometheus text body.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Item 6 of the migration issue: the service runs the migrator in-process
+/// (`MIGRATION_ENABLED=1`) and exports its counters on its own HTTP port; then the standalone
+/// loop (`migrate --metrics-port`) does the same on its metrics port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_migrates_in_process_and_exports_the_counters() {
+    let nats = crate::harness::TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    // Older than the 1-hour window, younger than the 3-day TTL.
+    insert_trades(&ch, now - 30 * HOUR, now - 2 * HOUR, 6_000, 0).await;
+    let mut svc = crate::harness::Service::new(
+        &nats,
+        &ch,
+        "migration:\n  window_hours: 1\n  interval: 2s\n",
+    );
+    svc.env.push(("MIGRATION_ENABLED".into(), "1".into()));
+    svc.start();
+    let port = svc.http_port;
+    let (done, last) = poll_metrics(port, 120, |m| {
+        sample(m, "marketprism_cold_rows_migrated_total") == Some(6_000.0)
+            && sample(
+                m,
+                "marketprism_cold_replication_lag_minutes{table=\"trades\"}",
+            ) == Some(0.0)
+            // Set at the end of a cycle in which every table verified.
+            && last_success(m) > 0.0
+    })
+    .await;
+    assert!(
+        done,
+        "no complete migration in /metrics:\n{last}\nlog:\n{}",
+        svc.log_text()
+    );
+    assert!(last_success(&last) > 1.7e9);
+    assert!(sample(&last, "marketprism_cold_chunks_verified_total").unwrap() >= 28.0);
+    assert_eq!(
+        sample(&last, "marketprism_cold_chunks_mismatched_total"),
+        Some(0.0)
+    );
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 6_000);
+    assert_eq!(
+        fingerprint(&ch, HOT, "trades", now, "").await,
+        fingerprint(&ch, COLD, "trades", now, "").await
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(port, "/stats").await.unwrap()).unwrap();
+    assert_eq!(stats["migration"]["rows_migrated"], 6_000);
+    assert_eq!(stats["migration"]["lag_minutes"]["trades"], 0);
+    assert_eq!(svc.terminate(), Some(0), "{}", svc.log_text());
+
+    // The standalone loop, counters from zero, on --metrics-port: funding rates, a table with
+    // no watermark yet (late rows behind the trades' watermark would wait for --recheck-all).
+    ch.query(&format!(
+        "INSERT INTO {HOT}.funding_rates (timestamp, exchange, market_type, symbol, funding_rate, funding_time, next_funding_time, mark_price, index_price) \
+         SELECT fromUnixTimestamp64Milli(toInt64({} + number * 30000), 'UTC') AS ts, 'okx', 'perpetual', 'BTC-USDT-SWAP', toDecimal64('0.0001', 8), ts, ts, toDecimal64(1, 8), toDecimal64(1, 8) FROM numbers(1500)",
+        now - 20 * HOUR
+    ))
+    .await;
+    let metrics_port = marketprism_storage::embedded::free_port().unwrap();
+    let mut child = bin(&ch, None)
+        .env("MIGRATION_WINDOW_HOURS", "1")
+        .args(["migrate", "--interval", "2", "--metrics-port"])
+        .arg(metrics_port.to_string())
+        .spawn()
+        .unwrap();
+    let (done, last) = poll_metrics(metrics_port, 120, |m| {
+        sample(m, "marketprism_cold_rows_migrated_total") == Some(1_500.0) && last_success(m) > 0.0
+    })
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    assert!(done, "standalone migrate metrics:\n{last}");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        sample(
+            &last,
+            "marketprism_cold_replication_lag_minutes{table=\"funding_rates\"}"
+        ),
+        Some(0.0)
+    );
+    // Only the migrator's and the process's families: no pipeline series to fire alerts.
+    assert!(!last.contains("marketprism_storage_ready"), "{last}");
+    assert_eq!(ch.count(&format!("{COLD}.funding_rates")).await, 1_500);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 6_000);
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use marketprism_storage::config::Secret;
+use marketprism_storage::migrate::MigrationStats;
 use marketprism_storage::model::DataType;
 use marketprism_storage::ops::{self, OpsState};
 use marketprism_storage::pipeline::Stats;
@@ -66,10 +67,17 @@ async fn run_chromium(bin: &PathBuf, url: &str, extra: &[String]) -> String {
 
 /// The text of the element carrying `data-type="<t>" data-field="<f>"` in a dumped DOM.
 fn cell(dom: &str, data_type: &str, field: &str) -> String {
-    let key = format!("data-type=\"{data_type}\" data-field=\"{field}\"");
+    td_text(
+        dom,
+        &format!("data-type=\"{data_type}\" data-field=\"{field}\""),
+    )
+}
+
+/// The text of the `<td>` whose start tag contains `attrs` (attributes as chromium dumps them).
+fn td_text(dom: &str, attrs: &str) -> String {
     let at = dom
-        .find(&key)
-        .unwrap_or_else(|| panic!("no cell {data_type}/{field} in the DOM:\n{dom}"));
+        .find(attrs)
+        .unwrap_or_else(|| panic!("no cell {attrs} in the DOM:\n{dom}"));
     let rest = &dom[at..];
     let start = end_of_start_tag(rest);
     let end = rest[start..].find("</td>").unwrap();
@@ -197,6 +205,69 @@ async fn status_page_renders_the_counters() {
         by_id(&dom, "uptime").starts_with("1 h 2 m"),
         "{}",
         by_id(&dom, "uptime")
+    );
+    // No migration in this process: no migration section.
+    assert!(
+        dom.contains("id=\"migration\" style=\"display: none;\""),
+        "migration section shown without migration stats"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_the_migration() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED status_page_shows_the_migration: chromium not found");
+        return;
+    };
+    let stats = Arc::new(Stats::new(now_ms() - 60_000));
+    let migration = Arc::new(MigrationStats::new());
+    migration.rows_migrated.store(1_234_567, Relaxed);
+    migration.chunks_verified.store(52, Relaxed);
+    migration.chunks_repaired.store(3, Relaxed);
+    migration.chunks_mismatched.store(1, Relaxed);
+    migration.last_success_ms.store(now_ms() - 125_000, Relaxed);
+    migration.set_lag_minutes(DataType::Trade, 0);
+    migration.set_lag_minutes(DataType::Orderbook, 42);
+    let state =
+        OpsState::new(stats, [DataType::Trade, DataType::Orderbook]).with_migration(migration);
+    let (base, stop) = start(state).await;
+    let dom = run_chromium(&bin, &format!("{base}/"), &["--dump-dom".into()]).await;
+    stop.cancel();
+
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page never rendered /stats:\n{dom}"
+    );
+    assert!(
+        dom.contains("id=\"migration\" style=\"display: block;\""),
+        "migration section hidden:\n{dom}"
+    );
+    let m = |f: &str| td_text(&dom, &format!("data-migration=\"{f}\""));
+    assert_eq!(m("rows_migrated"), "1,234,567");
+    assert_eq!(m("chunks_verified"), "52");
+    assert_eq!(m("chunks_repaired"), "3");
+    assert_eq!(m("chunks_mismatched"), "1");
+    let age = m("last_success");
+    assert!(
+        age.starts_with("2 m ") && age.ends_with(" s ago"),
+        "{age:?}"
+    );
+    let lag = |t: &str| {
+        td_text(
+            &dom,
+            &format!("data-table=\"{t}\" data-field=\"lag_minutes\""),
+        )
+    };
+    assert_eq!(lag("trades"), "0");
+    assert_eq!(lag("orderbooks"), "42");
+    // Not measured yet: a dash, not a 0.
+    assert_eq!(lag("funding_rates"), "–");
+    // The mismatch and the lag above the seed's 15-minute alert are highlighted.
+    assert!(
+        dom.contains(
+            "data-table=\"orderbooks\" data-field=\"lag_minutes\" data-value=\"42\" class=\"hot\""
+        ),
+        "{dom}"
     );
 }
 
