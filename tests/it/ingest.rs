@@ -406,3 +406,55 @@ async fn nats_killed_while_draining_a_backlog_loses_and_duplicates_nothing() {
     assert_exactly_once(&ch, N, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_mode_stores_what_arrives_while_running() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.env
+        .push(("MARKETPRISM_NATS_MODE".into(), "core".into()));
+    svc.start();
+    let client = nats.client().await;
+    let schema = wait_until(60, || async {
+        ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot' AND name = 'trades'").await == "1"
+    })
+    .await;
+    assert!(schema, "no schema; log:\n{}", tail(&svc.log_text()));
+    // Core mode creates no streams: wait until the service's subscriptions exist instead.
+    let ok = wait_until(60, || async {
+        client
+            .publish(
+                "trade.binance.spot.BTC-USDT",
+                trade_body(0, chrono::Utc::now().timestamp_millis()).into(),
+            )
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        ch.count("marketprism_hot.trades").await > 0
+    })
+    .await;
+    assert!(
+        ok,
+        "core mode stored nothing; log:\n{}",
+        tail(&svc.log_text())
+    );
+    let before = ch.count("marketprism_hot.trades").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_trades(&client, 1, 5_001, now).await;
+    assert!(
+        wait_until(60, || async {
+            ch.count("marketprism_hot.trades").await == before + 5_000
+        })
+        .await,
+        "expected {} rows, got {}",
+        before + 5_000,
+        ch.count("marketprism_hot.trades").await
+    );
+    let js = async_nats::jetstream::new(client.clone());
+    assert!(
+        js.get_stream("MARKET_DATA_HF").await.is_err(),
+        "core mode must not create streams"
+    );
+    assert_eq!(svc.terminate(), Some(0));
+}
