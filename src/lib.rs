@@ -12,6 +12,7 @@
 //! - [`ack`]: the only caller of JetStream ack APIs.
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
+//! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`bench`]: the benchmark (raw ceilings vs the service end to end).
@@ -29,6 +30,7 @@ pub mod migrate;
 pub mod model;
 pub mod pipeline;
 pub mod publish;
+pub mod quality;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -9,6 +9,7 @@ mod config_cmd;
 mod init;
 pub mod migrate;
 pub mod publish;
+pub mod quality;
 mod query;
 mod run;
 mod streams;
@@ -68,6 +69,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Compare hot and cold per table and day; exit non-zero on any mismatch.
     Verify(verify::VerifyArgs),
+    /// Data-quality report from the stored rows: gaps, duplicates, silences, latencies.
+    Quality(quality::QualityArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -123,6 +126,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&loaded.config, &args).await,
         Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
         Command::Verify(args) => verify::run(&loaded.config, &args).await,
+        Command::Quality(args) => quality::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
 }

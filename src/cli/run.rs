@@ -207,6 +207,9 @@ async fn serve_with_clickhouse(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    stats
+        .quality
+        .configure(cfg.quality.enabled, cfg.quality.settings());
     let mut sink = super::sink_for(cfg, &cfg.hot_endpoint());
     if !args.no_init {
         init_schema(cfg, &sink, &stop).await?;
