@@ -13,4 +13,5 @@
 mod harness;
 mod ingest;
 mod migrate;
+mod quality;
 mod schema;
