@@ -13,6 +13,7 @@
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
+//! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`bench`]: the benchmark (raw ceilings vs the service end to end).
@@ -31,6 +32,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod publish;
+pub mod quality;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -10,6 +10,7 @@ mod demo;
 mod init;
 pub mod migrate;
 pub mod publish;
+pub mod quality;
 mod query;
 mod run;
 mod streams;
@@ -72,6 +73,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Compare hot and cold per table and day; exit non-zero on any mismatch.
     Verify(verify::VerifyArgs),
+    /// Data-quality report from the stored rows: gaps, duplicates, silences, latencies.
+    Quality(quality::QualityArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -138,6 +141,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&loaded.config, &args).await,
         Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
         Command::Verify(args) => verify::run(&loaded.config, &args).await,
+        Command::Quality(args) => quality::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
 }

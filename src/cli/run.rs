@@ -313,6 +313,9 @@ async fn serve_pipeline(
     stop: CancellationToken,
     started: ops::Latch,
 ) -> anyhow::Result<()> {
+    stats
+        .quality
+        .configure(cfg.quality.enabled, cfg.quality.settings());
     let mut sink = super::sink_for(cfg, &cfg.hot_endpoint());
     if !args.no_init {
         init_schema(cfg, &sink, &stop).await?;

@@ -175,6 +175,17 @@ pub const DEFAULT_MIGRATION_LAG: Duration = Duration::from_secs(600);
 /// rows inserted into hot after their window was copied.
 pub const DEFAULT_MIGRATION_RECHECK_WINDOWS: u32 = 2;
 
+// ---- quality ------------------------------------------------------------------------------
+
+/// On: the detectors cost a few ns per row and label problems nobody would see otherwise.
+pub const DEFAULT_QUALITY_ENABLED: bool = true;
+/// 10 % away from the recent median: far beyond a normal tick for the majors, close enough to
+/// catch a bad print or a wrong scale.
+pub const DEFAULT_QUALITY_PRICE_JUMP: f64 = 0.10;
+/// Binance (`t`, aggTrade `a`) and OKX (`tradeId`) trade ids are sequential per market;
+/// Deribit's are not.
+pub const DEFAULT_QUALITY_SEQUENTIAL_IDS: [&str; 2] = ["binance", "okx"];
+
 // ---- shutdown -----------------------------------------------------------------------------
 
 /// Time to flush, insert and ack after a signal; well under Docker's and systemd's kill timeouts

@@ -55,6 +55,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Hot → cold migration.
     pub migration: MigrationConfig,
+    /// Data-quality detection.
+    pub quality: QualityConfig,
     /// Time allowed after a stop signal to flush, insert and ack before exiting.
     pub shutdown_grace: Duration,
 }
@@ -544,6 +546,28 @@ impl LogConfig {
     /// The filter to give `tracing_subscriber::EnvFilter`: `RUST_LOG` if set, else `level`.
     pub fn filter(&self) -> &str {
         self.rust_log.as_deref().unwrap_or(&self.level)
+    }
+}
+
+/// Data-quality detection (`crate::quality`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityConfig {
+    /// Whether the pipeline runs the detectors and stores `data_quality_events`.
+    pub enabled: bool,
+    /// A price further than this fraction from the recent median is a jump.
+    pub price_jump: f64,
+    /// Markets with sequential trade ids: `exchange` or `exchange/market_type`.
+    pub sequential_ids: Vec<String>,
+}
+
+impl QualityConfig {
+    /// The detectors' settings.
+    pub fn settings(&self) -> crate::quality::QualitySettings {
+        crate::quality::QualitySettings {
+            sequential_ids: self.sequential_ids.clone(),
+            price_jump: self.price_jump,
+            ..Default::default()
+        }
     }
 }
 

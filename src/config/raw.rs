@@ -80,6 +80,7 @@ pub(crate) struct RawConfig {
     pub http: RawHttp,
     pub log: RawLog,
     pub migration: RawMigration,
+    pub quality: RawQuality,
     pub shutdown: RawShutdown,
     /// Seed: the HTTP port → `http.port`.
     pub http_port: Option<PortValue>,
@@ -244,6 +245,14 @@ pub(crate) struct RawMigration {
     pub interval: Option<DurationValue>,
     pub lag: Option<DurationValue>,
     pub recheck_windows: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawQuality {
+    pub enabled: Option<bool>,
+    pub price_jump: Option<f64>,
+    pub sequential_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

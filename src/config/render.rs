@@ -184,6 +184,10 @@ pub(crate) fn entries(c: &Config) -> Vec<(String, String)> {
     put("migration.lag", dur(m.lag));
     put("migration.recheck_windows", m.recheck_windows.to_string());
 
+    put("quality.enabled", c.quality.enabled.to_string());
+    put("quality.price_jump", c.quality.price_jump.to_string());
+    put("quality.sequential_ids", c.quality.sequential_ids.join(","));
+
     put("shutdown.grace_period", dur(c.shutdown_grace));
     e
 }

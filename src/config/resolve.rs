@@ -19,8 +19,8 @@ use super::value::{
 use super::{
     ClickHouseConfig, ClickHouseHost, ColdClickHouseConfig, Compression, Config, ConfigError,
     Discard, EmbeddedConfig, HttpConfig, Loaded, LogConfig, LogFormat, MigrationConfig, NatsConfig,
-    NatsMode, PerType, RetryConfig, Secret, Source, StreamConfig, StreamStorage, Streams,
-    TypeBatch,
+    NatsMode, PerType, QualityConfig, RetryConfig, Secret, Source, StreamConfig, StreamStorage,
+    Streams, TypeBatch,
 };
 use crate::model::DataType;
 
@@ -174,6 +174,7 @@ impl Resolver<'_> {
             http: self.http(&raw)?,
             log: self.log(&raw)?,
             migration: self.migration(&raw)?,
+            quality: self.quality(&raw)?,
             shutdown_grace: {
                 let key = "shutdown.grace_period";
                 let v = self.file_value(key, raw.shutdown.grace_period.map(|d| d.0));
@@ -950,6 +951,44 @@ impl Resolver<'_> {
             level,
             rust_log,
             format,
+        })
+    }
+
+    fn quality(&mut self, raw: &RawConfig) -> Result<QualityConfig, ConfigError> {
+        let q = &raw.quality;
+        let enabled = self
+            .value(
+                "quality.enabled",
+                &["MARKETPRISM_QUALITY_ENABLED"],
+                parse_bool,
+                q.enabled,
+            )?
+            .unwrap_or(DEFAULT_QUALITY_ENABLED);
+        let price_jump = self
+            .file_value("quality.price_jump", q.price_jump)
+            .unwrap_or(DEFAULT_QUALITY_PRICE_JUMP);
+        self.check(
+            "quality.price_jump",
+            if price_jump.is_finite() && price_jump > 0.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "must be a fraction > 0, e.g. 0.1 (got {price_jump})"
+                ))
+            },
+        )?;
+        let sequential_ids = self
+            .file_value("quality.sequential_ids", q.sequential_ids.clone())
+            .unwrap_or_else(|| {
+                DEFAULT_QUALITY_SEQUENTIAL_IDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+        Ok(QualityConfig {
+            enabled,
+            price_jump,
+            sequential_ids,
         })
     }
 

@@ -35,6 +35,12 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     let nonce = format!("{:x}", rand::random::<u64>());
     let mut tasks = Vec::new();
+    let dts: Vec<DataType> = types.iter().map(|(t, _)| *t).collect();
+    if let Some(h) =
+        crate::quality::restore::start(sink.clone(), stats.quality.clone(), &dts, &stop).await
+    {
+        tasks.push(h);
+    }
     for (dt, limits) in types {
         let sub = client
             .subscribe(dt.subject_filter())

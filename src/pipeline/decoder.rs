@@ -53,6 +53,8 @@ pub struct DecodedBatch {
     pub first_published_ms: i64,
     /// Ack handles, consumed after the insert.
     pub acks: Vec<AckHandle>,
+    /// Quality events found in `rows` (stored before the rows, token `<token>/q`).
+    pub quality: Vec<crate::quality::QualityEvent>,
 }
 
 /// What flows from the reader to the decoder, and from the decoder to the writer, in order.
@@ -102,8 +104,16 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
             Err(d) => dead.push(d),
         }
     }
+    // Stamped with the batch's receive time, not ours: a replay must produce the same events.
+    let detected_at = if b.first_published_ms == i64::MAX {
+        now
+    } else {
+        b.first_published_ms
+    };
+    let quality = stats.quality.observe(dt, &rows, detected_at, now);
     DecodedBatch {
         data_type: dt,
+        quality,
         rows,
         dead,
         first_seq: b.first_seq,

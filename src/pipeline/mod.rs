@@ -133,6 +133,10 @@ pub async fn run(
         Leases::open(&js, &settings.lease_bucket, &settings.instance_id)
     })
     .await?;
+    // Restored before any stage starts, so no batch is checked against an empty state.
+    let quality_timer =
+        crate::quality::restore::start(sink.clone(), stats.quality.clone(), &settings.types, &stop)
+            .await;
     let mut tasks = Vec::new();
     for t in settings.types.iter().copied() {
         let (Some(spec), Some(limits)) = (settings.consumers.get(&t), settings.limits.get(&t))
@@ -154,6 +158,9 @@ pub async fn run(
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(h) = quality_timer {
+        let _ = h.await;
     }
     Ok(())
 }

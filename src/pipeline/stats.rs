@@ -46,6 +46,8 @@ pub struct TypeStats {
     pub latency_ms_sum: AtomicU64,
     /// Last batch's publish→insert latency (oldest message), ms.
     pub last_latency_ms: AtomicU64,
+    /// Quality events stored with this type's batches (`data_quality_events`).
+    pub quality_events: AtomicU64,
     /// Dead letters by reason kind.
     pub rejects: Mutex<BTreeMap<String, u64>>,
     /// Last error text (insert, ack or NATS).
@@ -104,6 +106,9 @@ pub struct Stats {
     pub clickhouse_up: AtomicBool,
     /// Process start, unix ms.
     pub started_ms: i64,
+    /// The data-quality detectors; [`crate::quality::Quality::snapshot`] gives their per-market
+    /// counters.
+    pub quality: std::sync::Arc<crate::quality::Quality>,
 }
 
 impl Stats {
@@ -117,6 +122,7 @@ impl Stats {
             nats_connected: AtomicBool::new(false),
             clickhouse_up: AtomicBool::new(false),
             started_ms: now_ms,
+            quality: std::sync::Arc::new(crate::quality::Quality::default()),
         }
     }
 

@@ -98,6 +98,32 @@ impl Writer {
             tracing::warn!(data_type = %self.data_type, attempt, ?delay, error = %e, "insert failed; retrying");
         };
         let dt = self.data_type;
+        // Quality events first: a crash after them re-detects the same events on replay (the
+        // rows are not stored yet, so the restored state is the same) and the token drops them.
+        if !b.quality.is_empty() {
+            let qt = crate::quality::events_token(&token);
+            match self
+                .sink
+                .insert_isolating(
+                    crate::schema::QUALITY_EVENTS_TABLE,
+                    &b.quality,
+                    &qt,
+                    sink::encode_quality_events,
+                    &self.stop,
+                    &mut on_retry,
+                )
+                .await
+            {
+                Ok(iso) => {
+                    let stored = b.quality.len() - iso.rejected.len();
+                    self.st().quality_events.fetch_add(stored as u64, Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(data_type = %dt, error = %e, "quality events insert abandoned; batch stays unacked");
+                    return false;
+                }
+            }
+        }
         let t0 = std::time::Instant::now();
         let isolation = match self
             .sink

@@ -195,6 +195,30 @@ pub const DEAD_LETTERS: &[Column] = &[
 /// The dead-letter table's name.
 pub const DEAD_LETTERS_TABLE: &str = "dead_letters";
 
+/// Columns of `data_quality_events` (hot and cold): one row per quality event
+/// (`crate::quality`). `value` is a `Decimal64(8)` like every other decimal we store.
+pub const QUALITY_EVENTS: &[Column] = &[
+    col("detected_at", TS, DZ),
+    col("event_time", TS, DZ),
+    col("data_type", LC, Z),
+    col("exchange", LC, Z),
+    col("market_type", LC, Z),
+    col("symbol", LC, Z),
+    col("kind", LC, Z),
+    col("first_missing", "UInt64", Z),
+    col("last_missing", "UInt64", Z),
+    col("missing", "UInt64", Z),
+    col("span_ms", "UInt64", Z),
+    col("value", D64, Z),
+    col("detail", "String", Z),
+];
+
+/// The quality events' table name (same in hot and cold).
+pub const QUALITY_EVENTS_TABLE: &str = crate::quality::QUALITY_EVENTS_TABLE;
+
+/// Hot TTL of the quality events: 3 days, like the rows they describe.
+pub const QUALITY_EVENTS_TTL: &str = "toDateTime(event_time) + INTERVAL 3 DAY DELETE";
+
 /// How many recent insert blocks each table remembers for `insert_deduplication_token`.
 ///
 /// The service is the only writer of a hot table and re-sends at most the one batch per
@@ -371,6 +395,15 @@ pub fn database_ddl(db: &str, tier: Tier, layout: &Layout) -> Vec<String> {
         };
         out.extend(create_table(db, &spec, layout));
     }
+    let spec = TableSpec {
+        name: QUALITY_EVENTS_TABLE,
+        columns: QUALITY_EVENTS,
+        indexes: &[],
+        partition_by: "toYYYYMM(event_time)",
+        order_by: "event_time, data_type, exchange, symbol, kind",
+        ttl: (tier == Tier::Hot).then_some(QUALITY_EVENTS_TTL),
+    };
+    out.extend(create_table(db, &spec, layout));
     if tier == Tier::Cold {
         out.extend(migration_state_ddl(db, layout));
     }
@@ -456,6 +489,10 @@ pub fn tiered_ddl(db: &str, policy: &str) -> Vec<String> {
             o = order_by(t),
         ));
     }
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS `{db}`.`{QUALITY_EVENTS_TABLE}`\n(\n{body}\n)\nENGINE = MergeTree\nPARTITION BY toYYYYMM(event_time)\nORDER BY (event_time, data_type, exchange, symbol, kind)\nTTL toDateTime(event_time) + INTERVAL 3 DAY TO VOLUME 'cold'\nSETTINGS index_granularity = 8192, storage_policy = '{policy}', non_replicated_deduplication_window = {DEDUP_WINDOW}",
+        body = column_lines(QUALITY_EVENTS).join(",\n"),
+    ));
     out
 }
 
@@ -476,9 +513,11 @@ pub fn render_script(statements: &[String]) -> String {
     s
 }
 
-/// Every table of the hot (`hot = true`) or cold database, as created by [`database_ddl`].
+/// Every table of the hot (`hot = true`) or cold database, as created by [`database_ddl`]
+/// (both hold `data_quality_events`).
 pub fn table_names(hot: bool) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = DataType::ALL.iter().map(|t| t.table()).collect();
+    v.push(QUALITY_EVENTS_TABLE);
     if hot {
         v.push(DEAD_LETTERS_TABLE);
     } else {
@@ -550,19 +589,20 @@ mod tests {
     fn every_statement_is_idempotent_and_hot_has_ttl_cold_has_none() {
         let hot = database_ddl("h", Tier::Hot, &Layout::Single);
         let cold = database_ddl("c", Tier::Cold, &Layout::Single);
-        assert_eq!(hot.len(), 1 + 8 + 1);
-        assert_eq!(cold.len(), 1 + 8 + 2);
+        assert_eq!(hot.len(), 1 + 8 + 1 + 1);
+        assert_eq!(cold.len(), 1 + 8 + 1 + 2);
         for s in hot.iter().chain(&cold) {
             assert!(s.contains("IF NOT EXISTS"), "{s}");
             assert!(!s.contains("ALTER"), "{s}");
         }
         assert!(hot[1..].iter().all(|s| s.contains("TTL ")));
         assert!(cold.iter().all(|s| !s.contains("TTL ")));
-        assert!(cold[9..].iter().all(|s| s.contains("migration_")));
+        assert!(cold[10..].iter().all(|s| s.contains("migration_")));
+        assert!(hot[9].contains("data_quality_events") && cold[9].contains("data_quality_events"));
         assert!(
             hot[1..]
                 .iter()
-                .chain(&cold[1..9])
+                .chain(&cold[1..10])
                 .all(|s| s.contains("non_replicated_deduplication_window = 1000"))
         );
     }

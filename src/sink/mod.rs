@@ -39,7 +39,9 @@ pub use error::{ErrorClass, SinkError, classify, parse_code, parse_status};
 pub use isolate::{
     Bisection, Isolation, RejectedRow, batch_token, child_token, dead_letter_token, split,
 };
-pub use native::{EncodeError, LowCardinalityEncoding, encode_block, encode_dead_letters};
+pub use native::{
+    EncodeError, LowCardinalityEncoding, encode_block, encode_dead_letters, encode_quality_events,
+};
 
 /// Size of the pieces an INSERT body is sent in: the body streams while later pieces are
 /// compressed, and with LZ4 each piece becomes one ClickHouse compressed block (the server

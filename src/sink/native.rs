@@ -23,6 +23,7 @@ use crate::model::{
     DataType, DeadLetterRow, FundingRateRow, LiquidationRow, LsrAllAccountRow, LsrTopPositionRow,
     OpenInterestRow, OrderbookRow, Record, TradeRow, VolatilityIndexRow,
 };
+use crate::quality::QualityEvent;
 use crate::schema::{self, Column};
 
 /// How `LowCardinality(String)` columns are put on the wire.
@@ -115,11 +116,26 @@ pub fn encode_dead_letters_with(
     )
 }
 
-/// The columns of a table this service writes to, by table name: the eight market-data tables
-/// and `dead_letters`. `None` for any other name.
+/// Encodes quality events as one Native block for `schema::QUALITY_EVENTS_TABLE`.
+pub fn encode_quality_events(rows: &[QualityEvent]) -> Result<Bytes, EncodeError> {
+    encode_rows(
+        schema::QUALITY_EVENTS_TABLE,
+        schema::QUALITY_EVENTS,
+        QUALITY_EVENT_SPECS,
+        rows.iter(),
+        rows.len(),
+        LowCardinalityEncoding::default(),
+    )
+}
+
+/// The columns of a table this service writes to, by table name: the eight market-data tables,
+/// `dead_letters` and `data_quality_events`. `None` for any other name.
 pub fn table_columns(table: &str) -> Option<&'static [Column]> {
     if table == schema::DEAD_LETTERS_TABLE {
         return Some(schema::DEAD_LETTERS);
+    }
+    if table == schema::QUALITY_EVENTS_TABLE {
+        return Some(schema::QUALITY_EVENTS);
     }
     DataType::ALL
         .into_iter()
@@ -342,6 +358,61 @@ const DEAD_LETTER_SPECS: &[Spec<DeadLetterRow>] = &[
     Spec {
         name: "payload",
         get: Get::Str(|r| r.payload.as_str()),
+    },
+];
+
+const QUALITY_EVENT_SPECS: &[Spec<QualityEvent>] = &[
+    Spec {
+        name: "detected_at",
+        get: Get::I64(|r| r.detected_at_ms),
+    },
+    Spec {
+        name: "event_time",
+        get: Get::I64(|r| r.event_time_ms),
+    },
+    Spec {
+        name: "data_type",
+        get: Get::Str(|r| r.data_type.as_str()),
+    },
+    Spec {
+        name: "exchange",
+        get: Get::Str(|r| r.exchange.as_str()),
+    },
+    Spec {
+        name: "market_type",
+        get: Get::Str(|r| r.market_type.as_str()),
+    },
+    Spec {
+        name: "symbol",
+        get: Get::Str(|r| r.symbol.as_str()),
+    },
+    Spec {
+        name: "kind",
+        get: Get::Str(|r| r.kind.as_str()),
+    },
+    Spec {
+        name: "first_missing",
+        get: Get::U64(|r| r.first_missing),
+    },
+    Spec {
+        name: "last_missing",
+        get: Get::U64(|r| r.last_missing),
+    },
+    Spec {
+        name: "missing",
+        get: Get::U64(|r| r.missing),
+    },
+    Spec {
+        name: "span_ms",
+        get: Get::U64(|r| r.span_ms),
+    },
+    Spec {
+        name: "value",
+        get: Get::I64(|r| r.value),
+    },
+    Spec {
+        name: "detail",
+        get: Get::Str(|r| r.detail.as_str()),
     },
 ];
 
@@ -916,6 +987,42 @@ mod tests {
             assert_eq!(c.name, s.name);
             assert!(kind_matches(&s.get, c.ty), "dead_letters.{}", c.name);
         }
+        let written: Vec<_> = schema::QUALITY_EVENTS
+            .iter()
+            .filter(|c| c.written)
+            .collect();
+        assert_eq!(written.len(), QUALITY_EVENT_SPECS.len());
+        for (c, s) in written.iter().zip(QUALITY_EVENT_SPECS) {
+            assert_eq!(c.name, s.name);
+            assert!(kind_matches(&s.get, c.ty), "data_quality_events.{}", c.name);
+        }
+    }
+
+    #[test]
+    fn quality_events_encode_deterministically() {
+        let e = QualityEvent {
+            detected_at_ms: 1,
+            event_time_ms: 2,
+            data_type: DataType::Trade,
+            exchange: "binance".into(),
+            market_type: "spot".into(),
+            symbol: "BTC-USDT".into(),
+            kind: crate::quality::EventKind::Gap,
+            first_missing: 3,
+            last_missing: 4,
+            missing: 2,
+            span_ms: 5,
+            value: 0,
+            detail: "x".into(),
+        };
+        let a = encode_quality_events(std::slice::from_ref(&e)).unwrap();
+        assert_eq!(a, encode_quality_events(&[e]).unwrap());
+        assert!(!a.is_empty());
+        assert!(encode_quality_events(&[]).unwrap().is_empty());
+        assert_eq!(
+            table_columns("data_quality_events"),
+            Some(schema::QUALITY_EVENTS)
+        );
     }
 
     #[test]

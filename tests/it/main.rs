@@ -15,4 +15,5 @@ mod harness;
 mod ingest;
 mod migrate;
 mod ops;
+mod quality;
 mod schema;

@@ -189,6 +189,31 @@ SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_hot`.`volatility_indices_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `volatility_indices_local`, cityHash64(exchange, symbol));
 
+CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events_local` ON CLUSTER `mp`
+(
+    `detected_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `event_time` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `data_type` LowCardinality(String) CODEC(ZSTD),
+    `exchange` LowCardinality(String) CODEC(ZSTD),
+    `market_type` LowCardinality(String) CODEC(ZSTD),
+    `symbol` LowCardinality(String) CODEC(ZSTD),
+    `kind` LowCardinality(String) CODEC(ZSTD),
+    `first_missing` UInt64 CODEC(ZSTD),
+    `last_missing` UInt64 CODEC(ZSTD),
+    `missing` UInt64 CODEC(ZSTD),
+    `span_ms` UInt64 CODEC(ZSTD),
+    `value` Decimal64(8) CODEC(ZSTD),
+    `detail` String CODEC(ZSTD)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/data_quality_events_local', '{replica}')
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (event_time, data_type, exchange, symbol, kind)
+TTL toDateTime(event_time) + INTERVAL 3 DAY DELETE
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+
+CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_hot`.`data_quality_events_local`
+ENGINE = Distributed(`mp`, `marketprism_hot`, `data_quality_events_local`, cityHash64(exchange, symbol));
+
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters_local` ON CLUSTER `mp`
 (
     `received_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
@@ -380,6 +405,30 @@ SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_cold`.`volatility_indices_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `volatility_indices_local`, cityHash64(exchange, symbol));
+
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events_local` ON CLUSTER `mp`
+(
+    `detected_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `event_time` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `data_type` LowCardinality(String) CODEC(ZSTD),
+    `exchange` LowCardinality(String) CODEC(ZSTD),
+    `market_type` LowCardinality(String) CODEC(ZSTD),
+    `symbol` LowCardinality(String) CODEC(ZSTD),
+    `kind` LowCardinality(String) CODEC(ZSTD),
+    `first_missing` UInt64 CODEC(ZSTD),
+    `last_missing` UInt64 CODEC(ZSTD),
+    `missing` UInt64 CODEC(ZSTD),
+    `span_ms` UInt64 CODEC(ZSTD),
+    `value` Decimal64(8) CODEC(ZSTD),
+    `detail` String CODEC(ZSTD)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/data_quality_events_local', '{replica}')
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (event_time, data_type, exchange, symbol, kind)
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_cold`.`data_quality_events_local`
+ENGINE = Distributed(`mp`, `marketprism_cold`, `data_quality_events_local`, cityHash64(exchange, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state` ON CLUSTER `mp`
 (

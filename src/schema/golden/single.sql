@@ -165,6 +165,28 @@ ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events`
+(
+    `detected_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `event_time` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `data_type` LowCardinality(String) CODEC(ZSTD),
+    `exchange` LowCardinality(String) CODEC(ZSTD),
+    `market_type` LowCardinality(String) CODEC(ZSTD),
+    `symbol` LowCardinality(String) CODEC(ZSTD),
+    `kind` LowCardinality(String) CODEC(ZSTD),
+    `first_missing` UInt64 CODEC(ZSTD),
+    `last_missing` UInt64 CODEC(ZSTD),
+    `missing` UInt64 CODEC(ZSTD),
+    `span_ms` UInt64 CODEC(ZSTD),
+    `value` Decimal64(8) CODEC(ZSTD),
+    `detail` String CODEC(ZSTD)
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (event_time, data_type, exchange, symbol, kind)
+TTL toDateTime(event_time) + INTERVAL 3 DAY DELETE
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters`
 (
     `received_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
@@ -328,6 +350,27 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+
+CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events`
+(
+    `detected_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `event_time` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `data_type` LowCardinality(String) CODEC(ZSTD),
+    `exchange` LowCardinality(String) CODEC(ZSTD),
+    `market_type` LowCardinality(String) CODEC(ZSTD),
+    `symbol` LowCardinality(String) CODEC(ZSTD),
+    `kind` LowCardinality(String) CODEC(ZSTD),
+    `first_missing` UInt64 CODEC(ZSTD),
+    `last_missing` UInt64 CODEC(ZSTD),
+    `missing` UInt64 CODEC(ZSTD),
+    `span_ms` UInt64 CODEC(ZSTD),
+    `value` Decimal64(8) CODEC(ZSTD),
+    `detail` String CODEC(ZSTD)
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (event_time, data_type, exchange, symbol, kind)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state`

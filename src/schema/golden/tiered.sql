@@ -165,3 +165,25 @@ ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
 SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS `marketprism`.`data_quality_events`
+(
+    `detected_at` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `event_time` DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    `data_type` LowCardinality(String) CODEC(ZSTD),
+    `exchange` LowCardinality(String) CODEC(ZSTD),
+    `market_type` LowCardinality(String) CODEC(ZSTD),
+    `symbol` LowCardinality(String) CODEC(ZSTD),
+    `kind` LowCardinality(String) CODEC(ZSTD),
+    `first_missing` UInt64 CODEC(ZSTD),
+    `last_missing` UInt64 CODEC(ZSTD),
+    `missing` UInt64 CODEC(ZSTD),
+    `span_ms` UInt64 CODEC(ZSTD),
+    `value` Decimal64(8) CODEC(ZSTD),
+    `detail` String CODEC(ZSTD)
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (event_time, data_type, exchange, symbol, kind)
+TTL toDateTime(event_time) + INTERVAL 3 DAY TO VOLUME 'cold'
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+
