@@ -153,16 +153,32 @@ pub enum Metric {
     ColdChunksMismatched,
     /// Unix time of the end of the last fully verified migration cycle.
     ColdLastSuccess,
+    /// Sequence gaps per market (data quality).
+    QualityGaps,
+    /// Ids missing in those gaps, per market.
+    QualityMissingIds,
+    /// Repeated sequential ids per market.
+    QualityDuplicates,
+    /// Crossed order books per market.
+    QualityCrossedBooks,
+    /// Seconds a market has been silent while a stale episode is open (0 otherwise).
+    QualityStaleSeconds,
+    /// Quality events of every kind, per type and kind.
+    QualityEvents,
 }
 
 const DT: &[&str] = &["data_type"];
 const DT_REASON: &[&str] = &["data_type", "reason"];
 const NONE: &[&str] = &[];
 const TABLE: &[&str] = &["table"];
+/// Per market. `market_type` is in the set because BTC-USDT spot and perpetual are different
+/// sequences; `sum by (data_type, exchange, symbol)` gives the issue's coarser view.
+const MARKET: &[&str] = &["data_type", "exchange", "market_type", "symbol"];
+const DT_KIND: &[&str] = &["data_type", "kind"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 35] = [
+    pub const ALL: [Metric; 41] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -198,6 +214,12 @@ impl Metric {
         Metric::ColdChunksRepaired,
         Metric::ColdChunksMismatched,
         Metric::ColdLastSuccess,
+        Metric::QualityGaps,
+        Metric::QualityMissingIds,
+        Metric::QualityDuplicates,
+        Metric::QualityCrossedBooks,
+        Metric::QualityStaleSeconds,
+        Metric::QualityEvents,
     ];
 
     /// When the family is rendered.
@@ -466,6 +488,48 @@ impl Metric {
                 "Unix time of the end of the last migration cycle in which every chunk verified (0 = none yet).",
                 New,
             ),
+            Metric::QualityGaps => (
+                "marketprism_storage_gaps_total",
+                Counter,
+                MARKET,
+                "Sequence gaps (trade ids, order book update ids) detected per market; see docs/quality.md.",
+                New,
+            ),
+            Metric::QualityMissingIds => (
+                "marketprism_storage_missing_ids_total",
+                Counter,
+                MARKET,
+                "Sequential ids missing in the detected gaps, per market.",
+                New,
+            ),
+            Metric::QualityDuplicates => (
+                "marketprism_storage_duplicate_ids_total",
+                Counter,
+                MARKET,
+                "Sequential ids that arrived again, per market.",
+                New,
+            ),
+            Metric::QualityCrossedBooks => (
+                "marketprism_storage_crossed_books_total",
+                Counter,
+                MARKET,
+                "Order books whose best bid was at or above the best ask, per market.",
+                New,
+            ),
+            Metric::QualityStaleSeconds => (
+                "marketprism_storage_stale_seconds",
+                Gauge,
+                MARKET,
+                "Seconds a market has been silent while its stale episode is open; 0 when data flows.",
+                New,
+            ),
+            Metric::QualityEvents => (
+                "marketprism_storage_quality_events_total",
+                Counter,
+                DT_KIND,
+                "Data-quality events detected, per type and kind (stored in data_quality_events).",
+                New,
+            ),
         };
         MetricDef {
             name,
@@ -630,6 +694,46 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
                 migration_samples(m, ms, out);
             }
         }
+        Metric::QualityGaps
+        | Metric::QualityMissingIds
+        | Metric::QualityDuplicates
+        | Metric::QualityCrossedBooks
+        | Metric::QualityStaleSeconds
+        | Metric::QualityEvents => quality_samples(m, i, out),
+    }
+}
+
+/// The data-quality families, from one snapshot of the trackers.
+fn quality_samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
+    use crate::quality::EventKind;
+    let snap = i.stats.quality.snapshot(i.now_ms);
+    if m == Metric::QualityEvents {
+        for t in snap.types.iter().filter(|t| i.types.contains(&t.data_type)) {
+            for k in EventKind::ALL {
+                let n: u64 = t.keys.iter().map(|mk| mk.counts.of(k)).sum();
+                if n > 0 {
+                    out.sample(m, &[t.data_type.as_str(), k.as_str()], n as f64);
+                }
+            }
+        }
+        return;
+    }
+    for (t, mk) in snap.markets().filter(|(t, _)| i.types.contains(t)) {
+        let labels = [
+            t.as_str(),
+            mk.exchange.as_str(),
+            mk.market_type.as_str(),
+            mk.symbol.as_str(),
+        ];
+        let v = match m {
+            Metric::QualityGaps => mk.counts.of(EventKind::Gap) as f64,
+            Metric::QualityMissingIds => mk.counts.missing as f64,
+            Metric::QualityDuplicates => mk.counts.of(EventKind::Duplicate) as f64,
+            Metric::QualityCrossedBooks => mk.counts.of(EventKind::CrossedBook) as f64,
+            Metric::QualityStaleSeconds if mk.stale_open => mk.silent_ms as f64 / 1000.0,
+            _ => 0.0,
+        };
+        out.sample(m, &labels, v);
     }
 }
 
@@ -841,6 +945,53 @@ pub(crate) mod tests {
             ready: true,
             now_ms: stats.started_ms + 10_000,
         }
+    }
+
+    #[test]
+    fn quality_counters_are_exported_per_market() {
+        use crate::model::{Common, Record, TradeRow};
+        let stats = Stats::new(1_000_000);
+        let now = chrono::Utc::now().timestamp_millis();
+        let trade = |id: u64| {
+            Record::Trade(TradeRow {
+                common: Common {
+                    timestamp_ms: now - 1000 + id as i64,
+                    exchange: "binance".into(),
+                    market_type: "spot".into(),
+                    symbol: "BTC-USDT".into(),
+                    data_source: "marketprism".into(),
+                },
+                trade_id: id.to_string(),
+                price: 6_700_000_000_000,
+                quantity: 100_000,
+                side: "buy".into(),
+                is_maker: false,
+                trade_time_ms: now - 1000 + id as i64,
+            })
+        };
+        // Ids 1..=10 without 4..=6: one gap of three ids; 9 twice: one duplicate.
+        let rows: Vec<Record> = [1, 2, 3, 7, 8, 9, 9, 10].into_iter().map(trade).collect();
+        let events = stats.quality.observe(DataType::Trade, &rows, now, now);
+        assert!(!events.is_empty());
+        let mut i = input(&stats, &[DataType::Trade]);
+        i.now_ms = now;
+        let text = render(&i);
+        let m = r#"{data_type="trade",exchange="binance",market_type="spot",symbol="BTC-USDT"}"#;
+        for want in [
+            format!("marketprism_storage_gaps_total{m} 1"),
+            format!("marketprism_storage_missing_ids_total{m} 3"),
+            format!("marketprism_storage_duplicate_ids_total{m} 1"),
+            format!("marketprism_storage_crossed_books_total{m} 0"),
+            format!("marketprism_storage_stale_seconds{m} 0"),
+            r#"marketprism_storage_quality_events_total{data_type="trade",kind="gap"} 1"#
+                .to_string(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing {want:?} in\n{text}"
+            );
+        }
+        check_exposition(&text);
     }
 
     #[test]

@@ -234,7 +234,40 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
     if let (Some(m), Value::Object(map)) = (i.migration, &mut body) {
         map.insert("migration".into(), migration(m));
     }
+    if let Value::Object(map) = &mut body {
+        map.insert("quality".into(), quality(i));
+    }
     body
+}
+
+/// Data-quality counters per type (sums over markets) and the markets with an open stale
+/// episode; `enabled: false` when detection is off.
+fn quality(i: &ReportInputs<'_>) -> Value {
+    use crate::quality::EventKind;
+    let snap = i.stats.quality.snapshot(i.now_ms);
+    let mut types = Map::new();
+    for t in snap.types.iter().filter(|t| i.types.contains(&t.data_type)) {
+        let sum = |k: EventKind| t.keys.iter().map(|m| m.counts.of(k)).sum::<u64>();
+        let stale: Vec<String> = t
+            .keys
+            .iter()
+            .filter(|m| m.stale_open)
+            .map(|m| format!("{}.{}.{}", m.exchange, m.market_type, m.symbol))
+            .collect();
+        types.insert(
+            t.data_type.as_str().to_string(),
+            json!({
+                "gaps": sum(EventKind::Gap),
+                "missing_ids": t.keys.iter().map(|m| m.counts.missing).sum::<u64>(),
+                "duplicates": sum(EventKind::Duplicate),
+                "out_of_order": sum(EventKind::OutOfOrder),
+                "crossed_books": sum(EventKind::CrossedBook),
+                "price_jumps": sum(EventKind::PriceJump),
+                "stale_markets": stale,
+            }),
+        );
+    }
+    json!({ "enabled": snap.enabled, "types": types })
 }
 
 /// `/api/v1/status`: the seed's envelope around the `/stats` body. Always 200 (the seed's
