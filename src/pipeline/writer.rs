@@ -61,7 +61,15 @@ impl Writer {
                     self.broken = false;
                     true
                 }
-                StageCmd::Batch(_) | StageCmd::AckOnly(_) if self.broken => true,
+                StageCmd::Batch(b) if self.broken => {
+                    // Dropped: re-read after the resync, and counted as queued again then.
+                    let st = self.st();
+                    let _ = st
+                        .queued
+                        .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
+                    true
+                }
+                StageCmd::AckOnly(_) if self.broken => true,
                 StageCmd::Sync(tx) => {
                     let _ = tx.send(());
                     true
