@@ -20,9 +20,8 @@ use crate::config::Config;
 use crate::migrate::exec::NoProgress;
 use crate::migrate::plan::fmt_ms;
 use crate::migrate::{
-    Filters, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span, exec,
+    Filters, MigTable, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span, exec,
 };
-use crate::model::DataType;
 use crate::ops;
 use crate::pipeline::Stats;
 
@@ -50,7 +49,7 @@ pub struct MigrateArgs {
     /// Print what would move; write nothing (MIGRATION_DRY_RUN).
     #[arg(long)]
     pub dry_run: bool,
-    /// Only these tables (repeatable; table or data-type names).
+    /// Only these tables (repeatable; table or data-type names, or `data_quality_events`).
     #[arg(long = "table")]
     pub tables: Vec<String>,
     /// Max rows per copy (MIGRATION_BATCH_LIMIT, default 5,000,000).
@@ -71,19 +70,15 @@ pub struct MigrateArgs {
 /// Chunk width of the grid, in minutes: whole hours.
 const DEFAULT_CHUNK_MINUTES: u64 = 60;
 
-/// Parses `--table` values (`trades` or `trade`).
-pub fn parse_tables(names: &[String]) -> anyhow::Result<Vec<DataType>> {
+/// Parses `--table` values (`trades` or `trade`, `data_quality_events`); none = every
+/// migratable table.
+pub fn parse_tables(names: &[String]) -> anyhow::Result<Vec<MigTable>> {
     if names.is_empty() {
-        return Ok(DataType::ALL.to_vec());
+        return Ok(MigTable::ALL.to_vec());
     }
     names
         .iter()
-        .map(|n| {
-            DataType::ALL
-                .into_iter()
-                .find(|t| t.table() == n || t.as_str() == n)
-                .with_context(|| format!("unknown table {n:?}"))
-        })
+        .map(|n| MigTable::parse(n).with_context(|| format!("unknown table {n:?}")))
         .collect()
 }
 
@@ -139,7 +134,8 @@ pub async fn sinks(
     Ok((hot, cold, same_server, embedded))
 }
 
-/// The migrator options from the configuration alone: every table, hour chunks, the
+/// The migrator options from the configuration alone: every migratable table (the eight
+/// market-data tables and the quality events), hour chunks, the
 /// configured filters. What the service runs; `migrate`'s flags override them.
 pub fn config_options(cfg: &Config) -> MigratorOptions {
     MigratorOptions {
@@ -150,7 +146,7 @@ pub fn config_options(cfg: &Config) -> MigratorOptions {
         dry_run: cfg.migration.dry_run,
         lag: cfg.migration.lag,
         recheck_windows: cfg.migration.recheck_windows,
-        tables: DataType::ALL.to_vec(),
+        tables: MigTable::ALL.to_vec(),
         leaf_rows: exec::DEFAULT_LEAF_ROWS,
         recheck_all: false,
     }
@@ -597,13 +593,29 @@ mod tests {
     }
 
     #[test]
+    fn table_selection_includes_the_quality_events_but_not_the_dead_letters() {
+        let all = parse_tables(&[]).unwrap();
+        assert_eq!(all.len(), 9);
+        assert_eq!(all.last(), Some(&MigTable::QualityEvents));
+        let some = parse_tables(&["data_quality_events".into(), "trade".into()]).unwrap();
+        assert_eq!(
+            some,
+            [
+                MigTable::QualityEvents,
+                MigTable::Data(crate::model::DataType::Trade)
+            ]
+        );
+        assert!(parse_tables(&["dead_letters".into()]).is_err());
+    }
+
+    #[test]
     fn config_options_follow_the_config() {
         let mut cfg = Config::defaults().unwrap();
         cfg.migration.exchange = Some("okx".into());
         let o = config_options(&cfg);
         assert_eq!(o.window, cfg.migration.window);
         assert_eq!(o.chunk, Duration::from_secs(3600));
-        assert_eq!(o.tables, DataType::ALL.to_vec());
+        assert_eq!(o.tables, MigTable::ALL.to_vec());
         assert_eq!(o.filters.exchange.as_deref(), Some("okx"));
         assert!(!o.recheck_all);
     }

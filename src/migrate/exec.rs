@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::model::DataType;
 use crate::schema;
 use crate::sink::Sink;
 
@@ -18,7 +17,7 @@ use super::plan::{
     self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide,
     plan_chunks, quote, verified_until,
 };
-use super::{CHUNKS_TABLE, MigrateError, MigrationStats, STATE_TABLE};
+use super::{CHUNKS_TABLE, MigTable, MigrateError, MigrationStats, STATE_TABLE};
 
 /// Largest span whose row hashes are compared in one go (both sides' `(hash, count)` lists
 /// are held in memory, and the missing hashes are sent back in the copy's SQL).
@@ -44,8 +43,8 @@ pub struct MigratorOptions {
     pub lag: Duration,
     /// Chunks before the watermark verified again every cycle (late rows).
     pub recheck_windows: u32,
-    /// The tables, in order.
-    pub tables: Vec<DataType>,
+    /// The tables, in order (default: [`MigTable::ALL`]).
+    pub tables: Vec<MigTable>,
     /// See [`DEFAULT_LEAF_ROWS`].
     pub leaf_rows: u64,
     /// Verify (and repair) from the oldest hot row instead of the watermark: the remedy after
@@ -154,15 +153,15 @@ fn ms(d: Duration) -> i64 {
 
 /// Back-quoted column list of a table (all columns, `created_at` included: cold is an exact
 /// copy of hot).
-fn column_list(t: DataType) -> String {
-    schema::columns(t)
+fn column_list(t: MigTable) -> String {
+    t.columns()
         .iter()
         .map(|c| format!("`{}`", c.name))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn row_hash(t: DataType) -> String {
+fn row_hash(t: MigTable) -> String {
     format!("cityHash64({})", column_list(t))
 }
 
@@ -203,20 +202,24 @@ impl Migrator {
         &self.stats
     }
 
-    fn hot_table(&self, t: DataType) -> String {
-        format!("`{}`.`{}`", self.hot.database(), t.table())
+    fn hot_table(&self, t: MigTable) -> String {
+        format!("`{}`.`{}`", self.hot.database(), t.name())
     }
 
-    fn cold_table(&self, t: DataType) -> String {
-        format!("`{}`.`{}`", self.cold.database(), t.table())
+    fn cold_table(&self, t: MigTable) -> String {
+        format!("`{}`.`{}`", self.cold.database(), t.name())
     }
 
     fn state_table(&self, name: &str) -> String {
         format!("`{}`.`{name}`", self.cold.database())
     }
 
-    fn where_sql(&self, span: Span) -> String {
-        format!("{}{}", span.where_sql(), self.opts.filters.where_sql())
+    fn where_sql(&self, t: MigTable, span: Span) -> String {
+        format!(
+            "{}{}",
+            span.where_sql(t.time_column()),
+            self.opts.filters.where_sql()
+        )
     }
 
     /// Creates the cold database, its tables and the state tables if missing (idempotent).
@@ -271,7 +274,7 @@ impl Migrator {
     }
 
     /// The watermark of `t` under the current filters: everything before it is verified.
-    pub async fn watermark(&self, t: DataType) -> Result<Option<i64>, MigrateError> {
+    pub async fn watermark(&self, t: MigTable) -> Result<Option<i64>, MigrateError> {
         if self.opts.dry_run && !self.state_exists().await? {
             return Ok(None);
         }
@@ -280,7 +283,7 @@ impl Migrator {
             &format!(
                 "SELECT toUnixTimestamp64Milli(argMax(watermark, updated_at)), count() FROM {} WHERE `table` = {} AND filters = {}",
                 self.state_table(STATE_TABLE),
-                quote(t.table()),
+                quote(t.name()),
                 quote(&self.opts.filters.canonical())
             ),
         )
@@ -296,11 +299,12 @@ impl Migrator {
         Ok(Some(w.parse().map_err(|_| parse_err("watermark", &out))?))
     }
 
-    async fn hot_min(&self, t: DataType) -> Result<Option<i64>, MigrateError> {
+    async fn hot_min(&self, t: MigTable) -> Result<Option<i64>, MigrateError> {
         let out = tsv(
             &self.hot,
             &format!(
-                "SELECT toUnixTimestamp64Milli(min(timestamp)), count() FROM {} WHERE 1{}",
+                "SELECT toUnixTimestamp64Milli(min({})), count() FROM {} WHERE 1{}",
+                t.time_column(),
                 self.hot_table(t),
                 self.opts.filters.where_sql()
             ),
@@ -309,19 +313,19 @@ impl Migrator {
         let (m, n) = out
             .trim()
             .split_once('\t')
-            .ok_or_else(|| parse_err("min(timestamp)", &out))?;
+            .ok_or_else(|| parse_err("oldest hot row", &out))?;
         if n == "0" {
             return Ok(None);
         }
         Ok(Some(
-            m.parse().map_err(|_| parse_err("min(timestamp)", &out))?,
+            m.parse().map_err(|_| parse_err("oldest hot row", &out))?,
         ))
     }
 
     async fn fingerprint(
         &self,
         hot: bool,
-        t: DataType,
+        t: MigTable,
         span: Span,
     ) -> Result<Fingerprint, MigrateError> {
         let (sink, table) = if hot {
@@ -334,7 +338,7 @@ impl Migrator {
             &format!(
                 "SELECT count(), sum({}) FROM {table} WHERE {}",
                 row_hash(t),
-                self.where_sql(span)
+                self.where_sql(t, span)
             ),
         )
         .await?;
@@ -345,7 +349,7 @@ impl Migrator {
     async fn chunk_fingerprints(
         &self,
         hot: bool,
-        t: DataType,
+        t: MigTable,
         range: Span,
     ) -> Result<HashMap<i64, Fingerprint>, MigrateError> {
         let (sink, table) = if hot {
@@ -357,9 +361,10 @@ impl Migrator {
         let out = tsv(
             sink,
             &format!(
-                "SELECT intDiv(toUnixTimestamp64Milli(timestamp), {c}) * {c} AS k, count(), sum({}) FROM {table} WHERE {} GROUP BY k",
+                "SELECT intDiv(toUnixTimestamp64Milli({}), {c}) * {c} AS k, count(), sum({}) FROM {table} WHERE {} GROUP BY k",
+                t.time_column(),
                 row_hash(t),
-                self.where_sql(range)
+                self.where_sql(t, range)
             ),
         )
         .await?;
@@ -369,7 +374,7 @@ impl Migrator {
     async fn hash_counts(
         &self,
         hot: bool,
-        t: DataType,
+        t: MigTable,
         span: Span,
     ) -> Result<Vec<(u64, u64)>, MigrateError> {
         let (sink, table) = if hot {
@@ -382,7 +387,7 @@ impl Migrator {
             &format!(
                 "SELECT {} AS h, count() FROM {table} WHERE {} GROUP BY h",
                 row_hash(t),
-                self.where_sql(span)
+                self.where_sql(t, span)
             ),
         )
         .await?;
@@ -390,7 +395,7 @@ impl Migrator {
     }
 
     /// Copies the rows `select_where` picks from hot into cold, as one INSERT with `token`.
-    async fn copy(&self, t: DataType, select: &str, token: &str) -> Result<(), MigrateError> {
+    async fn copy(&self, t: MigTable, select: &str, token: &str) -> Result<(), MigrateError> {
         let cols = column_list(t);
         let head = format!("INSERT INTO {} ({cols})", self.cold_table(t));
         if self.same_server {
@@ -406,7 +411,7 @@ impl Migrator {
     /// Copies a whole span (cold holds none of its rows).
     async fn copy_span(
         &self,
-        t: DataType,
+        t: MigTable,
         span: Span,
         hot: Fingerprint,
     ) -> Result<(), MigrateError> {
@@ -414,16 +419,16 @@ impl Migrator {
             "SELECT {} FROM {} WHERE {}",
             column_list(t),
             self.hot_table(t),
-            self.where_sql(span)
+            self.where_sql(t, span)
         );
-        let token = plan::copy_token(t.table(), span, &self.opts.filters, hot);
+        let token = plan::copy_token(t.name(), span, &self.opts.filters, hot);
         self.copy(t, &select, &token).await
     }
 
     /// Copies exactly the rows of `span` cold lacks (`diff.need`).
     async fn copy_missing(
         &self,
-        t: DataType,
+        t: MigTable,
         span: Span,
         diff: &HashDiff,
     ) -> Result<(), MigrateError> {
@@ -438,19 +443,19 @@ impl Migrator {
             "SELECT {cols} FROM (SELECT {cols}, {} AS __mp_h, row_number() OVER (PARTITION BY __mp_h) AS __mp_rn FROM {} WHERE {} AND __mp_h IN ({})) WHERE __mp_rn <= transform(__mp_h, CAST([{}] AS Array(UInt64)), CAST([{}] AS Array(UInt64)), toUInt64(0))",
             row_hash(t),
             self.hot_table(t),
-            self.where_sql(span),
+            self.where_sql(t, span),
             hashes.join(","),
             hashes.join(","),
             counts.join(",")
         );
-        let token = plan::repair_token(t.table(), span, &self.opts.filters, &diff.need);
+        let token = plan::repair_token(t.name(), span, &self.opts.filters, &diff.need);
         self.copy(t, &select, &token).await
     }
 
     /// Brings cold's copy of `span` to hot's: returns (rows copied, rows cold has in excess).
     async fn sync_span(
         &self,
-        t: DataType,
+        t: MigTable,
         span: Span,
         first: (Fingerprint, Fingerprint),
         progress: &dyn Progress,
@@ -476,7 +481,7 @@ impl Migrator {
                     self.stats
                         .rows_migrated
                         .fetch_add(h.rows, Ordering::Relaxed);
-                    progress.copied(t.table(), h.rows);
+                    progress.copied(t.name(), h.rows);
                 }
                 Step::Bisect => {
                     if let Some((a, b)) = s.halves() {
@@ -494,7 +499,7 @@ impl Migrator {
                     copied += n;
                     excess += diff.excess;
                     self.stats.rows_migrated.fetch_add(n, Ordering::Relaxed);
-                    progress.copied(t.table(), n);
+                    progress.copied(t.name(), n);
                 }
             }
         }
@@ -503,7 +508,7 @@ impl Migrator {
 
     async fn table_cycle(
         &self,
-        t: DataType,
+        t: MigTable,
         now_ms: i64,
         progress: &dyn Progress,
     ) -> Result<TableReport, MigrateError> {
@@ -513,7 +518,7 @@ impl Migrator {
         let settled = cutoff - ms(self.opts.lag);
         let wm = self.watermark(t).await?;
         let mut rep = TableReport {
-            table: t.table(),
+            table: t.name(),
             watermark: (wm, wm),
             ..TableReport::default()
         };
@@ -554,7 +559,7 @@ impl Migrator {
                 history.push((c, h, k, 0, ChunkStatus::Pending));
                 continue;
             }
-            progress.chunk(t.table(), i + 1, chunks.len(), c, h.rows);
+            progress.chunk(t.name(), i + 1, chunks.len(), c, h.rows);
             let repair = k.rows > 0;
             let mut copied = 0;
             let mut status = ChunkStatus::Mismatch;
@@ -572,7 +577,7 @@ impl Migrator {
                     break;
                 }
                 if excess > 0 {
-                    tracing::error!(table = t.table(), chunk = %c, excess, "cold holds rows hot does not; not repairable by copying");
+                    tracing::error!(table = t.name(), chunk = %c, excess, "cold holds rows hot does not; not repairable by copying");
                     break;
                 }
             }
@@ -581,13 +586,13 @@ impl Migrator {
                 ChunkStatus::Mismatch => {
                     rep.chunks_mismatched += 1;
                     self.stats.chunks_mismatched.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(table = t.table(), chunk = %c, hot = %h, cold = %k, "chunk still differs after repair");
+                    tracing::error!(table = t.name(), chunk = %c, hot = %h, cold = %k, "chunk still differs after repair");
                 }
                 ChunkStatus::Repaired => {
                     rep.chunks_repaired += 1;
                     self.stats.chunks_repaired.fetch_add(1, Ordering::Relaxed);
                     self.stats.chunks_verified.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(table = t.table(), chunk = %c, rows = copied, "repaired: cold lacked rows of a chunk it already held (late rows or an interrupted copy)");
+                    tracing::warn!(table = t.name(), chunk = %c, rows = copied, "repaired: cold lacked rows of a chunk it already held (late rows or an interrupted copy)");
                 }
                 _ => {
                     self.stats.chunks_verified.fetch_add(1, Ordering::Relaxed);
@@ -613,7 +618,7 @@ impl Migrator {
 
     async fn write_state(
         &self,
-        t: DataType,
+        t: MigTable,
         watermark: i64,
         verified_until: i64,
     ) -> Result<(), MigrateError> {
@@ -621,7 +626,7 @@ impl Migrator {
             .execute(&format!(
                 "INSERT INTO {} (`table`, filters, watermark, verified_until) SELECT {}, {}, fromUnixTimestamp64Milli(toInt64({watermark}), 'UTC'), fromUnixTimestamp64Milli(toInt64({verified_until}), 'UTC')",
                 self.state_table(STATE_TABLE),
-                quote(t.table()),
+                quote(t.name()),
                 quote(&self.opts.filters.canonical()),
             ))
             .await?;
@@ -630,7 +635,7 @@ impl Migrator {
 
     async fn record_history(
         &self,
-        t: DataType,
+        t: MigTable,
         rows: &[(Span, Fingerprint, Fingerprint, u64, ChunkStatus)],
     ) -> Result<(), MigrateError> {
         if rows.is_empty() {
@@ -642,7 +647,7 @@ impl Migrator {
             .map(|(s, h, c, copied, st)| {
                 format!(
                     "({}, {}, {}, {filters}, {}, {}, {}, {}, {copied}, {})",
-                    quote(t.table()),
+                    quote(t.name()),
                     s.start_ms,
                     s.end_ms,
                     h.rows,

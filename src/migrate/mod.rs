@@ -1,7 +1,8 @@
 //! Hot → cold migration: a pure planner ([`plan`]), an executor ([`exec`]) and verification
-//! ([`verify`]).
+//! ([`verify`]), over the tables [`MigTable`] names ([`table`]).
 //!
-//! Consumes the hot tables (read only: **the migrator never deletes a hot row**; hot retention
+//! Consumes the hot tables (the eight market-data tables and `data_quality_events`; never
+//! `dead_letters`, which stays hot) (read only: **the migrator never deletes a hot row**; hot retention
 //! is the tables' 3-day TTL) and emits rows in the cold tables, a per-table watermark in
 //! `migration_state` and a history of chunks in `migration_chunks` (both in the cold
 //! database), plus [`MigrationStats`] counters for the ops surface.
@@ -17,15 +18,16 @@
 
 pub mod exec;
 pub mod plan;
+pub mod table;
 pub mod verify;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::model::DataType;
 use crate::sink::SinkError;
 
 pub use exec::{ChunkStatus, Migrator, MigratorOptions, Progress, Report, TableReport};
 pub use plan::{Filters, Fingerprint, Span};
+pub use table::MigTable;
 
 /// The state table holding one watermark per (table, filters), in the cold database.
 pub const STATE_TABLE: &str = "migration_state";
@@ -75,9 +77,9 @@ pub struct MigrationStats {
     pub chunks_mismatched: AtomicU64,
     /// Unix time in ms of the end of the last cycle in which every table verified; 0 = never.
     pub last_success_ms: AtomicI64,
-    /// Per table (indexed like [`DataType::ALL`]): minutes between `now − window` and the end
+    /// Per table (indexed like [`MigTable::ALL`]): minutes between `now − window` and the end
     /// of the verified prefix in cold, at the end of the last cycle; -1 = not measured yet.
-    lag_minutes: [AtomicI64; 8],
+    lag_minutes: [AtomicI64; MigTable::ALL.len()],
 }
 
 impl MigrationStats {
@@ -90,28 +92,26 @@ impl MigrationStats {
         s
     }
 
-    /// `marketprism_cold_replication_lag_minutes{table}`: -1 when not measured yet.
-    pub fn lag_minutes(&self, t: DataType) -> i64 {
+    /// `marketprism_cold_replication_lag_minutes{table}`: -1 when not measured yet. Takes a
+    /// [`MigTable`] or a [`crate::model::DataType`].
+    pub fn lag_minutes(&self, t: impl Into<MigTable>) -> i64 {
         self.lag_minutes
-            .get(type_index(t))
+            .get(t.into().index())
             .map_or(-1, |a| a.load(Ordering::Relaxed))
     }
 
     /// Records the lag of one table.
-    pub fn set_lag_minutes(&self, t: DataType, minutes: i64) {
-        if let Some(a) = self.lag_minutes.get(type_index(t)) {
+    pub fn set_lag_minutes(&self, t: impl Into<MigTable>, minutes: i64) {
+        if let Some(a) = self.lag_minutes.get(t.into().index()) {
             a.store(minutes, Ordering::Relaxed);
         }
     }
 }
 
-fn type_index(t: DataType) -> usize {
-    DataType::ALL.iter().position(|x| *x == t).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DataType;
 
     #[test]
     fn stats_lag_per_table() {
@@ -120,5 +120,9 @@ mod tests {
         s.set_lag_minutes(DataType::Trade, 7);
         assert_eq!(s.lag_minutes(DataType::Trade), 7);
         assert_eq!(s.lag_minutes(DataType::Orderbook), -1);
+        assert_eq!(s.lag_minutes(MigTable::QualityEvents), -1);
+        s.set_lag_minutes(MigTable::QualityEvents, 3);
+        assert_eq!(s.lag_minutes(MigTable::QualityEvents), 3);
+        assert_eq!(s.lag_minutes(DataType::VolatilityIndex), -1);
     }
 }

@@ -36,10 +36,11 @@ impl Span {
         Some((Span::new(self.start_ms, mid), Span::new(mid, self.end_ms)))
     }
 
-    /// The SQL predicate selecting this span on the `timestamp` column.
-    pub fn where_sql(&self) -> String {
+    /// The SQL predicate selecting this span on the time column `column` (`timestamp` for
+    /// the market data, `event_time` for the quality events).
+    pub fn where_sql(&self, column: &str) -> String {
         format!(
-            "timestamp >= fromUnixTimestamp64Milli(toInt64({}), 'UTC') AND timestamp < fromUnixTimestamp64Milli(toInt64({}), 'UTC')",
+            "{column} >= fromUnixTimestamp64Milli(toInt64({}), 'UTC') AND {column} < fromUnixTimestamp64Milli(toInt64({}), 'UTC')",
             self.start_ms, self.end_ms
         )
     }
@@ -435,6 +436,19 @@ mod tests {
             let total_cold: u64 = cold.iter().map(|x| x.1).sum();
             prop_assert_eq!(d.missing(), total_hot - total_cold);
         }
+    }
+
+    #[test]
+    fn span_sql_is_on_the_given_time_column() {
+        let s = Span::new(1, 2);
+        assert_eq!(
+            s.where_sql("timestamp"),
+            "timestamp >= fromUnixTimestamp64Milli(toInt64(1), 'UTC') AND timestamp < fromUnixTimestamp64Milli(toInt64(2), 'UTC')"
+        );
+        assert_eq!(
+            s.where_sql("event_time"),
+            "event_time >= fromUnixTimestamp64Milli(toInt64(1), 'UTC') AND event_time < fromUnixTimestamp64Milli(toInt64(2), 'UTC')"
+        );
     }
 
     #[test]

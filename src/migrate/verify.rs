@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::DataType;
 use crate::sink::Sink;
 
-use super::MigrateError;
 use super::plan::{Filters, Fingerprint, Span, align_down};
+use super::{MigTable, MigrateError};
 
-/// Hot keeps rows this long (`schema::HOT_TTL`, 3 days).
+/// Hot keeps rows this long (`schema::HOT_TTL` and `schema::QUALITY_EVENTS_TTL`, 3 days).
 pub const HOT_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Kept away from the TTL edge: rows about to expire may vanish from hot between the two
 /// sides' queries (and TTL merges remove them at their own pace).
@@ -51,20 +50,22 @@ impl DayCheck {
 
 async fn per_day(
     sink: &Sink,
-    t: DataType,
+    t: MigTable,
     span: Span,
     filters: &Filters,
 ) -> Result<BTreeMap<i64, Fingerprint>, MigrateError> {
-    let cols: Vec<String> = crate::schema::columns(t)
+    let cols: Vec<String> = t
+        .columns()
         .iter()
         .map(|c| format!("`{}`", c.name))
         .collect();
     let sql = format!(
-        "SELECT intDiv(toUnixTimestamp64Milli(timestamp), 86400000) * 86400000 AS d, count(), sum(cityHash64({})) FROM `{}`.`{}` WHERE {}{} GROUP BY d",
+        "SELECT intDiv(toUnixTimestamp64Milli({}), 86400000) * 86400000 AS d, count(), sum(cityHash64({})) FROM `{}`.`{}` WHERE {}{} GROUP BY d",
+        t.time_column(),
         cols.join(", "),
         sink.database(),
-        t.table(),
-        span.where_sql(),
+        t.name(),
+        span.where_sql(t.time_column()),
         filters.where_sql()
     );
     let bytes = sink.query_bytes(&sql, "TabSeparated").await?;
@@ -80,7 +81,7 @@ async fn per_day(
 pub async fn compare(
     hot: &Sink,
     cold: &Sink,
-    tables: &[DataType],
+    tables: &[MigTable],
     span: Span,
     filters: &Filters,
 ) -> Result<Vec<DayCheck>, MigrateError> {
@@ -93,7 +94,7 @@ pub async fn compare(
         days.dedup();
         for d in days {
             out.push(DayCheck {
-                table: t.table(),
+                table: t.name(),
                 day: super::plan::fmt_ms(align_down(d, 86_400_000))
                     .chars()
                     .take(10)

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use crate::migrate::MigrationStats;
+use crate::migrate::{MigTable, MigrationStats};
 use crate::model::DataType;
 use crate::pipeline::stats::{HistogramSnapshot, Stats};
 use std::sync::atomic::Ordering::Relaxed;
@@ -743,10 +743,10 @@ fn migration_samples(m: Metric, s: &MigrationStats, out: &mut Exposition) {
     let u = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64;
     match m {
         Metric::ColdReplicationLag => {
-            for t in DataType::ALL {
+            for t in MigTable::ALL {
                 let lag = s.lag_minutes(t);
                 if lag >= 0 {
-                    out.sample(m, &[t.table()], lag as f64);
+                    out.sample(m, &[t.name()], lag as f64);
                 }
             }
         }
@@ -1126,6 +1126,22 @@ pub(crate) mod tests {
         // The pipeline's families are still there.
         assert!(
             text.contains("marketprism_storage_messages_processed_total{data_type=\"trade\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn quality_events_lag_is_exported_under_its_table_name() {
+        let stats = Stats::new(1_700_000_000_000);
+        let m = MigrationStats::new();
+        m.set_lag_minutes(MigTable::QualityEvents, 5);
+        let mut i = input(&stats, &[]);
+        i.migration = Some(&m);
+        let text = render(&i);
+        check_exposition(&text);
+        assert!(
+            text.lines().any(|l| l
+                == "marketprism_cold_replication_lag_minutes{table=\"data_quality_events\"} 5"),
+            "{text}"
         );
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::{Map, Value, json};
 
-use crate::migrate::MigrationStats;
+use crate::migrate::{MigTable, MigrationStats};
 use crate::model::DataType;
 use crate::pipeline::stats::{Stats, TypeStats};
 
@@ -154,11 +154,11 @@ fn type_stats(s: &TypeStats) -> Value {
 /// `/stats.migration`: the migrator's counters; `lag_minutes` holds the tables measured so far
 /// (by table name), `last_success` is epoch seconds or `null`.
 pub fn migration(m: &MigrationStats) -> Value {
-    let lag: Map<String, Value> = DataType::ALL
+    let lag: Map<String, Value> = MigTable::ALL
         .iter()
         .filter_map(|t| {
             let lag = m.lag_minutes(*t);
-            (lag >= 0).then(|| (t.table().to_string(), json!(lag)))
+            (lag >= 0).then(|| (t.name().to_string(), json!(lag)))
         })
         .collect();
     json!({
@@ -168,7 +168,7 @@ pub fn migration(m: &MigrationStats) -> Value {
         "chunks_mismatched": m.chunks_mismatched.load(Relaxed),
         "last_success": epoch_s(m.last_success_ms.load(Relaxed)),
         "lag_minutes": lag,
-        "table_order": DataType::ALL.iter().map(|t| t.table()).collect::<Vec<_>>(),
+        "table_order": MigTable::ALL.iter().map(|t| t.name()).collect::<Vec<_>>(),
     })
 }
 

@@ -313,7 +313,8 @@ async fn migration_metrics_and_stats_when_present() {
             "lag_minutes": { "trades": 0, "orderbooks": 42 },
             "table_order": [
                 "trades", "orderbooks", "funding_rates", "open_interests", "liquidations",
-                "lsr_top_positions", "lsr_all_accounts", "volatility_indices"
+                "lsr_top_positions", "lsr_all_accounts", "volatility_indices",
+                "data_quality_events"
             ],
         })
     );

@@ -197,6 +197,171 @@ async fn same_server_migrates_eligible_rows_repairs_and_verify_reports() {
     assert_eq!(ch.count(&format!("{HOT}.trades")).await, hot_before + 1);
 }
 
+/// `YYYY-MM-DD hh:mm:ss.mmm` (UTC) for a VALUES literal.
+fn ts_literal(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+/// Inserts `n` quality events into hot with `INSERT … VALUES`, `event_time` evenly spread
+/// over `[from, to)`, detected a minute later; every column varies, `detail` holds a quote.
+async fn insert_quality_events(ch: &TestClickHouse, from: i64, to: i64, n: i64, tag: &str) {
+    let step = (to - from) / n.max(1);
+    let kinds = ["gap", "stale", "out_of_order", "duplicate"];
+    let types = ["trade", "orderbook", "funding_rate"];
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let at = from + i * step;
+            let ui = i as usize;
+            format!(
+                "('{}', '{}', '{}', '{}', 'spot', '{}', '{}', {}, {}, {}, {}, {}.{:08}, 'ev {tag}-{i}: it\\'s late')",
+                ts_literal(at + 60_000),
+                ts_literal(at),
+                types[ui % 3],
+                ["binance", "okx"][ui % 2],
+                ["BTC-USDT", "pSOL-USDT"][(ui / 2) % 2],
+                kinds[ui % 4],
+                i * 10,
+                i * 10 + 4,
+                5,
+                1000 + i,
+                i,
+                i * 7,
+            )
+        })
+        .collect();
+    ch.query(&format!(
+        "INSERT INTO {HOT}.data_quality_events (detected_at, event_time, data_type, exchange, market_type, symbol, kind, first_missing, last_missing, missing, span_ms, value, detail) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+}
+
+/// `count() sum(hash of every column)` of the quality events with `event_time < before`.
+async fn quality_fingerprint(ch: &TestClickHouse, db: &str, before: i64, cond: &str) -> String {
+    ch.query(&format!(
+        "SELECT count(), sum(cityHash64(*)) FROM {db}.data_quality_events WHERE event_time < fromUnixTimestamp64Milli(toInt64({before}), 'UTC') {cond}"
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_events_migrate_exactly_and_verify_covers_them() {
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    // 400 eligible events over ~2 days (inside hot's 3-day TTL), 40 too young (inside the
+    // 8 h window), and a few trades so the market data migrates alongside.
+    insert_quality_events(&ch, now - 60 * HOUR, now - 9 * HOUR, 400, "old").await;
+    insert_quality_events(&ch, now - 7 * HOUR, now - HOUR, 40, "young").await;
+    insert_trades(&ch, now - 20 * HOUR, now - 9 * HOUR, 1_000, 0).await;
+    assert_eq!(ch.count(&format!("{HOT}.data_quality_events")).await, 440);
+
+    let out = ok(bin(&ch, None), &["migrate", "--once"]);
+    assert!(out.contains("data_quality_events"), "{out}");
+    let cutoff = now - 8 * HOUR;
+    // Exactly the eligible events, every column equal (the hash covers every column).
+    assert_eq!(ch.count(&format!("{COLD}.data_quality_events")).await, 400);
+    assert_eq!(
+        quality_fingerprint(&ch, HOT, cutoff, "").await,
+        quality_fingerprint(&ch, COLD, now, "").await
+    );
+    assert_eq!(
+        ch.query(&format!(
+            "SELECT count() FROM {COLD}.data_quality_events c INNER JOIN {HOT}.data_quality_events h USING (detail) \
+             WHERE c.detected_at = h.detected_at AND c.event_time = h.event_time AND c.value = h.value AND c.kind = h.kind"
+        ))
+        .await,
+        "400"
+    );
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 1_000);
+    // State, history and hot untouched.
+    assert_eq!(
+        count(
+            &ch,
+            &format!(
+                "SELECT count() FROM {COLD}.migration_state WHERE `table` = 'data_quality_events'"
+            )
+        )
+        .await,
+        1
+    );
+    assert!(
+        count(&ch, &format!("SELECT count() FROM {COLD}.migration_chunks WHERE `table` = 'data_quality_events' AND status = 'copied' AND fingerprint_hot = fingerprint_cold")).await
+            >= 40
+    );
+    assert_eq!(ch.count(&format!("{HOT}.data_quality_events")).await, 440);
+    // dead_letters is not migrated (cold has no such table).
+    assert_eq!(
+        count(&ch, &format!("SELECT count() FROM system.tables WHERE database = '{COLD}' AND name = 'dead_letters'")).await,
+        0
+    );
+
+    // A second run (only this table) copies nothing.
+    ok(
+        bin(&ch, None),
+        &["migrate", "--once", "--table", "data_quality_events"],
+    );
+    assert_eq!(ch.count(&format!("{COLD}.data_quality_events")).await, 400);
+
+    // verify covers the table: every day matches, and the days add up to the 400 events.
+    let json = ok(
+        bin(&ch, None),
+        &["verify", "--json", "--table", "data_quality_events"],
+    );
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let days = v["days"].as_array().unwrap();
+    assert!(days.iter().all(|d| d["table"] == "data_quality_events"));
+    let rows: u64 = days.iter().map(|d| d["rows_hot"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 400);
+    let out = ok(bin(&ch, None), &["verify"]);
+    assert!(
+        out.contains("data_quality_events") && !out.contains("MISMATCH"),
+        "{out}"
+    );
+
+    // A changed event in cold (same count, different content) is a mismatch …
+    ch.query(&format!(
+        "ALTER TABLE {COLD}.data_quality_events UPDATE missing = 6 WHERE detail LIKE 'ev old-17:%' SETTINGS mutations_sync = 2"
+    ))
+    .await;
+    let out = run(
+        bin(&ch, None),
+        &["verify", "--table", "data_quality_events"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH"));
+    // (cold holding a row hot lacks is not repairable by copying). Once the changed event and
+    // another one are deleted from cold, `--recheck-all` copies exactly the two missing ones.
+    ch.query(&format!(
+        "ALTER TABLE {COLD}.data_quality_events DELETE WHERE detail LIKE 'ev old-17:%' OR detail LIKE 'ev old-3:%' SETTINGS mutations_sync = 2"
+    ))
+    .await;
+    assert_eq!(ch.count(&format!("{COLD}.data_quality_events")).await, 398);
+    ok(
+        bin(&ch, None),
+        &[
+            "migrate",
+            "--once",
+            "--recheck-all",
+            "--table",
+            "data_quality_events",
+        ],
+    );
+    ok(
+        bin(&ch, None),
+        &["verify", "--table", "data_quality_events"],
+    );
+    assert_eq!(ch.count(&format!("{COLD}.data_quality_events")).await, 400);
+    assert_eq!(
+        quality_fingerprint(&ch, HOT, cutoff, "").await,
+        quality_fingerprint(&ch, COLD, now, "").await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_and_dry_run_are_honoured() {
     let ch = TestClickHouse::start().await;
