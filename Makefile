@@ -35,6 +35,7 @@ run: setup build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps --lib
 
 unit:
 	$(CARGO) test --locked --lib --bins

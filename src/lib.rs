@@ -16,7 +16,7 @@
 //! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
-//! - [`bench`]: the benchmark (raw ceilings vs the service end to end).
+//! - [`mod@bench`]: the benchmark (raw ceilings vs the service end to end).
 //! - [`cli`]: the command-line interface.
 
 pub mod ack;

@@ -1,8 +1,8 @@
 //! Wires the stages for every data type and supervises them until shutdown.
 //!
-//! Per type: a lease (one active reader per durable), a [`reader::Reader`] (durable consumer →
+//! Per type: a lease (one active reader per durable), a `reader::Reader` (durable consumer →
 //! batcher of raw messages), a [`decoder`] task (raw batch → rows and dead letters) and a
-//! [`writer::Writer`] (journal → insert → ack), joined by bounded channels of capacity one, so
+//! `writer::Writer` (journal → insert → ack), joined by bounded channels of capacity one, so
 //! the three run on different cores and at most one batch waits at each step: when ClickHouse
 //! slows down the reader blocks, stops pulling, and JetStream keeps the rest.
 //! Shutdown: stop pulling → close the open batch → insert → ack → exit.

@@ -1,6 +1,6 @@
 //! The writer of one data type: journal → INSERT (rows, then dead letters) → confirmed ack.
 //!
-//! Takes [`WriterCmd`]s from its reader in order. For each batch it first makes sure the batch
+//! Takes `StageCmd`s from the decoder in order. For each batch it first makes sure the batch
 //! is journaled (boundaries and token confirmed by NATS), then inserts it with that token,
 //! retrying retriable ClickHouse errors forever (back-pressure: the reader blocks on the
 //! bounded channel meanwhile), then acks. **Invariant:** no message is acked before the INSERT
