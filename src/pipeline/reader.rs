@@ -27,6 +27,9 @@ use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer}
 use super::decoder::{RawBatch, RawMsg, StageCmd};
 use super::stats::Stats;
 
+/// How long the recovery read waits for the next message before asking whether any is left.
+const RECOVERY_IDLE: Duration = Duration::from_secs(5);
+
 /// What the reader hands downstream (to the decoder, then the writer), in order.
 pub(crate) type WriterCmd = StageCmd<RawBatch>;
 
@@ -270,6 +273,15 @@ impl Reader {
         }
     }
 
+    /// Whether the stream no longer holds any message up to `delivered` (removed by limits).
+    async fn gone_before(&self, stream: &jetstream::stream::Stream, delivered: u64) -> bool {
+        let mut s = stream.clone();
+        match s.info().await {
+            Ok(info) => info.state.first_sequence > delivered,
+            Err(_) => false,
+        }
+    }
+
     /// Reads stream sequences (floor, delivered] of this type with an ordered consumer.
     /// Returns the highest sequence read.
     async fn recover(
@@ -300,14 +312,35 @@ impl Reader {
             .map_err(api_err("read recovery consumer"))?;
         let mut last = floor;
         let mut n = 0u64;
+        // Messages of this type left in the stream after the last one read (the server's count).
+        let mut left: Option<u64> = None;
         loop {
-            // A short idle timeout ends the read when the tail was removed by stream limits.
-            let next = match tokio::time::timeout(Duration::from_secs(3), msgs.next()).await {
+            // Every message up to `delivered` must be read: the caller treats all of them as
+            // held. The read may only end early when the server says nothing is left (the tail
+            // was removed by the stream's limits); a stall is an error and the resync retries.
+            let next = match tokio::time::timeout(RECOVERY_IDLE, msgs.next()).await {
                 Ok(n) => n,
-                Err(_) => break,
+                Err(_) if left == Some(0) => break,
+                Err(_) if n == 0 && self.gone_before(&stream, delivered).await => break,
+                Err(_) => {
+                    return Err(SourceError::Api {
+                        what: "recovery read".into(),
+                        detail: format!(
+                            "no message for {RECOVERY_IDLE:?} after sequence {last} (need up to {delivered})"
+                        ),
+                    });
+                }
             };
             let msg = match next {
-                None => break,
+                None if left == Some(0) => break,
+                None => {
+                    return Err(SourceError::Api {
+                        what: "recovery read".into(),
+                        detail: format!(
+                            "stream ended after sequence {last} (need up to {delivered})"
+                        ),
+                    });
+                }
                 Some(Err(e)) => {
                     return Err(SourceError::Api {
                         what: "recovery read".into(),
@@ -320,6 +353,7 @@ impl Reader {
             if d.stream_seq > delivered {
                 break;
             }
+            left = Some(d.pending);
             d.acker = None; // Ordered consumers do not ack; the durable's ack floor covers these.
             d.pending = 0;
             last = d.stream_seq;
