@@ -56,8 +56,10 @@ pub fn stream_specs(cfg: &Config) -> Vec<StreamSpec> {
 pub fn settings(cfg: &Config, instance_id: String) -> Settings {
     let mut consumers = BTreeMap::new();
     let mut limits = BTreeMap::new();
+    let mut max_queue = BTreeMap::new();
     for t in DataType::ALL {
         let b = cfg.batch.get(t);
+        max_queue.insert(t, b.max_queue.get());
         limits.insert(
             t,
             Limits {
@@ -85,6 +87,7 @@ pub fn settings(cfg: &Config, instance_id: String) -> Settings {
         streams: stream_specs(cfg),
         consumers,
         limits,
+        max_queue,
         fetch_batch: cfg.nats.fetch_batch.get(),
         journal_bucket: cfg.nats.journal_bucket.clone(),
         lease_bucket: format!("{}_leases", cfg.nats.journal_bucket),

@@ -130,8 +130,9 @@ pub const DEFAULT_LOW_FREQ_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_LOW_FREQ_MAX_BYTES: u64 = 8 * MIB;
 /// 2 s: fewer, larger parts for six sparse tables while staying fresh.
 pub const DEFAULT_LOW_FREQ_MAX_AGE: Duration = Duration::from_secs(2);
-/// `max_queue` = this × `max_rows`: one batch filling while one is being inserted.
-pub const DEFAULT_MAX_QUEUE_FACTOR: usize = 2;
+/// `max_queue` = this × `max_rows`: one batch filling, one decoding, one being inserted, and
+/// room for the next pull; below that the three stages could not overlap.
+pub const DEFAULT_MAX_QUEUE_FACTOR: usize = 4;
 
 // ---- retry --------------------------------------------------------------------------------
 

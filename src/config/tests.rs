@@ -101,7 +101,7 @@ fn defaults_match_the_brief() {
         };
         assert_eq!(s.name, expected, "{t}");
         let b = c.batch.get(t);
-        assert_eq!(b.max_queue.get(), 2 * b.max_rows.get());
+        assert_eq!(b.max_queue.get(), 4 * b.max_rows.get());
         let pending = c.nats.max_ack_pending.get(t).get();
         let pull = c.nats.fetch_batch.get() as u64;
         assert_eq!(
@@ -294,7 +294,7 @@ fn seed_shipped_file_loads_with_mapping() {
     let orderbook = c.batch.get(DataType::Orderbook);
     assert_eq!(orderbook.max_rows.get(), 6000);
     assert_eq!(orderbook.max_age, Duration::from_millis(2500));
-    assert_eq!(orderbook.max_queue.get(), 12_000);
+    assert_eq!(orderbook.max_queue.get(), 24_000);
     let trade = c.batch.get(DataType::Trade);
     assert_eq!(trade.max_rows.get(), 10_000);
     assert_eq!(trade.max_age, Duration::from_secs(3));

@@ -43,6 +43,8 @@ pub struct Settings {
     pub consumers: BTreeMap<DataType, ConsumerSpec>,
     /// Batch thresholds of each type.
     pub limits: BTreeMap<DataType, Limits>,
+    /// Unacked messages per type above which its reader stops pulling.
+    pub max_queue: BTreeMap<DataType, usize>,
     /// Messages per pull request.
     pub fetch_batch: usize,
     /// Key-value bucket of the batch journal.
@@ -143,8 +145,10 @@ pub async fn run(
         else {
             continue;
         };
+        let max_queue = settings.max_queue.get(&t).copied().unwrap_or(usize::MAX);
         tasks.push(tokio::spawn(run_type(TypeCtx {
             data_type: t,
+            max_queue,
             js: js.clone(),
             spec: spec.clone(),
             limits: *limits,
@@ -167,6 +171,7 @@ pub async fn run(
 
 struct TypeCtx {
     data_type: DataType,
+    max_queue: usize,
     js: jetstream::Context,
     spec: ConsumerSpec,
     limits: Limits,
@@ -225,6 +230,7 @@ async fn run_type(ctx: TypeCtx) {
         spec: ctx.spec.clone(),
         limits: ctx.limits,
         fetch_batch: ctx.fetch_batch,
+        max_queue: ctx.max_queue,
         journal: ctx.journal.clone(),
         stats: ctx.stats.clone(),
         stop: type_stop.clone(),

@@ -48,6 +48,8 @@ pub(crate) struct Reader {
     pub spec: ConsumerSpec,
     pub limits: Limits,
     pub fetch_batch: usize,
+    /// Messages received but not yet acked above which the reader stops pulling.
+    pub max_queue: usize,
     pub journal: Journal,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
@@ -204,6 +206,10 @@ impl Reader {
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
+            // Back-pressure by count: above max_queue unacked messages, stop pulling (the
+            // server keeps the rest) until the writer acks.
+            let full =
+                usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX) >= self.max_queue;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -211,6 +217,7 @@ impl Reader {
                     self.send_closed(&mut batcher).await?;
                     return Ok(Flow::Exit);
                 }
+                _ = tokio::time::sleep(Duration::from_millis(5)), if full => {}
                 _ = check.tick() => {
                     if self.needs_resync.swap(false, Relaxed) {
                         // The writer drops batches until our Reset: hand over what we hold
@@ -224,7 +231,7 @@ impl Reader {
                     batcher.poll_age(Instant::now());
                     self.send_closed(&mut batcher).await?;
                 }
-                next = messages.next() => {
+                next = messages.next(), if !full => {
                     let msg = match next {
                         None => {
                             batcher.close();
