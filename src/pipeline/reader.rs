@@ -207,9 +207,11 @@ impl Reader {
         loop {
             let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
             // Back-pressure by count: above max_queue unacked messages, stop pulling (the
-            // server keeps the rest) until the writer acks.
-            let full =
-                usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX) >= self.max_queue;
+            // server keeps the rest) until the writer acks. Not while a journaled boundary is
+            // still ahead: that batch cannot close before its messages arrive.
+            let full = usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX)
+                >= self.max_queue
+                && !batcher.has_pending_cuts();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
