@@ -221,6 +221,10 @@ impl Reader {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(5)), if full => {}
                 _ = check.tick() => {
+                    // A run of stored redeliveries that ended quietly still gets its one ack.
+                    if let Some(h) = skip_ack.take() {
+                        self.send(StageCmd::AckOnly(h)).await?;
+                    }
                     if self.needs_resync.swap(false, Relaxed) {
                         // The writer drops batches until our Reset: hand over what we hold
                         // (dropped, re-read after the resync) and start over.
