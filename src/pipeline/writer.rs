@@ -27,6 +27,9 @@ use super::decoder::{DecodedBatch, StageCmd};
 /// the last batches' boundaries lets the reader cut them exactly as before, so they are re-sent
 /// with their original tokens and ClickHouse drops them (the tables remember 1000 blocks).
 pub const JOURNAL_HISTORY: usize = 64;
+
+/// Pause before storing a batch again after an error that retrying cannot fix by itself.
+const FATAL_PAUSE: Duration = Duration::from_secs(10);
 use super::stats::{Stats, TypeStats, now_ms};
 
 /// Everything one type's writer needs.
@@ -88,29 +91,82 @@ impl Writer {
         self.stats.of(self.data_type)
     }
 
-    /// Returns false when a shutdown interrupted it.
+    /// Stores and acks one batch. Returns false when a shutdown interrupted it.
+    ///
+    /// An error that retrying cannot fix by itself (a Fatal class: wrong credentials, a schema
+    /// that does not match) does not drop the batch either: it is logged, shown by `/ready`
+    /// (the type's inserts are failing), and the whole store is tried again after a pause —
+    /// the tokens make every repeat harmless — until an operator fixes the cause or stops us.
     async fn write(&mut self, b: DecodedBatch) -> bool {
-        let token = match self.journal_batch(&b).await {
-            Some(t) => t,
-            None => return false,
+        let Some(token) = self.journal_batch(&b).await else {
+            return false;
         };
-        let mut dead = b.dead;
+        let t0 = std::time::Instant::now();
+        let (inserted_rows, dead) = loop {
+            match self.store(&b, &token).await {
+                Ok(done) => break done,
+                Err(_) if self.stop.is_cancelled() => return false,
+                Err(e) => {
+                    let st = self.st();
+                    st.insert_errors.fetch_add(1, Relaxed);
+                    st.error(e.to_string());
+                    if st.failing_since_ms.load(Relaxed) == 0 {
+                        st.failing_since_ms.store(now_ms(), Relaxed);
+                    }
+                    tracing::error!(data_type = %self.data_type, error = %e,
+                        "insert failed and retrying will not fix it by itself; batch held, trying again in 10 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(FATAL_PAUSE) => {}
+                        _ = self.stop.cancelled() => return false,
+                    }
+                }
+            }
+        };
+        let st = self.st();
+        st.failing_since_ms.store(0, Relaxed);
+        st.rows_inserted.fetch_add(inserted_rows, Relaxed);
+        st.dead_letters.fetch_add(dead, Relaxed);
+        st.batches.fetch_add(1, Relaxed);
+        let now = now_ms();
+        st.last_insert_ms.store(now, Relaxed);
+        let mut latency = None;
+        if b.first_published_ms != i64::MAX {
+            let lat = u64::try_from(now.saturating_sub(b.first_published_ms)).unwrap_or(0);
+            st.last_latency_ms.store(lat, Relaxed);
+            st.latency_ms_sum.fetch_add(lat, Relaxed);
+            latency = Some(lat);
+        }
+        st.observe_insert(t0.elapsed(), inserted_rows, latency);
+        self.stored_through.fetch_max(b.last_seq, Relaxed);
+        tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
+            rows = inserted_rows, dead, %token, "batch stored");
+        let acked = self.ack(&b.acks).await;
+        let st = self.st();
+        let _ = st
+            .queued
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
+        acked
+    }
+
+    /// Inserts the batch's quality events, rows and dead letters, each with its deterministic
+    /// token (retriable errors are retried inside). Returns (rows inserted, dead letters).
+    async fn store(&self, b: &DecodedBatch, token: &str) -> Result<(u64, u64), sink::SinkError> {
+        let dt = self.data_type;
         let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
-            let st = self.stats.of(self.data_type);
+            let st = self.stats.of(dt);
             st.insert_errors.fetch_add(1, Relaxed);
             st.retries.fetch_add(1, Relaxed);
             st.error(e.to_string());
             if st.failing_since_ms.load(Relaxed) == 0 {
                 st.failing_since_ms.store(now_ms(), Relaxed);
             }
-            tracing::warn!(data_type = %self.data_type, attempt, ?delay, error = %e, "insert failed; retrying");
+            tracing::warn!(data_type = %dt, attempt, ?delay, error = %e, "insert failed; retrying");
         };
-        let dt = self.data_type;
         // Quality events first: a crash after them re-detects the same events on replay (the
         // rows are not stored yet, so the restored state is the same) and the token drops them.
         if !b.quality.is_empty() {
-            let qt = crate::quality::events_token(&token);
-            match self
+            let qt = crate::quality::events_token(token);
+            let iso = self
                 .sink
                 .insert_isolating(
                     crate::schema::QUALITY_EVENTS_TABLE,
@@ -120,38 +176,23 @@ impl Writer {
                     &self.stop,
                     &mut on_retry,
                 )
-                .await
-            {
-                Ok(iso) => {
-                    let stored = b.quality.len() - iso.rejected.len();
-                    self.st().quality_events.fetch_add(stored as u64, Relaxed);
-                }
-                Err(e) => {
-                    tracing::error!(data_type = %dt, error = %e, "quality events insert abandoned; batch stays unacked");
-                    return false;
-                }
-            }
+                .await?;
+            let stored = b.quality.len() - iso.rejected.len();
+            self.st().quality_events.fetch_add(stored as u64, Relaxed);
         }
-        let t0 = std::time::Instant::now();
-        let isolation = match self
+        let isolation = self
             .sink
             .insert_isolating(
                 dt.table(),
                 &b.rows,
-                &token,
+                token,
                 |rows| sink::encode_block(dt, rows),
                 &self.stop,
                 &mut on_retry,
             )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(data_type = %dt, error = %e, "insert abandoned; batch stays unacked");
-                return false;
-            }
-        };
-        let inserted_rows = b.rows.len() - isolation.rejected.len();
+            .await?;
+        let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
+        let mut dead = b.dead.clone();
         for rej in isolation.rejected {
             if let Some(row) = b.rows.get(rej.index) {
                 self.st().reject("clickhouse_rejected");
@@ -167,47 +208,18 @@ impl Writer {
             }
         }
         if !dead.is_empty() {
-            let dlq_token = sink::dead_letter_token(&token);
-            if let Err(e) = self
-                .sink
+            self.sink
                 .insert_isolating(
                     crate::schema::DEAD_LETTERS_TABLE,
                     &dead,
-                    &dlq_token,
+                    &sink::dead_letter_token(token),
                     sink::encode_dead_letters,
                     &self.stop,
                     &mut on_retry,
                 )
-                .await
-            {
-                tracing::error!(data_type = %dt, error = %e, "dead-letter insert abandoned; batch stays unacked");
-                return false;
-            }
+                .await?;
         }
-        let st = self.st();
-        st.failing_since_ms.store(0, Relaxed);
-        st.rows_inserted.fetch_add(inserted_rows as u64, Relaxed);
-        st.dead_letters.fetch_add(dead.len() as u64, Relaxed);
-        st.batches.fetch_add(1, Relaxed);
-        let now = now_ms();
-        st.last_insert_ms.store(now, Relaxed);
-        let mut latency = None;
-        if b.first_published_ms != i64::MAX {
-            let lat = u64::try_from(now.saturating_sub(b.first_published_ms)).unwrap_or(0);
-            st.last_latency_ms.store(lat, Relaxed);
-            st.latency_ms_sum.fetch_add(lat, Relaxed);
-            latency = Some(lat);
-        }
-        st.observe_insert(t0.elapsed(), inserted_rows as u64, latency);
-        self.stored_through.fetch_max(b.last_seq, Relaxed);
-        tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
-            rows = inserted_rows, dead = dead.len(), %token, "batch stored");
-        let acked = self.ack(&b.acks).await;
-        let st = self.st();
-        let _ = st
-            .queued
-            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
-        acked
+        Ok((inserted_rows, dead.len() as u64))
     }
 
     /// Finds the batch's journaled token, or journals it with a new one. None on shutdown.
