@@ -38,32 +38,9 @@ pub struct PublishArgs {
     pub seed: u64,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h` or a bare number of seconds.
+/// The configuration's duration syntax (`500ms`, `30s`, `5m`, `2h`, bare seconds), for flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::config::parse_duration(s)
 }
 
 /// Builds publisher options from the flags.

@@ -33,6 +33,7 @@ use crate::model::DataType;
 
 pub use error::ConfigError;
 pub use render::render;
+pub use value::parse_duration;
 
 /// The validated configuration. Every field holds a value that passed validation.
 #[derive(Debug, Clone, PartialEq)]

@@ -202,6 +202,15 @@ impl Migrator {
         &self.stats
     }
 
+    /// The sink and the qualified table name of one side (`hot` or cold).
+    fn side(&self, hot: bool, t: MigTable) -> (&Sink, String) {
+        if hot {
+            (&self.hot, self.hot_table(t))
+        } else {
+            (&self.cold, self.cold_table(t))
+        }
+    }
+
     fn hot_table(&self, t: MigTable) -> String {
         format!("`{}`.`{}`", self.hot.database(), t.name())
     }
@@ -328,11 +337,7 @@ impl Migrator {
         t: MigTable,
         span: Span,
     ) -> Result<Fingerprint, MigrateError> {
-        let (sink, table) = if hot {
-            (&self.hot, self.hot_table(t))
-        } else {
-            (&self.cold, self.cold_table(t))
-        };
+        let (sink, table) = self.side(hot, t);
         let out = tsv(
             sink,
             &format!(
@@ -352,11 +357,7 @@ impl Migrator {
         t: MigTable,
         range: Span,
     ) -> Result<HashMap<i64, Fingerprint>, MigrateError> {
-        let (sink, table) = if hot {
-            (&self.hot, self.hot_table(t))
-        } else {
-            (&self.cold, self.cold_table(t))
-        };
+        let (sink, table) = self.side(hot, t);
         let c = ms(self.opts.chunk).max(1);
         let out = tsv(
             sink,
@@ -377,11 +378,7 @@ impl Migrator {
         t: MigTable,
         span: Span,
     ) -> Result<Vec<(u64, u64)>, MigrateError> {
-        let (sink, table) = if hot {
-            (&self.hot, self.hot_table(t))
-        } else {
-            (&self.cold, self.cold_table(t))
-        };
+        let (sink, table) = self.side(hot, t);
         let out = tsv(
             sink,
             &format!(

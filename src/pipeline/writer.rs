@@ -53,6 +53,16 @@ pub(crate) struct Writer {
     pub broken: bool,
 }
 
+/// Counts a failed insert attempt and marks since when the type's inserts have been failing
+/// (what `/ready` reports after its bound).
+fn note_insert_failure(st: &TypeStats, e: &sink::SinkError) {
+    st.insert_errors.fetch_add(1, Relaxed);
+    st.error(e.to_string());
+    if st.failing_since_ms.load(Relaxed) == 0 {
+        st.failing_since_ms.store(now_ms(), Relaxed);
+    }
+}
+
 impl Writer {
     /// Processes commands until the reader hangs up or a shutdown interrupts a retry loop.
     pub async fn run(mut self, mut rx: mpsc::Receiver<StageCmd<DecodedBatch>>) {
@@ -107,12 +117,7 @@ impl Writer {
                 Ok(done) => break done,
                 Err(_) if self.stop.is_cancelled() => return false,
                 Err(e) => {
-                    let st = self.st();
-                    st.insert_errors.fetch_add(1, Relaxed);
-                    st.error(e.to_string());
-                    if st.failing_since_ms.load(Relaxed) == 0 {
-                        st.failing_since_ms.store(now_ms(), Relaxed);
-                    }
+                    note_insert_failure(self.st(), &e);
                     tracing::error!(data_type = %self.data_type, error = %e,
                         "insert failed and retrying will not fix it by itself; batch held, trying again in 10 s");
                     tokio::select! {
@@ -154,12 +159,8 @@ impl Writer {
         let dt = self.data_type;
         let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
             let st = self.stats.of(dt);
-            st.insert_errors.fetch_add(1, Relaxed);
             st.retries.fetch_add(1, Relaxed);
-            st.error(e.to_string());
-            if st.failing_since_ms.load(Relaxed) == 0 {
-                st.failing_since_ms.store(now_ms(), Relaxed);
-            }
+            note_insert_failure(st, e);
             tracing::warn!(data_type = %dt, attempt, ?delay, error = %e, "insert failed; retrying");
         };
         // Quality events first: a crash after them re-detects the same events on replay (the

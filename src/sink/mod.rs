@@ -225,12 +225,9 @@ impl Sink {
         let mut insert = self
             .client
             .insert_formatted_with(sql)
-            .with_setting("insert_deduplication_token", token)
-            .with_setting("async_insert", "0")
-            .with_setting("insert_deduplicate", "1")
             .with_timeouts(Some(self.send_timeout), Some(self.end_timeout));
-        if self.send_deduplicate_insert {
-            insert = insert.with_setting("deduplicate_insert", "enable");
+        for (k, v) in self.insert_settings(token) {
+            insert = insert.with_setting(k, v);
         }
         let mut offset = 0;
         while offset < body.len() {
@@ -343,6 +340,20 @@ impl Sink {
         Ok(out.freeze())
     }
 
+    /// The settings every INSERT of ours carries (see [`Sink::insert`] for why each is there):
+    /// one list, so the three insert paths cannot drift apart on what makes a retry a no-op.
+    fn insert_settings<'a>(&self, token: &'a str) -> Vec<(&'static str, &'a str)> {
+        let mut v = vec![
+            ("insert_deduplication_token", token),
+            ("async_insert", "0"),
+            ("insert_deduplicate", "1"),
+        ];
+        if self.send_deduplicate_insert {
+            v.push(("deduplicate_insert", "enable"));
+        }
+        v
+    }
+
     /// Runs `INSERT INTO … SELECT …` (both tables on this server) with the same insert
     /// settings as [`Sink::insert`], so that a re-run with the same `token` is a no-op.
     /// `Ok` means the server answered 200: the rows are stored (or were already).
@@ -351,14 +362,9 @@ impl Sink {
             return Err(SinkError::EmptyToken);
         }
         tracing::debug!(token, "insert select");
-        let mut q = self
-            .client
-            .query_raw(sql)
-            .with_setting("insert_deduplication_token", token)
-            .with_setting("async_insert", "0")
-            .with_setting("insert_deduplicate", "1");
-        if self.send_deduplicate_insert {
-            q = q.with_setting("deduplicate_insert", "enable");
+        let mut q = self.client.query_raw(sql);
+        for (k, v) in self.insert_settings(token) {
+            q = q.with_setting(k, v);
         }
         q.execute().await?;
         Ok(())
@@ -384,12 +390,9 @@ impl Sink {
         let mut insert = self
             .client
             .insert_formatted_with(format!("{insert_head} FORMAT Native"))
-            .with_setting("insert_deduplication_token", token)
-            .with_setting("async_insert", "0")
-            .with_setting("insert_deduplicate", "1")
             .with_timeouts(Some(self.send_timeout), Some(self.end_timeout));
-        if self.send_deduplicate_insert {
-            insert = insert.with_setting("deduplicate_insert", "enable");
+        for (k, v) in self.insert_settings(token) {
+            insert = insert.with_setting(k, v);
         }
         let mut moved: u64 = 0;
         while let Some(piece) = cursor.next().await? {
