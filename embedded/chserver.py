@@ -67,6 +67,8 @@ from clickhouse_cityhash.cityhash import CityHash128
 LOG = logging.getLogger("chserver")
 
 EXIT_LOCKED = 3
+# How long an orphaned holder of the data dir may take to stop before a new server gives up.
+ORPHAN_STOP_TIMEOUT = 60.0
 SERVER_DISPLAY_NAME = "marketprism-embedded-chdb"
 # Insert bodies are written to temp files in DIR/BODY_DIR_NAME, then inserted
 # with `INSERT ... FROM INFILE` (see Engine.insert for why not send_insert).
@@ -1067,22 +1069,71 @@ def _chain(first: list, rest: Iterator[bytes]) -> Iterator[bytes]:
 # Process: data-dir lock, signals, ready line.
 # ---------------------------------------------------------------------------
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
+def _read_holder(fd: int) -> tuple:
+    """(pid, parent pid) written by the lock's holder; 0 where unknown."""
+    words = os.pread(fd, 64, 0).decode(errors="replace").split()
+    nums = [int(w) for w in words[:2] if w.isdigit()]
+    return (nums + [0, 0])[0], (nums + [0, 0])[1]
+
+
 def lock_data_dir(data_dir: str) -> int:
-    """Takes DIR/.chserver.lock or exits with EXIT_LOCKED naming the holder."""
+    """Takes DIR/.chserver.lock or exits with EXIT_LOCKED naming the holder.
+
+    The lock is an flock, so a holder that died left nothing behind. A holder whose parent
+    died is an orphan (its owner was SIGKILLed, or exited at a second Ctrl-C before stopping
+    it): nobody will ever stop it, so it is asked to stop (SIGTERM: in-flight requests finish,
+    the engine closes cleanly) and the lock is taken once it is gone. A holder whose parent
+    is alive is somebody's server: refused, as before.
+    """
     os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, ".chserver.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            raise
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        print(f"chserver: data dir {os.path.abspath(data_dir)} is locked by another "
-              f"chserver (pid {holder}); refusing to share it", file=sys.stderr, flush=True)
-        sys.exit(EXIT_LOCKED)
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+        holder, holder_parent = _read_holder(fd)
+        orphan = holder > 0 and holder_parent > 1 and not _alive(holder_parent)
+        if not orphan and deadline is None:
+            print(f"chserver: data dir {os.path.abspath(data_dir)} is locked by another "
+                  f"chserver (pid {holder or 'unknown'}); refusing to share it", file=sys.stderr, flush=True)
+            sys.exit(EXIT_LOCKED)
+        if deadline is None:
+            LOG.warning("data dir %s is held by an orphaned chserver (pid %s), whose parent %s is gone: "
+                        "asking it to stop and taking the data dir over", os.path.abspath(data_dir),
+                        holder, holder_parent)
+            try:
+                os.kill(holder, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + ORPHAN_STOP_TIMEOUT
+        elif time.monotonic() > deadline:
+            print(f"chserver: the orphaned chserver (pid {holder}) holding {os.path.abspath(data_dir)} "
+                  f"did not stop within {ORPHAN_STOP_TIMEOUT:.0f} s; refusing to share it",
+                  file=sys.stderr, flush=True)
+            sys.exit(EXIT_LOCKED)
+        time.sleep(0.1)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()} {os.getppid()}\n".encode(), 0)
     return fd
 
 

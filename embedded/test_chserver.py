@@ -557,6 +557,31 @@ class ProcessTests(unittest.TestCase):
             finally:
                 self.assertEqual(stop_server(proc), 0)
 
+    def test_orphaned_holder_is_stopped_and_its_lock_taken_over(self):
+        """A chserver whose parent died (SIGKILL, a second Ctrl-C) must not block the next start."""
+        with tempfile.TemporaryDirectory() as tmp:
+            # A parent that starts a server and dies without stopping it: the server is orphaned.
+            parent = subprocess.run([sys.executable, "-c", (
+                "import subprocess, sys, os\n"
+                f"p = subprocess.Popen([sys.executable, {SERVER!r}, '--data-dir', {tmp!r}, '--listen', '127.0.0.1:0'],"
+                " stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)\n"
+                "line = p.stdout.readline()\n"
+                "print(p.pid, line.strip(), flush=True)\n"
+                "os._exit(0)\n")], capture_output=True, text=True, timeout=60)
+            orphan_pid = int(parent.stdout.split()[0])
+            self.assertIn("ready http://", parent.stdout)
+            self.assertTrue(os.path.exists(f"/proc/{orphan_pid}"))
+            proc, _ = start_server(tmp)
+            try:
+                deadline = time.monotonic() + 30
+                while os.path.exists(f"/proc/{orphan_pid}") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                self.assertFalse(os.path.exists(f"/proc/{orphan_pid}"), "the orphan still runs")
+                proc.log.seek(0)
+                self.assertIn(f"orphaned chserver (pid {orphan_pid})", proc.log.read())
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
 
 if __name__ == "__main__":
     unittest.main()

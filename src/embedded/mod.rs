@@ -15,6 +15,34 @@ use tokio::process::{Child, Command};
 /// The embedded ClickHouse server's source, shipped inside the binary.
 const CHSERVER_PY: &str = include_str!("../../embedded/chserver.py");
 
+/// Run by the venv's Python in front of every child: asks the kernel to send the child SIGTERM
+/// when its parent dies (`PR_SET_PDEATHSIG`, kept across `exec`), checks that the parent is still
+/// the process that spawned it (closing the race between fork and that request), then becomes the
+/// real program with `exec` (same pid). A SIGKILLed service, or one that exits at a second
+/// Ctrl-C, so never leaves a server behind that holds its data directory or port; the child gets
+/// SIGTERM and stops cleanly. The signal follows the spawning *thread*: children are spawned
+/// from the runtime's long-lived threads. Where `prctl` is missing (not Linux) the child runs
+/// unguarded, and the embedded ClickHouse still takes its data directory over from an orphan.
+const ORPHAN_GUARD: &str = "import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execv(sys.argv[2], sys.argv[2:])
+";
+
+/// A command that runs `program` under [`ORPHAN_GUARD`].
+fn guarded(tools: &Tools, program: &Path) -> Command {
+    let mut cmd = Command::new(&tools.python);
+    cmd.arg("-c")
+        .arg(ORPHAN_GUARD)
+        .arg(std::process::id().to_string())
+        .arg(program);
+    cmd
+}
+
 /// How long a child may take to report that it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -150,7 +178,7 @@ impl EmbeddedClickHouse {
         let script = data_dir.join("chserver.py");
         std::fs::write(&script, CHSERVER_PY)
             .map_err(io_err(format!("write {}", script.display())))?;
-        let mut child = Command::new(&tools.python)
+        let mut child = guarded(tools, &tools.python)
             .arg(&script)
             .arg("--data-dir")
             .arg(data_dir)
@@ -268,7 +296,7 @@ impl EmbeddedNats {
     ) -> Result<EmbeddedNats, EmbeddedError> {
         std::fs::create_dir_all(store_dir)
             .map_err(io_err(format!("create store dir {}", store_dir.display())))?;
-        let mut cmd = Command::new(&tools.nats_server);
+        let mut cmd = guarded(tools, &tools.nats_server);
         cmd.arg("-js")
             .arg("-a")
             .arg("127.0.0.1")
@@ -316,6 +344,11 @@ impl EmbeddedNats {
             monitor_port,
             store_dir: store_dir.to_path_buf(),
         })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Stops it cleanly (SIGTERM: JetStream flushes its store).

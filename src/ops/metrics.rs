@@ -165,7 +165,17 @@ pub enum Metric {
     QualityStaleSeconds,
     /// Quality events of every kind, per type and kind.
     QualityEvents,
+    /// Markets whose quality state was evicted (idle, or past the tracker's cap).
+    QualityMarketsEvicted,
+    /// Markets not exposed as per-market series (past [`MAX_MARKET_SERIES`]).
+    QualitySeriesFolded,
 }
+
+/// Per-market series exposed per type and family. A flood of made-up symbols must not swamp
+/// Prometheus: past this many markets, the rest are left out of the per-market families
+/// (the per-type totals still count them) and `marketprism_storage_quality_series_folded`
+/// says how many.
+pub const MAX_MARKET_SERIES: usize = 1000;
 
 const DT: &[&str] = &["data_type"];
 const DT_REASON: &[&str] = &["data_type", "reason"];
@@ -178,7 +188,7 @@ const DT_KIND: &[&str] = &["data_type", "kind"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 41] = [
+    pub const ALL: [Metric; 43] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -220,6 +230,8 @@ impl Metric {
         Metric::QualityCrossedBooks,
         Metric::QualityStaleSeconds,
         Metric::QualityEvents,
+        Metric::QualityMarketsEvicted,
+        Metric::QualitySeriesFolded,
     ];
 
     /// When the family is rendered.
@@ -523,6 +535,20 @@ impl Metric {
                 "Seconds a market has been silent while its stale episode is open; 0 when data flows.",
                 New,
             ),
+            Metric::QualityMarketsEvicted => (
+                "marketprism_storage_quality_markets_evicted_total",
+                Counter,
+                DT,
+                "Markets whose data-quality state was evicted (silent for 24 h, or past 10,000 markets per type); their counts stay in the totals.",
+                New,
+            ),
+            Metric::QualitySeriesFolded => (
+                "marketprism_storage_quality_series_folded",
+                Gauge,
+                DT,
+                "Markets left out of the per-market quality series (past 1,000 per type); the per-type totals include them.",
+                New,
+            ),
             Metric::QualityEvents => (
                 "marketprism_storage_quality_events_total",
                 Counter,
@@ -699,7 +725,9 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         | Metric::QualityDuplicates
         | Metric::QualityCrossedBooks
         | Metric::QualityStaleSeconds
-        | Metric::QualityEvents => quality_samples(m, i, out),
+        | Metric::QualityEvents
+        | Metric::QualityMarketsEvicted
+        | Metric::QualitySeriesFolded => quality_samples(m, i, out),
     }
 }
 
@@ -709,8 +737,9 @@ fn quality_samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
     let snap = i.stats.quality.snapshot(i.now_ms);
     if m == Metric::QualityEvents {
         for t in snap.types.iter().filter(|t| i.types.contains(&t.data_type)) {
+            let totals = t.totals();
             for k in EventKind::ALL {
-                let n: u64 = t.keys.iter().map(|mk| mk.counts.of(k)).sum();
+                let n = totals.of(k);
                 if n > 0 {
                     out.sample(m, &[t.data_type.as_str(), k.as_str()], n as f64);
                 }
@@ -718,7 +747,27 @@ fn quality_samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         }
         return;
     }
-    for (t, mk) in snap.markets().filter(|(t, _)| i.types.contains(t)) {
+    let types = || snap.types.iter().filter(|t| i.types.contains(&t.data_type));
+    if m == Metric::QualityMarketsEvicted {
+        for t in types() {
+            out.sample(m, &[t.data_type.as_str()], t.evicted as f64);
+        }
+        return;
+    }
+    if m == Metric::QualitySeriesFolded {
+        for t in types() {
+            let folded = t.keys.len().saturating_sub(MAX_MARKET_SERIES);
+            out.sample(m, &[t.data_type.as_str()], folded as f64);
+        }
+        return;
+    }
+    let shown = types().flat_map(|t| {
+        t.keys
+            .iter()
+            .take(MAX_MARKET_SERIES)
+            .map(move |k| (t.data_type, k))
+    });
+    for (t, mk) in shown {
         let labels = [
             t.as_str(),
             mk.exchange.as_str(),
@@ -992,6 +1041,51 @@ pub(crate) mod tests {
             );
         }
         check_exposition(&text);
+    }
+
+    #[test]
+    fn a_symbol_flood_is_capped_in_the_per_market_series() {
+        use crate::model::{Common, Record, TradeRow};
+        let stats = Stats::new(0);
+        let now = 1_761_040_800_000;
+        let n = MAX_MARKET_SERIES + 500;
+        let rows: Vec<Record> = (0..n)
+            .map(|k| {
+                Record::Trade(TradeRow {
+                    common: Common {
+                        timestamp_ms: now,
+                        exchange: "binance".into(),
+                        market_type: "spot".into(),
+                        symbol: format!("FAKE{k}-USDT"),
+                        data_source: "marketprism".into(),
+                    },
+                    trade_id: "1".into(),
+                    price: 1,
+                    quantity: 1,
+                    side: "buy".into(),
+                    is_maker: false,
+                    trade_time_ms: now,
+                })
+            })
+            .collect();
+        stats.quality.observe(DataType::Trade, &rows, now, now);
+        let mut i = input(&stats, &[DataType::Trade]);
+        i.now_ms = now;
+        let text = render(&i);
+        check_exposition(&text);
+        assert_eq!(
+            text.matches("marketprism_storage_gaps_total{").count(),
+            MAX_MARKET_SERIES
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == r#"marketprism_storage_quality_series_folded{data_type="trade"} 500"#),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l
+                == r#"marketprism_storage_quality_markets_evicted_total{data_type="trade"} 0"#)
+        );
     }
 
     #[test]

@@ -247,7 +247,8 @@ fn quality(i: &ReportInputs<'_>) -> Value {
     let snap = i.stats.quality.snapshot(i.now_ms);
     let mut types = Map::new();
     for t in snap.types.iter().filter(|t| i.types.contains(&t.data_type)) {
-        let sum = |k: EventKind| t.keys.iter().map(|m| m.counts.of(k)).sum::<u64>();
+        let totals = t.totals();
+        let sum = |k: EventKind| totals.of(k);
         let stale: Vec<String> = t
             .keys
             .iter()
@@ -258,7 +259,9 @@ fn quality(i: &ReportInputs<'_>) -> Value {
             t.data_type.as_str().to_string(),
             json!({
                 "gaps": sum(EventKind::Gap),
-                "missing_ids": t.keys.iter().map(|m| m.counts.missing).sum::<u64>(),
+                "missing_ids": totals.missing,
+                "markets": t.keys.len(),
+                "markets_evicted": t.evicted,
                 "duplicates": sum(EventKind::Duplicate),
                 "out_of_order": sum(EventKind::OutOfOrder),
                 "crossed_books": sum(EventKind::CrossedBook),

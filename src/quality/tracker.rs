@@ -81,6 +81,16 @@ pub fn stale_threshold(t: DataType) -> Option<Duration> {
     }
 }
 
+/// Markets one tracker keeps state for. A flood of made-up symbols (a hostile or broken
+/// publisher) must not grow memory without bound: past this many, the least recently active
+/// quarter is evicted at once (amortised O(1) per new market), their counters folded into the
+/// tracker's totals. An evicted market that comes back starts afresh (no gap is reported
+/// across the eviction).
+pub const MAX_MARKETS: usize = 10_000;
+
+/// Markets silent for longer than this are evicted by the tick (their counters folded).
+pub const IDLE_EVICT: Duration = Duration::from_secs(24 * 3600);
+
 /// Counters of one market since start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyCounts {
@@ -95,6 +105,16 @@ pub struct KeyCounts {
 }
 
 impl KeyCounts {
+    /// Adds `o` to these counters.
+    pub fn add(&mut self, o: &KeyCounts) {
+        self.rows += o.rows;
+        for (a, b) in self.events.iter_mut().zip(o.events.iter()) {
+            *a += b;
+        }
+        self.missing += o.missing;
+        self.stale_ms += o.stale_ms;
+    }
+
     /// Events of one kind.
     pub fn of(&self, k: EventKind) -> u64 {
         self.events.get(k.index()).copied().unwrap_or(0)
@@ -199,6 +219,10 @@ pub struct TrackerSnapshot {
     pub data_type: DataType,
     /// Per market, in first-seen order.
     pub keys: Vec<KeySnapshot>,
+    /// Counters of the markets evicted since start (see [`MAX_MARKETS`], [`IDLE_EVICT`]).
+    pub folded: KeyCounts,
+    /// Markets evicted since start.
+    pub evicted: u64,
     /// Exchange → collector latency histogram (see [`LATENCY_BUCKETS`]).
     pub latency: [u64; LATENCY_BUCKETS],
     /// Rows whose exchange time is after their collector time (clock skew).
@@ -206,6 +230,15 @@ pub struct TrackerSnapshot {
 }
 
 impl TrackerSnapshot {
+    /// The counters of every market ever seen: those kept plus those evicted.
+    pub fn totals(&self) -> KeyCounts {
+        let mut t = self.folded;
+        for k in &self.keys {
+            t.add(&k.counts);
+        }
+        t
+    }
+
     /// Latency quantile `q` (0..=1) from the histogram: the upper bound of the bucket, ms.
     /// `None` when no latency was recorded.
     pub fn latency_quantile(&self, q: f64) -> Option<u64> {
@@ -271,7 +304,12 @@ pub struct QualityTracker {
     jump_ppm: i128,
     stale_after_ms: Option<i64>,
     keys: Vec<KeyState>,
+    /// Market hash → slot of the first market with that hash (see [`QualityTracker::slot`]).
     index: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
+    /// Counters of evicted markets.
+    folded: KeyCounts,
+    /// Markets evicted since start.
+    evicted: u64,
     latency: [u64; LATENCY_BUCKETS],
     negative_latency: u64,
 }
@@ -288,6 +326,8 @@ impl QualityTracker {
             settings,
             keys: Vec::new(),
             index: HashMap::default(),
+            folded: KeyCounts::default(),
+            evicted: 0,
             latency: [0; LATENCY_BUCKETS],
             negative_latency: 0,
         }
@@ -298,24 +338,29 @@ impl QualityTracker {
         self.data_type
     }
 
-    /// The slot of a market, created on first sight. Collisions of the 64-bit hash (never
-    /// seen in practice) fall back to a linear scan, so they cost time, never correctness.
+    /// The slot of a market, created on first sight: one hash lookup. A 64-bit collision
+    /// (the index names another market) falls back to a scan, so it costs time, never
+    /// correctness; a market whose hash is not in the index is new without any scan.
     fn slot(&mut self, exchange: &str, market_type: &str, symbol: &str) -> usize {
         let h = market_hash(exchange, market_type, symbol);
-        if let Some(&i) = self.index.get(&h)
-            && self
+        if let Some(&i) = self.index.get(&h) {
+            if self
                 .keys
                 .get(i)
                 .is_some_and(|k| k.is(exchange, market_type, symbol))
-        {
-            return i;
+            {
+                return i;
+            }
+            if let Some(i) = self
+                .keys
+                .iter()
+                .position(|k| k.hash == h && k.is(exchange, market_type, symbol))
+            {
+                return i;
+            }
         }
-        if let Some(i) = self
-            .keys
-            .iter()
-            .position(|k| k.hash == h && k.is(exchange, market_type, symbol))
-        {
-            return i;
+        if self.keys.len() >= MAX_MARKETS {
+            self.evict_least_recent();
         }
         let sequential = self.settings.is_sequential(exchange, market_type);
         self.keys
@@ -323,6 +368,47 @@ impl QualityTracker {
         let i = self.keys.len() - 1;
         self.index.entry(h).or_insert(i);
         i
+    }
+
+    /// Evicts the least recently active quarter of the markets (folding their counters).
+    fn evict_least_recent(&mut self) {
+        let n = self.keys.len() / 4 + 1;
+        let mut arrivals: Vec<i64> = self.keys.iter().map(|k| k.last_arrival_ms).collect();
+        if arrivals.is_empty() {
+            return;
+        }
+        let nth = n.min(arrivals.len()) - 1;
+        let cut = *arrivals.select_nth_unstable(nth).1;
+        // Ties at the cut are evicted too: bounded by the cap either way.
+        self.evict_where(|k| k.last_arrival_ms <= cut);
+    }
+
+    /// Removes the markets `gone` selects, folds their counters, and rebuilds the index.
+    fn evict_where(&mut self, gone: impl Fn(&KeyState) -> bool) {
+        let before = self.keys.len();
+        let folded = &mut self.folded;
+        self.keys.retain(|k| {
+            if gone(k) {
+                folded.add(&k.counts);
+                false
+            } else {
+                true
+            }
+        });
+        let evicted = before - self.keys.len();
+        if evicted == 0 {
+            return;
+        }
+        self.evicted += evicted as u64;
+        self.index.clear();
+        for (i, k) in self.keys.iter().enumerate() {
+            self.index.entry(k.hash).or_insert(i);
+        }
+    }
+
+    /// Markets state is kept for.
+    pub fn markets(&self) -> usize {
+        self.keys.len()
     }
 
     /// Seeds the state of markets from the stored rows (start-up). A restored market is
@@ -433,6 +519,8 @@ impl QualityTracker {
     /// Opens a stale episode for every market silent for longer than the type's threshold
     /// (wall clock since its last row), appending `stale_open` events to `out`.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<QualityEvent>) {
+        let idle = i64::try_from(IDLE_EVICT.as_millis()).unwrap_or(i64::MAX);
+        self.evict_where(|k| now_ms.saturating_sub(k.last_arrival_ms) > idle);
         let Some(after) = self.stale_after_ms else {
             return;
         };
@@ -481,6 +569,8 @@ impl QualityTracker {
                     silent_ms: u64::try_from(now_ms.saturating_sub(k.last_arrival_ms)).unwrap_or(0),
                 })
                 .collect(),
+            folded: self.folded,
+            evicted: self.evicted,
             latency: self.latency,
             negative_latency: self.negative_latency,
         }
@@ -1016,6 +1106,63 @@ mod tests {
             tr.observe(&rows[cut..], 7, 1_000, &mut parts);
             prop_assert_eq!(whole, parts);
         }
+    }
+
+    fn trade_of(symbol: &str, id: u64, ts: i64) -> Record {
+        let mut r = trade(id, ts);
+        if let Record::Trade(t) = &mut r {
+            t.common.symbol = symbol.to_string();
+        }
+        r
+    }
+
+    #[test]
+    fn random_symbol_flood_keeps_quality_state_bounded() {
+        // 50,000 made-up markets, each seen once: the tracker keeps at most MAX_MARKETS and
+        // folds the rest, so every row is still counted. (Before eviction, the state grew with
+        // every symbol and each new market scanned all known ones: quadratic time.)
+        let mut tr = QualityTracker::new(DataType::Trade, QualitySettings::default());
+        let mut out = Vec::new();
+        let n = 5 * MAX_MARKETS as u64;
+        for batch in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let rows: Vec<Record> = batch
+                .iter()
+                .map(|i| trade_of(&format!("FAKE{i}-USDT"), 1, *i as i64))
+                .collect();
+            // The arrival clock moves with the batches, so the oldest markets are evicted.
+            tr.observe(&rows, 0, batch[0] as i64, &mut out);
+            assert!(tr.markets() <= MAX_MARKETS, "{} markets kept", tr.markets());
+        }
+        let snap = tr.snapshot(n as i64);
+        assert_eq!(snap.totals().rows, n);
+        assert_eq!(snap.keys.len() as u64 + snap.evicted, n);
+        assert!(snap.evicted >= n - MAX_MARKETS as u64);
+        // The newest market is kept and still found: its next id continues its sequence.
+        let last = format!("FAKE{}-USDT", n - 1);
+        tr.observe(&[trade_of(&last, 3, n as i64)], 0, n as i64, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].kind, out[0].missing), (EventKind::Gap, 1));
+    }
+
+    #[test]
+    fn idle_markets_are_evicted_by_the_tick_and_counts_folded() {
+        let mut tr = QualityTracker::new(DataType::Trade, QualitySettings::default());
+        let mut out = Vec::new();
+        tr.observe(
+            &[trade_of("OLD", 1, 0), trade_of("OLD", 3, 1)],
+            0,
+            0,
+            &mut out,
+        );
+        let day = i64::try_from(IDLE_EVICT.as_millis()).unwrap();
+        tr.observe(&[trade_of("NEW", 1, day)], 0, day, &mut out);
+        out.clear();
+        tr.tick(day + 1, &mut out);
+        let snap = tr.snapshot(day + 1);
+        assert_eq!(snap.keys.len(), 1);
+        assert_eq!(snap.keys[0].symbol, "NEW");
+        assert_eq!((snap.evicted, snap.totals().rows), (1, 3));
+        assert_eq!(snap.totals().of(EventKind::Gap), 1);
     }
 
     /// Release-mode micro-measurement: `cargo test --release --lib tracker_ns_per_row -- --ignored --nocapture`.

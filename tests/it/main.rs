@@ -15,5 +15,6 @@ mod harness;
 mod ingest;
 mod migrate;
 mod ops;
+mod orphans;
 mod quality;
 mod schema;
