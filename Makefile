@@ -2,6 +2,7 @@
 #   make demo   run the service on the embedded stack with the built-in publisher
 #   make test   fmt + clippy + every test (unit, embedded server, integration)
 #   make bench  the end-to-end benchmark against raw ceilings
+#   make chaos  the randomized fault soak over a backlog of a million messages
 # Each target installs what it needs (the tools venv) first.
 
 VENV        ?= .venv
@@ -11,7 +12,7 @@ STAMP       := $(VENV)/.installed
 CARGO       ?= cargo
 BIN         := target/release/marketprism-storage
 
-.PHONY: setup build demo run test lint unit it bench clean
+.PHONY: setup build demo run test lint unit it bench chaos clean
 
 setup: $(STAMP)
 
@@ -46,6 +47,11 @@ it: setup
 	MARKETPRISM_TOOLS_DIR=$(CURDIR)/$(VENV) $(CARGO) test --locked --test it -- --test-threads=2
 
 test: setup lint unit it
+
+# The randomized fault soak (minutes): CHAOS_SEED=N replays a schedule, CHAOS_MESSAGES and
+# CHAOS_SECONDS size it.
+chaos: setup
+	MARKETPRISM_TOOLS_DIR=$(CURDIR)/$(VENV) $(CARGO) test --release --locked --test it chaos -- --ignored --nocapture --test-threads=1
 
 bench: setup build
 	$(BIN) bench $(BENCH_ARGS)

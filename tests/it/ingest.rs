@@ -254,7 +254,7 @@ fn trade_body(i: u64, now: i64) -> String {
 /// The collector publishes trades on core NATS; the exactness tests do not, because a server
 /// short of CPU drops core messages it cannot ingest in time, and the count they check must be
 /// what the stream really holds.
-async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
+pub(crate) async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
     let js = async_nats::jetstream::new(client.clone());
     let mut acks = Vec::with_capacity(1000);
     for i in from..to {
@@ -317,7 +317,7 @@ async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
     assert_eq!(ch.count("marketprism_hot.dead_letters").await, 0);
 }
 
-fn tail(s: &str) -> String {
+pub(crate) fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
 }

@@ -1,0 +1,163 @@
+//! The randomized soak: a seeded mix of every fault the harness can inject, over a backlog of a
+//! million messages plus live publishing, bounded in time; then every message is counted.
+//!
+//! `make chaos` runs it (release build). `CHAOS_SEED` replays a run, `CHAOS_MESSAGES` sets the
+//! backlog (default 1,000,000), `CHAOS_SECONDS` the fault phase (default 300).
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
+use crate::ingest::{publish_trades, tail};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The faults the soak draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// The service is SIGKILLed and restarted after a pause.
+    ServiceKill,
+    /// The service is stopped with SIGTERM (drain) and restarted.
+    ServiceTerm,
+    /// nats-server is SIGKILLed and restarted after a pause (up to 30 s: longer than the lease).
+    NatsKill,
+    /// The embedded ClickHouse is SIGKILLed and restarted after a pause.
+    ClickHouseKill,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::ServiceKill,
+    Fault::ServiceTerm,
+    Fault::NatsKill,
+    Fault::ClickHouseKill,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak takes minutes: run it with `make chaos`"]
+async fn chaos_soak_loses_and_duplicates_nothing() {
+    let seed = env_u64("CHAOS_SEED", rand::rng().random());
+    let backlog = env_u64("CHAOS_MESSAGES", 1_000_000);
+    let live = backlog / 10;
+    let seconds = env_u64("CHAOS_SECONDS", 300);
+    println!(
+        "chaos: seed {seed} (CHAOS_SEED={seed} replays the fault schedule), {backlog} backlog + {live} live messages, {seconds} s of faults"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let mut nats = TestNats::start().await;
+    let mut ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let t0 = Instant::now();
+    publish_trades(&client, 0, backlog, now).await;
+    println!("chaos: backlog published in {:?}", t0.elapsed());
+    // What a SIGKILLed nats-server had not written yet is its own loss: let it write the backlog.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(client);
+
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    let mut injected: std::collections::BTreeMap<Fault, u32> = Default::default();
+    let mut published_live = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..4_000))).await;
+        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        *injected.entry(fault).or_default() += 1;
+        let rows = ch.count("marketprism_hot.trades").await;
+        match fault {
+            Fault::ServiceKill => {
+                svc.kill();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
+                svc.start();
+            }
+            Fault::ServiceTerm => {
+                let code = svc.terminate();
+                assert_eq!(
+                    code,
+                    Some(0),
+                    "SIGTERM exit; log:\n{}",
+                    tail(&svc.log_text())
+                );
+                svc.start();
+            }
+            Fault::NatsKill => {
+                nats.kill().await;
+                let pause = rng.random_range(200..30_000);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                nats.restart().await;
+            }
+            Fault::ClickHouseKill => {
+                ch.kill().await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..15_000))).await;
+                ch.restart().await;
+            }
+        }
+        println!(
+            "chaos: t={:>4}s {fault:?} at {rows} rows",
+            start.elapsed().as_secs()
+        );
+        // Live traffic between faults, while NATS is up.
+        if published_live < live {
+            let n = (live / 20).max(1).min(live - published_live);
+            let client = nats.client().await;
+            publish_trades(
+                &client,
+                backlog + published_live,
+                backlog + published_live + n,
+                now,
+            )
+            .await;
+            published_live += n;
+        }
+    }
+    if published_live < live {
+        let client = nats.client().await;
+        publish_trades(&client, backlog + published_live, backlog + live, now).await;
+    }
+    let n = backlog + live;
+    let drained = wait_until(900, || async {
+        ch.count("marketprism_hot.trades").await >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = ch
+        .query("SELECT count(), uniqExact(trade_id), min(toUInt64(trade_id)), max(toUInt64(trade_id)) FROM marketprism_hot.trades")
+        .await;
+    let mut it = got
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (rows, distinct) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let dead = ch.count("marketprism_hot.dead_letters").await;
+    let lost = n.saturating_sub(distinct);
+    let duplicated = rows.saturating_sub(distinct);
+    println!("chaos: seed {seed}");
+    println!(
+        "chaos: faults injected {injected:?} ({} in all)",
+        injected.values().sum::<u32>()
+    );
+    println!(
+        "chaos: messages {n}, rows {rows}, distinct ids {distinct}, dead letters {dead}, lost {lost}, duplicated {duplicated}, total {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        drained,
+        "not drained: {got}; log:\n{}",
+        tail(&svc.log_text())
+    );
+    assert_eq!(
+        got,
+        format!("{n}\t{n}\t0\t{}", n - 1),
+        "count, distinct ids, min, max (seed {seed})"
+    );
+    assert_eq!(dead, 0);
+    assert_eq!(svc.terminate(), Some(0));
+}
