@@ -372,19 +372,32 @@ impl QualityTracker {
 
     /// Evicts the least recently active quarter of the markets (folding their counters).
     fn evict_least_recent(&mut self) {
-        let n = self.keys.len() / 4 + 1;
-        let mut arrivals: Vec<i64> = self.keys.iter().map(|k| k.last_arrival_ms).collect();
-        if arrivals.is_empty() {
+        let mut order: Vec<(i64, usize)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.last_arrival_ms, i))
+            .collect();
+        let n = (order.len() / 4 + 1).min(order.len());
+        if n == 0 {
             return;
         }
-        let nth = n.min(arrivals.len()) - 1;
-        let cut = *arrivals.select_nth_unstable(nth).1;
-        // Ties at the cut are evicted too: bounded by the cap either way.
-        self.evict_where(|k| k.last_arrival_ms <= cut);
+        order.select_nth_unstable(n - 1);
+        let mut gone = vec![false; self.keys.len()];
+        for &(_, i) in order.iter().take(n) {
+            if let Some(g) = gone.get_mut(i) {
+                *g = true;
+            }
+        }
+        let mut slot = 0;
+        self.evict_where(|_| {
+            slot += 1;
+            gone.get(slot - 1).copied().unwrap_or(false)
+        });
     }
 
     /// Removes the markets `gone` selects, folds their counters, and rebuilds the index.
-    fn evict_where(&mut self, gone: impl Fn(&KeyState) -> bool) {
+    fn evict_where(&mut self, mut gone: impl FnMut(&KeyState) -> bool) {
         let before = self.keys.len();
         let folded = &mut self.folded;
         self.keys.retain(|k| {

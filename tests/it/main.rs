@@ -12,6 +12,7 @@
 
 mod chaos;
 mod demo;
+mod flood;
 mod harness;
 mod ingest;
 mod migrate;

@@ -1,0 +1,97 @@
+//! Hostile volume: a flood of made-up symbols is stored exactly, while the data-quality state and
+//! the per-market metric series stay bounded.
+
+use std::time::Duration;
+
+use crate::harness::{Service, TestClickHouse, TestNats, wait_for_streams, wait_until};
+use crate::ingest::tail;
+
+/// `GET path` on 127.0.0.1:`port` over a raw connection; the body.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_symbol_flood_is_stored_exactly_with_bounded_quality_series() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    let client = nats.client().await;
+    wait_for_streams(&client).await;
+    const N: u64 = 20_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut acks = Vec::new();
+    for i in 0..N {
+        let symbol = format!("FAKE{i}-USDT");
+        let body = format!(
+            r#"{{"symbol":"{symbol}","price":"1.5","quantity":"2","side":"buy","trade_id":"{i}","exchange":"binance","market_type":"spot","data_source":"marketprism","data_type":"trade","ts_ms":{now},"trade_ts_ms":{now}}}"#
+        );
+        acks.push(
+            js.publish(format!("trade.binance.spot.{symbol}"), body.into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() == 1000 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let ok = wait_until(120, || async {
+        ch.count("marketprism_hot.trades").await >= N
+    })
+    .await;
+    assert!(ok, "log:\n{}", tail(&svc.log_text()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        ch.query(
+            "SELECT count(), uniqExact(trade_id), uniqExact(symbol) FROM marketprism_hot.trades"
+        )
+        .await,
+        format!("{N}\t{N}\t{N}")
+    );
+    let metrics = http_get(svc.http_port, "/metrics").await;
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("marketprism_storage_gaps_total{"))
+        .count();
+    assert_eq!(series, 1000, "per-market series are capped");
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    // At most 10,000 markets are tracked, 1,000 of them exposed: the rest are folded.
+    let folded = value(r#"marketprism_storage_quality_series_folded{data_type="trade"} "#);
+    assert!((1.0..=9000.0).contains(&folded), "folded {folded}");
+    let evicted: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"marketprism_storage_quality_markets_evicted_total{data_type="trade"} "#,
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(evicted >= 10_000.0, "evicted {evicted}");
+    assert_eq!(svc.terminate(), Some(0));
+}
