@@ -17,3 +17,4 @@ mod migrate;
 mod ops;
 mod quality;
 mod schema;
+mod upgrade;
