@@ -14,14 +14,17 @@ use crate::schema;
 use crate::sink::Sink;
 
 use super::plan::{
-    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide,
-    plan_chunks, quote, verified_until,
+    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide, quote,
+    verified_until,
 };
 use super::{CHUNKS_TABLE, MigTable, MigrateError, MigrationStats, STATE_TABLE};
 
 /// Largest span whose row hashes are compared in one go (both sides' `(hash, count)` lists
 /// are held in memory, and the missing hashes are sent back in the copy's SQL).
 pub const DEFAULT_LEAF_ROWS: u64 = 20_000;
+/// How long before the hot TTL deletes a row the migrator stops comparing it: rows within
+/// this margin of expiry could be deleted while a cycle compares them (a false mismatch).
+pub const TTL_MARGIN: Duration = Duration::from_secs(30 * 60);
 /// Fingerprint-and-repair rounds per chunk before it is reported as mismatched.
 const MAX_ROUNDS: u32 = 3;
 
@@ -108,6 +111,8 @@ pub struct TableReport {
     pub rows_hot: u64,
     /// Rows copied (dry run: rows that would be copied).
     pub rows_copied: u64,
+    /// Of those, rows copied into chunks behind the watermark (late rows).
+    pub late_rows: u64,
     /// Watermark before and after (UTC ms).
     pub watermark: (Option<i64>, Option<i64>),
     /// Time spent.
@@ -519,10 +524,24 @@ impl Migrator {
             watermark: (wm, wm),
             ..TableReport::default()
         };
-        let from = match wm.filter(|_| !self.opts.recheck_all) {
-            Some(w) => w - i64::from(self.opts.recheck_windows) * chunk_ms,
+        // `recheck_from`: where the watermark logic starts (the last `recheck_windows` chunks
+        // before the watermark); `from`: where the comparison starts, further back when hot
+        // holds older rows, so late rows anywhere in hot's retention reach cold.
+        let (recheck_from, from) = match wm.filter(|_| !self.opts.recheck_all) {
+            Some(w) => {
+                let recheck_from = align_down(
+                    w - i64::from(self.opts.recheck_windows) * chunk_ms,
+                    chunk_ms,
+                );
+                let ttl_edge = now_ms - ms(schema::HOT_RETENTION) + ms(TTL_MARGIN);
+                let from = plan::compare_from(recheck_from, self.hot_min(t).await?, ttl_edge);
+                (recheck_from, from)
+            }
             None => match self.hot_min(t).await? {
-                Some(m) => m,
+                Some(m) => {
+                    let m = align_down(m, chunk_ms);
+                    (m, m)
+                }
                 None => {
                     self.stats.set_lag_minutes(t, 0);
                     rep.elapsed = started.elapsed();
@@ -530,8 +549,7 @@ impl Migrator {
                 }
             },
         };
-        let from = align_down(from, chunk_ms);
-        let chunks = plan_chunks(from, cutoff, chunk_ms);
+        let chunks = plan::plan_chunks_from(from, cutoff, chunk_ms);
         rep.chunks = chunks.len();
         let range = Span::new(from, cutoff.max(from));
         let hot_fps = self.chunk_fingerprints(true, t, range).await?;
@@ -539,8 +557,10 @@ impl Migrator {
         let mut outcome: Vec<(Span, bool)> = Vec::with_capacity(chunks.len());
         let mut history: Vec<(Span, Fingerprint, Fingerprint, u64, ChunkStatus)> = Vec::new();
         for (i, &c) in chunks.iter().enumerate() {
-            let mut h = hot_fps.get(&c.start_ms).copied().unwrap_or_default();
-            let mut k = cold_fps.get(&c.start_ms).copied().unwrap_or_default();
+            // Keyed by grid cell: the first chunk may start inside its cell.
+            let cell = align_down(c.start_ms, chunk_ms);
+            let mut h = hot_fps.get(&cell).copied().unwrap_or_default();
+            let mut k = cold_fps.get(&cell).copied().unwrap_or_default();
             rep.rows_hot += h.rows;
             if h == k {
                 if h.rows > 0 {
@@ -579,6 +599,13 @@ impl Migrator {
                 }
             }
             rep.rows_copied += copied;
+            // A chunk behind the watermark was verified before: whatever it lacked now landed
+            // in hot late (after an outage longer than the window, or a back-fill).
+            if wm.is_some_and(|w| c.end_ms <= w) && copied > 0 {
+                rep.late_rows += copied;
+                self.stats.add_late_rows_repaired(t, copied);
+                tracing::warn!(table = t.name(), chunk = %c, rows = copied, "late rows behind the watermark copied into cold");
+            }
             match status {
                 ChunkStatus::Mismatch => {
                     rep.chunks_mismatched += 1;
@@ -598,9 +625,16 @@ impl Migrator {
             outcome.push((c, status != ChunkStatus::Mismatch));
             history.push((c, h, k, copied, status));
         }
-        let until = verified_until(from, &outcome);
+        // The watermark and the lag follow the chunks from `recheck_from` on: an old chunk that
+        // stays mismatched is counted and logged, but does not hold back new ones.
+        let recent: Vec<(Span, bool)> = outcome
+            .iter()
+            .copied()
+            .filter(|(c, _)| c.start_ms >= recheck_from)
+            .collect();
+        let until = verified_until(recheck_from, &recent);
         let lag_min = (cutoff - until.min(cutoff)) / 60_000;
-        let new_wm = advance_watermark(wm, &outcome, settled);
+        let new_wm = advance_watermark(wm, &recent, settled);
         rep.watermark.1 = new_wm;
         if !self.opts.dry_run {
             self.stats.set_lag_minutes(t, lag_min);

@@ -351,6 +351,10 @@ pub enum Tier {
     Cold,
 }
 
+/// How long hot keeps a row: the 3 days of [`HOT_TTL`] (the migrator compares every chunk hot
+/// still holds inside it).
+pub const HOT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
 /// Hot TTL expression (the seed's, valid on ClickHouse 23.8 where DateTime64 TTLs were not).
 pub const HOT_TTL: &str = "toDateTime(timestamp) + INTERVAL 3 DAY DELETE";
 
@@ -684,6 +688,11 @@ mod tests {
             assert!(ddl.contains(&format!("deduplication_window = {DEDUP_WINDOW}")));
             assert!(!ddl.contains("deduplication_window = 1000,"));
         }
+    }
+
+    #[test]
+    fn hot_retention_is_the_ttl() {
+        assert!(HOT_TTL.contains(&format!("{} DAY", HOT_RETENTION.as_secs() / 86_400)));
     }
 
     #[test]
