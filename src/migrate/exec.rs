@@ -355,21 +355,31 @@ impl Migrator {
         Fingerprint::parse_tsv(&out).ok_or_else(|| parse_err("fingerprint", &out))
     }
 
-    /// Per-chunk fingerprints of `range` on one side, keyed by chunk start.
+    /// Per-chunk fingerprints of `range` on one side, keyed by chunk start; `counts_only`:
+    /// the sums are 0 and only the time column is read (the cheap late-row check of the
+    /// chunks behind the watermark: late rows always add to a chunk's count).
     async fn chunk_fingerprints(
         &self,
         hot: bool,
         t: MigTable,
         range: Span,
+        counts_only: bool,
     ) -> Result<HashMap<i64, Fingerprint>, MigrateError> {
+        if range.width() == 0 {
+            return Ok(HashMap::new());
+        }
         let (sink, table) = self.side(hot, t);
         let c = ms(self.opts.chunk).max(1);
+        let sum = if counts_only {
+            "toUInt64(0)".to_string()
+        } else {
+            format!("sum({})", row_hash(t))
+        };
         let out = tsv(
             sink,
             &format!(
-                "SELECT intDiv(toUnixTimestamp64Milli({}), {c}) * {c} AS k, count(), sum({}) FROM {table} WHERE {} GROUP BY k",
+                "SELECT intDiv(toUnixTimestamp64Milli({}), {c}) * {c} AS k, count(), {sum} FROM {table} WHERE {} GROUP BY k",
                 t.time_column(),
-                row_hash(t),
                 self.where_sql(t, range)
             ),
         )
@@ -552,8 +562,27 @@ impl Migrator {
         let chunks = plan::plan_chunks_from(from, cutoff, chunk_ms);
         rep.chunks = chunks.len();
         let range = Span::new(from, cutoff.max(from));
-        let hot_fps = self.chunk_fingerprints(true, t, range).await?;
-        let cold_fps = self.chunk_fingerprints(false, t, range).await?;
+        // Chunks from `recheck_from` on: full fingerprints. Older chunks (verified before):
+        // counts first, full fingerprints only where the counts differ.
+        let split = recheck_from.clamp(range.start_ms, range.end_ms);
+        let recent = Span::new(split, range.end_ms);
+        let old = Span::new(range.start_ms, split);
+        let mut hot_fps = self.chunk_fingerprints(true, t, recent, false).await?;
+        let mut cold_fps = self.chunk_fingerprints(false, t, recent, false).await?;
+        let old_hot = self.chunk_fingerprints(true, t, old, true).await?;
+        let old_cold = self.chunk_fingerprints(false, t, old, true).await?;
+        for c in chunks.iter().filter(|c| c.end_ms <= split) {
+            let cell = align_down(c.start_ms, chunk_ms);
+            let (h, k) = (old_hot.get(&cell), old_cold.get(&cell));
+            if h.map(|f| f.rows) == k.map(|f| f.rows) {
+                let same = h.copied().unwrap_or_default();
+                hot_fps.insert(cell, same);
+                cold_fps.insert(cell, same);
+            } else {
+                hot_fps.insert(cell, self.fingerprint(true, t, *c).await?);
+                cold_fps.insert(cell, self.fingerprint(false, t, *c).await?);
+            }
+        }
         let mut outcome: Vec<(Span, bool)> = Vec::with_capacity(chunks.len());
         let mut history: Vec<(Span, Fingerprint, Fingerprint, u64, ChunkStatus)> = Vec::new();
         for (i, &c) in chunks.iter().enumerate() {
