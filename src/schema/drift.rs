@@ -99,6 +99,8 @@ pub struct Expected {
     pub ttl: Option<bool>,
     /// `ON CLUSTER` for the fixes.
     pub cluster: Option<String>,
+    /// Whether the service runs without it (then a missing table is only a warning).
+    pub optional: bool,
 }
 
 /// Name, columns, sorting key, TTL expectation of one table.
@@ -145,6 +147,8 @@ pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
             dedup: true,
             ttl,
             cluster: cluster.clone(),
+            // Without it the pipeline runs with quality detection off (docs/quality.md).
+            optional: name == QUALITY_EVENTS_TABLE,
         };
         if cluster.is_some() {
             // The replicated table stores and deduplicates; the Distributed one routes.
@@ -172,6 +176,7 @@ pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
                 dedup: false,
                 ttl: None,
                 cluster: cluster.clone(),
+                optional: false,
             });
         }
     }
@@ -296,14 +301,25 @@ pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drif
             fix,
         };
         let Some(t) = state.tables.get(&(e.database.clone(), e.table.clone())) else {
-            out.push(drift(
-                "table",
-                "missing".into(),
-                "present".into(),
-                Severity::Error,
-                "rows of this table cannot be stored",
-                None,
-            ));
+            out.push(if e.optional {
+                drift(
+                    "table",
+                    "missing".into(),
+                    "present".into(),
+                    Severity::Warning,
+                    "data-quality detection runs off; `init` creates it",
+                    None,
+                )
+            } else {
+                drift(
+                    "table",
+                    "missing".into(),
+                    "present".into(),
+                    Severity::Error,
+                    "rows of this table cannot be stored; `init` creates it",
+                    None,
+                )
+            });
             continue;
         };
         if t.engine == "Distributed" && e.dedup {
@@ -901,6 +917,23 @@ mod tests {
         assert_eq!(
             add,
             "ALTER TABLE `h`.`trades` ADD COLUMN IF NOT EXISTS `is_maker` Bool DEFAULT false CODEC(ZSTD) AFTER `side`"
+        );
+    }
+
+    #[test]
+    fn missing_quality_events_is_a_warning_missing_dead_letters_an_error() {
+        let e = expected_tables("h", Tier::Hot, &Layout::Single);
+        let mut s = ours("h", Tier::Hot);
+        s.tables.remove(&("h".into(), QUALITY_EVENTS_TABLE.into()));
+        s.tables.remove(&("h".into(), DEAD_LETTERS_TABLE.into()));
+        let d = diff(&e, &s, DEDUP_WINDOW);
+        let got: Vec<(&str, Severity)> = d.iter().map(|d| (d.table.as_str(), d.severity)).collect();
+        assert_eq!(
+            got,
+            [
+                (QUALITY_EVENTS_TABLE, Severity::Warning),
+                (DEAD_LETTERS_TABLE, Severity::Error)
+            ]
         );
     }
 
