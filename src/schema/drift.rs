@@ -301,25 +301,25 @@ pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drif
             fix,
         };
         let Some(t) = state.tables.get(&(e.database.clone(), e.table.clone())) else {
-            out.push(if e.optional {
-                drift(
-                    "table",
-                    "missing".into(),
-                    "present".into(),
+            let (severity, why) = if e.optional {
+                (
                     Severity::Warning,
                     "data-quality detection runs off; `init` creates it",
-                    None,
                 )
             } else {
-                drift(
-                    "table",
-                    "missing".into(),
-                    "present".into(),
+                (
                     Severity::Error,
                     "rows of this table cannot be stored; `init` creates it",
-                    None,
                 )
-            });
+            };
+            out.push(drift(
+                "table",
+                "missing".into(),
+                "present".into(),
+                severity,
+                why,
+                None,
+            ));
             continue;
         };
         if t.engine == "Distributed" && e.dedup {
