@@ -236,15 +236,30 @@ impl Migrator {
         )
     }
 
-    /// Creates the cold database, its tables and the state tables if missing (idempotent).
-    /// Not called in a dry run, which writes nothing.
+    /// Creates the cold database, its tables and the state tables if missing (idempotent),
+    /// then refuses to copy into cold tables whose drift breaks exactly-once (the Python
+    /// service's cold tables have no deduplication window: a retried copy would insert
+    /// twice). Not called in a dry run, which writes nothing.
     pub async fn ensure_cold_schema(&self) -> Result<(), MigrateError> {
-        let ddl = schema::database_ddl(
-            self.cold.database(),
-            schema::Tier::Cold,
-            &schema::Layout::Single,
-        );
+        let db = self.cold.database();
+        let ddl = schema::database_ddl(db, schema::Tier::Cold, &schema::Layout::Single);
         schema::apply(&self.cold, &ddl).await?;
+        let expected =
+            schema::drift::expected_tables(db, schema::Tier::Cold, &schema::Layout::Single);
+        let drift = schema::drift::check(&self.cold, &expected, schema::DEDUP_WINDOW)
+            .await
+            .map_err(|e| MigrateError::Schema(e.to_string()))?;
+        let errors: Vec<String> = drift
+            .iter()
+            .filter(|d| d.severity == schema::drift::Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            return Err(MigrateError::Schema(format!(
+                "{}; run `marketprism-storage init` to upgrade the tables in place",
+                errors.join("; ")
+            )));
+        }
         Ok(())
     }
 

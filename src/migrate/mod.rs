@@ -51,6 +51,9 @@ pub enum MigrateError {
         /// The first bytes of the answer.
         answer: String,
     },
+    /// The cold tables cannot take copies exactly once (see `schema::drift`).
+    #[error("cold schema: {0}")]
+    Schema(String),
     /// Cold holds rows hot does not have in a chunk: copying cannot fix that.
     #[error("{table} {span}: cold has {excess} rows that hot does not")]
     ColdExcess {

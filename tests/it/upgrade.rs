@@ -237,6 +237,18 @@ async fn init_over_python_service_tables_turns_exactly_once_on_without_losing_a_
         "{log}"
     );
 
+    // The migrator refuses to copy into the Python service's cold tables (a retried copy
+    // would insert twice there).
+    let out = run(bin(&ch), &["migrate", "--once"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "cold schema: marketprism_cold.trades: non_replicated_deduplication_window is 0"
+        ),
+        "{err}"
+    );
+
     // init upgrades in place, printing every change.
     let out = run(bin(&ch), &["init"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
