@@ -1,7 +1,16 @@
-//! `init`: create the hot and cold databases and tables (idempotent), or print the DDL.
+//! `init`: create the hot and cold databases and tables (idempotent), bring existing tables
+//! (the Python service's) up to what the service needs in place, or print the DDL;
+//! `init --check` only reports the drift.
+//!
+//! Existing tables are upgraded with `ALTER TABLE … MODIFY SETTING` (deduplication window)
+//! and `MODIFY COLUMN` (widening) statements, which keep every row; each change is logged
+//! and printed. What `schema::drift` rates an error makes `--check` exit non-zero and `run`
+//! refuse to start.
 
 use crate::config::Config;
-use crate::schema::{self, Layout};
+use crate::model::DataType;
+use crate::schema::drift::{self, Drift, Expected};
+use crate::schema::{self, Layout, Tier};
 
 /// Arguments of `init`.
 #[derive(Debug, clap::Args)]
@@ -17,6 +26,192 @@ pub struct InitArgs {
     /// VOLUME 'cold'`; the policy must exist on the server; see docs/migration.md).
     #[arg(long, value_name = "POLICY", num_args = 0..=1, default_missing_value = "hot_cold")]
     pub tiered: Option<String>,
+    /// Change nothing: report every table, setting or column that differs from what the
+    /// service needs (table, item, found, needed); exit non-zero if exactly-once or inserts
+    /// cannot hold.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// The deduplication window the configured batch sizes need (`schema::drift::needed_window`).
+pub fn needed_window(cfg: &Config) -> u64 {
+    drift::needed_window(DataType::ALL.iter().map(|t| {
+        let b = cfg.batch.get(*t);
+        (b.max_rows.get() as u64, b.max_queue.get() as u64)
+    }))
+}
+
+/// The tables `init` manages in the hot database for this layout (tiered: the tables once,
+/// rows moved to the cold volume, never deleted).
+fn hot_expected(cfg: &Config, args: &InitArgs, layout: &Layout) -> Vec<Expected> {
+    let hot = &cfg.clickhouse.hot_db;
+    match &args.tiered {
+        Some(_) => drift::expected_tables(hot, Tier::Hot, layout)
+            .into_iter()
+            .filter(|e| e.table != schema::DEAD_LETTERS_TABLE)
+            .map(|e| Expected { ttl: None, ..e })
+            .collect(),
+        None => drift::expected_tables(hot, Tier::Hot, layout),
+    }
+}
+
+/// The drift as a table: database, table, item, found, needed, severity, why.
+pub fn render_drift(drifts: &[Drift]) -> String {
+    let rows: Vec<Vec<String>> = drifts
+        .iter()
+        .map(|d| {
+            vec![
+                d.database.clone(),
+                d.table.clone(),
+                d.item.clone(),
+                d.found.clone(),
+                d.needed.clone(),
+                d.severity.as_str().to_string(),
+                d.why.to_string(),
+            ]
+        })
+        .collect();
+    super::table::render(
+        &[
+            "database", "table", "item", "found", "needed", "severity", "why",
+        ],
+        &rows,
+    )
+}
+
+/// The upgrades made, as a table: database, table, change, before, now.
+fn render_changes(done: &[Drift]) -> String {
+    let rows: Vec<Vec<String>> = done
+        .iter()
+        .map(|d| {
+            let now = d.needed.trim_start_matches(">= ").to_string();
+            vec![
+                d.database.clone(),
+                d.table.clone(),
+                d.item.clone(),
+                d.found.clone(),
+                now,
+            ]
+        })
+        .collect();
+    super::table::render(&["database", "table", "changed", "was", "now"], &rows)
+}
+
+/// Checks (and, unless `check_only`, upgrades) the hot and cold tables; prints what it found
+/// and did. Returns the drift left afterwards.
+async fn upgrade(
+    cfg: &Config,
+    args: &InitArgs,
+    layout: &Layout,
+    hot_sink: &crate::sink::Sink,
+    cold_sink: &crate::sink::Sink,
+    check_only: bool,
+) -> anyhow::Result<Vec<Drift>> {
+    let window = needed_window(cfg);
+    let hot = hot_expected(cfg, args, layout);
+    let cold = match &args.tiered {
+        Some(_) => Vec::new(),
+        None => drift::expected_tables(&cfg.clickhouse.cold_db, Tier::Cold, layout),
+    };
+    let mut found = drift::check(hot_sink, &hot, window).await?;
+    if !cold.is_empty() {
+        found.extend(drift::check(cold_sink, &cold, window).await?);
+    }
+    if check_only {
+        return Ok(found);
+    }
+    let (hot_drift, cold_drift): (Vec<Drift>, Vec<Drift>) = found
+        .into_iter()
+        .partition(|d| d.database == cfg.clickhouse.hot_db);
+    let mut done = drift::apply_fixes(hot_sink, &hot_drift).await?;
+    done.extend(drift::apply_fixes(cold_sink, &cold_drift).await?);
+    if !done.is_empty() {
+        super::out(&format!(
+            "upgraded {} existing table settings/columns in place (every row kept):\n{}\n",
+            done.len(),
+            render_changes(&done)
+        ));
+    }
+    let mut left = drift::check(hot_sink, &hot, window).await?;
+    if !cold.is_empty() {
+        left.extend(drift::check(cold_sink, &cold, window).await?);
+    }
+    Ok(left)
+}
+
+/// `run`'s start-up check of the hot tables: logs warnings, and refuses to start (naming the
+/// table and the setting or column) when a drift breaks exactly-once or inserts. Retries
+/// while ClickHouse does not answer, until `stop`.
+pub async fn startup_check(
+    cfg: &Config,
+    sink: &crate::sink::Sink,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let expected = drift::expected_tables(&cfg.clickhouse.hot_db, Tier::Hot, &Layout::Single);
+    let window = needed_window(cfg);
+    let mut delay = std::time::Duration::from_millis(200);
+    let found = loop {
+        match drift::check(sink, &expected, window).await {
+            Ok(found) => break found,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready for the schema check");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return Err(e.into()),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    };
+    for d in found
+        .iter()
+        .filter(|d| d.severity == drift::Severity::Warning)
+    {
+        tracing::warn!(database = %d.database, table = %d.table, item = %d.item, found = %d.found, needed = %d.needed, "schema drift (harmless): {}", d.why);
+    }
+    let errors: Vec<String> = found
+        .iter()
+        .filter(|d| d.severity == drift::Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "refusing to start, exactly-once cannot hold: {}; run `marketprism-storage init` to upgrade the tables in place (`init --check` lists the drift)",
+            errors.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Prints the drift left and fails when any of it breaks exactly-once or inserts.
+fn report_drift(left: &[Drift], check_only: bool) -> anyhow::Result<()> {
+    if left.is_empty() {
+        if check_only {
+            super::out("no drift: every table is as the service needs it\n");
+        }
+        return Ok(());
+    }
+    super::out(&format!(
+        "{}:\n{}",
+        if check_only { "drift" } else { "left as it is" },
+        render_drift(left)
+    ));
+    if drift::has_errors(left) {
+        let first = left
+            .iter()
+            .find(|d| d.severity == drift::Severity::Error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        anyhow::bail!(
+            "schema drift breaks exactly-once or inserts (first: {first}){}",
+            if check_only {
+                "; run `marketprism-storage init` to upgrade the tables in place"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Applies (or prints) the DDL and reports what exists afterwards.
@@ -27,6 +222,18 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
     };
     let hot = &cfg.clickhouse.hot_db;
     let cold = &cfg.clickhouse.cold_db;
+    if args.check && !args.print {
+        let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+        let cold_sink = match &cfg.cold_clickhouse {
+            Some(_) => super::sink_for(cfg, &cfg.cold_endpoint()),
+            None => sink.clone(),
+        };
+        let result = upgrade(cfg, args, &layout, &sink, &cold_sink, true).await;
+        if let Some(s) = embedded {
+            s.stop().await;
+        }
+        return report_drift(&result?, true);
+    }
     if let Some(policy) = &args.tiered {
         let ddl = schema::tiered_ddl(hot, policy);
         if args.print {
@@ -34,16 +241,21 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
-        let result = schema::apply(&sink, &ddl).await;
+        let result = match schema::apply(&sink, &ddl).await {
+            Ok(created) => upgrade(cfg, args, &Layout::Single, &sink, &sink, false)
+                .await
+                .map(|left| (created, left)),
+            Err(e) => Err(e.into()),
+        };
         if let Some(s) = embedded {
             s.stop().await;
         }
-        let created = result?;
+        let (created, left) = result?;
         super::out(&format!(
             "{} statements applied, {created} objects created (the rest existed)\n",
             ddl.len()
         ));
-        return Ok(());
+        return report_drift(&left, false);
     }
     if args.print {
         super::out(&schema::render_script(&schema::full_ddl(
@@ -104,11 +316,20 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
         all.len() + cold_stmts.len(),
         created + created_cold
     ));
+    let left = upgrade(
+        cfg,
+        args,
+        &layout,
+        &sink,
+        cold_sink.as_ref().unwrap_or(&sink),
+        false,
+    )
+    .await;
     if let Some(s) = embedded {
         s.stop().await;
     }
     if rows.iter().any(|r| r[2] != "ok") {
         anyhow::bail!("some tables are missing after init");
     }
-    Ok(())
+    report_drift(&left?, false)
 }

@@ -383,9 +383,11 @@ async fn cycle_loop(
             Ok(r) => {
                 let copied: u64 = r.tables.iter().map(|t| t.rows_copied).sum();
                 let mismatched: usize = r.tables.iter().map(|t| t.chunks_mismatched).sum();
+                let late: u64 = r.tables.iter().map(|t| t.late_rows).sum();
                 tracing::info!(
                     cutoff = %fmt_ms(r.cutoff_ms),
                     rows_copied = copied,
+                    late_rows = late,
                     chunks_mismatched = mismatched,
                     secs = started.elapsed().as_secs_f64(),
                     "migration cycle done"
@@ -420,6 +422,7 @@ fn render_report(r: &Report, elapsed: Duration) -> String {
                 t.chunks_mismatched.to_string(),
                 t.rows_hot.to_string(),
                 t.rows_copied.to_string(),
+                t.late_rows.to_string(),
                 t.watermark.1.map(fmt_ms).unwrap_or_else(|| "-".into()),
                 format!("{:.1}", t.elapsed.as_secs_f64()),
                 rate(t.rows_copied, t.elapsed.as_secs_f64()),
@@ -438,6 +441,7 @@ fn render_report(r: &Report, elapsed: Duration) -> String {
                 "mismatch",
                 "rows_hot",
                 "copied",
+                "late",
                 "watermark",
                 "secs",
                 "rows/s"

@@ -323,6 +323,7 @@ async fn serve_pipeline(
     if !args.no_init {
         init_schema(cfg, &sink, &stop).await?;
     }
+    super::init::startup_check(cfg, &sink, &stop).await?;
     if sink.detect_server().await.is_ok() {
         stats.clickhouse_up.store(true, Relaxed);
     }

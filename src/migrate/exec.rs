@@ -14,14 +14,17 @@ use crate::schema;
 use crate::sink::Sink;
 
 use super::plan::{
-    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide,
-    plan_chunks, quote, verified_until,
+    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide, quote,
+    verified_until,
 };
 use super::{CHUNKS_TABLE, MigTable, MigrateError, MigrationStats, STATE_TABLE};
 
 /// Largest span whose row hashes are compared in one go (both sides' `(hash, count)` lists
 /// are held in memory, and the missing hashes are sent back in the copy's SQL).
 pub const DEFAULT_LEAF_ROWS: u64 = 20_000;
+/// How long before the hot TTL deletes a row the migrator stops comparing it: rows within
+/// this margin of expiry could be deleted while a cycle compares them (a false mismatch).
+pub const TTL_MARGIN: Duration = Duration::from_secs(30 * 60);
 /// Fingerprint-and-repair rounds per chunk before it is reported as mismatched.
 const MAX_ROUNDS: u32 = 3;
 
@@ -108,6 +111,8 @@ pub struct TableReport {
     pub rows_hot: u64,
     /// Rows copied (dry run: rows that would be copied).
     pub rows_copied: u64,
+    /// Of those, rows copied into chunks behind the watermark (late rows).
+    pub late_rows: u64,
     /// Watermark before and after (UTC ms).
     pub watermark: (Option<i64>, Option<i64>),
     /// Time spent.
@@ -231,15 +236,30 @@ impl Migrator {
         )
     }
 
-    /// Creates the cold database, its tables and the state tables if missing (idempotent).
-    /// Not called in a dry run, which writes nothing.
+    /// Creates the cold database, its tables and the state tables if missing (idempotent),
+    /// then refuses to copy into cold tables whose drift breaks exactly-once (the Python
+    /// service's cold tables have no deduplication window: a retried copy would insert
+    /// twice). Not called in a dry run, which writes nothing.
     pub async fn ensure_cold_schema(&self) -> Result<(), MigrateError> {
-        let ddl = schema::database_ddl(
-            self.cold.database(),
-            schema::Tier::Cold,
-            &schema::Layout::Single,
-        );
+        let db = self.cold.database();
+        let ddl = schema::database_ddl(db, schema::Tier::Cold, &schema::Layout::Single);
         schema::apply(&self.cold, &ddl).await?;
+        let expected =
+            schema::drift::expected_tables(db, schema::Tier::Cold, &schema::Layout::Single);
+        let drift = schema::drift::check(&self.cold, &expected, schema::DEDUP_WINDOW)
+            .await
+            .map_err(|e| MigrateError::Schema(e.to_string()))?;
+        let errors: Vec<String> = drift
+            .iter()
+            .filter(|d| d.severity == schema::drift::Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            return Err(MigrateError::Schema(format!(
+                "{}; run `marketprism-storage init` to upgrade the tables in place",
+                errors.join("; ")
+            )));
+        }
         Ok(())
     }
 
@@ -350,21 +370,31 @@ impl Migrator {
         Fingerprint::parse_tsv(&out).ok_or_else(|| parse_err("fingerprint", &out))
     }
 
-    /// Per-chunk fingerprints of `range` on one side, keyed by chunk start.
+    /// Per-chunk fingerprints of `range` on one side, keyed by chunk start; `counts_only`:
+    /// the sums are 0 and only the time column is read (the cheap late-row check of the
+    /// chunks behind the watermark: late rows always add to a chunk's count).
     async fn chunk_fingerprints(
         &self,
         hot: bool,
         t: MigTable,
         range: Span,
+        counts_only: bool,
     ) -> Result<HashMap<i64, Fingerprint>, MigrateError> {
+        if range.width() == 0 {
+            return Ok(HashMap::new());
+        }
         let (sink, table) = self.side(hot, t);
         let c = ms(self.opts.chunk).max(1);
+        let sum = if counts_only {
+            "toUInt64(0)".to_string()
+        } else {
+            format!("sum({})", row_hash(t))
+        };
         let out = tsv(
             sink,
             &format!(
-                "SELECT intDiv(toUnixTimestamp64Milli({}), {c}) * {c} AS k, count(), sum({}) FROM {table} WHERE {} GROUP BY k",
+                "SELECT intDiv(toUnixTimestamp64Milli({}), {c}) * {c} AS k, count(), {sum} FROM {table} WHERE {} GROUP BY k",
                 t.time_column(),
-                row_hash(t),
                 self.where_sql(t, range)
             ),
         )
@@ -519,10 +549,24 @@ impl Migrator {
             watermark: (wm, wm),
             ..TableReport::default()
         };
-        let from = match wm.filter(|_| !self.opts.recheck_all) {
-            Some(w) => w - i64::from(self.opts.recheck_windows) * chunk_ms,
+        // `recheck_from`: where the watermark logic starts (the last `recheck_windows` chunks
+        // before the watermark); `from`: where the comparison starts, further back when hot
+        // holds older rows, so late rows anywhere in hot's retention reach cold.
+        let (recheck_from, from) = match wm.filter(|_| !self.opts.recheck_all) {
+            Some(w) => {
+                let recheck_from = align_down(
+                    w - i64::from(self.opts.recheck_windows) * chunk_ms,
+                    chunk_ms,
+                );
+                let ttl_edge = now_ms - ms(schema::HOT_RETENTION) + ms(TTL_MARGIN);
+                let from = plan::compare_from(recheck_from, self.hot_min(t).await?, ttl_edge);
+                (recheck_from, from)
+            }
             None => match self.hot_min(t).await? {
-                Some(m) => m,
+                Some(m) => {
+                    let m = align_down(m, chunk_ms);
+                    (m, m)
+                }
                 None => {
                     self.stats.set_lag_minutes(t, 0);
                     rep.elapsed = started.elapsed();
@@ -530,17 +574,37 @@ impl Migrator {
                 }
             },
         };
-        let from = align_down(from, chunk_ms);
-        let chunks = plan_chunks(from, cutoff, chunk_ms);
+        let chunks = plan::plan_chunks_from(from, cutoff, chunk_ms);
         rep.chunks = chunks.len();
         let range = Span::new(from, cutoff.max(from));
-        let hot_fps = self.chunk_fingerprints(true, t, range).await?;
-        let cold_fps = self.chunk_fingerprints(false, t, range).await?;
+        // Chunks from `recheck_from` on: full fingerprints. Older chunks (verified before):
+        // counts first, full fingerprints only where the counts differ.
+        let split = recheck_from.clamp(range.start_ms, range.end_ms);
+        let recent = Span::new(split, range.end_ms);
+        let old = Span::new(range.start_ms, split);
+        let mut hot_fps = self.chunk_fingerprints(true, t, recent, false).await?;
+        let mut cold_fps = self.chunk_fingerprints(false, t, recent, false).await?;
+        let old_hot = self.chunk_fingerprints(true, t, old, true).await?;
+        let old_cold = self.chunk_fingerprints(false, t, old, true).await?;
+        for c in chunks.iter().filter(|c| c.end_ms <= split) {
+            let cell = align_down(c.start_ms, chunk_ms);
+            let (h, k) = (old_hot.get(&cell), old_cold.get(&cell));
+            if h.map(|f| f.rows) == k.map(|f| f.rows) {
+                let same = h.copied().unwrap_or_default();
+                hot_fps.insert(cell, same);
+                cold_fps.insert(cell, same);
+            } else {
+                hot_fps.insert(cell, self.fingerprint(true, t, *c).await?);
+                cold_fps.insert(cell, self.fingerprint(false, t, *c).await?);
+            }
+        }
         let mut outcome: Vec<(Span, bool)> = Vec::with_capacity(chunks.len());
         let mut history: Vec<(Span, Fingerprint, Fingerprint, u64, ChunkStatus)> = Vec::new();
         for (i, &c) in chunks.iter().enumerate() {
-            let mut h = hot_fps.get(&c.start_ms).copied().unwrap_or_default();
-            let mut k = cold_fps.get(&c.start_ms).copied().unwrap_or_default();
+            // Keyed by grid cell: the first chunk may start inside its cell.
+            let cell = align_down(c.start_ms, chunk_ms);
+            let mut h = hot_fps.get(&cell).copied().unwrap_or_default();
+            let mut k = cold_fps.get(&cell).copied().unwrap_or_default();
             rep.rows_hot += h.rows;
             if h == k {
                 if h.rows > 0 {
@@ -579,6 +643,13 @@ impl Migrator {
                 }
             }
             rep.rows_copied += copied;
+            // A chunk behind the watermark was verified before: whatever it lacked now landed
+            // in hot late (after an outage longer than the window, or a back-fill).
+            if wm.is_some_and(|w| c.end_ms <= w) && copied > 0 {
+                rep.late_rows += copied;
+                self.stats.add_late_rows_repaired(t, copied);
+                tracing::warn!(table = t.name(), chunk = %c, rows = copied, "late rows behind the watermark copied into cold");
+            }
             match status {
                 ChunkStatus::Mismatch => {
                     rep.chunks_mismatched += 1;
@@ -598,9 +669,16 @@ impl Migrator {
             outcome.push((c, status != ChunkStatus::Mismatch));
             history.push((c, h, k, copied, status));
         }
-        let until = verified_until(from, &outcome);
+        // The watermark and the lag follow the chunks from `recheck_from` on: an old chunk that
+        // stays mismatched is counted and logged, but does not hold back new ones.
+        let recent: Vec<(Span, bool)> = outcome
+            .iter()
+            .copied()
+            .filter(|(c, _)| c.start_ms >= recheck_from)
+            .collect();
+        let until = verified_until(recheck_from, &recent);
         let lag_min = (cutoff - until.min(cutoff)) / 60_000;
-        let new_wm = advance_watermark(wm, &outcome, settled);
+        let new_wm = advance_watermark(wm, &recent, settled);
         rep.watermark.1 = new_wm;
         if !self.opts.dry_run {
             self.stats.set_lag_minutes(t, lag_min);

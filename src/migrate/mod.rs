@@ -9,12 +9,14 @@
 //!
 //! The algorithm (`docs/migration.md` has the guarantees and the crash table): rows older than
 //! `now − window` are eligible; time is cut into chunks of a fixed grid (1 hour by default);
-//! for each chunk from the watermark (minus `recheck_windows` chunks) to `now − window`, the
+//! for each chunk hot still holds (from its oldest row, at most 3 days minus a margin back, or
+//! from the watermark minus `recheck_windows` chunks if that is earlier) to `now − window`, the
 //! order-independent fingerprint (`count()`, `sum(cityHash64(all columns))`) of hot and cold
 //! are compared. Equal: done. Cold empty: copy the chunk (split so no copy exceeds the batch
 //! limit) with a deterministic `insert_deduplication_token`. Otherwise: bisect in time and,
 //! at small leaves, compare row hashes and copy exactly the missing rows. The chunk is then
-//! fingerprinted again, and only verified chunks move the watermark.
+//! fingerprinted again, and only verified chunks move the watermark. Rows copied into chunks
+//! behind the watermark are late rows (`MigrationStats::late_rows_repaired`).
 
 pub mod exec;
 pub mod plan;
@@ -49,6 +51,9 @@ pub enum MigrateError {
         /// The first bytes of the answer.
         answer: String,
     },
+    /// The cold tables cannot take copies exactly once (see `schema::drift`).
+    #[error("cold schema: {0}")]
+    Schema(String),
     /// Cold holds rows hot does not have in a chunk: copying cannot fix that.
     #[error("{table} {span}: cold has {excess} rows that hot does not")]
     ColdExcess {
@@ -77,6 +82,9 @@ pub struct MigrationStats {
     pub chunks_mismatched: AtomicU64,
     /// Unix time in ms of the end of the last cycle in which every table verified; 0 = never.
     pub last_success_ms: AtomicI64,
+    /// Per table (indexed like [`MigTable::ALL`]): rows found in hot behind the watermark
+    /// (late, back-filled) and copied into cold, since start.
+    late_rows_repaired: [AtomicU64; MigTable::ALL.len()],
     /// Per table (indexed like [`MigTable::ALL`]): minutes between `now − window` and the end
     /// of the verified prefix in cold, at the end of the last cycle; -1 = not measured yet.
     lag_minutes: [AtomicI64; MigTable::ALL.len()],
@@ -98,6 +106,20 @@ impl MigrationStats {
         self.lag_minutes
             .get(t.into().index())
             .map_or(-1, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// `marketprism_cold_late_rows_repaired_total{table}`.
+    pub fn late_rows_repaired(&self, t: impl Into<MigTable>) -> u64 {
+        self.late_rows_repaired
+            .get(t.into().index())
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Counts `n` late rows of one table copied into cold.
+    pub fn add_late_rows_repaired(&self, t: impl Into<MigTable>, n: u64) {
+        if let Some(a) = self.late_rows_repaired.get(t.into().index()) {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Records the lag of one table.

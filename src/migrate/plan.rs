@@ -84,6 +84,29 @@ pub fn plan_chunks(from_ms: i64, to_ms: i64, chunk_ms: i64) -> Vec<Span> {
     out
 }
 
+/// [`plan_chunks`], except that the first chunk starts at `from_ms` itself (the rest of its
+/// grid cell): the chunks of `[from_ms, to_ms)` exactly. Used where rows before `from_ms` must
+/// not be compared (hot's TTL may already have deleted some of them).
+pub fn plan_chunks_from(from_ms: i64, to_ms: i64, chunk_ms: i64) -> Vec<Span> {
+    let mut out = plan_chunks(from_ms, to_ms, chunk_ms);
+    if let Some(first) = out.first_mut() {
+        first.start_ms = first.start_ms.max(from_ms);
+    }
+    out.retain(|s| s.start_ms < s.end_ms);
+    out
+}
+
+/// Where a cycle starts comparing a table that has a watermark: the recheck chunks before the
+/// watermark (`recheck_from`, grid-aligned) or, when hot holds older rows, the oldest of them
+/// that the hot TTL cannot delete during the cycle (`max(hot_min, ttl_edge)`, not aligned):
+/// late rows anywhere in hot's retention are then found before the TTL deletes them.
+pub fn compare_from(recheck_from: i64, hot_min: Option<i64>, ttl_edge: i64) -> i64 {
+    match hot_min.map(|m| m.max(ttl_edge)) {
+        Some(f) if f < recheck_from => f,
+        _ => recheck_from,
+    }
+}
+
 /// The seed's `MIGRATION_SYMBOL_PREFIX`, `MIGRATION_EXCHANGE` and `MIGRATION_MARKET_TYPE`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
@@ -436,6 +459,30 @@ mod tests {
             let total_cold: u64 = cold.iter().map(|x| x.1).sum();
             prop_assert_eq!(d.missing(), total_hot - total_cold);
         }
+    }
+
+    #[test]
+    fn chunks_from_start_exactly_at_from_and_compare_from_covers_hot_retention() {
+        assert_eq!(
+            plan_chunks_from(10 * H + 123, 12 * H + 5, H),
+            vec![
+                Span::new(10 * H + 123, 11 * H),
+                Span::new(11 * H, 12 * H),
+                Span::new(12 * H, 12 * H + 5)
+            ]
+        );
+        assert_eq!(
+            plan_chunks_from(10 * H, 11 * H, H),
+            plan_chunks(10 * H, 11 * H, H)
+        );
+        assert!(plan_chunks_from(11 * H, 11 * H, H).is_empty());
+        // recheck from 60 h; hot holds rows from 10 h; the TTL edge is at 20 h + 5 min.
+        let edge = 20 * H + 300_000;
+        assert_eq!(compare_from(60 * H, Some(10 * H), edge), edge);
+        assert_eq!(compare_from(60 * H, Some(30 * H), edge), 30 * H);
+        assert_eq!(compare_from(60 * H, None, edge), 60 * H);
+        // A watermark far behind (the migrator was down): the recheck range is wider already.
+        assert_eq!(compare_from(15 * H, Some(10 * H), edge), 15 * H);
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub enum Metric {
     ColdChunksMismatched,
     /// Unix time of the end of the last fully verified migration cycle.
     ColdLastSuccess,
+    /// Late rows found in hot behind the watermark and copied into cold, per table.
+    ColdLateRowsRepaired,
     /// Sequence gaps per market (data quality).
     QualityGaps,
     /// Ids missing in those gaps, per market.
@@ -188,7 +190,7 @@ const DT_KIND: &[&str] = &["data_type", "kind"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 43] = [
+    pub const ALL: [Metric; 44] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -224,6 +226,7 @@ impl Metric {
         Metric::ColdChunksRepaired,
         Metric::ColdChunksMismatched,
         Metric::ColdLastSuccess,
+        Metric::ColdLateRowsRepaired,
         Metric::QualityGaps,
         Metric::QualityMissingIds,
         Metric::QualityDuplicates,
@@ -245,7 +248,8 @@ impl Metric {
             | Metric::ColdChunksVerified
             | Metric::ColdChunksRepaired
             | Metric::ColdChunksMismatched
-            | Metric::ColdLastSuccess => Scope::Migration,
+            | Metric::ColdLastSuccess
+            | Metric::ColdLateRowsRepaired => Scope::Migration,
             _ => Scope::Pipeline,
         }
     }
@@ -500,6 +504,13 @@ impl Metric {
                 "Unix time of the end of the last migration cycle in which every chunk verified (0 = none yet).",
                 New,
             ),
+            Metric::ColdLateRowsRepaired => (
+                "marketprism_cold_late_rows_repaired_total",
+                Counter,
+                TABLE,
+                "Rows that landed in hot behind the migration watermark (late or back-filled) and were copied into cold before the hot TTL could delete them.",
+                New,
+            ),
             Metric::QualityGaps => (
                 "marketprism_storage_gaps_total",
                 Counter,
@@ -715,7 +726,8 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         | Metric::ColdChunksVerified
         | Metric::ColdChunksRepaired
         | Metric::ColdChunksMismatched
-        | Metric::ColdLastSuccess => {
+        | Metric::ColdLastSuccess
+        | Metric::ColdLateRowsRepaired => {
             if let Some(ms) = i.migration {
                 migration_samples(m, ms, out);
             }
@@ -804,6 +816,11 @@ fn migration_samples(m: Metric, s: &MigrationStats, out: &mut Exposition) {
         Metric::ColdChunksRepaired => out.sample(m, &[], u(&s.chunks_repaired)),
         Metric::ColdChunksMismatched => out.sample(m, &[], u(&s.chunks_mismatched)),
         Metric::ColdLastSuccess => out.sample(m, &[], ms_to_s(s.last_success_ms.load(Relaxed))),
+        Metric::ColdLateRowsRepaired => {
+            for t in MigTable::ALL {
+                out.sample(m, &[t.name()], s.late_rows_repaired(t) as f64);
+            }
+        }
         _ => {}
     }
 }

@@ -168,6 +168,10 @@ pub fn migration(m: &MigrationStats) -> Value {
         "chunks_mismatched": m.chunks_mismatched.load(Relaxed),
         "last_success": epoch_s(m.last_success_ms.load(Relaxed)),
         "lag_minutes": lag,
+        "late_rows_repaired": MigTable::ALL
+            .iter()
+            .map(|t| (t.name().to_string(), json!(m.late_rows_repaired(*t))))
+            .collect::<Map<String, Value>>(),
         "table_order": MigTable::ALL.iter().map(|t| t.name()).collect::<Vec<_>>(),
     })
 }

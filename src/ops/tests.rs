@@ -279,6 +279,7 @@ fn migrated() -> Arc<MigrationStats> {
     m.last_success_ms.store(1_700_000_123_500, Relaxed);
     m.set_lag_minutes(DataType::Trade, 0);
     m.set_lag_minutes(DataType::Orderbook, 42);
+    m.add_late_rows_repaired(DataType::Trade, 7);
     m
 }
 
@@ -296,6 +297,8 @@ async fn migration_metrics_and_stats_when_present() {
         "marketprism_cold_chunks_repaired_total 3",
         "marketprism_cold_chunks_mismatched_total 1",
         "marketprism_cold_last_success_timestamp_seconds 1700000123.5",
+        "marketprism_cold_late_rows_repaired_total{table=\"trades\"} 7",
+        "marketprism_cold_late_rows_repaired_total{table=\"orderbooks\"} 0",
         "marketprism_storage_messages_processed_total{data_type=\"trade\"} 12345",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
@@ -311,6 +314,11 @@ async fn migration_metrics_and_stats_when_present() {
             "chunks_mismatched": 1,
             "last_success": 1_700_000_123.5,
             "lag_minutes": { "trades": 0, "orderbooks": 42 },
+            "late_rows_repaired": {
+                "trades": 7, "orderbooks": 0, "funding_rates": 0, "open_interests": 0,
+                "liquidations": 0, "lsr_top_positions": 0, "lsr_all_accounts": 0,
+                "volatility_indices": 0, "data_quality_events": 0
+            },
             "table_order": [
                 "trades", "orderbooks", "funding_rates", "open_interests", "liquidations",
                 "lsr_top_positions", "lsr_all_accounts", "volatility_indices",

@@ -7,6 +7,8 @@
 //! Skip indexes are part of `CREATE TABLE` instead of the seed's non-idempotent
 //! `ALTER TABLE … ADD INDEX`.
 
+pub mod drift;
+
 use crate::model::DataType;
 
 /// One column of a table.
@@ -219,13 +221,54 @@ pub const QUALITY_EVENTS_TABLE: &str = crate::quality::QUALITY_EVENTS_TABLE;
 /// Hot TTL of the quality events: 3 days, like the rows they describe.
 pub const QUALITY_EVENTS_TTL: &str = "toDateTime(event_time) + INTERVAL 3 DAY DELETE";
 
-/// How many recent insert blocks each table remembers for `insert_deduplication_token`.
+/// Partitions in one INSERT at most: the sink splits a batch spanning more partitions into
+/// pieces of at most this many (ClickHouse's `max_partitions_per_insert_block` default), and
+/// every partition of a piece is one block in the table's deduplication window.
+pub const PARTITIONS_PER_PIECE: u64 = 100;
+
+/// `ceil(log2(n))` for `n ≥ 1` (0 for 0 and 1): the bisection depth of an `n`-row batch.
+pub const fn ceil_log2(n: u64) -> u64 {
+    if n <= 1 {
+        0
+    } else {
+        (u64::BITS - (n - 1).leading_zeros()) as u64
+    }
+}
+
+/// The deduplication window (in blocks) one type's table needs for its worst-case replay, for
+/// batches of at most `max_rows` rows and at most `max_queue` rows held unacked.
 ///
-/// The service is the only writer of a hot table and re-sends at most the one batch per
-/// consumer that was in doubt when it stopped, so a window of 1000 blocks (about 15 minutes of
-/// one-second inserts across partitions, and unlimited time while nothing else is written)
-/// covers every retry. Migration inserts into cold use the same mechanism.
-pub const DEDUP_WINDOW: u32 = 1000;
+/// A replay re-sends, in order, the batches above the ack floor (at most
+/// `ceil(max_queue / max_rows)`) and, after a `nats-server` that was killed comes back with
+/// its ack floor behind, up to [`crate::pipeline::writer::JOURNAL_HISTORY`] acked ones. The
+/// oldest re-sent batch is only recognised if every block inserted into the table since its
+/// first insert is still in the window. One batch inserts at most
+/// `PARTITIONS_PER_PIECE × (1 + ceil(log2(max_rows)))` blocks: its pieces, plus, when a bad row
+/// makes it bisect, one successful half per level, each of up to `PARTITIONS_PER_PIECE` parts.
+pub const fn required_window(max_rows: u64, max_queue: u64) -> u64 {
+    let rows = if max_rows == 0 { 1 } else { max_rows };
+    let in_doubt = max_queue.div_ceil(rows);
+    let batches = crate::pipeline::writer::JOURNAL_HISTORY as u64 + in_doubt;
+    batches * PARTITIONS_PER_PIECE * (1 + ceil_log2(rows))
+}
+
+/// How many recent insert blocks every table remembers for `insert_deduplication_token`
+/// (`non_replicated_deduplication_window`, or `replicated_deduplication_window` on clusters).
+///
+/// The worst case of the default configuration is the trade table: batches of 100,000 rows,
+/// 4 in doubt plus 64 kept in the journal, 100 partitions per piece and 17 bisection levels:
+/// [`required_window`]`(100_000, 400_000)` = 68 × 100 × 18 = 122,400 blocks. 160,000 leaves a
+/// 30 % margin. The cost is one block hash per entry (a local file and its in-memory index
+/// per table; a znode per entry in Keeper on clusters). ClickHouse's own default is 0 on a
+/// plain `MergeTree`, which turns deduplication off: `init` raises it on existing tables and
+/// `run` refuses to start below it (`schema::drift`).
+pub const DEDUP_WINDOW: u64 = 160_000;
+
+/// `replicated_deduplication_window_seconds` on clusters: hashes older than this (relative to
+/// the table's newest insert) are dropped even inside the window. ClickHouse 26.x defaults to
+/// 3600 s; a replay older than that would insert twice, so clusters keep 7 days, longer than
+/// any message stays in the streams (48 h by default) and so longer than any replay.
+pub const DEDUP_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Columns of a market-data table, in the seed's order.
 pub fn columns(t: DataType) -> &'static [Column] {
@@ -308,6 +351,10 @@ pub enum Tier {
     Cold,
 }
 
+/// How long hot keeps a row: the 3 days of [`HOT_TTL`] (the migrator compares every chunk hot
+/// still holds inside it).
+pub const HOT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
 /// Hot TTL expression (the seed's, valid on ClickHouse 23.8 where DateTime64 TTLs were not).
 pub const HOT_TTL: &str = "toDateTime(timestamp) + INTERVAL 3 DAY DELETE";
 
@@ -345,10 +392,12 @@ fn create_table(db: &str, spec: &TableSpec<'_>, layout: &Layout) -> Vec<String> 
         tail.push_str(&format!("\nTTL {ttl}"));
     }
     tail.push_str(&format!(
-        "\nSETTINGS index_granularity = 8192, {} = {DEDUP_WINDOW}",
+        "\nSETTINGS index_granularity = 8192, {}",
         match layout {
-            Layout::Single => "non_replicated_deduplication_window",
-            Layout::Cluster(_) => "replicated_deduplication_window",
+            Layout::Single => format!("non_replicated_deduplication_window = {DEDUP_WINDOW}"),
+            Layout::Cluster(_) => format!(
+                "replicated_deduplication_window = {DEDUP_WINDOW}, replicated_deduplication_window_seconds = {DEDUP_WINDOW_SECONDS}"
+            ),
         }
     ));
     match layout {
@@ -603,8 +652,47 @@ mod tests {
             hot[1..]
                 .iter()
                 .chain(&cold[1..10])
-                .all(|s| s.contains("non_replicated_deduplication_window = 1000"))
+                .all(|s| s.contains(&format!(
+                    "non_replicated_deduplication_window = {DEDUP_WINDOW}"
+                )))
         );
+    }
+
+    #[test]
+    fn dedup_window_covers_the_worst_replay_of_every_default_type_with_margin() {
+        use crate::config::defaults::*;
+        assert_eq!(ceil_log2(1), 0);
+        assert_eq!(ceil_log2(2), 1);
+        assert_eq!(ceil_log2(5_000), 13);
+        assert_eq!(ceil_log2(100_000), 17);
+        assert_eq!(ceil_log2(131_072), 17);
+        assert_eq!(ceil_log2(131_073), 18);
+        // (64 journaled + 4 in doubt) batches × 100 partitions × (1 + 17 levels).
+        assert_eq!(required_window(100_000, 400_000), 122_400);
+        for rows in [
+            DEFAULT_TRADE_MAX_ROWS,
+            DEFAULT_ORDERBOOK_MAX_ROWS,
+            DEFAULT_LOW_FREQ_MAX_ROWS,
+        ] {
+            let rows = rows as u64;
+            let need = required_window(rows, rows * DEFAULT_MAX_QUEUE_FACTOR as u64);
+            assert!(DEDUP_WINDOW * 10 >= need * 13, "{rows}: {need}");
+        }
+        // More rows held unacked per batch means more batches in doubt.
+        assert!(required_window(1_000, 100_000) > required_window(1_000, 4_000));
+        for ddl in [
+            render_script(&full_ddl("h", "c", &Layout::Single)),
+            render_script(&full_ddl("h", "c", &Layout::Cluster("mp".into()))),
+            render_script(&tiered_ddl("h", "p")),
+        ] {
+            assert!(ddl.contains(&format!("deduplication_window = {DEDUP_WINDOW}")));
+            assert!(!ddl.contains("deduplication_window = 1000,"));
+        }
+    }
+
+    #[test]
+    fn hot_retention_is_the_ttl() {
+        assert!(HOT_TTL.contains(&format!("{} DAY", HOT_RETENTION.as_secs() / 86_400)));
     }
 
     #[test]

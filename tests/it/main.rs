@@ -20,3 +20,4 @@ mod ops;
 mod orphans;
 mod quality;
 mod schema;
+mod upgrade;

@@ -682,7 +682,7 @@ async fn service_migrates_in_process_and_exports_the_counters() {
     assert_eq!(svc.terminate(), Some(0), "{}", svc.log_text());
 
     // The standalone loop, counters from zero, on --metrics-port: funding rates, a table with
-    // no watermark yet (late rows behind the trades' watermark would wait for --recheck-all).
+    // no watermark yet.
     ch.query(&format!(
         "INSERT INTO {HOT}.funding_rates (timestamp, exchange, market_type, symbol, funding_rate, funding_time, next_funding_time, mark_price, index_price) \
          SELECT fromUnixTimestamp64Milli(toInt64({} + number * 30000), 'UTC') AS ts, 'okx', 'perpetual', 'BTC-USDT-SWAP', toDecimal64('0.0001', 8), ts, ts, toDecimal64(1, 8), toDecimal64(1, 8) FROM numbers(1500)",
@@ -718,4 +718,126 @@ async fn service_migrates_in_process_and_exports_the_counters() {
     assert!(!last.contains("marketprism_storage_ready"), "{last}");
     assert_eq!(ch.count(&format!("{COLD}.funding_rates")).await, 1_500);
     assert_eq!(ch.count(&format!("{COLD}.trades")).await, 6_000);
+}
+
+/// Per-chunk (hour) `count() sum(hash)` of `db.trades` before `before`, one line per chunk.
+async fn chunk_fingerprints(ch: &TestClickHouse, db: &str, before: i64) -> String {
+    ch.query(&format!(
+        "SELECT intDiv(toUnixTimestamp64Milli(timestamp), {HOUR}) AS k, count(), sum(cityHash64(*)) FROM {db}.trades \
+         WHERE timestamp < fromUnixTimestamp64Milli(toInt64({before}), 'UTC') GROUP BY k ORDER BY k"
+    ))
+    .await
+}
+
+/// Hole B: rows that land in hot behind the migration watermark (after an outage longer than
+/// the window, or a back-fill) used to stay out of cold until the hot TTL deleted them; now
+/// every cycle compares every chunk hot still holds and copies exactly the missing rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_rows_behind_the_watermark_reach_cold_before_the_ttl() {
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    insert_trades(&ch, now - 60 * HOUR, now - 9 * HOUR, 20_000, 0).await;
+    ok(bin(&ch, None), &["migrate", "--once", "--table", "trades"]);
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_000);
+
+    // Late rows far behind the watermark (more than `recheck_windows` chunks back): into
+    // chunks cold already holds, and into a chunk the first cycle saw empty (older than the
+    // oldest hot row then, still inside hot's 3-day retention).
+    insert_trades(&ch, now - 50 * HOUR, now - 49 * HOUR, 7, 2_000_000).await;
+    insert_trades(&ch, now - 40 * HOUR, now - 39 * HOUR, 5, 2_100_000).await;
+    insert_trades(&ch, now - 66 * HOUR, now - 65 * HOUR, 11, 2_200_000).await;
+    let late = 7 + 5 + 11;
+
+    let metrics_port = marketprism_storage::embedded::free_port().unwrap();
+    let mut child = bin(&ch, None)
+        .args([
+            "migrate",
+            "--interval",
+            "2",
+            "--table",
+            "trades",
+            "--metrics-port",
+        ])
+        .arg(metrics_port.to_string())
+        .spawn()
+        .unwrap();
+    let series = "marketprism_cold_late_rows_repaired_total{table=\"trades\"}";
+    let (done, last) = poll_metrics(metrics_port, 60, |m| {
+        sample(m, series) == Some(late as f64) && last_success(m) > 0.0
+    })
+    .await;
+    let stats = http_get(metrics_port, "/metrics").await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    assert!(done, "late rows not repaired:\n{last}");
+    assert!(status.success(), "{status:?}");
+    assert!(stats.is_some());
+
+    // Cold equals hot exactly, chunk by chunk, and holds no row twice.
+    let cutoff = now - 8 * HOUR - 60_000;
+    assert_eq!(
+        chunk_fingerprints(&ch, COLD, cutoff).await,
+        chunk_fingerprints(&ch, HOT, cutoff).await
+    );
+    assert_eq!(ch.count(&format!("{COLD}.trades")).await, 20_000 + late);
+    assert_eq!(
+        count(
+            &ch,
+            &format!("SELECT uniqExact(trade_id) FROM {COLD}.trades")
+        )
+        .await,
+        20_000 + late
+    );
+    ok(bin(&ch, None), &["verify", "--table", "trades"]);
+}
+
+/// The cost of the full-range late-row check: one steady-state cycle (nothing to copy) over
+/// 1M trades spread over hot's 3 days, and the two grouped fingerprint queries it runs.
+/// `cargo test --release --test it late_row_check_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 1M rows over 3 days"]
+async fn late_row_check_cost_1m_trades_over_3_days() {
+    let n: u64 = std::env::var("MIGRATE_BENCH_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let ch = TestClickHouse::start().await;
+    init(&ch, true, true).await;
+    let now = now_ms();
+    insert_trades(&ch, now - 71 * HOUR, now - HOUR, n, 0).await;
+    ok(bin(&ch, None), &["migrate", "--once", "--table", "trades"]);
+    let t = Instant::now();
+    ok(bin(&ch, None), &["migrate", "--once", "--table", "trades"]);
+    let cycle = t.elapsed();
+    let q = |db: &str, agg: &str| {
+        format!(
+            "SELECT intDiv(toUnixTimestamp64Milli(timestamp), {HOUR}) * {HOUR} AS k, count(), {agg} FROM {db}.trades \
+             WHERE timestamp >= fromUnixTimestamp64Milli(toInt64({}), 'UTC') GROUP BY k FORMAT Null",
+            now - 71 * HOUR
+        )
+    };
+    let mut ms = Vec::new();
+    for (db, agg) in [
+        (HOT, "sum(cityHash64(*))"),
+        (COLD, "sum(cityHash64(*))"),
+        (HOT, "0"),
+        (COLD, "0"),
+    ] {
+        let t = Instant::now();
+        ch.query(&q(db, agg)).await;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "late-row check over {n} trades / 70 h: steady-state cycle {:.2} s (process start included); \
+         grouped query per side with every column hashed: hot {:.0} ms, cold {:.0} ms; counts only (what chunks behind the watermark use): hot {:.0} ms, cold {:.0} ms",
+        cycle.as_secs_f64(),
+        ms[0],
+        ms[1],
+        ms[2],
+        ms[3]
+    );
 }

@@ -21,7 +21,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/trades_
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, trade_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`trades` ON CLUSTER `mp` AS `marketprism_hot`.`trades_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `trades_local`, cityHash64(exchange, symbol));
@@ -49,7 +49,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/orderbo
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, last_update_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`orderbooks` ON CLUSTER `mp` AS `marketprism_hot`.`orderbooks_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `orderbooks_local`, cityHash64(exchange, symbol));
@@ -73,7 +73,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/funding
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`funding_rates` ON CLUSTER `mp` AS `marketprism_hot`.`funding_rates_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `funding_rates_local`, cityHash64(exchange, symbol));
@@ -95,7 +95,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/open_in
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`open_interests` ON CLUSTER `mp` AS `marketprism_hot`.`open_interests_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `open_interests_local`, cityHash64(exchange, symbol));
@@ -118,7 +118,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/liquida
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`liquidations` ON CLUSTER `mp` AS `marketprism_hot`.`liquidations_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `liquidations_local`, cityHash64(exchange, symbol));
@@ -140,7 +140,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/lsr_top
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_top_positions` ON CLUSTER `mp` AS `marketprism_hot`.`lsr_top_positions_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_top_positions_local`, cityHash64(exchange, symbol));
@@ -162,7 +162,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/lsr_all
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_all_accounts` ON CLUSTER `mp` AS `marketprism_hot`.`lsr_all_accounts_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_all_accounts_local`, cityHash64(exchange, symbol));
@@ -184,7 +184,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/volatil
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_hot`.`volatility_indices_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `volatility_indices_local`, cityHash64(exchange, symbol));
@@ -209,7 +209,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/data_qu
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_time, data_type, exchange, symbol, kind)
 TTL toDateTime(event_time) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_hot`.`data_quality_events_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `data_quality_events_local`, cityHash64(exchange, symbol));
@@ -227,7 +227,7 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_hot/dead_le
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (received_at, data_type)
 TTL toDateTime(received_at) + INTERVAL 30 DAY DELETE
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters` ON CLUSTER `mp` AS `marketprism_hot`.`dead_letters_local`
 ENGINE = Distributed(`mp`, `marketprism_hot`, `dead_letters_local`, cityHash64(exchange, symbol));
@@ -252,7 +252,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`trades_local` ON CLUSTER `mp`
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/trades_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, trade_id)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`trades` ON CLUSTER `mp` AS `marketprism_cold`.`trades_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `trades_local`, cityHash64(exchange, symbol));
@@ -278,7 +278,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks_local` ON CLUSTER `mp`
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/orderbooks_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, last_update_id)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks` ON CLUSTER `mp` AS `marketprism_cold`.`orderbooks_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `orderbooks_local`, cityHash64(exchange, symbol));
@@ -300,7 +300,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates_local` ON CLUSTER `
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/funding_rates_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates` ON CLUSTER `mp` AS `marketprism_cold`.`funding_rates_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `funding_rates_local`, cityHash64(exchange, symbol));
@@ -320,7 +320,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests_local` ON CLUSTER 
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/open_interests_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests` ON CLUSTER `mp` AS `marketprism_cold`.`open_interests_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `open_interests_local`, cityHash64(exchange, symbol));
@@ -341,7 +341,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations_local` ON CLUSTER `m
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/liquidations_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations` ON CLUSTER `mp` AS `marketprism_cold`.`liquidations_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `liquidations_local`, cityHash64(exchange, symbol));
@@ -361,7 +361,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions_local` ON CLUST
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/lsr_top_positions_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions` ON CLUSTER `mp` AS `marketprism_cold`.`lsr_top_positions_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_top_positions_local`, cityHash64(exchange, symbol));
@@ -381,7 +381,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts_local` ON CLUSTE
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/lsr_all_accounts_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts` ON CLUSTER `mp` AS `marketprism_cold`.`lsr_all_accounts_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_all_accounts_local`, cityHash64(exchange, symbol));
@@ -401,7 +401,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices_local` ON CLUS
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/volatility_indices_local', '{replica}')
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_cold`.`volatility_indices_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `volatility_indices_local`, cityHash64(exchange, symbol));
@@ -425,7 +425,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events_local` ON CLU
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/marketprism_cold/data_quality_events_local', '{replica}')
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_time, data_type, exchange, symbol, kind)
-SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_cold`.`data_quality_events_local`
 ENGINE = Distributed(`mp`, `marketprism_cold`, `data_quality_events_local`, cityHash64(exchange, symbol));

@@ -21,7 +21,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, trade_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`orderbooks`
 (
@@ -46,7 +46,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, last_update_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`funding_rates`
 (
@@ -67,7 +67,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`open_interests`
 (
@@ -86,7 +86,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`liquidations`
 (
@@ -106,7 +106,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_top_positions`
 (
@@ -125,7 +125,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_all_accounts`
 (
@@ -144,7 +144,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`volatility_indices`
 (
@@ -163,7 +163,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events`
 (
@@ -185,7 +185,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_time, data_type, exchange, symbol, kind)
 TTL toDateTime(event_time) + INTERVAL 3 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters`
 (
@@ -200,7 +200,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (received_at, data_type)
 TTL toDateTime(received_at) + INTERVAL 30 DAY DELETE
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE DATABASE IF NOT EXISTS `marketprism_cold`;
 
@@ -222,7 +222,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`trades`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, trade_id)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks`
 (
@@ -245,7 +245,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, last_update_id)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates`
 (
@@ -264,7 +264,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests`
 (
@@ -281,7 +281,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations`
 (
@@ -299,7 +299,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions`
 (
@@ -316,7 +316,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts`
 (
@@ -333,7 +333,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices`
 (
@@ -350,7 +350,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices`
 ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events`
 (
@@ -371,7 +371,7 @@ CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events`
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_time, data_type, exchange, symbol, kind)
-SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state`
 (

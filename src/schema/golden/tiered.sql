@@ -21,7 +21,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, trade_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`orderbooks`
 (
@@ -46,7 +46,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, last_update_id)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`funding_rates`
 (
@@ -67,7 +67,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`open_interests`
 (
@@ -86,7 +86,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`liquidations`
 (
@@ -106,7 +106,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`lsr_top_positions`
 (
@@ -125,7 +125,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`lsr_all_accounts`
 (
@@ -144,7 +144,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol, period)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`volatility_indices`
 (
@@ -163,7 +163,7 @@ ENGINE = MergeTree
 PARTITION BY (toYYYYMM(timestamp), exchange)
 ORDER BY (timestamp, exchange, symbol)
 TTL toDateTime(timestamp) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 
 CREATE TABLE IF NOT EXISTS `marketprism`.`data_quality_events`
 (
@@ -185,5 +185,5 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_time, data_type, exchange, symbol, kind)
 TTL toDateTime(event_time) + INTERVAL 3 DAY TO VOLUME 'cold'
-SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 1000;
+SETTINGS index_granularity = 8192, storage_policy = 'hot_cold', non_replicated_deduplication_window = 160000;
 

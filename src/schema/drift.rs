@@ -1,0 +1,962 @@
+//! Schema drift: what the existing tables lack for our guarantees, and the in-place changes
+//! (`ALTER TABLE …`) that bring them up to it without losing a row.
+//!
+//! Consumes the server's `system.tables`, `system.columns` and `system.merge_tree_settings`
+//! (read by [`read_server`]) and the tables we expect ([`expected_tables`]); emits [`Drift`]s,
+//! each with its [`Severity`] and, when it can be fixed in place, the statement that fixes
+//! it. [`diff`] is pure; `init` applies the fixes ([`apply_fixes`]), `init --check` and `run`
+//! only report. Never drops, renames or rebuilds a table and never deletes a row.
+//!
+//! Errors (exactly-once or inserts break): a missing table, a deduplication window below
+//! what a replay needs (ClickHouse's default on a plain `MergeTree` is 0: off), a column we
+//! write that is missing or too narrow (the Python service's `Decimal64(8)` open interest,
+//! which overflows on real notionals), an engine that collapses rows. Warnings (our
+//! guarantees hold): another sort or partition key (the Python service's are fine), a missing
+//! hot TTL or a TTL on cold, extra columns, a wider type than ours.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::model::DataType;
+use crate::sink::{Sink, SinkError};
+
+use super::{
+    Column, DEAD_LETTERS, DEAD_LETTERS_TABLE, DEDUP_WINDOW_SECONDS, Layout, MIGRATION_CHUNKS_TABLE,
+    MIGRATION_STATE_TABLE, QUALITY_EVENTS, QUALITY_EVENTS_TABLE, Tier, columns, order_by,
+};
+
+/// Setting name of the deduplication window of a plain `MergeTree`.
+pub const NON_REPLICATED_WINDOW: &str = "non_replicated_deduplication_window";
+/// Setting name of the deduplication window of a `Replicated*MergeTree`.
+pub const REPLICATED_WINDOW: &str = "replicated_deduplication_window";
+/// Setting name of the age limit of the deduplication hashes of a `Replicated*MergeTree`.
+pub const REPLICATED_WINDOW_SECONDS: &str = "replicated_deduplication_window_seconds";
+
+/// How bad a drift is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Exactly-once or inserts break: `init --check` exits non-zero, `run` refuses to start.
+    Error,
+    /// Our guarantees hold; reported so nobody is surprised.
+    Warning,
+}
+
+impl Severity {
+    /// `error` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One difference between a table as it exists and what the service needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Database.
+    pub database: String,
+    /// Table.
+    pub table: String,
+    /// What differs: `table`, a setting name, `column <name>`, `engine`, `ORDER BY`, `TTL`.
+    pub item: String,
+    /// What the table has.
+    pub found: String,
+    /// What the service needs.
+    pub needed: String,
+    /// How bad it is.
+    pub severity: Severity,
+    /// Why it matters, in a few words.
+    pub why: &'static str,
+    /// The statement that fixes it in place, when there is one.
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}: {} is {}, needs {} ({})",
+            self.database, self.table, self.item, self.found, self.needed, self.why
+        )
+    }
+}
+
+/// A table the service expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Database.
+    pub database: String,
+    /// Table name on the server (`<t>_local` for the replicated tables of a cluster).
+    pub table: String,
+    /// Columns we rely on (empty: only its existence is checked).
+    pub columns: &'static [Column],
+    /// Our sorting key as `system.tables.sorting_key` shows it, if we have an opinion.
+    pub sorting_key: Option<&'static str>,
+    /// Whether inserts into it rely on `insert_deduplication_token`.
+    pub dedup: bool,
+    /// `Some(true)`: rows must expire (hot); `Some(false)`: rows must stay (cold).
+    pub ttl: Option<bool>,
+    /// `ON CLUSTER` for the fixes.
+    pub cluster: Option<String>,
+    /// Whether the service runs without it (then a missing table is only a warning).
+    pub optional: bool,
+}
+
+/// Name, columns, sorting key, TTL expectation of one table.
+type TableShape = (
+    &'static str,
+    &'static [Column],
+    Option<&'static str>,
+    Option<bool>,
+);
+
+/// The tables of one database of `tier` as [`super::database_ddl`] creates them.
+pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
+    let cluster = match layout {
+        Layout::Single => None,
+        Layout::Cluster(c) => Some(c.clone()),
+    };
+    let mut specs: Vec<TableShape> = DataType::ALL
+        .iter()
+        .map(|t| {
+            (
+                t.table(),
+                columns(*t),
+                Some(order_by(*t)),
+                Some(tier == Tier::Hot),
+            )
+        })
+        .collect();
+    specs.push((
+        QUALITY_EVENTS_TABLE,
+        QUALITY_EVENTS,
+        None,
+        Some(tier == Tier::Hot),
+    ));
+    if tier == Tier::Hot {
+        specs.push((DEAD_LETTERS_TABLE, DEAD_LETTERS, None, None));
+    }
+    let mut out = Vec::new();
+    for (name, cols, key, ttl) in specs {
+        let base = Expected {
+            database: db.to_string(),
+            table: name.to_string(),
+            columns: cols,
+            sorting_key: key,
+            dedup: true,
+            ttl,
+            cluster: cluster.clone(),
+            // Without it the pipeline runs with quality detection off (docs/quality.md).
+            optional: name == QUALITY_EVENTS_TABLE,
+        };
+        if cluster.is_some() {
+            // The replicated table stores and deduplicates; the Distributed one routes.
+            out.push(Expected {
+                table: format!("{name}_local"),
+                ..base.clone()
+            });
+            out.push(Expected {
+                sorting_key: None,
+                dedup: false,
+                ttl: None,
+                ..base
+            });
+        } else {
+            out.push(base);
+        }
+    }
+    if tier == Tier::Cold {
+        for name in [MIGRATION_STATE_TABLE, MIGRATION_CHUNKS_TABLE] {
+            out.push(Expected {
+                database: db.to_string(),
+                table: name.to_string(),
+                columns: &[],
+                sorting_key: None,
+                dedup: false,
+                ttl: None,
+                cluster: cluster.clone(),
+                optional: false,
+            });
+        }
+    }
+    out
+}
+
+/// A column as `system.columns` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FoundColumn {
+    /// Column name.
+    pub name: String,
+    /// Type as ClickHouse prints it (`Decimal(18, 8)` for `Decimal64(8)`).
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// A table as `system.tables` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FoundTable {
+    /// Engine name (`MergeTree`, `ReplicatedMergeTree`, `Distributed`, …).
+    pub engine: String,
+    /// Engine clause with keys, TTL and `SETTINGS`.
+    pub engine_full: String,
+    /// Sorting key.
+    pub sorting_key: String,
+    /// Columns in order.
+    pub columns: Vec<FoundColumn>,
+}
+
+/// What exists on a server: tables by (database, name), and the server's MergeTree defaults
+/// for the settings a table does not set itself.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    /// Tables by (database, name).
+    pub tables: BTreeMap<(String, String), FoundTable>,
+    /// `system.merge_tree_settings` values of the deduplication settings.
+    pub defaults: BTreeMap<String, String>,
+}
+
+/// `Decimal32/64/128/256(S)` → `Decimal(P, S)`, as `system.columns` prints types.
+pub fn normalize_type(ty: &str) -> String {
+    for (alias, p) in [
+        ("Decimal32(", 9),
+        ("Decimal64(", 18),
+        ("Decimal128(", 38),
+        ("Decimal256(", 76),
+    ] {
+        if let Some(rest) = ty.strip_prefix(alias)
+            && let Some(scale) = rest.strip_suffix(')')
+        {
+            return format!("Decimal({p}, {})", scale.trim());
+        }
+    }
+    ty.to_string()
+}
+
+/// `(precision, scale)` of a `Decimal(P, S)` type.
+fn decimal(ty: &str) -> Option<(u32, u32)> {
+    let inner = normalize_type(ty);
+    let inner = inner.strip_prefix("Decimal(")?.strip_suffix(')')?;
+    let (p, s) = inner.split_once(',')?;
+    Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+}
+
+/// The value of `name` in the `SETTINGS` clause of an `engine_full`.
+pub fn table_setting(engine_full: &str, name: &str) -> Option<String> {
+    let settings = engine_full.rsplit_once(" SETTINGS ")?.1;
+    settings.split(", ").find_map(|kv| {
+        let (k, v) = kv.split_once(" = ")?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
+fn is_replicated(engine: &str) -> bool {
+    engine.starts_with("Replicated") || engine.starts_with("Shared")
+}
+
+fn collapses_rows(engine: &str) -> bool {
+    [
+        "Replacing",
+        "Collapsing",
+        "Summing",
+        "Aggregating",
+        "Coalescing",
+        "Graphite",
+    ]
+    .iter()
+    .any(|k| engine.contains(k))
+}
+
+fn column_def(c: &Column) -> String {
+    let mut s = format!("`{}` {}", c.name, c.ty);
+    if let Some(d) = c.default {
+        s.push_str(&format!(" DEFAULT {d}"));
+    }
+    s.push_str(&format!(" CODEC({})", c.codec));
+    s
+}
+
+fn alter(e: &Expected, action: &str) -> String {
+    let on = e
+        .cluster
+        .as_ref()
+        .map(|c| format!(" ON CLUSTER `{c}`"))
+        .unwrap_or_default();
+    format!("ALTER TABLE `{}`.`{}`{on} {action}", e.database, e.table)
+}
+
+/// Compares what exists with what we expect. `window` is the deduplication window every
+/// deduplicated table needs (at least [`super::DEDUP_WINDOW`]; see [`needed_window`]).
+pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for e in expected {
+        let drift = |item: &str, found: String, needed: String, severity, why, fix| Drift {
+            database: e.database.clone(),
+            table: e.table.clone(),
+            item: item.to_string(),
+            found,
+            needed,
+            severity,
+            why,
+            fix,
+        };
+        let Some(t) = state.tables.get(&(e.database.clone(), e.table.clone())) else {
+            let (severity, why) = if e.optional {
+                (
+                    Severity::Warning,
+                    "data-quality detection runs off; `init` creates it",
+                )
+            } else {
+                (
+                    Severity::Error,
+                    "rows of this table cannot be stored; `init` creates it",
+                )
+            };
+            out.push(drift(
+                "table",
+                "missing".into(),
+                "present".into(),
+                severity,
+                why,
+                None,
+            ));
+            continue;
+        };
+        if t.engine == "Distributed" && e.dedup {
+            // A cluster's routing table where we expected a plain table (`run` does not know
+            // the layout): the local tables deduplicate; `init --check --cluster` checks them.
+            out.push(drift(
+                "engine",
+                t.engine.clone(),
+                "MergeTree".into(),
+                Severity::Warning,
+                "deduplication happens in its local tables: check them with `init --check --cluster NAME`",
+                None,
+            ));
+            out.extend(column_drift(e, t));
+            continue;
+        }
+        if e.dedup && (collapses_rows(&t.engine) || !t.engine.contains("MergeTree")) {
+            out.push(drift(
+                "engine",
+                t.engine.clone(),
+                if e.cluster.is_some() {
+                    "ReplicatedMergeTree".into()
+                } else {
+                    "MergeTree".into()
+                },
+                Severity::Error,
+                "this engine merges distinct rows away or cannot deduplicate inserts; rebuild the table (not done in place)",
+                None,
+            ));
+        }
+        if e.dedup && t.engine.contains("MergeTree") {
+            let (name, seconds) = if is_replicated(&t.engine) {
+                (REPLICATED_WINDOW, true)
+            } else {
+                (NON_REPLICATED_WINDOW, false)
+            };
+            let found = setting_value(t, state, name);
+            if found.is_none_or(|v| v < window) {
+                out.push(drift(
+                    name,
+                    found.map_or("unknown".into(), |v| v.to_string()),
+                    format!(">= {window}"),
+                    Severity::Error,
+                    "a replayed batch would be inserted twice",
+                    Some(alter(e, &format!("MODIFY SETTING {name} = {window}"))),
+                ));
+            }
+            if seconds {
+                let found = setting_value(t, state, REPLICATED_WINDOW_SECONDS);
+                if found.is_none_or(|v| v < DEDUP_WINDOW_SECONDS) {
+                    out.push(drift(
+                        REPLICATED_WINDOW_SECONDS,
+                        found.map_or("unknown".into(), |v| v.to_string()),
+                        format!(">= {DEDUP_WINDOW_SECONDS}"),
+                        Severity::Error,
+                        "a replay older than this would be inserted twice",
+                        Some(alter(
+                            e,
+                            &format!(
+                                "MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"
+                            ),
+                        )),
+                    ));
+                }
+            }
+        }
+        out.extend(column_drift(e, t));
+        if let Some(key) = e.sorting_key
+            && !t.sorting_key.is_empty()
+            && t.sorting_key != key
+        {
+            out.push(drift(
+                "ORDER BY",
+                t.sorting_key.clone(),
+                key.to_string(),
+                Severity::Warning,
+                "fine: rows and deduplication do not depend on the sort key, only query speed",
+                None,
+            ));
+        }
+        let has_ttl = t.engine_full.contains(" TTL ");
+        match e.ttl {
+            Some(true) if !has_ttl => out.push(drift(
+                "TTL",
+                "none".into(),
+                "3-day DELETE".into(),
+                Severity::Warning,
+                "hot keeps every row: disk grows without bound",
+                None,
+            )),
+            Some(false) if has_ttl && t.engine_full.contains("DELETE") => out.push(drift(
+                "TTL",
+                "DELETE".into(),
+                "none".into(),
+                Severity::Warning,
+                "cold deletes rows after the TTL",
+                None,
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn setting_value(t: &FoundTable, state: &ServerState, name: &str) -> Option<u64> {
+    table_setting(&t.engine_full, name)
+        .or_else(|| state.defaults.get(name).cloned())
+        .and_then(|v| v.trim_matches('\'').parse().ok())
+}
+
+fn column_drift(e: &Expected, t: &FoundTable) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let drift = |c: &str, found: String, needed: String, severity, why, fix| Drift {
+        database: e.database.clone(),
+        table: e.table.clone(),
+        item: format!("column {c}"),
+        found,
+        needed,
+        severity,
+        why,
+        fix,
+    };
+    let mut modify = Vec::new();
+    let mut modified: Vec<(String, String, String)> = Vec::new();
+    for (i, c) in e.columns.iter().enumerate() {
+        let want = normalize_type(c.ty);
+        let Some(f) = t.columns.iter().find(|f| f.name == c.name) else {
+            let place = match i.checked_sub(1).and_then(|p| e.columns.get(p)) {
+                Some(prev) => format!(" AFTER `{}`", prev.name),
+                None => " FIRST".to_string(),
+            };
+            out.push(drift(
+                c.name,
+                "missing".into(),
+                c.ty.to_string(),
+                Severity::Error,
+                "inserts name this column and fail",
+                Some(alter(
+                    e,
+                    &format!("ADD COLUMN IF NOT EXISTS {}{place}", column_def(c)),
+                )),
+            ));
+            continue;
+        };
+        let found = normalize_type(&f.ty);
+        if found == want {
+            continue;
+        }
+        match (decimal(&found), decimal(&want)) {
+            (Some((fp, fs)), Some((wp, ws))) if fs == ws && fp < wp => {
+                // Widening keeps every stored value; the fix is one statement per table.
+                modify.push(format!("MODIFY COLUMN {}", column_def(c)));
+                modified.push((c.name.to_string(), f.ty.clone(), c.ty.to_string()));
+                continue;
+            }
+            (Some((fp, fs)), Some((wp, ws))) if fs == ws && fp >= wp => {
+                out.push(drift(
+                    c.name,
+                    f.ty.clone(),
+                    c.ty.to_string(),
+                    Severity::Warning,
+                    "wider than ours: holds every value we write",
+                    None,
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        let lc = |s: &str| format!("LowCardinality({s})");
+        let severity = if lc(&found) == want || found == lc(&want) {
+            (Severity::Warning, "same values, different storage")
+        } else {
+            (
+                Severity::Error,
+                "inserts of our type may fail; change it by hand (not done in place)",
+            )
+        };
+        out.push(drift(
+            c.name,
+            f.ty.clone(),
+            c.ty.to_string(),
+            severity.0,
+            severity.1,
+            None,
+        ));
+    }
+    if !modify.is_empty() {
+        // One ALTER for all the widened columns of the table (one mutation rewrites them).
+        let fix = alter(
+            e,
+            &format!("{} SETTINGS mutations_sync = 2", modify.join(", ")),
+        );
+        for (name, found, needed) in modified {
+            out.push(drift(
+                &name,
+                found,
+                needed,
+                Severity::Error,
+                "notionals of 1e10 and more overflow it: such rows fail to insert and become dead letters",
+                Some(fix.clone()),
+            ));
+        }
+    }
+    if !e.columns.is_empty() {
+        for f in &t.columns {
+            if !e.columns.iter().any(|c| c.name == f.name) {
+                out.push(drift(
+                    &f.name,
+                    f.ty.clone(),
+                    "absent".into(),
+                    Severity::Warning,
+                    "not ours: left to its default",
+                    None,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The window every deduplicated table needs for this configuration: [`super::DEDUP_WINDOW`],
+/// or more when a type's `max_rows`/`max_queue` make its worst replay larger
+/// ([`super::required_window`]).
+pub fn needed_window(batches: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    batches
+        .into_iter()
+        .map(|(rows, queue)| super::required_window(rows, queue))
+        .fold(super::DEDUP_WINDOW, u64::max)
+}
+
+/// A failed read of the server's state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriftError {
+    /// A ClickHouse call failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// An answer of `system.*` could not be parsed.
+    #[error("unexpected answer from {what}: {detail}")]
+    Parse {
+        /// The table asked.
+        what: &'static str,
+        /// The parse error.
+        detail: String,
+    },
+}
+
+fn quote_list(dbs: &[&str]) -> String {
+    dbs.iter()
+        .map(|d| crate::migrate::plan::quote(d))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn json_rows<T: serde::de::DeserializeOwned>(
+    sink: &Sink,
+    what: &'static str,
+    sql: &str,
+) -> Result<Vec<T>, DriftError> {
+    let bytes = sink.query_bytes(sql, "JSONEachRow").await?;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).map_err(|e| DriftError::Parse {
+                what,
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Reads the tables of `databases` and the server's deduplication defaults.
+pub async fn read_server(sink: &Sink, databases: &[&str]) -> Result<ServerState, DriftError> {
+    #[derive(serde::Deserialize)]
+    struct T {
+        database: String,
+        name: String,
+        engine: String,
+        engine_full: String,
+        sorting_key: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct C {
+        database: String,
+        table: String,
+        name: String,
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct S {
+        name: String,
+        value: String,
+    }
+    let sink = sink.on_database("system");
+    let dbs = quote_list(databases);
+    let mut state = ServerState::default();
+    let tables: Vec<T> = json_rows(
+        &sink,
+        "system.tables",
+        &format!("SELECT database, name, engine, engine_full, sorting_key FROM system.tables WHERE database IN ({dbs})"),
+    )
+    .await?;
+    for t in tables {
+        state.tables.insert(
+            (t.database, t.name),
+            FoundTable {
+                engine: t.engine,
+                engine_full: t.engine_full,
+                sorting_key: t.sorting_key,
+                columns: Vec::new(),
+            },
+        );
+    }
+    let cols: Vec<C> = json_rows(
+        &sink,
+        "system.columns",
+        &format!("SELECT database, table, name, type FROM system.columns WHERE database IN ({dbs}) ORDER BY database, table, position"),
+    )
+    .await?;
+    for c in cols {
+        if let Some(t) = state.tables.get_mut(&(c.database, c.table)) {
+            t.columns.push(FoundColumn {
+                name: c.name,
+                ty: c.ty,
+            });
+        }
+    }
+    let settings: Vec<S> = json_rows(
+        &sink,
+        "system.merge_tree_settings",
+        &format!(
+            "SELECT name, value FROM system.merge_tree_settings WHERE name IN ('{NON_REPLICATED_WINDOW}', '{REPLICATED_WINDOW}', '{REPLICATED_WINDOW_SECONDS}')"
+        ),
+    )
+    .await?;
+    state.defaults = settings.into_iter().map(|s| (s.name, s.value)).collect();
+    Ok(state)
+}
+
+/// Reads the server and compares it with `expected`.
+pub async fn check(
+    sink: &Sink,
+    expected: &[Expected],
+    window: u64,
+) -> Result<Vec<Drift>, DriftError> {
+    let mut dbs: Vec<&str> = expected.iter().map(|e| e.database.as_str()).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    let state = read_server(sink, &dbs).await?;
+    Ok(diff(expected, &state, window))
+}
+
+/// Runs the fix of every drift that has one, in order, each statement once (widened columns
+/// of a table share one), each logged; returns the drifts fixed. Every fix is an
+/// `ALTER TABLE` that keeps every row.
+pub async fn apply_fixes(sink: &Sink, drifts: &[Drift]) -> Result<Vec<Drift>, SinkError> {
+    let sink = sink.on_database("system");
+    let mut done = Vec::new();
+    let mut ran: Vec<&str> = Vec::new();
+    for d in drifts {
+        let Some(sql) = &d.fix else { continue };
+        tracing::warn!(
+            database = %d.database, table = %d.table, item = %d.item, found = %d.found, needed = %d.needed,
+            "schema upgrade: {sql}"
+        );
+        if !ran.contains(&sql.as_str()) {
+            sink.execute(sql).await?;
+            ran.push(sql);
+        }
+        done.push(d.clone());
+    }
+    Ok(done)
+}
+
+/// Whether any drift breaks exactly-once or inserts.
+pub fn has_errors(drifts: &[Drift]) -> bool {
+    drifts.iter().any(|d| d.severity == Severity::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::DEDUP_WINDOW;
+
+    /// The state a fresh `init` leaves, built from our own column list.
+    fn ours(db: &str, tier: Tier) -> ServerState {
+        let mut s = ServerState::default();
+        s.defaults.insert(NON_REPLICATED_WINDOW.into(), "0".into());
+        for e in expected_tables(db, tier, &Layout::Single) {
+            s.tables.insert(
+                (e.database.clone(), e.table.clone()),
+                FoundTable {
+                    engine: "MergeTree".into(),
+                    engine_full: format!(
+                        "MergeTree ORDER BY x{} SETTINGS index_granularity = 8192, {NON_REPLICATED_WINDOW} = {DEDUP_WINDOW}",
+                        if e.ttl == Some(true) { " TTL toDateTime(timestamp) + toIntervalDay(3)" } else { "" }
+                    ),
+                    sorting_key: e.sorting_key.unwrap_or("").into(),
+                    columns: e
+                        .columns
+                        .iter()
+                        .map(|c| FoundColumn {
+                            name: c.name.into(),
+                            ty: normalize_type(c.ty),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn our_own_tables_have_no_drift() {
+        for tier in [Tier::Hot, Tier::Cold] {
+            let e = expected_tables("d", tier, &Layout::Single);
+            assert_eq!(diff(&e, &ours("d", tier), DEDUP_WINDOW), vec![]);
+        }
+    }
+
+    #[test]
+    fn python_service_tables_drift_on_window_and_open_interest_only_errors() {
+        let e = expected_tables("h", Tier::Hot, &Layout::Single);
+        let mut s = ours("h", Tier::Hot);
+        s.tables.remove(&("h".into(), DEAD_LETTERS_TABLE.into()));
+        for t in s.tables.values_mut() {
+            // No SETTINGS for the window: the server default (0) applies.
+            t.engine_full = "MergeTree PARTITION BY x ORDER BY y TTL toDateTime(timestamp) + toIntervalDay(3) SETTINGS index_granularity = 8192".into();
+        }
+        let oi = s
+            .tables
+            .get_mut(&("h".into(), "open_interests".into()))
+            .unwrap();
+        for c in &mut oi.columns {
+            if c.name.starts_with("open_interest") {
+                c.ty = "Decimal(18, 8)".into();
+            }
+        }
+        oi.sorting_key = "timestamp, symbol".into();
+        let d = diff(&e, &s, DEDUP_WINDOW);
+        let errors: Vec<String> = d
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| format!("{} {} {} {}", d.table, d.item, d.found, d.needed))
+            .collect();
+        let mut want: Vec<String> = DataType::ALL
+            .iter()
+            .map(|t| t.table())
+            .chain([QUALITY_EVENTS_TABLE])
+            .map(|t| format!("{t} {NON_REPLICATED_WINDOW} 0 >= {DEDUP_WINDOW}"))
+            .collect();
+        want.insert(
+            3,
+            "open_interests column open_interest Decimal(18, 8) Decimal128(8)".into(),
+        );
+        want.insert(
+            4,
+            "open_interests column open_interest_value Decimal(18, 8) Decimal128(8)".into(),
+        );
+        want.push("dead_letters table missing present".into());
+        let mut sorted_errors = errors.clone();
+        sorted_errors.sort();
+        want.sort();
+        assert_eq!(sorted_errors, want);
+        // One statement widens both columns, keeping every value.
+        let widen = "ALTER TABLE `h`.`open_interests` MODIFY COLUMN `open_interest` Decimal128(8) CODEC(ZSTD), MODIFY COLUMN `open_interest_value` Decimal128(8) CODEC(ZSTD) SETTINGS mutations_sync = 2";
+        let fixes: Vec<&str> = d
+            .iter()
+            .filter(|d| d.table == "open_interests")
+            .filter_map(|d| d.fix.as_deref())
+            .collect();
+        assert_eq!(
+            fixes,
+            [
+                format!("ALTER TABLE `h`.`open_interests` MODIFY SETTING {NON_REPLICATED_WINDOW} = {DEDUP_WINDOW}").as_str(),
+                widen,
+                widen,
+            ]
+        );
+        // The sort key is only a warning.
+        let w: Vec<&Drift> = d
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .collect();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].item, "ORDER BY");
+    }
+
+    #[test]
+    fn replicated_tables_need_the_window_and_its_seconds() {
+        let e = expected_tables("h", Tier::Hot, &Layout::Cluster("mp".into()));
+        assert!(e.iter().any(|x| x.table == "trades_local" && x.dedup));
+        assert!(e.iter().any(|x| x.table == "trades" && !x.dedup));
+        let mut s = ServerState::default();
+        s.defaults.insert(REPLICATED_WINDOW.into(), "10000".into());
+        s.defaults
+            .insert(REPLICATED_WINDOW_SECONDS.into(), "3600".into());
+        s.tables.insert(
+            ("h".into(), "trades_local".into()),
+            FoundTable {
+                engine: "ReplicatedMergeTree".into(),
+                engine_full: "ReplicatedMergeTree('/p', '{replica}') ORDER BY x TTL t SETTINGS index_granularity = 8192".into(),
+                sorting_key: order_by(DataType::Trade).into(),
+                columns: columns(DataType::Trade)
+                    .iter()
+                    .map(|c| FoundColumn {
+                        name: c.name.into(),
+                        ty: normalize_type(c.ty),
+                    })
+                    .collect(),
+            },
+        );
+        let only: Vec<Expected> = e
+            .into_iter()
+            .filter(|x| x.table == "trades_local")
+            .collect();
+        let d = diff(&only, &s, DEDUP_WINDOW);
+        let items: Vec<(&str, &str, Option<&str>)> = d
+            .iter()
+            .map(|d| (d.item.as_str(), d.found.as_str(), d.fix.as_deref()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (
+                    REPLICATED_WINDOW,
+                    "10000",
+                    Some(format!("ALTER TABLE `h`.`trades_local` ON CLUSTER `mp` MODIFY SETTING {REPLICATED_WINDOW} = {DEDUP_WINDOW}").as_str())
+                ),
+                (
+                    REPLICATED_WINDOW_SECONDS,
+                    "3600",
+                    Some(format!("ALTER TABLE `h`.`trades_local` ON CLUSTER `mp` MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}").as_str())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_columns_collapsing_engines_and_odd_types() {
+        let e = expected_tables("h", Tier::Hot, &Layout::Single);
+        let mut s = ours("h", Tier::Hot);
+        let t = s.tables.get_mut(&("h".into(), "trades".into())).unwrap();
+        t.columns.retain(|c| c.name != "is_maker");
+        t.columns.push(FoundColumn {
+            name: "extra".into(),
+            ty: "String".into(),
+        });
+        t.engine = "ReplacingMergeTree".into();
+        let f = s
+            .tables
+            .get_mut(&("h".into(), "funding_rates".into()))
+            .unwrap();
+        for c in &mut f.columns {
+            if c.name == "exchange" {
+                c.ty = "String".into();
+            }
+            if c.name == "funding_rate" {
+                c.ty = "Float64".into();
+            }
+            if c.name == "mark_price" {
+                c.ty = "Decimal(38, 8)".into();
+            }
+        }
+        let d = diff(&e, &s, DEDUP_WINDOW);
+        let got: Vec<(String, String, Severity, bool)> = d
+            .iter()
+            .map(|d| (d.table.clone(), d.item.clone(), d.severity, d.fix.is_some()))
+            .collect();
+        let s = |t: &str, i: &str, sev, fix| (t.to_string(), i.to_string(), sev, fix);
+        assert_eq!(
+            got,
+            vec![
+                s("trades", "engine", Severity::Error, false),
+                s("trades", "column is_maker", Severity::Error, true),
+                s("trades", "column extra", Severity::Warning, false),
+                s("funding_rates", "column exchange", Severity::Warning, false),
+                s(
+                    "funding_rates",
+                    "column funding_rate",
+                    Severity::Error,
+                    false
+                ),
+                s(
+                    "funding_rates",
+                    "column mark_price",
+                    Severity::Warning,
+                    false
+                ),
+            ]
+        );
+        let add = d.iter().find_map(|d| d.fix.clone()).unwrap();
+        assert_eq!(
+            add,
+            "ALTER TABLE `h`.`trades` ADD COLUMN IF NOT EXISTS `is_maker` Bool DEFAULT false CODEC(ZSTD) AFTER `side`"
+        );
+    }
+
+    #[test]
+    fn missing_quality_events_is_a_warning_missing_dead_letters_an_error() {
+        let e = expected_tables("h", Tier::Hot, &Layout::Single);
+        let mut s = ours("h", Tier::Hot);
+        s.tables.remove(&("h".into(), QUALITY_EVENTS_TABLE.into()));
+        s.tables.remove(&("h".into(), DEAD_LETTERS_TABLE.into()));
+        let d = diff(&e, &s, DEDUP_WINDOW);
+        let got: Vec<(&str, Severity)> = d.iter().map(|d| (d.table.as_str(), d.severity)).collect();
+        assert_eq!(
+            got,
+            [
+                (QUALITY_EVENTS_TABLE, Severity::Warning),
+                (DEAD_LETTERS_TABLE, Severity::Error)
+            ]
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(normalize_type("Decimal64(8)"), "Decimal(18, 8)");
+        assert_eq!(normalize_type("Decimal128(8)"), "Decimal(38, 8)");
+        assert_eq!(normalize_type("String"), "String");
+        assert_eq!(
+            table_setting(
+                "MergeTree ORDER BY a SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 5",
+                NON_REPLICATED_WINDOW
+            ),
+            Some("5".into())
+        );
+        assert_eq!(
+            table_setting("MergeTree ORDER BY a", NON_REPLICATED_WINDOW),
+            None
+        );
+        assert_eq!(needed_window([]), DEDUP_WINDOW);
+        assert_eq!(
+            needed_window([(10, 1_000_000)]),
+            crate::schema::required_window(10, 1_000_000)
+        );
+    }
+}
