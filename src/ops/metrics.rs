@@ -123,6 +123,8 @@ pub enum Metric {
     RedeliveriesSkipped,
     /// Reader resynchronisations.
     Resyncs,
+    /// Splits of batches into more INSERTs.
+    InsertSplits,
     /// NATS connection state.
     NatsConnected,
     /// ClickHouse state.
@@ -178,7 +180,7 @@ const DT_KIND: &[&str] = &["data_type", "kind"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 41] = [
+    pub const ALL: [Metric; 42] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -199,6 +201,7 @@ impl Metric {
         Metric::DeadLetters,
         Metric::RedeliveriesSkipped,
         Metric::Resyncs,
+        Metric::InsertSplits,
         Metric::NatsConnected,
         Metric::ClickhouseUp,
         Metric::ConsumerBound,
@@ -381,6 +384,13 @@ impl Metric {
                 Counter,
                 DT,
                 "Times the reader re-synchronised from the consumer's ack floor.",
+                New,
+            ),
+            Metric::InsertSplits => (
+                "marketprism_storage_insert_splits_total",
+                Counter,
+                DT,
+                "Splits of a batch into more INSERTs (by partition, in halves, bad-row isolation).",
                 New,
             ),
             Metric::NatsConnected => (
@@ -660,6 +670,7 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         Metric::Retries => per_type(out, &|s| u(&s.retries)),
         Metric::RedeliveriesSkipped => per_type(out, &|s| u(&s.redeliveries_skipped)),
         Metric::Resyncs => per_type(out, &|s| u(&s.resyncs)),
+        Metric::InsertSplits => per_type(out, &|s| u(&s.insert_splits)),
         Metric::NatsConnected => out.sample(m, &[], flag(i.stats.nats_connected.load(Relaxed))),
         Metric::ClickhouseUp => out.sample(m, &[], flag(i.stats.clickhouse_up.load(Relaxed))),
         Metric::ConsumerBound => per_type(out, &|s| flag(s.bound.load(Relaxed))),

@@ -41,6 +41,12 @@ pub struct DecodedBatch {
     pub data_type: DataType,
     /// Valid rows, in stream order.
     pub rows: Vec<Record>,
+    /// For each row, the index of its message in `messages`.
+    pub row_messages: Vec<usize>,
+    /// The batch's messages, kept until the batch is stored (payloads are shared `Bytes`,
+    /// not copies): a row ClickHouse refuses becomes a dead letter with its message's
+    /// subject, stream sequence, receive time and bytes.
+    pub messages: Vec<RawMsg>,
     /// Rejected messages, in stream order.
     pub dead: Vec<DeadLetterRow>,
     /// Stream sequence of the first message.
@@ -87,9 +93,22 @@ pub fn outcome(dt: DataType, m: &RawMsg, stats: &Stats, now: i64) -> Result<Reco
             stream_seq: m.stream_seq,
             data_type: dt.as_str().to_string(),
             reason: rej.reason,
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
+            payload: m.payload.clone(),
         }
     })
+}
+
+/// The dead letter of a message whose row ClickHouse refused (`reason` says why): the same
+/// shape as a decode-time dead letter, so a replay produces the same row.
+pub fn refused_dead_letter(dt: DataType, m: &RawMsg, reason: String) -> DeadLetterRow {
+    DeadLetterRow {
+        received_at_ms: m.published_ms,
+        subject: m.subject.to_string(),
+        stream_seq: m.stream_seq,
+        data_type: dt.as_str().to_string(),
+        reason,
+        payload: m.payload.clone(),
+    }
 }
 
 /// Decodes a whole batch.
@@ -97,10 +116,14 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
     let dt = b.data_type;
     let now = now_ms();
     let mut rows = Vec::with_capacity(b.items.len());
+    let mut row_messages = Vec::with_capacity(b.items.len());
     let mut dead = Vec::new();
-    for m in &b.items {
+    for (i, m) in b.items.iter().enumerate() {
         match outcome(dt, m, stats, now) {
-            Ok(r) => rows.push(r),
+            Ok(r) => {
+                rows.push(r);
+                row_messages.push(i);
+            }
             Err(d) => dead.push(d),
         }
     }
@@ -115,6 +138,8 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
         data_type: dt,
         quality,
         rows,
+        row_messages,
+        messages: b.items,
         dead,
         first_seq: b.first_seq,
         last_seq: b.last_seq,

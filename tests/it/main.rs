@@ -11,9 +11,11 @@
 )]
 
 mod demo;
+mod faults_ch;
 mod harness;
 mod ingest;
 mod migrate;
 mod ops;
+mod proxy;
 mod quality;
 mod schema;

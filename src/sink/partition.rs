@@ -1,0 +1,105 @@
+//! Partition keys of the tables we write, and the dedup-window arithmetic they lead to.
+//!
+//! Mirrors the `PARTITION BY` clauses of `crate::schema` — `(toYYYYMM(timestamp), exchange)`
+//! for the market data, `toYYYYMM(received_at)` for dead letters, `toYYYYMM(event_time)` for
+//! quality events — so the sink can count and group a batch's partitions before sending it
+//! ([`super::Splitter`]). A key that disagreed with the server's would only make a split
+//! happen later (reactively, on `Code: 252`), never lose or double a row.
+
+use crate::message::timestamp::civil_from_days;
+use crate::model::{DeadLetterRow, Record};
+use crate::quality::QualityEvent;
+
+/// `toYYYYMM` of a UTC millisecond timestamp, e.g. 202610.
+pub fn yyyymm(ms: i64) -> i64 {
+    let (y, m, _) = civil_from_days(ms.div_euclid(86_400_000));
+    y * 100 + m
+}
+
+/// The partition of a market-data row: `(toYYYYMM(timestamp), exchange)`.
+pub fn record_partition(r: &Record) -> (i64, &str) {
+    let c = r.common();
+    (yyyymm(c.timestamp_ms), c.exchange.as_str())
+}
+
+/// The partition of a dead letter: `toYYYYMM(received_at)`.
+pub fn dead_letter_partition(r: &DeadLetterRow) -> i64 {
+    yyyymm(r.received_at_ms)
+}
+
+/// The partition of a quality event: `toYYYYMM(event_time)`.
+pub fn quality_event_partition(e: &QualityEvent) -> i64 {
+    yyyymm(e.event_time_ms)
+}
+
+/// Batches per type that may be sent again and must then be deduplicated: the one in doubt
+/// (journaled, not acked) plus the acked ones the journal keeps for a NATS server that comes
+/// back with its ack floor behind (`pipeline::writer::JOURNAL_HISTORY` = 64).
+pub const RESENDABLE_BATCHES: u64 = 1 + 64;
+
+/// Upper bound of the blocks (dedup-window entries) one batch adds to a table.
+///
+/// ClickHouse remembers one entry per (partition, token) that landed. Pieces split by
+/// partition share the token and hold disjoint partitions, so they add one entry per
+/// partition: `partitions`. Halving a single-partition piece (a refused row, a too-large
+/// block) adds, per rejected row, at most one clean sibling per level of the halving tree:
+/// `rejected × ⌈log2(rows)⌉` (a dirty node has at most one clean child that lands; the dirty
+/// nodes are the `rejected` root-to-leaf paths). And every block holds at least one row of
+/// the batch, so never more than `rows`.
+pub fn max_blocks_per_batch(rows: u64, partitions: u64, rejected: u64) -> u64 {
+    let depth = u64::from(u64::BITS - rows.saturating_sub(1).leading_zeros());
+    partitions
+        .saturating_add(rejected.saturating_mul(depth))
+        .min(rows)
+}
+
+/// The dedup window (`non_replicated_deduplication_window` / `replicated_…`, in blocks) a
+/// table needs so that a re-sent batch is always recognised: the window is a FIFO of the
+/// table's last blocks, and between the first send of the oldest re-sendable batch and its
+/// re-send, at most `resendable × blocks_per_batch` blocks are written (the service is the
+/// only writer; each table has one writer per type, `dead_letters` has eight — pass
+/// `resendable × 8` for it).
+pub fn dedup_window_needed(resendable: u64, blocks_per_batch: u64) -> u64 {
+    resendable.saturating_mul(blocks_per_batch)
+}
+
+/// The window for the design envelope of a market-data table: [`RESENDABLE_BATCHES`]
+/// batches of at most `MAX_PARTITIONS_PER_INSERT` (100) partitions each, plus 10 rows
+/// refused by ClickHouse per batch in 100,000-row batches (⌈log2 100000⌉ = 17):
+/// 65 × (100 + 10 × 17) = 17,550 blocks. A batch beyond the envelope (more partitions,
+/// more refused rows) is still stored exactly once when sent once; only a *re-send* of it
+/// after a crash could fall outside the window, and `max_blocks_per_batch(rows, …)` ≤ rows
+/// bounds even that: 65 × 100,000 for the largest default batch.
+pub const DEDUP_WINDOW_ENVELOPE: u64 = 65 * (100 + 10 * 17);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yyyymm_matches_clickhouse() {
+        assert_eq!(yyyymm(0), 197_001);
+        assert_eq!(yyyymm(1_761_040_800_123), 202_510);
+        assert_eq!(yyyymm(-1), 196_912);
+        assert_eq!(yyyymm(951_782_400_000), 200_002); // 2000-02-29
+        assert_eq!(yyyymm(951_868_800_000), 200_003);
+    }
+
+    #[test]
+    fn window_arithmetic() {
+        assert_eq!(max_blocks_per_batch(100_000, 100, 10), 270);
+        assert_eq!(max_blocks_per_batch(100_000, 3, 0), 3);
+        assert_eq!(max_blocks_per_batch(8, 1, 8), 8, "never more than the rows");
+        assert_eq!(max_blocks_per_batch(1, 1, 0), 1);
+        assert_eq!(max_blocks_per_batch(0, 0, 0), 0);
+        assert_eq!(
+            dedup_window_needed(RESENDABLE_BATCHES, max_blocks_per_batch(100_000, 100, 10)),
+            DEDUP_WINDOW_ENVELOPE
+        );
+        assert_eq!(DEDUP_WINDOW_ENVELOPE, 17_550);
+        assert_eq!(
+            RESENDABLE_BATCHES,
+            1 + crate::pipeline::writer::JOURNAL_HISTORY as u64
+        );
+    }
+}
