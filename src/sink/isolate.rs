@@ -23,10 +23,11 @@ pub fn batch_token(consumer: &str, first_seq: u64, last_seq: u64, count: u64) ->
     format!("mp1:{consumer}:{first_seq}-{last_seq}:{count}")
 }
 
-/// The token for the dead letters of the rows a bisection rejected from the batch tokened
-/// `token`: `<token>/dl`. Tokens are scoped per table, but the pipeline may also write
-/// decode-time rejections to `dead_letters` under the batch token itself; the suffix keeps
-/// the two inserts from deduplicating each other.
+/// The token for the dead letters of the batch tokened `token` (decode-time rejections and
+/// rows ClickHouse refused, in one insert): `<token>/dl`. Tokens are scoped per table, so the
+/// suffix is not needed for correctness today; it keeps the dead-letter insert recognisable in
+/// server logs and distinct should another insert into `dead_letters` ever use the batch
+/// token.
 pub fn dead_letter_token(token: &str) -> String {
     format!("{token}/dl")
 }
@@ -72,12 +73,51 @@ pub struct RejectedRow {
 pub struct Isolation {
     /// Rows inserted (including rows ClickHouse deduplicated as already present).
     pub inserted_rows: u64,
-    /// INSERT statements that ended successfully (1 when the batch was clean).
+    /// INSERT statements that ended successfully (1 when the batch was clean and spanned at
+    /// most [`MAX_PARTITIONS_PER_INSERT`] partitions).
     pub inserts: u64,
     /// Splits made: by partition before sending, or after a shape or data error.
     pub splits: u64,
     /// Rows that failed alone, in row order, to be dead-lettered.
     pub rejected: Vec<RejectedRow>,
+}
+
+/// The number of distinct keys, exact up to `cap + 1` (it stops counting there).
+///
+/// Batches hold a handful of partitions, interleaved: a short list with a last-hit cache
+/// beats a tree there (equality, no ordering, no allocation per row); past 16 distinct keys
+/// it switches to a tree.
+fn count_distinct<K: Ord>(keys: &[K], cap: usize) -> usize {
+    const LINEAR: usize = 16;
+    let mut seen: Vec<&K> = Vec::with_capacity(LINEAR);
+    let mut last = 0;
+    let mut rest = keys.iter();
+    for k in rest.by_ref() {
+        if seen.get(last).is_some_and(|s| *s == k) {
+            continue;
+        }
+        match seen.iter().position(|s| *s == k) {
+            Some(i) => last = i,
+            None => {
+                last = seen.len();
+                seen.push(k);
+                if seen.len() > LINEAR {
+                    break;
+                }
+            }
+        }
+    }
+    if seen.len() <= LINEAR {
+        return seen.len();
+    }
+    let mut tree: std::collections::BTreeSet<&K> = seen.into_iter().collect();
+    for k in rest {
+        tree.insert(k);
+        if tree.len() > cap {
+            break;
+        }
+    }
+    tree.len()
 }
 
 /// One INSERT to make: rows of the batch (indices, ascending within each partition) and the
@@ -134,25 +174,29 @@ impl<K: Ord> Splitter<K> {
     /// piece when it spans at most `max_partitions` partitions (the rows in batch order),
     /// else pieces of `max_partitions` partitions each in key order, all under `token`.
     pub fn new(keys: Vec<K>, token: &str, max_partitions: usize) -> Self {
-        let all: Vec<usize> = (0..keys.len()).collect();
+        let max_partitions = max_partitions.max(1);
+        // Counting first (no per-row allocation) keeps the common case — a few partitions —
+        // at one pass over the keys.
+        let distinct = count_distinct(&keys, max_partitions);
         let mut s = Splitter {
-            keys,
             stack: Vec::new(),
             out: Isolation::default(),
+            keys,
         };
-        if all.is_empty() {
+        if s.keys.is_empty() {
             return s;
         }
-        let groups = s.partition_groups(&all);
-        if groups.len() <= max_partitions.max(1) {
+        let all: Vec<usize> = (0..s.keys.len()).collect();
+        if distinct <= max_partitions {
             s.stack.push(Piece {
                 rows: all,
                 token: token.to_owned(),
             });
             return s;
         }
-        let pieces: Vec<Piece> = groups
-            .chunks(max_partitions.max(1))
+        let pieces: Vec<Piece> = s
+            .partition_groups(&all)
+            .chunks(max_partitions)
             .map(|chunk| Piece {
                 rows: chunk.concat(),
                 token: token.to_owned(),
@@ -418,6 +462,18 @@ mod tests {
         }
         let all: BTreeSet<usize> = (0..keys.len()).filter(|r| !rejected.contains(r)).collect();
         assert_eq!(rows, all);
+    }
+
+    #[test]
+    fn distinct_keys_are_counted_up_to_the_cap() {
+        assert_eq!(count_distinct::<u32>(&[], 100), 0);
+        assert_eq!(count_distinct(&[1, 2, 1, 2, 3, 3, 1], 100), 3);
+        let many: Vec<u32> = (0..1000).map(|i| i % 40).collect();
+        assert_eq!(count_distinct(&many, 100), 40);
+        let more: Vec<u32> = (0..1000).collect();
+        assert_eq!(count_distinct(&more, 100), 101);
+        let exact: Vec<u32> = (0..17).chain(0..17).collect();
+        assert_eq!(count_distinct(&exact, 100), 17);
     }
 
     #[test]

@@ -302,8 +302,9 @@ impl Sink {
     /// `|rows| native::encode_block(data_type, rows)`. Pieces that are not a contiguous range
     /// of `rows` (only after a split by partition) are gathered into a new slice first.
     ///
-    /// Cost: a clean batch is one INSERT; `k` bad rows in `n` cost about `2·k·log2(n)`
-    /// INSERTs, each a separate part on the server.
+    /// Cost: a clean batch of at most 100 partitions is one INSERT; `p` partitions are
+    /// `⌈p/100⌉`; `k` bad rows in `n` cost about `2·k·log2(n)` INSERTs, each a separate part
+    /// on the server (and a dedup-window entry: see [`dedup_window_needed`]).
     #[allow(clippy::too_many_arguments)] // one call per table kind; a struct would only rename them
     pub async fn insert_isolating<'a, R: Clone, K: Ord>(
         &self,

@@ -103,3 +103,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::model::{Common, TradeRow};
+
+    /// Release-mode micro-measurement of what counting partitions costs every batch:
+    /// `cargo test --release --lib partition_ns_per_row -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    #[allow(clippy::print_stdout)]
+    fn partition_ns_per_row() {
+        const N: usize = 100_000;
+        let exchanges = ["binance", "okx", "bybit", "deribit", "gate"];
+        let rows: Vec<Record> = (0..N)
+            .map(|i| {
+                Record::Trade(TradeRow {
+                    common: Common {
+                        timestamp_ms: 1_761_040_800_000 + i as i64,
+                        exchange: exchanges[i % 5].into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let mut pieces = 0;
+        for _ in 0..20 {
+            let keys: Vec<_> = rows.iter().map(record_partition).collect();
+            let mut s = crate::sink::Splitter::new(keys, "t", 100);
+            while s.next_piece().is_some() {
+                pieces += 1;
+            }
+        }
+        let el = start.elapsed() / 20;
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..20 {
+            n += rows
+                .iter()
+                .map(record_partition)
+                .filter(|k| k.0 > 0)
+                .count();
+        }
+        println!("keys alone: {:?} per batch ({n})", t.elapsed() / 20);
+        println!(
+            "partition keys + splitter: {N} rows in {el:?} = {:.1} ns/row ({} piece/batch)",
+            el.as_nanos() as f64 / N as f64,
+            pieces / 20
+        );
+    }
+}
