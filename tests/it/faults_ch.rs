@@ -246,6 +246,36 @@ async fn poison_batch_of_too_many_partitions_does_not_wedge_the_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_batch_too_large_for_one_insert_is_halved_and_lands_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut r = Rig::new().await;
+    // One batch of 3000 trades in one partition (about 100 KB of Native), behind a limit of
+    // 16 KB per request body: halved with derived tokens until every piece fits.
+    create_streams(&r.client).await;
+    r.trades(0, 3000, binance).await;
+    r.proxy
+        .set_rule(Fault::TooLargeOver(16 * 1024), Some("INSERT"), None);
+    r.svc.start();
+    r.wait_for_schema().await;
+    // SIGKILL once the first pieces landed: the restart re-forms the batch, derives the same
+    // halves and tokens, and the pieces already stored are deduplicated.
+    let some = wait_until(60, || async {
+        r.ch.count("marketprism_hot.trades").await > 0
+    })
+    .await;
+    assert!(some, "nothing landed; log:\n{}", tail(&r.svc.log_text()));
+    r.svc.kill();
+    eprintln!(
+        "killed at {} of 3000 rows",
+        r.ch.count("marketprism_hot.trades").await
+    );
+    r.svc.start();
+    r.trades(3000, 3100, binance).await;
+    r.assert_exactly_once(3100, 0, 60).await;
+    assert!(r.proxy.counts().faulted.load(Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_clickhouse_refuses_become_byte_exact_dead_letters_and_the_rest_lands() {
     let r = Rig::started().await;
     r.ch.query(

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
@@ -36,6 +36,10 @@ pub enum Fault {
     DropResponse,
     /// [`Fault::DropResponse`] with this probability, else [`Fault::Pass`].
     DropResponseRandomly(f64),
+    /// Answer `413 Payload Too Large` (empty body, as a body-size limit in front of
+    /// ClickHouse does) to requests whose body is longer than this many bytes; forward the
+    /// others.
+    TooLargeOver(usize),
 }
 
 #[derive(Debug)]
@@ -62,7 +66,7 @@ struct State {
     rule: Mutex<Rule>,
     counts: Counts,
     upstream: String,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Either<Incoming, Full<Bytes>>>,
 }
 
 impl State {
@@ -198,6 +202,25 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Answer {
                 .body(Full::new(Bytes::from(body)))
                 .unwrap())
         }
+        Fault::TooLargeOver(limit) => {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| closed(&format!("request body: {e}")))?
+                .to_bytes();
+            if body.len() > limit {
+                return Ok(Response::builder()
+                    .status(413)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap());
+            }
+            send(
+                &st,
+                Request::from_parts(parts, Either::Right(Full::new(body))),
+            )
+            .await
+        }
         Fault::DropResponse | Fault::DropResponseRandomly(_) => {
             let answer = forward(&st, req).await;
             if answer.is_ok() {
@@ -210,6 +233,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Answer {
 
 /// Forwards a request to ClickHouse and buffers its whole answer.
 async fn forward(st: &State, req: Request<Incoming>) -> Answer {
+    let (parts, body) = req.into_parts();
+    send(st, Request::from_parts(parts, Either::Left(body))).await
+}
+
+async fn send(st: &State, req: Request<Either<Incoming, Full<Bytes>>>) -> Answer {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
