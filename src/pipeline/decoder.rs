@@ -86,21 +86,14 @@ pub enum StageCmd<B> {
 pub fn outcome(dt: DataType, m: &RawMsg, stats: &Stats, now: i64) -> Result<Record, DeadLetterRow> {
     decode::decode(dt, m.subject.as_str(), &m.payload, now).map_err(|rej| {
         stats.of(dt).reject(rej.kind.as_str());
-        DeadLetterRow {
-            // The server's receive time, not ours: a replay must produce the same row.
-            received_at_ms: m.published_ms,
-            subject: m.subject.to_string(),
-            stream_seq: m.stream_seq,
-            data_type: dt.as_str().to_string(),
-            reason: rej.reason,
-            payload: m.payload.clone(),
-        }
+        dead_letter(dt, m, rej.reason)
     })
 }
 
-/// The dead letter of a message whose row ClickHouse refused (`reason` says why): the same
-/// shape as a decode-time dead letter, so a replay produces the same row.
-pub fn refused_dead_letter(dt: DataType, m: &RawMsg, reason: String) -> DeadLetterRow {
+/// The dead letter of message `m` (`reason` says why it is not a row): its subject, stream
+/// sequence and payload bytes as received, and the server's receive time, not ours, so a
+/// replay produces the same row. Used for decode rejections and for rows ClickHouse refused.
+pub fn dead_letter(dt: DataType, m: &RawMsg, reason: String) -> DeadLetterRow {
     DeadLetterRow {
         received_at_ms: m.published_ms,
         subject: m.subject.to_string(),

@@ -212,7 +212,7 @@ impl Writer {
             if let Some(m) = msg {
                 self.st().reject("clickhouse_rejected");
                 let reason = format!("clickhouse rejected the row: {}", rej.error);
-                dead.push(super::decoder::refused_dead_letter(dt, m, reason));
+                dead.push(super::decoder::dead_letter(dt, m, reason));
             }
         }
         // Stream order, so a replay encodes the same rows in the same order.
