@@ -152,14 +152,15 @@ pub struct DeadLetterRow {
     pub received_at_ms: i64,
     /// `subject` the message arrived on.
     pub subject: String,
-    /// `stream_seq` (0 in core mode).
+    /// `stream_seq` of the message (a local counter in core mode).
     pub stream_seq: u64,
     /// `data_type` from the subject (or '' when unknown).
     pub data_type: String,
     /// `reason`, naming the field and the problem.
     pub reason: String,
-    /// `payload`, the raw message body (lossy UTF-8).
-    pub payload: String,
+    /// `payload`, the message body byte for byte as received (ClickHouse `String` is bytes;
+    /// invalid UTF-8 and binary bodies are stored as they are).
+    pub payload: bytes::Bytes,
 }
 
 /// One decoded, validated message: exactly one row of one table.

@@ -123,6 +123,8 @@ pub enum Metric {
     RedeliveriesSkipped,
     /// Reader resynchronisations.
     Resyncs,
+    /// Splits of batches into more INSERTs.
+    InsertSplits,
     /// NATS connection state.
     NatsConnected,
     /// ClickHouse state.
@@ -190,7 +192,7 @@ const DT_KIND: &[&str] = &["data_type", "kind"];
 
 impl Metric {
     /// All families, in the order they are rendered.
-    pub const ALL: [Metric; 44] = [
+    pub const ALL: [Metric; 45] = [
         Metric::MessagesProcessed,
         Metric::MessagesReceived,
         Metric::MessagesFailed,
@@ -211,6 +213,7 @@ impl Metric {
         Metric::DeadLetters,
         Metric::RedeliveriesSkipped,
         Metric::Resyncs,
+        Metric::InsertSplits,
         Metric::NatsConnected,
         Metric::ClickhouseUp,
         Metric::ConsumerBound,
@@ -397,6 +400,13 @@ impl Metric {
                 Counter,
                 DT,
                 "Times the reader re-synchronised from the consumer's ack floor.",
+                New,
+            ),
+            Metric::InsertSplits => (
+                "marketprism_storage_insert_splits_total",
+                Counter,
+                DT,
+                "Splits of a batch into more INSERTs (by partition, in halves, bad-row isolation).",
                 New,
             ),
             Metric::NatsConnected => (
@@ -697,6 +707,7 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
         Metric::Retries => per_type(out, &|s| u(&s.retries)),
         Metric::RedeliveriesSkipped => per_type(out, &|s| u(&s.redeliveries_skipped)),
         Metric::Resyncs => per_type(out, &|s| u(&s.resyncs)),
+        Metric::InsertSplits => per_type(out, &|s| u(&s.insert_splits)),
         Metric::NatsConnected => out.sample(m, &[], flag(i.stats.nats_connected.load(Relaxed))),
         Metric::ClickhouseUp => out.sample(m, &[], flag(i.stats.clickhouse_up.load(Relaxed))),
         Metric::ConsumerBound => per_type(out, &|s| flag(s.bound.load(Relaxed))),

@@ -41,6 +41,12 @@ pub struct DecodedBatch {
     pub data_type: DataType,
     /// Valid rows, in stream order.
     pub rows: Vec<Record>,
+    /// For each row, the index of its message in `messages`.
+    pub row_messages: Vec<usize>,
+    /// The batch's messages, kept until the batch is stored (payloads are shared `Bytes`,
+    /// not copies): a row ClickHouse refuses becomes a dead letter with its message's
+    /// subject, stream sequence, receive time and bytes.
+    pub messages: Vec<RawMsg>,
     /// Rejected messages, in stream order.
     pub dead: Vec<DeadLetterRow>,
     /// Stream sequence of the first message.
@@ -80,16 +86,22 @@ pub enum StageCmd<B> {
 pub fn outcome(dt: DataType, m: &RawMsg, stats: &Stats, now: i64) -> Result<Record, DeadLetterRow> {
     decode::decode(dt, m.subject.as_str(), &m.payload, now).map_err(|rej| {
         stats.of(dt).reject(rej.kind.as_str());
-        DeadLetterRow {
-            // The server's receive time, not ours: a replay must produce the same row.
-            received_at_ms: m.published_ms,
-            subject: m.subject.to_string(),
-            stream_seq: m.stream_seq,
-            data_type: dt.as_str().to_string(),
-            reason: rej.reason,
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
-        }
+        dead_letter(dt, m, rej.reason)
     })
+}
+
+/// The dead letter of message `m` (`reason` says why it is not a row): its subject, stream
+/// sequence and payload bytes as received, and the server's receive time, not ours, so a
+/// replay produces the same row. Used for decode rejections and for rows ClickHouse refused.
+pub fn dead_letter(dt: DataType, m: &RawMsg, reason: String) -> DeadLetterRow {
+    DeadLetterRow {
+        received_at_ms: m.published_ms,
+        subject: m.subject.to_string(),
+        stream_seq: m.stream_seq,
+        data_type: dt.as_str().to_string(),
+        reason,
+        payload: m.payload.clone(),
+    }
 }
 
 /// Decodes a whole batch.
@@ -97,10 +109,14 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
     let dt = b.data_type;
     let now = now_ms();
     let mut rows = Vec::with_capacity(b.items.len());
+    let mut row_messages = Vec::with_capacity(b.items.len());
     let mut dead = Vec::new();
-    for m in &b.items {
+    for (i, m) in b.items.iter().enumerate() {
         match outcome(dt, m, stats, now) {
-            Ok(r) => rows.push(r),
+            Ok(r) => {
+                rows.push(r);
+                row_messages.push(i);
+            }
             Err(d) => dead.push(d),
         }
     }
@@ -115,6 +131,8 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
         data_type: dt,
         quality,
         rows,
+        row_messages,
+        messages: b.items,
         dead,
         first_seq: b.first_seq,
         last_seq: b.last_seq,

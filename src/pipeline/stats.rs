@@ -32,6 +32,8 @@ pub struct TypeStats {
     pub redeliveries_skipped: AtomicU64,
     /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
     pub resyncs: AtomicU64,
+    /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
+    pub insert_splits: AtomicU64,
     /// Unix ms of the last message received.
     pub last_message_ms: AtomicI64,
     /// Unix ms of the last successful insert.

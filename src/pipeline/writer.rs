@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckHandle, ack_until_confirmed};
-use crate::model::{DataType, DeadLetterRow};
+use crate::model::DataType;
 use crate::sink::{self, Sink};
 use crate::source::journal::{Journal, JournalEntry};
 
@@ -154,7 +154,13 @@ impl Writer {
     }
 
     /// Inserts the batch's quality events, rows and dead letters, each with its deterministic
-    /// token (retriable errors are retried inside). Returns (rows inserted, dead letters).
+    /// token (retriable errors are retried inside, shape errors split inside). Returns (rows
+    /// inserted, dead letters).
+    ///
+    /// A row ClickHouse refuses on its own becomes a dead letter made from its message
+    /// (subject, stream sequence, bytes as received). Dead letters are never dropped: one
+    /// that ClickHouse refuses even alone fails the store ([`sink::SinkError::Refused`]), so
+    /// the batch is held and stored again later, never acked without it.
     async fn store(&self, b: &DecodedBatch, token: &str) -> Result<(u64, u64), sink::SinkError> {
         let dt = self.data_type;
         let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
@@ -173,6 +179,7 @@ impl Writer {
                     crate::schema::QUALITY_EVENTS_TABLE,
                     &b.quality,
                     &qt,
+                    sink::quality_event_partition,
                     sink::encode_quality_events,
                     &self.stop,
                     &mut on_retry,
@@ -180,6 +187,7 @@ impl Writer {
                 .await?;
             let stored = b.quality.len() - iso.rejected.len();
             self.st().quality_events.fetch_add(stored as u64, Relaxed);
+            self.st().insert_splits.fetch_add(iso.splits, Relaxed);
         }
         let isolation = self
             .sink
@@ -187,38 +195,50 @@ impl Writer {
                 dt.table(),
                 &b.rows,
                 token,
+                sink::record_partition,
                 |rows| sink::encode_block(dt, rows),
                 &self.stop,
                 &mut on_retry,
             )
             .await?;
         let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
+        self.st().insert_splits.fetch_add(isolation.splits, Relaxed);
         let mut dead = b.dead.clone();
         for rej in isolation.rejected {
-            if let Some(row) = b.rows.get(rej.index) {
+            let msg = b
+                .row_messages
+                .get(rej.index)
+                .and_then(|&i| b.messages.get(i));
+            if let Some(m) = msg {
                 self.st().reject("clickhouse_rejected");
-                let c = row.common();
-                dead.push(DeadLetterRow {
-                    received_at_ms: c.timestamp_ms,
-                    subject: format!("{}.{}.{}.{}", dt, c.exchange, c.market_type, c.symbol),
-                    stream_seq: 0,
-                    data_type: dt.as_str().to_string(),
-                    reason: format!("clickhouse rejected the row: {}", rej.error),
-                    payload: format!("{row:?}"),
-                });
+                let reason = format!("clickhouse rejected the row: {}", rej.error);
+                dead.push(super::decoder::dead_letter(dt, m, reason));
             }
         }
+        // Stream order, so a replay encodes the same rows in the same order.
+        dead.sort_by_key(|d| d.stream_seq);
         if !dead.is_empty() {
-            self.sink
+            let iso = self
+                .sink
                 .insert_isolating(
                     crate::schema::DEAD_LETTERS_TABLE,
                     &dead,
                     &sink::dead_letter_token(token),
+                    sink::dead_letter_partition,
                     sink::encode_dead_letters,
                     &self.stop,
                     &mut on_retry,
                 )
                 .await?;
+            self.st().insert_splits.fetch_add(iso.splits, Relaxed);
+            if let Some(first) = iso.rejected.into_iter().next() {
+                let rows = dead.len() - iso.inserted_rows as usize;
+                return Err(sink::SinkError::Refused {
+                    table: crate::schema::DEAD_LETTERS_TABLE.to_owned(),
+                    rows,
+                    first: Box::new(first.error),
+                });
+            }
         }
         Ok((inserted_rows, dead.len() as u64))
     }

@@ -221,20 +221,6 @@ pub const QUALITY_EVENTS_TABLE: &str = crate::quality::QUALITY_EVENTS_TABLE;
 /// Hot TTL of the quality events: 3 days, like the rows they describe.
 pub const QUALITY_EVENTS_TTL: &str = "toDateTime(event_time) + INTERVAL 3 DAY DELETE";
 
-/// Partitions in one INSERT at most: the sink splits a batch spanning more partitions into
-/// pieces of at most this many (ClickHouse's `max_partitions_per_insert_block` default), and
-/// every partition of a piece is one block in the table's deduplication window.
-pub const PARTITIONS_PER_PIECE: u64 = 100;
-
-/// `ceil(log2(n))` for `n ≥ 1` (0 for 0 and 1): the bisection depth of an `n`-row batch.
-pub const fn ceil_log2(n: u64) -> u64 {
-    if n <= 1 {
-        0
-    } else {
-        (u64::BITS - (n - 1).leading_zeros()) as u64
-    }
-}
-
 /// The deduplication window (in blocks) one type's table needs for its worst-case replay, for
 /// batches of at most `max_rows` rows and at most `max_queue` rows held unacked.
 ///
@@ -243,13 +229,15 @@ pub const fn ceil_log2(n: u64) -> u64 {
 /// its ack floor behind, up to [`crate::pipeline::writer::JOURNAL_HISTORY`] acked ones. The
 /// oldest re-sent batch is only recognised if every block inserted into the table since its
 /// first insert is still in the window. One batch inserts at most
-/// `PARTITIONS_PER_PIECE × (1 + ceil(log2(max_rows)))` blocks: its pieces, plus, when a bad row
-/// makes it bisect, one successful half per level, each of up to `PARTITIONS_PER_PIECE` parts.
+/// [`crate::sink::max_blocks_per_batch`] blocks; taken here with the cap of partitions per piece
+/// (`MAX_PARTITIONS_PER_INSERT`, 100) and one row ClickHouse refuses in every one of them:
+/// 100 + 100 × ⌈log2 max_rows⌉.
 pub const fn required_window(max_rows: u64, max_queue: u64) -> u64 {
     let rows = if max_rows == 0 { 1 } else { max_rows };
     let in_doubt = max_queue.div_ceil(rows);
     let batches = crate::pipeline::writer::JOURNAL_HISTORY as u64 + in_doubt;
-    batches * PARTITIONS_PER_PIECE * (1 + ceil_log2(rows))
+    let parts = crate::sink::MAX_PARTITIONS_PER_INSERT as u64;
+    batches.saturating_mul(crate::sink::max_blocks_per_batch(rows, parts, parts))
 }
 
 /// How many recent insert blocks every table remembers for `insert_deduplication_token`
@@ -661,12 +649,8 @@ mod tests {
     #[test]
     fn dedup_window_covers_the_worst_replay_of_every_default_type_with_margin() {
         use crate::config::defaults::*;
-        assert_eq!(ceil_log2(1), 0);
-        assert_eq!(ceil_log2(2), 1);
-        assert_eq!(ceil_log2(5_000), 13);
-        assert_eq!(ceil_log2(100_000), 17);
-        assert_eq!(ceil_log2(131_072), 17);
-        assert_eq!(ceil_log2(131_073), 18);
+        assert_eq!(crate::sink::max_blocks_per_batch(5_000, 100, 100), 1_400);
+        assert_eq!(crate::sink::max_blocks_per_batch(131_073, 100, 100), 1_900);
         // (64 journaled + 4 in doubt) batches × 100 partitions × (1 + 17 levels).
         assert_eq!(required_window(100_000, 400_000), 122_400);
         for rows in [

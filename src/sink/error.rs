@@ -18,6 +18,23 @@ pub enum ErrorClass {
     DataError,
     /// The service is misconfigured (credentials, schema drift, SQL bug): stop and report.
     Fatal,
+    /// The block spans more partitions than the server takes in one INSERT (`Code: 252`,
+    /// "Too many partitions for single INSERT block"): split it by partition. Nothing of
+    /// the block was written (the check runs before any part is).
+    TooManyPartitions,
+    /// The block is too large for one INSERT (a per-query memory limit, a body-size limit
+    /// answered 413): split it in halves. Retrying the same bytes fails the same way; a
+    /// server short of memory overall is `Retriable` instead.
+    TooLarge,
+}
+
+impl ErrorClass {
+    /// Whether the error is about the block's shape (its size or its partitions), which a
+    /// split of the block fixes; such a block is never retried as it is, and never
+    /// dead-lettered for its shape alone.
+    pub fn is_shape(self) -> bool {
+        matches!(self, ErrorClass::TooManyPartitions | ErrorClass::TooLarge)
+    }
 }
 
 /// A failed sink operation.
@@ -51,6 +68,17 @@ pub enum SinkError {
     /// `insert` was called without a dedup token, which would silently give up exactly-once.
     #[error("empty insert_deduplication_token")]
     EmptyToken,
+    /// Rows that must never be dropped (dead letters) were refused by ClickHouse even one by
+    /// one: the batch is held (not acked) and stored again later.
+    #[error("{rows} row(s) of {table} refused and held; first error: {first}")]
+    Refused {
+        /// Table that refused them.
+        table: String,
+        /// How many rows were refused.
+        rows: usize,
+        /// The error for the first of them.
+        first: Box<SinkError>,
+    },
     /// A retry loop was stopped by cancellation; `last` is the error it was retrying.
     #[error("retry cancelled after {attempts} attempts; last error: {last}")]
     RetryCancelled {
@@ -73,6 +101,7 @@ impl SinkError {
             } => classify(*code, *http_status, message),
             SinkError::Transport(_) | SinkError::RetryCancelled { .. } => ErrorClass::Retriable,
             SinkError::Client(_)
+            | SinkError::Refused { .. }
             | SinkError::Encode(_)
             | SinkError::UnknownTable(_)
             | SinkError::EmptyToken => ErrorClass::Fatal,
@@ -84,6 +113,7 @@ impl SinkError {
         match self {
             SinkError::Server { code, .. } => *code,
             SinkError::RetryCancelled { last, .. } => last.code(),
+            SinkError::Refused { first, .. } => first.code(),
             _ => None,
         }
     }
@@ -106,11 +136,17 @@ impl From<clickhouse::error::Error> for SinkError {
     }
 }
 
-use ErrorClass::{DataError, Fatal, Retriable};
+use ErrorClass::{DataError, Fatal, Retriable, TooLarge, TooManyPartitions};
 
 /// Known error codes, their names (matched in messages that lack a `Code:`), and their class.
 /// Codes not listed are `Retriable`: an unknown failure holds the batch back (visible in the
 /// retry metric) instead of dead-lettering good rows or stopping the service.
+///
+/// Two codes mean a shape error or an overload depending on the text, refined by
+/// [`classify`]: 252 is both "Too many partitions for single INSERT block" (split by
+/// partition) and "Too many parts … merges are processing significantly slower than
+/// inserts" (overload: wait); 241 is "Memory limit (for query) exceeded" (this block is too
+/// large: halve it) or the server's or user's total (overload: wait).
 const CODES: &[(i32, &str, ErrorClass)] = &[
     // Transient: the server, the network or the cluster will recover.
     (23, "CANNOT_READ_FROM_ISTREAM", Retriable),
@@ -128,10 +164,12 @@ const CODES: &[(i32, &str, ErrorClass)] = &[
     (210, "NETWORK_ERROR", Retriable),
     (225, "NO_ZOOKEEPER", Retriable),
     (236, "ABORTED", Retriable),
+    // Overload unless the text says the block itself is at fault (see `refine`).
     (241, "MEMORY_LIMIT_EXCEEDED", Retriable),
     (242, "TABLE_IS_READ_ONLY", Retriable),
     (243, "NOT_ENOUGH_SPACE", Retriable),
     (252, "TOO_MANY_PARTS", Retriable),
+    (173, "CANNOT_ALLOCATE_MEMORY", Retriable),
     (279, "ALL_CONNECTION_TRIES_FAILED", Retriable),
     (285, "TOO_FEW_LIVE_REPLICAS", Retriable),
     (286, "UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE", Retriable),
@@ -194,28 +232,44 @@ const CODES: &[(i32, &str, ErrorClass)] = &[
 /// Decides what to do about a failed call, from the ClickHouse error code if there is one,
 /// else from an error name in the message (`… (UNKNOWN_TABLE) …`), else from the HTTP status.
 ///
-/// Without any of them the request never got an answer (connection refused or reset, timeout),
-/// which is `Retriable`. A status without a code comes from something in front of ClickHouse:
-/// 5xx, 404 (ClickHouse's own status for unknown tables/databases), 408 and 429 are
-/// `Retriable`; any other 4xx (401/403 from an auth proxy, 400) is `Fatal`, since re-sending
-/// the same request cannot help and dead-lettering good rows would be wrong.
+/// The policy for what was never seen:
+/// - a code not in the table: `Retriable` (the batch is held, retried with backoff and shown
+///   by the retry metric and `/ready`; never dead-lettered, never dropped);
+/// - no answer at all (connection refused or reset, timeout, a response lost after the
+///   server committed): `Retriable` — the token makes the re-send a no-op if it had landed;
+/// - a status without a code comes from something in front of ClickHouse: 5xx, 404
+///   (ClickHouse's own status for unknown tables/databases), 408 and 429 are `Retriable`;
+///   413 (body too large) is `TooLarge`; any other 4xx (401/403 from an auth proxy, 400) is
+///   `Fatal`, since re-sending the same request cannot help and dead-lettering good rows would
+///   be wrong.
 pub fn classify(code: Option<i32>, http_status: Option<u16>, message: &str) -> ErrorClass {
+    let code = code.or_else(|| {
+        CODES
+            .iter()
+            .find(|(_, name, _)| message_names(message, name))
+            .map(|(c, _, _)| *c)
+    });
     if let Some(code) = code {
-        return CODES
+        let class = CODES
             .iter()
             .find(|(c, _, _)| *c == code)
             .map_or(Retriable, |(_, _, class)| *class);
-    }
-    if let Some((_, _, class)) = CODES
-        .iter()
-        .find(|(_, name, _)| message_names(message, name))
-    {
-        return *class;
+        return refine(code, class, message);
     }
     match http_status {
         None => Retriable,
+        Some(413) => TooLarge,
         Some(s) if s >= 500 || matches!(s, 404 | 408 | 429) => Retriable,
         Some(_) => Fatal,
+    }
+}
+
+/// The shape errors hidden behind two overload codes (see [`CODES`]).
+fn refine(code: i32, class: ErrorClass, message: &str) -> ErrorClass {
+    match code {
+        252 if message.contains("Too many partitions") => TooManyPartitions,
+        241 if message.contains("(for query)") => TooLarge,
+        _ => class,
     }
 }
 
@@ -276,9 +330,51 @@ mod tests {
             (None, Some(403), "403 Forbidden", Fatal),
             (None, Some(400), "400 Bad Request", Fatal),
             // Codes.
-            (Some(252), None, "Too many parts", Retriable),
+            // Shape errors: split, never retried as they are, never dead-lettered.
+            (
+                Some(252),
+                Some(500),
+                "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). (TOO_MANY_PARTS)",
+                TooManyPartitions,
+            ),
+            (
+                None,
+                Some(500),
+                "Too many partitions for single INSERT block (more than 100) (TOO_MANY_PARTS)",
+                TooManyPartitions,
+            ),
+            (
+                Some(241),
+                None,
+                "Memory limit (for query) exceeded: would use 9.32 GiB",
+                TooLarge,
+            ),
+            (None, Some(413), "413 Payload Too Large", TooLarge),
+            // The same codes as overload: wait, never split.
+            (
+                Some(252),
+                None,
+                "Too many parts (300). Merges are processing significantly slower than inserts",
+                Retriable,
+            ),
+            (
+                Some(241),
+                None,
+                "Memory limit (total) exceeded: would use 30.1 GiB",
+                Retriable,
+            ),
+            (Some(173), None, "Cannot allocate memory", Retriable),
+            // Never seen: a code outside the table, a 5xx without a code, no answer at all.
+            (Some(1001), Some(500), "std::exception", Retriable),
+            (None, Some(500), "", Retriable),
             (Some(159), None, "", Retriable),
             (Some(241), None, "", Retriable),
+            (
+                None,
+                Some(500),
+                "Memory limit (for user) exceeded (MEMORY_LIMIT_EXCEEDED)",
+                Retriable,
+            ),
             (Some(210), None, "", Retriable),
             (Some(209), None, "", Retriable),
             (Some(202), None, "", Retriable),

@@ -1,12 +1,12 @@
-//! Dedup tokens and bad-row isolation by bisection, independent of any IO.
+//! Dedup tokens, splitting of batches the server refuses for their shape, and bad-row
+//! isolation, independent of any IO.
 //!
 //! A batch's token is derived from its identity (consumer and stream-sequence range), never
 //! from time or randomness, so re-sending the batch after a crash or a retry produces the same
-//! token and ClickHouse drops the duplicate. When a batch fails with a data error it is split
-//! in halves with derived tokens `<token>/0` and `<token>/1`, recursively, down to single
-//! rows: the split points depend only on the row count, so a re-run of the whole procedure
-//! produces the same sub-batches with the same tokens, and the halves that already landed are
-//! deduplicated.
+//! token and ClickHouse drops the duplicate. A batch spanning too many partitions is split by
+//! partition under the same token; a single-partition piece that is too large or holds a row
+//! the server refuses is split in halves with derived tokens `<token>/0` and `<token>/1`,
+//! recursively, down to single rows: see [`Splitter`] for why every split is replay-proof.
 
 use std::ops::Range;
 
@@ -23,10 +23,11 @@ pub fn batch_token(consumer: &str, first_seq: u64, last_seq: u64, count: u64) ->
     format!("mp1:{consumer}:{first_seq}-{last_seq}:{count}")
 }
 
-/// The token for the dead letters of the rows a bisection rejected from the batch tokened
-/// `token`: `<token>/dl`. Tokens are scoped per table, but the pipeline may also write
-/// decode-time rejections to `dead_letters` under the batch token itself; the suffix keeps
-/// the two inserts from deduplicating each other.
+/// The token for the dead letters of the batch tokened `token` (decode-time rejections and
+/// rows ClickHouse refused, in one insert): `<token>/dl`. Tokens are scoped per table, so the
+/// suffix is not needed for correctness today; it keeps the dead-letter insert recognisable in
+/// server logs and distinct should another insert into `dead_letters` ever use the batch
+/// token.
 pub fn dead_letter_token(token: &str) -> String {
     format!("{token}/dl")
 }
@@ -50,6 +51,14 @@ pub fn split(range: Range<usize>, token: &str) -> Option<[(Range<usize>, String)
     ])
 }
 
+/// Most partitions one INSERT of ours spans: ClickHouse's default
+/// `max_partitions_per_insert_block` (a block beyond it fails with `Code: 252`).
+///
+/// Batches are split before sending (see [`Splitter::new`]) so that the common case never
+/// pays a failed INSERT; a server configured lower is handled by the reactive split. It also
+/// bounds what one piece adds to a table's dedup window (see [`super::max_blocks_per_batch`]).
+pub const MAX_PARTITIONS_PER_INSERT: usize = 100;
+
 /// A row ClickHouse refused even on its own.
 #[derive(Debug)]
 pub struct RejectedRow {
@@ -64,78 +73,218 @@ pub struct RejectedRow {
 pub struct Isolation {
     /// Rows inserted (including rows ClickHouse deduplicated as already present).
     pub inserted_rows: u64,
-    /// INSERT statements that ended successfully (1 when the batch was clean).
+    /// INSERT statements that ended successfully (1 when the batch was clean and spanned at
+    /// most [`MAX_PARTITIONS_PER_INSERT`] partitions).
     pub inserts: u64,
+    /// Splits made: by partition before sending, or after a shape or data error.
+    pub splits: u64,
     /// Rows that failed alone, in row order, to be dead-lettered.
     pub rejected: Vec<RejectedRow>,
 }
 
-/// The bisection as a pure state machine: the caller asks for the [`next_batch`](Bisection::next_batch)
-/// sub-batch, inserts it (retrying transient errors), and [`record`](Bisection::record)s the
-/// outcome. A data error splits the sub-batch, a single failing row is rejected, any other
+/// The number of distinct keys, exact up to `cap + 1` (it stops counting there).
+///
+/// Batches hold a handful of partitions, interleaved: a short list with a last-hit cache
+/// beats a tree there (equality, no ordering, no allocation per row); past 16 distinct keys
+/// it switches to a tree.
+fn count_distinct<K: Ord>(keys: &[K], cap: usize) -> usize {
+    const LINEAR: usize = 16;
+    let mut seen: Vec<&K> = Vec::with_capacity(LINEAR);
+    let mut last = 0;
+    let mut rest = keys.iter();
+    for k in rest.by_ref() {
+        if seen.get(last).is_some_and(|s| *s == k) {
+            continue;
+        }
+        match seen.iter().position(|s| *s == k) {
+            Some(i) => last = i,
+            None => {
+                last = seen.len();
+                seen.push(k);
+                if seen.len() > LINEAR {
+                    break;
+                }
+            }
+        }
+    }
+    if seen.len() <= LINEAR {
+        return seen.len();
+    }
+    let mut tree: std::collections::BTreeSet<&K> = seen.into_iter().collect();
+    for k in rest {
+        tree.insert(k);
+        if tree.len() > cap {
+            break;
+        }
+    }
+    tree.len()
+}
+
+/// One INSERT to make: rows of the batch (indices, ascending within each partition) and the
+/// dedup token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Indices into the batch's rows.
+    pub rows: Vec<usize>,
+    /// The `insert_deduplication_token`.
+    pub token: String,
+}
+
+impl Piece {
+    /// The rows as one contiguous range of the batch, when they are (the common case: the
+    /// whole batch), so the caller can encode a sub-slice without gathering rows.
+    pub fn as_range(&self) -> Option<Range<usize>> {
+        let first = *self.rows.first()?;
+        let contiguous = self.rows.iter().enumerate().all(|(i, &r)| r == first + i);
+        contiguous.then(|| first..first + self.rows.len())
+    }
+}
+
+/// Splitting and bad-row isolation as a pure state machine: the caller asks for the
+/// [`next_piece`](Splitter::next_piece), inserts it (retrying transient errors), and
+/// [`record`](Splitter::record)s the outcome.
+///
+/// Two kinds of split, and why each is replay-proof (a re-run after a crash, which may split
+/// differently or not at all, stores every row exactly once):
+/// - **by partition**, keeping the token: pieces hold disjoint partitions and ClickHouse
+///   keys dedup on (partition, token), so any grouping of the same rows under the same token
+///   — the whole batch, or pieces — lands each partition once. Used before sending (more than
+///   [`MAX_PARTITIONS_PER_INSERT`]), and first after any shape or data error.
+/// - **in halves** of a single-partition piece, with derived tokens `<token>/0`, `<token>/1`
+///   ([`split`]): the split points depend only on the row count, and the triggers — a row the
+///   server refuses (`DataError`), a block over a per-query memory or body-size limit
+///   (`TooLarge`) — are functions of the rows, so a re-run derives the same halves and tokens.
+///
+/// A single row refused for its data is rejected (to be dead-lettered); a single row
+/// "too large", or a single partition with "too many partitions", cannot be helped by a
+/// split and is handed back as an error (the batch is held, never dead-lettered). Any other
 /// error is handed back to stop the procedure.
 ///
-/// Sub-batches come depth-first in row order, so rejected rows come out sorted. Keeping the
-/// IO in the caller's plain loop (rather than behind an async closure) keeps the caller's
-/// future `Send`.
+/// Pieces come depth-first in key order. Keeping the IO in the caller's plain loop (rather
+/// than behind an async closure) keeps the caller's future `Send`.
 #[derive(Debug)]
-pub struct Bisection {
-    stack: Vec<(Range<usize>, String)>,
+pub struct Splitter<K> {
+    keys: Vec<K>,
+    stack: Vec<Piece>,
     out: Isolation,
 }
 
-impl Bisection {
-    /// Starts with the whole batch `0..len` under `token`.
-    pub fn new(len: usize, token: &str) -> Self {
-        let stack = if len == 0 {
-            Vec::new()
-        } else {
-            vec![(0..len, token.to_owned())]
-        };
-        Bisection {
-            stack,
+impl<K: Ord> Splitter<K> {
+    /// Starts with a batch whose row `i` lies in partition `keys[i]`, under `token`: one
+    /// piece when it spans at most `max_partitions` partitions (the rows in batch order),
+    /// else pieces of `max_partitions` partitions each in key order, all under `token`.
+    pub fn new(keys: Vec<K>, token: &str, max_partitions: usize) -> Self {
+        let max_partitions = max_partitions.max(1);
+        // Counting first (no per-row allocation) keeps the common case — a few partitions —
+        // at one pass over the keys.
+        let distinct = count_distinct(&keys, max_partitions);
+        let mut s = Splitter {
+            stack: Vec::new(),
             out: Isolation::default(),
+            keys,
+        };
+        if s.keys.is_empty() {
+            return s;
         }
+        let all: Vec<usize> = (0..s.keys.len()).collect();
+        if distinct <= max_partitions {
+            s.stack.push(Piece {
+                rows: all,
+                token: token.to_owned(),
+            });
+            return s;
+        }
+        let pieces: Vec<Piece> = s
+            .partition_groups(&all)
+            .chunks(max_partitions)
+            .map(|chunk| Piece {
+                rows: chunk.concat(),
+                token: token.to_owned(),
+            })
+            .collect();
+        s.out.splits += pieces.len() as u64 - 1;
+        s.stack.extend(pieces.into_iter().rev());
+        s
     }
 
-    /// The next sub-batch to insert and its token; `None` when done.
-    pub fn next_batch(&mut self) -> Option<(Range<usize>, String)> {
+    /// The rows of `rows` grouped by partition, groups in key order, rows in index order.
+    fn partition_groups(&self, rows: &[usize]) -> Vec<Vec<usize>> {
+        let mut by_key: std::collections::BTreeMap<&K, Vec<usize>> = Default::default();
+        for &r in rows {
+            if let Some(k) = self.keys.get(r) {
+                by_key.entry(k).or_default().push(r);
+            }
+        }
+        by_key.into_values().collect()
+    }
+
+    /// The next piece to insert; `None` when done.
+    pub fn next_piece(&mut self) -> Option<Piece> {
         self.stack.pop()
     }
 
-    /// Records the outcome of inserting `range` under `token`; returns the error back when
-    /// it is not a data error (the procedure must stop).
-    pub fn record(
-        &mut self,
-        range: Range<usize>,
-        token: &str,
-        result: Result<(), SinkError>,
-    ) -> Result<(), SinkError> {
-        match result {
+    /// Records the outcome of inserting `piece`; returns the error back when no split can
+    /// help (the procedure must stop and the batch be held).
+    pub fn record(&mut self, piece: Piece, result: Result<(), SinkError>) -> Result<(), SinkError> {
+        let e = match result {
             Ok(()) => {
-                self.out.inserted_rows += range.len() as u64;
+                self.out.inserted_rows += piece.rows.len() as u64;
                 self.out.inserts += 1;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let class = e.kind();
+        if class != ErrorClass::DataError && !class.is_shape() {
+            return Err(e);
+        }
+        let groups = self.partition_groups(&piece.rows);
+        if groups.len() > 1 {
+            // Halves by partition, same token (see the type's docs).
+            let mid = groups.len().div_ceil(2);
+            let (left, right) = groups.split_at(mid);
+            self.out.splits += 1;
+            self.stack.push(Piece {
+                rows: right.concat(),
+                token: piece.token.clone(),
+            });
+            self.stack.push(Piece {
+                rows: left.concat(),
+                token: piece.token,
+            });
+            return Ok(());
+        }
+        if class == ErrorClass::TooManyPartitions {
+            return Err(e);
+        }
+        match split(0..piece.rows.len(), &piece.token) {
+            Some([(l, lt), (r, rt)]) => {
+                self.out.splits += 1;
+                let rows = |range: Range<usize>| piece.rows.get(range).unwrap_or_default().to_vec();
+                self.stack.push(Piece {
+                    rows: rows(r),
+                    token: rt,
+                });
+                self.stack.push(Piece {
+                    rows: rows(l),
+                    token: lt,
+                });
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorClass::DataError => {
-                match split(range.clone(), token) {
-                    Some([left, right]) => {
-                        self.stack.push(right);
-                        self.stack.push(left);
-                    }
-                    None => self.out.rejected.push(RejectedRow {
-                        index: range.start,
-                        error: e,
-                    }),
+            None if class == ErrorClass::DataError => {
+                if let Some(&index) = piece.rows.first() {
+                    self.out.rejected.push(RejectedRow { index, error: e });
                 }
                 Ok(())
             }
-            Err(e) => Err(e),
+            None => Err(e),
         }
     }
 
-    /// The outcome, once [`next_batch`](Bisection::next_batch) returned `None`.
-    pub fn finish(self) -> Isolation {
+    /// The outcome, once [`next_piece`](Splitter::next_piece) returned `None`; rejected
+    /// rows sorted by index.
+    pub fn finish(mut self) -> Isolation {
+        self.out.rejected.sort_by_key(|r| r.index);
         self.out
     }
 }
@@ -172,30 +321,77 @@ mod tests {
         assert_eq!(split(hi..lo, "t"), None);
     }
 
-    fn data_error() -> SinkError {
+    fn server(code: i32, message: &str) -> SinkError {
         SinkError::Server {
-            code: Some(27),
-            http_status: Some(400),
-            message: "bad row".into(),
+            code: Some(code),
+            http_status: Some(500),
+            message: message.into(),
         }
     }
 
-    /// Runs a bisection against a fake server that rejects any sub-batch holding a bad row and
-    /// records what landed under which token.
-    fn run(len: usize, bad: &[usize]) -> (Isolation, Vec<(Range<usize>, String)>) {
-        let bad: BTreeSet<usize> = bad.iter().copied().collect();
-        let mut landed = Vec::new();
-        let mut b = Bisection::new(len, "t");
-        while let Some((r, tok)) = b.next_batch() {
-            let result = if r.clone().any(|i| bad.contains(&i)) {
-                Err(data_error())
-            } else {
-                landed.push((r.clone(), tok.clone()));
-                Ok(())
-            };
-            b.record(r, &tok, result).unwrap();
+    fn data_error() -> SinkError {
+        server(27, "bad row")
+    }
+
+    /// A fake server: refuses a piece holding a bad row (data error), spanning more than
+    /// `limit` partitions (252), or more than `max_rows` rows (241 for query); records what
+    /// landed under which token.
+    struct Fake {
+        bad: BTreeSet<usize>,
+        limit: usize,
+        max_rows: usize,
+    }
+
+    impl Fake {
+        fn insert(&self, keys: &[u32], p: &Piece) -> Result<(), SinkError> {
+            let parts: BTreeSet<u32> = p.rows.iter().map(|&r| keys[r]).collect();
+            if parts.len() > self.limit {
+                return Err(server(
+                    252,
+                    "Too many partitions for single INSERT block (more than 100)",
+                ));
+            }
+            if p.rows.len() > self.max_rows {
+                return Err(server(241, "Memory limit (for query) exceeded"));
+            }
+            if p.rows.iter().any(|r| self.bad.contains(r)) {
+                return Err(data_error());
+            }
+            Ok(())
         }
-        (b.finish(), landed)
+    }
+
+    /// Runs a splitter over `keys` against `fake`; returns the outcome and the landed
+    /// (row, token) pairs in insert order.
+    fn drive(keys: &[u32], cap: usize, fake: &Fake) -> (Isolation, Vec<(Vec<usize>, String)>) {
+        let mut landed = Vec::new();
+        let mut s = Splitter::new(keys.to_vec(), "t", cap);
+        while let Some(p) = s.next_piece() {
+            let result = fake.insert(keys, &p);
+            if result.is_ok() {
+                landed.push((p.rows.clone(), p.token.clone()));
+            }
+            s.record(p, result).unwrap();
+        }
+        (s.finish(), landed)
+    }
+
+    /// One partition, `len` rows, the given bad rows (the old bisection's cases).
+    fn run(len: usize, bad: &[usize]) -> (Isolation, Vec<(Range<usize>, String)>) {
+        let fake = Fake {
+            bad: bad.iter().copied().collect(),
+            limit: usize::MAX,
+            max_rows: usize::MAX,
+        };
+        let (out, landed) = drive(&vec![0; len], MAX_PARTITIONS_PER_INSERT, &fake);
+        let landed = landed
+            .into_iter()
+            .map(|(rows, t)| {
+                let p = Piece { rows, token: t };
+                (p.as_range().unwrap(), p.token)
+            })
+            .collect();
+        (out, landed)
     }
 
     #[test]
@@ -203,6 +399,7 @@ mod tests {
         let (out, landed) = run(10, &[]);
         assert_eq!(out.inserted_rows, 10);
         assert_eq!(out.inserts, 1);
+        assert_eq!(out.splits, 0);
         assert!(out.rejected.is_empty());
         assert_eq!(landed, [(0..10, "t".to_owned())]);
     }
@@ -236,13 +433,118 @@ mod tests {
 
     #[test]
     fn non_data_errors_stop_the_procedure() {
-        let mut b = Bisection::new(4, "t");
-        let (r, tok) = b.next_batch().unwrap();
+        let mut s = Splitter::new(vec![0u32; 4], "t", 100);
+        let p = s.next_piece().unwrap();
         assert!(matches!(
-            b.record(r, &tok, Err(SinkError::EmptyToken)),
+            s.record(p, Err(SinkError::EmptyToken)),
             Err(SinkError::EmptyToken)
         ));
-        let mut empty = Bisection::new(0, "t");
-        assert!(empty.next_batch().is_none());
+        let mut empty = Splitter::<u32>::new(Vec::new(), "t", 100);
+        assert!(empty.next_piece().is_none());
+    }
+
+    /// Every row lands exactly once per (partition, token) — what ClickHouse's dedup keys
+    /// on — and no two landed pieces share a (partition, token) pair: a replay that groups
+    /// the rows differently under the same tokens can only be deduplicated, never doubled.
+    fn assert_each_row_once(keys: &[u32], landed: &[(Vec<usize>, String)], rejected: &[usize]) {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut rows = BTreeSet::new();
+        for (i, (piece, token)) in landed.iter().enumerate() {
+            for &r in piece {
+                assert!(rows.insert(r), "row {r} landed twice");
+                let prev = seen.insert((keys[r], token.clone()), i);
+                assert!(
+                    prev.is_none() || prev == Some(i),
+                    "block ({}, {token}) twice",
+                    keys[r]
+                );
+            }
+        }
+        let all: BTreeSet<usize> = (0..keys.len()).filter(|r| !rejected.contains(r)).collect();
+        assert_eq!(rows, all);
+    }
+
+    #[test]
+    fn distinct_keys_are_counted_up_to_the_cap() {
+        assert_eq!(count_distinct::<u32>(&[], 100), 0);
+        assert_eq!(count_distinct(&[1, 2, 1, 2, 3, 3, 1], 100), 3);
+        let many: Vec<u32> = (0..1000).map(|i| i % 40).collect();
+        assert_eq!(count_distinct(&many, 100), 40);
+        let more: Vec<u32> = (0..1000).collect();
+        assert_eq!(count_distinct(&more, 100), 101);
+        let exact: Vec<u32> = (0..17).chain(0..17).collect();
+        assert_eq!(count_distinct(&exact, 100), 17);
+    }
+
+    #[test]
+    fn poison_batch_of_too_many_partitions_is_split_before_sending() {
+        // 250 partitions, 2 rows each, interleaved: three pieces of ≤ 100 partitions, all
+        // under the batch token, never a failed INSERT.
+        let keys: Vec<u32> = (0..500).map(|i| i % 250).collect();
+        let fake = Fake {
+            bad: BTreeSet::new(),
+            limit: 100,
+            max_rows: usize::MAX,
+        };
+        let (out, landed) = drive(&keys, MAX_PARTITIONS_PER_INSERT, &fake);
+        assert_eq!(out.inserted_rows, 500);
+        assert_eq!(out.inserts, 3);
+        assert_eq!(out.splits, 2);
+        assert!(landed.iter().all(|(_, t)| t == "t"));
+        assert_each_row_once(&keys, &landed, &[]);
+    }
+
+    #[test]
+    fn a_server_with_a_lower_partition_limit_splits_by_partition_under_the_same_token() {
+        let keys: Vec<u32> = (0..90).map(|i| i % 30).collect();
+        let fake = Fake {
+            bad: BTreeSet::new(),
+            limit: 7,
+            max_rows: usize::MAX,
+        };
+        let (out, landed) = drive(&keys, MAX_PARTITIONS_PER_INSERT, &fake);
+        assert_eq!(out.inserted_rows, 90);
+        assert!(landed.iter().all(|(_, t)| t == "t"));
+        assert_each_row_once(&keys, &landed, &[]);
+        // Whatever the grouping, a replay of the whole batch under "t" is deduplicated.
+        let (_, again) = drive(&keys, 2, &fake);
+        assert_each_row_once(&keys, &again, &[]);
+    }
+
+    #[test]
+    fn too_large_halves_and_bad_rows_in_many_partitions_are_isolated() {
+        let keys: Vec<u32> = (0..64).map(|i| i % 4).collect();
+        let fake = Fake {
+            bad: [5, 6, 63].into_iter().collect(),
+            limit: 100,
+            max_rows: 5,
+        };
+        let (out, landed) = drive(&keys, MAX_PARTITIONS_PER_INSERT, &fake);
+        let rejected: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(rejected, [5, 6, 63]);
+        assert_eq!(out.inserted_rows, 61);
+        assert!(landed.iter().all(|(p, _)| p.len() <= 5));
+        assert_each_row_once(&keys, &landed, &rejected);
+        // Same input, same pieces and tokens: a re-run after a crash is deduplicated.
+        let (_, again) = drive(&keys, MAX_PARTITIONS_PER_INSERT, &fake);
+        assert_eq!(landed, again);
+    }
+
+    #[test]
+    fn unsplittable_shape_errors_hold_the_batch() {
+        // One partition that the server still refuses as "too many partitions".
+        let mut s = Splitter::new(vec![0u32; 3], "t", 100);
+        let p = s.next_piece().unwrap();
+        let e = server(
+            252,
+            "Too many partitions for single INSERT block (more than 0)",
+        );
+        assert!(s.record(p, Err(e)).is_err());
+        // One row "too large": held, never dead-lettered.
+        let mut s = Splitter::new(vec![0u32; 1], "t", 100);
+        let p = s.next_piece().unwrap();
+        let e = server(241, "Memory limit (for query) exceeded");
+        assert!(s.record(p, Err(e)).is_err());
+        assert!(s.finish().rejected.is_empty());
     }
 }

@@ -7,8 +7,9 @@
 //! never talks to NATS and never decides what happens to a message: that is the pipeline's.
 //!
 //! Exactly-once rests on deterministic dedup tokens ([`batch_token`], and `<token>/0`,
-//! `<token>/1`, … for the halves of a bisected batch; see [`Bisection`]) together with the
-//! tables' `non_replicated_deduplication_window`/`replicated_deduplication_window`.
+//! `<token>/1`, … for the halves of a split batch; see [`Splitter`]) together with the
+//! tables' `non_replicated_deduplication_window`/`replicated_deduplication_window`, which
+//! must cover `schema::required_window` blocks (from [`max_blocks_per_batch`]).
 //!
 //! Why the real LowCardinality dictionary is the default wire form
 //! ([`native::LowCardinalityEncoding`]): a 100k-row `trades` block (5 exchanges, 300 symbols)
@@ -26,6 +27,7 @@ mod backoff;
 mod error;
 mod isolate;
 pub mod native;
+mod partition;
 
 use std::fmt;
 use std::time::Duration;
@@ -37,10 +39,14 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Backoff, DEFAULT_CAP, DEFAULT_FACTOR, DEFAULT_INITIAL};
 pub use error::{ErrorClass, SinkError, classify, parse_code, parse_status};
 pub use isolate::{
-    Bisection, Isolation, RejectedRow, batch_token, child_token, dead_letter_token, split,
+    Isolation, MAX_PARTITIONS_PER_INSERT, Piece, RejectedRow, Splitter, batch_token, child_token,
+    dead_letter_token, split,
 };
 pub use native::{
     EncodeError, LowCardinalityEncoding, encode_block, encode_dead_letters, encode_quality_events,
+};
+pub use partition::{
+    dead_letter_partition, max_blocks_per_batch, quality_event_partition, record_partition, yyyymm,
 };
 
 /// Size of the pieces an INSERT body is sent in: the body streams while later pieces are
@@ -280,42 +286,60 @@ impl Sink {
         }
     }
 
-    /// Inserts `rows` into `table`, isolating rows ClickHouse rejects: on a data error the
-    /// rows are bisected (tokens `<token>/0`, `<token>/1`, …) down to single rows, each
-    /// sub-batch going through [`Sink::insert_with_retry`]. Good rows land; rows that fail
-    /// alone come back in [`Isolation::rejected`] with their error, for the dead-letter table.
-    /// A `Fatal` error (or a cancelled retry) stops the procedure and is returned: nothing may
-    /// be acked then, and a later re-run with the same token is harmless because every
-    /// sub-batch token is a function of the row count alone.
+    /// Inserts `rows` into `table`, split so that ClickHouse accepts every piece, isolating
+    /// rows it refuses (see [`Splitter`]): a batch spanning more than
+    /// [`MAX_PARTITIONS_PER_INSERT`] partitions (`partition(row)` is the row's partition key)
+    /// is split by partition before sending; a piece refused for its shape (too many
+    /// partitions, too large) or its data is split again, and rows that fail alone come back
+    /// in [`Isolation::rejected`] with their error, for the dead-letter table. Each piece goes
+    /// through [`Sink::insert_with_retry`]. A `Fatal` error, a shape error no split can help,
+    /// or a cancelled retry stops the procedure and is returned: nothing may be acked then,
+    /// and a later re-run with the same token is harmless because pieces and tokens are a
+    /// function of the rows.
     ///
-    /// `encode` turns a sub-slice into a Native body, e.g.
-    /// `|rows| native::encode_block(data_type, rows)`.
+    /// `encode` turns a slice of rows into a Native body, e.g.
+    /// `|rows| native::encode_block(data_type, rows)`. Pieces that are not a contiguous range
+    /// of `rows` (only after a split by partition) are gathered into a new slice first.
     ///
-    /// Cost: a clean batch is one INSERT; `k` bad rows in `n` cost about `2·k·log2(n)`
-    /// INSERTs, each a separate part on the server.
-    pub async fn insert_isolating<R>(
+    /// Cost: a clean batch of at most 100 partitions is one INSERT; `p` partitions are
+    /// `⌈p/100⌉`; `k` bad rows in `n` cost about `2·k·log2(n)` INSERTs, each a separate part
+    /// on the server (and a dedup-window entry: see [`max_blocks_per_batch`]).
+    #[allow(clippy::too_many_arguments)] // one call per table kind; a struct would only rename them
+    pub async fn insert_isolating<'a, R: Clone, K: Ord>(
         &self,
         table: &str,
-        rows: &[R],
+        rows: &'a [R],
         token: &str,
+        partition: impl Fn(&'a R) -> K,
         encode: impl Fn(&[R]) -> Result<Bytes, EncodeError>,
         cancel: &CancellationToken,
         mut on_retry: impl FnMut(&SinkError, u32, Duration),
     ) -> Result<Isolation, SinkError> {
-        let mut bisection = Bisection::new(rows.len(), token);
-        while let Some((range, tok)) = bisection.next_batch() {
-            let part = rows.get(range.clone()).unwrap_or_default();
-            let result = match encode(part) {
+        let keys: Vec<K> = rows.iter().map(partition).collect();
+        let mut splitter = Splitter::new(keys, token, MAX_PARTITIONS_PER_INSERT);
+        while let Some(piece) = splitter.next_piece() {
+            let body = match piece.as_range() {
+                Some(range) => encode(rows.get(range).unwrap_or_default()),
+                None => {
+                    let gathered: Vec<R> = piece
+                        .rows
+                        .iter()
+                        .filter_map(|&i| rows.get(i).cloned())
+                        .collect();
+                    encode(&gathered)
+                }
+            };
+            let result = match body {
                 Ok(body) => {
-                    let n = part.len() as u64;
-                    self.insert_with_retry(table, body, n, &tok, cancel, &mut on_retry)
+                    let n = piece.rows.len() as u64;
+                    self.insert_with_retry(table, body, n, &piece.token, cancel, &mut on_retry)
                         .await
                 }
                 Err(e) => Err(e.into()),
             };
-            bisection.record(range, &tok, result)?;
+            splitter.record(piece, result)?;
         }
-        Ok(bisection.finish())
+        Ok(splitter.finish())
     }
 
     /// Runs one statement that returns no rows (DDL, `OPTIMIZE`, `SYSTEM …`). The SQL is
@@ -426,6 +450,7 @@ mod tests {
             "trades",
             &rows,
             "t",
+            record_partition,
             |r| encode_block(DataType::Trade, r),
             &cancel,
             |_, _, _| {},

@@ -197,6 +197,8 @@ enum Get<R> {
     Bool(fn(&R) -> bool),
     /// `String` or `LowCardinality(String)`.
     Str(fn(&R) -> &str),
+    /// `String` holding arbitrary bytes (a payload as received).
+    Bytes(fn(&R) -> &[u8]),
 }
 
 /// One written column: its name (checked against the schema) and its accessor.
@@ -357,7 +359,7 @@ const DEAD_LETTER_SPECS: &[Spec<DeadLetterRow>] = &[
     },
     Spec {
         name: "payload",
-        get: Get::Str(|r| r.payload.as_str()),
+        get: Get::Bytes(|r| r.payload.as_ref()),
     },
 ];
 
@@ -513,6 +515,9 @@ where
             Get::Str(f) => Prepared::Plain {
                 payload: rows.clone().map(|r| string_len(f(r))).sum(),
             },
+            Get::Bytes(f) => Prepared::Plain {
+                payload: rows.clone().map(|r| bytes_len(f(r))).sum(),
+            },
         };
         capacity += match &p {
             Prepared::Plain { payload } => *payload,
@@ -544,6 +549,7 @@ where
             (Get::U16(f), _) => rows.clone().for_each(|r| buf.put_u16_le(f(r))),
             (Get::Bool(f), _) => rows.clone().for_each(|r| buf.put_u8(u8::from(f(r)))),
             (Get::Str(f), _) => rows.clone().for_each(|r| put_string(&mut buf, f(r))),
+            (Get::Bytes(f), _) => rows.clone().for_each(|r| put_bytes(&mut buf, f(r))),
         }
     }
     debug_assert_eq!(
@@ -573,6 +579,7 @@ fn kind_matches<R>(get: &Get<R>, ty: &str) -> bool {
         Get::U16(_) => ty == "Date",
         Get::Bool(_) => ty == "Bool",
         Get::Str(_) => ty == "String" || ty == LOW_CARDINALITY_STRING,
+        Get::Bytes(_) => ty == "String",
     }
 }
 
@@ -686,12 +693,21 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
 
 /// Encoded size of a String value: varint length plus the bytes.
 fn string_len(s: &str) -> usize {
-    varint_len(s.len() as u64) + s.len()
+    bytes_len(s.as_bytes())
 }
 
 fn put_string(buf: &mut BytesMut, s: &str) {
-    put_varint(buf, s.len() as u64);
-    buf.put_slice(s.as_bytes());
+    put_bytes(buf, s.as_bytes());
+}
+
+/// Encoded size of a String value holding arbitrary bytes.
+fn bytes_len(b: &[u8]) -> usize {
+    varint_len(b.len() as u64) + b.len()
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    put_varint(buf, b.len() as u64);
+    buf.put_slice(b);
 }
 
 #[cfg(test)]
@@ -922,7 +938,7 @@ mod tests {
             stream_seq: 1,
             data_type: "trade".into(),
             reason: "价格 ≠ number 🚀".into(),
-            payload: String::new(),
+            payload: bytes::Bytes::new(),
         };
         let got = encode_dead_letters_with(
             std::slice::from_ref(&row),
@@ -939,6 +955,22 @@ mod tests {
         assert!(got.windows(subj.len()).any(|w| w == subj.as_slice()));
         // The payload is the last value: an empty string, a single zero byte.
         assert_eq!(got.last(), Some(&0));
+    }
+
+    #[test]
+    fn payload_bytes_are_written_as_received() {
+        let payload = bytes::Bytes::from_static(b"\xff\xfe{\"price\":\x00\x80}\xc3");
+        let row = DeadLetterRow {
+            payload: payload.clone(),
+            ..Default::default()
+        };
+        let got = encode_dead_letters(std::slice::from_ref(&row)).unwrap();
+        let mut want = vec![payload.len() as u8];
+        want.extend_from_slice(&payload);
+        assert!(
+            got.ends_with(&want),
+            "payload is the last column, byte for byte"
+        );
     }
 
     #[test]

@@ -12,12 +12,14 @@
 
 mod chaos;
 mod demo;
+mod faults_ch;
 mod flood;
 mod harness;
 mod ingest;
 mod migrate;
 mod ops;
 mod orphans;
+mod proxy;
 mod quality;
 mod schema;
 mod upgrade;
