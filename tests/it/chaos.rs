@@ -1,5 +1,7 @@
-//! The randomized soak: a seeded mix of every fault the harness can inject, over a backlog of a
-//! million messages plus live publishing, bounded in time; then every message is counted.
+//! The randomized soak: a seeded mix of every fault the harness can inject (service SIGKILL and
+//! SIGTERM, nats-server and ClickHouse SIGKILL with outages up to 30 s, and through the proxy:
+//! lost responses after commit, unknown 500s, refused connections, slow answers), over a backlog
+//! of a million messages plus live publishing, bounded in time; then every message is counted.
 //!
 //! `make chaos` runs it (release build). `CHAOS_SEED` replays a run, `CHAOS_MESSAGES` sets the
 //! backlog (default 1,000,000), `CHAOS_SECONDS` the fault phase (default 300).
@@ -11,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
 use crate::ingest::{publish_trades, tail};
+use crate::proxy::{Fault as Wire, Proxy};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -30,13 +33,25 @@ enum Fault {
     NatsKill,
     /// The embedded ClickHouse is SIGKILLed and restarted after a pause.
     ClickHouseKill,
+    /// For a while, the proxy drops half the answers after ClickHouse committed the INSERT.
+    LostResponses,
+    /// For a while, the proxy answers 500 with an error code the service has never seen.
+    ServerErrors,
+    /// For a while, the proxy refuses connections (ClickHouse unreachable).
+    Unreachable,
+    /// For a while, every ClickHouse answer is delayed.
+    Slow,
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 8] = [
     Fault::ServiceKill,
     Fault::ServiceTerm,
     Fault::NatsKill,
     Fault::ClickHouseKill,
+    Fault::LostResponses,
+    Fault::ServerErrors,
+    Fault::Unreachable,
+    Fault::Slow,
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +78,14 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(client);
 
+    // The service reaches ClickHouse through the fault-injecting proxy.
+    let proxy = Proxy::start(ch.port).await;
     let mut svc = Service::new(&nats, &ch, "");
+    for (k, v) in &mut svc.env {
+        if k == "CLICKHOUSE_HTTP_PORT" {
+            *v = proxy.port.to_string();
+        }
+    }
     svc.start();
     let mut injected: std::collections::BTreeMap<Fault, u32> = Default::default();
     let mut published_live = 0u64;
@@ -100,6 +122,20 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..15_000))).await;
                 ch.restart().await;
             }
+            Fault::LostResponses | Fault::ServerErrors | Fault::Unreachable | Fault::Slow => {
+                proxy.set(match fault {
+                    Fault::LostResponses => Wire::DropResponseRandomly(0.5),
+                    Fault::ServerErrors => Wire::Status(
+                        500,
+                        "Code: 999. DB::Exception: a code the service has never seen. (CHAOS)"
+                            .into(),
+                    ),
+                    Fault::Unreachable => Wire::Refuse,
+                    _ => Wire::Delay(Duration::from_millis(rng.random_range(100..2_000))),
+                });
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..20_000))).await;
+                proxy.set(Wire::Pass);
+            }
         }
         println!(
             "chaos: t={:>4}s {fault:?} at {rows} rows",
@@ -123,6 +159,7 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
         let client = nats.client().await;
         publish_trades(&client, backlog + published_live, backlog + live, now).await;
     }
+    proxy.set(Wire::Pass);
     let n = backlog + live;
     let drained = wait_until(900, || async {
         ch.count("marketprism_hot.trades").await >= n
