@@ -23,6 +23,23 @@ pub fn batch_token(consumer: &str, first_seq: u64, last_seq: u64, count: u64) ->
     format!("mp1:{consumer}:{first_seq}-{last_seq}:{count}")
 }
 
+/// The dedup token of a batch of a JetStream stream:
+/// `mp2:<consumer>:<epoch>:<first_seq>-<last_seq>:<count>`.
+///
+/// Like [`batch_token`], plus the stream's epoch (its creation time in ns): a stream that is
+/// deleted and created again restarts its sequences at 1, and without the epoch its new
+/// batches would get the tokens of old ones and be dropped as duplicates. Tokens already
+/// journaled in the `mp1` form stay valid: a journaled batch always re-uses its stored token.
+pub fn epoch_batch_token(
+    consumer: &str,
+    epoch: u64,
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+) -> String {
+    format!("mp2:{consumer}:{epoch}:{first_seq}-{last_seq}:{count}")
+}
+
 /// The token for the dead letters of the rows a bisection rejected from the batch tokened
 /// `token`: `<token>/dl`. Tokens are scoped per table, but the pipeline may also write
 /// decode-time rejections to `dead_letters` under the batch token itself; the suffix keeps

@@ -230,7 +230,7 @@ async fn all_eight_types_land_with_exact_values_and_bad_messages_become_dead_let
     );
 }
 
-fn trade_body(i: u64, now: i64) -> String {
+pub(crate) fn trade_body(i: u64, now: i64) -> String {
     let ex = if i.is_multiple_of(2) {
         "binance"
     } else {
@@ -254,7 +254,7 @@ fn trade_body(i: u64, now: i64) -> String {
 /// The collector publishes trades on core NATS; the exactness tests do not, because a server
 /// short of CPU drops core messages it cannot ingest in time, and the count they check must be
 /// what the stream really holds.
-async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
+pub(crate) async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
     let js = async_nats::jetstream::new(client.clone());
     let mut acks = Vec::with_capacity(1000);
     for i in from..to {
@@ -293,7 +293,7 @@ async fn publish_trades_core(client: &async_nats::Client, from: u64, to: u64, no
     client.flush().await.unwrap();
 }
 
-async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
+pub(crate) async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
     let ok = wait_until(180, || async {
         ch.count("marketprism_hot.trades").await >= n
     })
@@ -317,7 +317,7 @@ async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
     assert_eq!(ch.count("marketprism_hot.dead_letters").await, 0);
 }
 
-fn tail(s: &str) -> String {
+pub(crate) fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
 }

@@ -11,6 +11,7 @@
 )]
 
 mod demo;
+mod faults_nats;
 mod harness;
 mod ingest;
 mod migrate;
