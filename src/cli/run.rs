@@ -388,7 +388,10 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// flush waits for the reconnect (which may never come), and the shutdown must stay bounded.
 /// What is not flushed is acks, whose messages are re-read and deduplicated on the next start.
 async fn flush_bounded(client: &async_nats::Client) {
-    if tokio::time::timeout(EXIT_FLUSH, client.flush()).await.is_err() {
+    if tokio::time::timeout(EXIT_FLUSH, client.flush())
+        .await
+        .is_err()
+    {
         tracing::warn!(timeout = ?EXIT_FLUSH, "nats flush at exit did not finish (nats down?); exiting anyway");
     }
 }

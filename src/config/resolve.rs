@@ -292,7 +292,9 @@ impl Resolver<'_> {
         if fetch_max_bytes < MIN_FETCH_MAX_BYTES {
             return Err(ConfigError::invalid(
                 "nats.fetch_max_bytes",
-                format!("must be >= 1MiB (one message of NATS's default max_payload), got {fetch_max_bytes}"),
+                format!(
+                    "must be >= 1MiB (one message of NATS's default max_payload), got {fetch_max_bytes}"
+                ),
             ));
         }
         let fetch_max_bytes = NonZeroU64::new(fetch_max_bytes)

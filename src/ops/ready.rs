@@ -214,7 +214,8 @@ mod tests {
         s.of(DataType::Trade).set_waiting(Some(
             "consumer lease lost (refresh lease x: timed out); re-acquiring".into(),
         ));
-        s.of(DataType::Orderbook).set_stuck("writer task died".into());
+        s.of(DataType::Orderbook)
+            .set_stuck("writer task died".into());
         check_reasons(
             &s,
             1000,

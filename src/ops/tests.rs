@@ -91,7 +91,9 @@ async fn nats_down_is_not_ready_but_alive() {
 #[tokio::test]
 async fn a_stuck_type_fails_health_and_is_named_by_ready() {
     let stats = healthy();
-    stats.of(DataType::Trade).set_stuck("writer task died: panicked".into());
+    stats
+        .of(DataType::Trade)
+        .set_stuck("writer task died: panicked".into());
     let state = OpsState::new(stats, TYPES);
     let (code, v) = get_json(&state, "/health").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);

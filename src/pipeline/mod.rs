@@ -268,8 +268,8 @@ async fn run_type(ctx: TypeCtx) {
         match end {
             TermEnd::Stopped => {
                 // Bounded: NATS may be down at shutdown; the lease then simply expires.
-                let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease)).await;
                 tracing::info!(data_type = %dt, "stopped");
                 return;
             }
@@ -294,8 +294,8 @@ async fn run_type(ctx: TypeCtx) {
                     st.set_stuck(why);
                 }
                 // Give the consumer up, so a standby (or our restart) takes over at once.
-                let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease)).await;
                 return;
             }
         }
@@ -351,6 +351,10 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     let type_stop = stop.child_token();
     // Cancelled by the writer when its journal write was refused (another owner).
     let fence = CancellationToken::new();
+    // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
+    let st = ctx.stats.of(dt);
+    st.queued.store(0, Relaxed);
+    st.queued_bytes.store(0, Relaxed);
     let stored_through = Arc::new(AtomicU64::new(0));
     let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel(1);
@@ -391,9 +395,7 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     let mut names = std::collections::HashMap::new();
     names.insert(stages.spawn(writer.run(drx)).id(), "writer");
     names.insert(
-        stages
-            .spawn(decoder::run(rx, dtx, ctx.stats.clone()))
-            .id(),
+        stages.spawn(decoder::run(rx, dtx, ctx.stats.clone())).id(),
         "decoder",
     );
     names.insert(stages.spawn(reader.run()).id(), "reader");

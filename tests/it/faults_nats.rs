@@ -48,6 +48,17 @@ async fn trades(ch: &TestClickHouse) -> u64 {
     ch.count("marketprism_hot.trades").await
 }
 
+/// Waits until the service has created the schema (counting before that is an error).
+async fn wait_schema(ch: &TestClickHouse, svc: &Service) {
+    let ok = wait_until(60, || async {
+        ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot' AND name = 'trades'")
+            .await
+            == "1"
+    })
+    .await;
+    assert!(ok, "no schema; log:\n{}", tail(&svc.log_text()));
+}
+
 /// Kills NATS for `secs`, then starts it again on the same port and store. While it is down,
 /// checks that `/ready` names the trade type or NATS (and, for long outages, that the
 /// service survives).
@@ -63,7 +74,10 @@ async fn nats_outage(nats: &mut TestNats, svc: &mut Service, secs: u64) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(said_why, "/ready never said why during the outage");
-    assert!(svc.running(), "the service must survive a {secs} s NATS outage");
+    assert!(
+        svc.running(),
+        "the service must survive a {secs} s NATS outage"
+    );
     nats.restart().await;
 }
 
@@ -83,6 +97,7 @@ async fn nats_outage_of_3s_20s_and_70s_does_not_stop_ingestion() {
     drop(client);
     let mut svc = Service::new(&nats, &ch, "");
     svc.start();
+    wait_schema(&ch, &svc).await;
     assert!(wait_until(60, || async { trades(&ch).await > 0 }).await);
     let mut next = BACKLOG;
     for secs in [3, 20, 70] {
@@ -214,12 +229,20 @@ async fn sigterm_while_a_journaled_batch_is_partly_reread_inserts_it_whole_later
         svc.log_text().contains("recovered unacked messages")
     })
     .await;
-    assert!(recovering, "no recovery read; log:\n{}", tail(&svc.log_text()));
+    assert!(
+        recovering,
+        "no recovery read; log:\n{}",
+        tail(&svc.log_text())
+    );
     // Messages 1-500 are held, waiting for 501-1000, which the durable does not deliver.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = Instant::now();
     assert_eq!(svc.terminate(), Some(0), "{}", tail(&svc.log_text()));
-    assert!(t0.elapsed() < Duration::from_secs(15), "stop took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "stop took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(
         trades(&ch).await,
         0,
@@ -307,17 +330,25 @@ async fn explicit_ack_durable_is_refused_at_start_and_left_unchanged() {
     svc.start();
     let exited = wait_exit(&mut svc, 60).await;
     let log = svc.log_text();
-    assert!(exited, "the service must refuse to start; log:\n{}", tail(&log));
+    assert!(
+        exited,
+        "the service must refuse to start; log:\n{}",
+        tail(&log)
+    );
     assert_eq!(svc.exit_code(), Some(1), "{}", tail(&log));
     assert!(
-        log.contains(&format!("durable {DURABLE} on stream MARKET_DATA_HF has ack policy Explicit"))
-            && log.contains("AckPolicy::All")
+        log.contains(&format!(
+            "durable {DURABLE} on stream MARKET_DATA_HF has ack policy Explicit"
+        )) && log.contains("AckPolicy::All")
             && log.contains("nats consumer rm MARKET_DATA_HF marketprism_storage_trade"),
         "error names the durable, its policy and the fix:\n{}",
         tail(&log)
     );
     let mut c: jetstream::consumer::PullConsumer = stream.get_consumer(DURABLE).await.unwrap();
-    assert_eq!(c.info().await.unwrap().config.ack_policy, AckPolicy::Explicit);
+    assert_eq!(
+        c.info().await.unwrap().config.ack_policy,
+        AckPolicy::Explicit
+    );
 }
 
 /// A trade message padded to about `size` bytes (the padding is an unknown field, ignored).
@@ -351,16 +382,20 @@ async fn flood_of_900kb_messages_is_stored_exactly_within_the_byte_budget() {
     let now = chrono::Utc::now().timestamp_millis();
     let js = jetstream::new(client.clone());
     for i in 0..N {
-        js.publish("trade.binance.spot.BTC-USDT", big_trade(i, now, SIZE).into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js.publish(
+            "trade.binance.spot.BTC-USDT",
+            big_trade(i, now, SIZE).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     let cfg = "batch:\n  types:\n    trade: { max_rows: 5000, max_bytes: 8MiB, max_queue_bytes: 16MiB, max_age: 200ms }\nnats:\n  fetch_max_bytes: 4MiB\n";
     let mut svc = Service::new(&nats, &ch, cfg);
     svc.start();
     let pid = svc.pid().unwrap().as_raw();
+    wait_schema(&ch, &svc).await;
     let mut peak_queued = 0u64;
     let deadline = Instant::now() + Duration::from_secs(180);
     while trades(&ch).await < N && Instant::now() < deadline {
@@ -374,7 +409,8 @@ async fn flood_of_900kb_messages_is_stored_exactly_within_the_byte_budget() {
     let hwm_mb = vm_hwm_kb(pid) / 1024;
     eprintln!("peak unacked bytes {peak_queued}, peak RSS {hwm_mb} MiB");
     assert_eq!(
-        ch.query("SELECT count(), uniqExact(trade_id) FROM marketprism_hot.trades").await,
+        ch.query("SELECT count(), uniqExact(trade_id) FROM marketprism_hot.trades")
+            .await,
         format!("{N}\t{N}"),
         "log:\n{}",
         tail(&svc.log_text())
@@ -402,14 +438,21 @@ async fn sigkill_during_the_recovery_read_stores_every_row_once() {
     let mut rng = rand::rng();
     // A first crash mid-drain leaves deliveries unacked and batches journaled.
     svc.start();
+    wait_schema(&ch, &svc).await;
     assert!(wait_until(60, || async { trades(&ch).await > 0 }).await);
     svc.kill();
     let mut hits = 0;
     for k in 0..6 {
-        let seen = svc.log_text().matches("re-forming journaled batches").count();
+        let seen = svc
+            .log_text()
+            .matches("re-forming journaled batches")
+            .count();
         svc.start();
         let reforming = wait_until(30, || async {
-            svc.log_text().matches("re-forming journaled batches").count() > seen
+            svc.log_text()
+                .matches("re-forming journaled batches")
+                .count()
+                > seen
         })
         .await;
         let ms = rng.random_range(0..150);
