@@ -170,6 +170,12 @@ mod tests {
         );
         assert_eq!(batch_token("c", 1, 1, 1), batch_token("c", 1, 1, 1));
         assert_ne!(batch_token("c", 1, 2, 2), batch_token("d", 1, 2, 2));
+        // A recreated stream (another epoch) never reuses the tokens of the old one.
+        assert_eq!(epoch_batch_token("c", 9, 1, 2, 2), "mp2:c:9:1-2:2");
+        assert_ne!(
+            epoch_batch_token("c", 9, 1, 2, 2),
+            epoch_batch_token("c", 10, 1, 2, 2)
+        );
         assert_eq!(dead_letter_token("t"), "t/dl");
     }
 

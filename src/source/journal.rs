@@ -152,3 +152,36 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_the_previous_release_parse_and_count_as_the_current_epoch() {
+        let old = r#"[{"first_seq":1,"last_seq":1000,"count":1000,"token":"mp1:d:1-1000:1000"}]"#;
+        let entries: Vec<JournalEntry> = serde_json::from_str(old).unwrap();
+        assert_eq!(entries[0].epoch, None);
+        assert_eq!(entries[0].token, "mp1:d:1-1000:1000");
+        assert!(entries[0].in_epoch(42));
+    }
+
+    #[test]
+    fn entries_of_another_epoch_are_not_in_this_one_and_round_trip() {
+        let e = JournalEntry {
+            first_seq: 1,
+            last_seq: 5,
+            count: 5,
+            token: "mp2:d:7:1-5:5".into(),
+            epoch: Some(7),
+        };
+        assert!(e.in_epoch(7));
+        assert!(!e.in_epoch(8));
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"first_seq":1,"last_seq":5,"count":5,"token":"mp2:d:7:1-5:5","epoch":7}"#
+        );
+        assert_eq!(serde_json::from_str::<JournalEntry>(&text).unwrap(), e);
+    }
+}
