@@ -388,6 +388,10 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// flush waits for the reconnect (which may never come), and the shutdown must stay bounded.
 /// What is not flushed is acks, whose messages are re-read and deduplicated on the next start.
 async fn flush_bounded(client: &async_nats::Client) {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        tracing::warn!("nats not connected at exit; nothing flushed");
+        return;
+    }
     if tokio::time::timeout(EXIT_FLUSH, client.flush())
         .await
         .is_err()

@@ -267,9 +267,11 @@ async fn run_type(ctx: TypeCtx) {
         st.bound.store(false, Relaxed);
         match end {
             TermEnd::Stopped => {
-                // Bounded: NATS may be down at shutdown; the lease then simply expires.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease)).await;
+                // Bounded, and skipped with NATS down: the lease then simply expires.
+                if ctx.stats.nats_connected.load(Relaxed) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
+                        .await;
+                }
                 tracing::info!(data_type = %dt, "stopped");
                 return;
             }
