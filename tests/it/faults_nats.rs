@@ -278,6 +278,28 @@ async fn sigterm_while_a_journaled_batch_is_partly_reread_inserts_it_whole_later
     assert_eq!(svc.terminate(), Some(0));
 }
 
+/// The grace period of the shutdown tests.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Sends SIGTERM and asserts that the service exits within `bound`.
+async fn sigterm_exits_within(svc: &mut Service, bound: Duration, state: &str) {
+    let t0 = Instant::now();
+    nix::sys::signal::kill(svc.pid().unwrap(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let exited = wait_exit(svc, 30).await;
+    let took = t0.elapsed();
+    let log = svc.log_text();
+    assert!(
+        exited,
+        "still running {took:?} after SIGTERM with {state}; log:\n{}",
+        tail(&log)
+    );
+    eprintln!("exit with {state} took {took:?}");
+    if std::env::var_os("SHOW_SERVICE_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(took < bound, "exit with {state} took {took:?}");
+}
+
 /// Hole 4: shutdown used to wait on NATS without a bound (`flush`, lease release, journal and
 /// ack retries): with NATS down, SIGTERM must still end the process within the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,21 +317,7 @@ async fn sigterm_with_nats_down_exits_within_the_grace_period() {
     publish_trades(&client, 5_000, 30_000, now).await;
     nats.kill().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = svc.pid().unwrap();
-    let t0 = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let exited = wait_exit(&mut svc, 30).await;
-    let took = t0.elapsed();
-    assert!(
-        exited,
-        "still running {took:?} after SIGTERM with NATS down; log:\n{}",
-        tail(&svc.log_text())
-    );
-    eprintln!("exit with NATS down took {took:?}");
-    if std::env::var_os("SHOW_SERVICE_LOG").is_some() {
-        eprintln!("{}", svc.log_text());
-    }
-    assert!(took < Duration::from_secs(5 + 5), "took {took:?}");
+    sigterm_exits_within(&mut svc, GRACE + Duration::from_secs(5), "NATS down").await;
     // And nothing is lost: NATS back, service back, every row once.
     nats.restart().await;
     svc.start();
@@ -562,16 +570,7 @@ async fn sigterm_with_clickhouse_down_exits_within_the_grace_period() {
     ch.kill().await;
     publish_trades(&client, 5_000, 20_000, now).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let t0 = Instant::now();
-    nix::sys::signal::kill(svc.pid().unwrap(), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let exited = wait_exit(&mut svc, 30).await;
-    let took = t0.elapsed();
-    assert!(
-        exited,
-        "still running {took:?} after SIGTERM with ClickHouse down"
-    );
-    eprintln!("exit with ClickHouse down took {took:?}");
-    assert!(took < Duration::from_secs(5 + 5), "took {took:?}");
+    sigterm_exits_within(&mut svc, GRACE + Duration::from_secs(5), "ClickHouse down").await;
     ch.restart().await;
     svc.start();
     assert_exactly_once(&ch, 20_000, &svc).await;
