@@ -182,6 +182,10 @@ impl Reader {
         let st = self.stats.of(dt);
         st.resyncs.fetch_add(1, Relaxed);
         self.drain_writer().await?;
+        // Nothing is in flight now: what a failed run still counted as unacked (a batcher
+        // dropped with an error) is re-read from the ack floor, so it no longer counts.
+        st.queued.store(0, Relaxed);
+        st.queued_bytes.store(0, Relaxed);
 
         let mut consumer = bind_consumer(&self.js, &self.spec).await?;
         // The stream's epoch: a recreated stream restarts its sequences at 1.
