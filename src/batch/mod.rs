@@ -191,6 +191,12 @@ impl<T, A> Batcher<T, A> {
         }
     }
 
+    /// Takes the open batch away without closing it (a stop or resync while a journaled cut
+    /// is pending: the part must not be inserted; its messages are re-read later).
+    pub fn discard_open(&mut self) -> Option<Batch<T, A>> {
+        self.current.take().filter(|b| b.count > 0)
+    }
+
     /// Whether journaled cut points are still ahead.
     pub fn has_pending_cuts(&self) -> bool {
         !self.cuts.is_empty()

@@ -57,9 +57,11 @@ pub fn settings(cfg: &Config, instance_id: String) -> Settings {
     let mut consumers = BTreeMap::new();
     let mut limits = BTreeMap::new();
     let mut max_queue = BTreeMap::new();
+    let mut max_queue_bytes = BTreeMap::new();
     for t in DataType::ALL {
         let b = cfg.batch.get(t);
         max_queue.insert(t, b.max_queue.get());
+        max_queue_bytes.insert(t, b.max_queue_bytes.get());
         limits.insert(
             t,
             Limits {
@@ -88,7 +90,9 @@ pub fn settings(cfg: &Config, instance_id: String) -> Settings {
         consumers,
         limits,
         max_queue,
+        max_queue_bytes,
         fetch_batch: cfg.nats.fetch_batch.get(),
+        fetch_max_bytes: usize::try_from(cfg.nats.fetch_max_bytes.get()).unwrap_or(usize::MAX),
         journal_bucket: cfg.nats.journal_bucket.clone(),
         lease_bucket: format!("{}_leases", cfg.nats.journal_bucket),
         instance_id,
@@ -122,6 +126,10 @@ fn spawn_signal_handler(stop: CancellationToken) -> anyhow::Result<()> {
 
 /// Connects to NATS, retrying forever in the background (the service starts even when NATS is
 /// not up yet), and keeps `stats.nats_connected` current.
+///
+/// The client never gives up: `max_reconnects(None)` means unlimited attempts (async-nats waits
+/// 0 ms, then 2^n ms capped at 4 s between them), so after an outage of any length it is back
+/// within ~4 s of the server; the pipeline re-acquires its leases and resynchronises then.
 pub async fn connect_nats(cfg: &Config, stats: Arc<Stats>) -> anyhow::Result<async_nats::Client> {
     let s = stats.clone();
     let client = async_nats::ConnectOptions::new()
@@ -347,7 +355,7 @@ async fn serve_pipeline(
             r = &mut run => r?,
             _ = stop.cancelled() => { let _ = tokio::time::timeout(cfg.shutdown_grace, &mut run).await; }
         }
-        let _ = client.flush().await;
+        flush_bounded(&client).await;
         return Ok(());
     }
     let instance = args
@@ -369,7 +377,26 @@ async fn serve_pipeline(
             }
         }
     }
-    let _ = client.flush().await;
+    flush_bounded(&client).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the last flush of the NATS connection may take at exit.
+const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Flushes what the client still buffers, but never waits on NATS for long: with NATS down a
+/// flush waits for the reconnect (which may never come), and the shutdown must stay bounded.
+/// What is not flushed is acks, whose messages are re-read and deduplicated on the next start.
+async fn flush_bounded(client: &async_nats::Client) {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        tracing::warn!("nats not connected at exit; nothing flushed");
+        return;
+    }
+    if tokio::time::timeout(EXIT_FLUSH, client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?EXIT_FLUSH, "nats flush at exit did not finish (nats down?); exiting anyway");
+    }
 }

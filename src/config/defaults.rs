@@ -130,6 +130,13 @@ pub const DEFAULT_LOW_FREQ_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_LOW_FREQ_MAX_BYTES: u64 = 8 * MIB;
 /// 2 s: fewer, larger parts for six sparse tables while staying fresh.
 pub const DEFAULT_LOW_FREQ_MAX_AGE: Duration = Duration::from_secs(2);
+/// `max_queue_bytes` = this × `max_bytes` (the byte twin of [`DEFAULT_MAX_QUEUE_FACTOR`]).
+pub const DEFAULT_MAX_QUEUE_BYTES_FACTOR: u64 = 4;
+/// Bytes one pull request may return: 16 large (1 MiB) messages, or thousands of small ones.
+pub const DEFAULT_FETCH_MAX_BYTES: u64 = 16 * MIB;
+/// The smallest `nats.fetch_max_bytes`: a pull must fit one message of NATS's default
+/// `max_payload` (1 MiB), or the server could never deliver it.
+pub const MIN_FETCH_MAX_BYTES: u64 = MIB;
 /// `max_queue` = this × `max_rows`: one batch filling, one decoding, one being inserted, and
 /// room for the next pull; below that the three stages could not overlap.
 pub const DEFAULT_MAX_QUEUE_FACTOR: usize = 4;

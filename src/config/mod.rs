@@ -268,6 +268,8 @@ pub struct NatsConfig {
     pub max_ack_pending: PerType<NonZeroU64>,
     /// Messages asked for per pull request.
     pub fetch_batch: NonZeroUsize,
+    /// Most bytes one pull request may return (≥ 1 MiB, NATS's default largest message).
+    pub fetch_max_bytes: NonZeroU64,
     /// Key-value bucket of the insert journal.
     pub journal_bucket: String,
     /// The data types this instance consumes (no duplicates, in [`DataType::ALL`] order).
@@ -484,6 +486,8 @@ pub struct TypeBatch {
     pub max_age: Duration,
     /// Rows buffered + in flight before the consumer stops fetching (≥ `max_rows`).
     pub max_queue: NonZeroUsize,
+    /// Payload bytes buffered + in flight before the consumer stops fetching (≥ `max_bytes`).
+    pub max_queue_bytes: NonZeroU64,
 }
 
 /// Backoff of retriable failures. There is no retry limit: retriable errors are retried

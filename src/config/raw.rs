@@ -109,6 +109,7 @@ pub(crate) struct RawNats {
     pub ack_wait: Option<DurationValue>,
     pub max_ack_pending: Option<u64>,
     pub fetch_batch: Option<u64>,
+    pub fetch_max_bytes: Option<SizeValue>,
     pub journal_bucket: Option<String>,
     pub types: Option<Vec<String>>,
     pub max_reconnect_attempts: Option<IgnoredAny>,
@@ -200,6 +201,7 @@ pub(crate) struct RawTypeBatch {
     #[serde(alias = "timeout")]
     pub max_age: Option<DurationValue>,
     pub max_queue: Option<u64>,
+    pub max_queue_bytes: Option<SizeValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]

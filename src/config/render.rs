@@ -83,6 +83,7 @@ pub(crate) fn entries(c: &Config) -> Vec<(String, String)> {
         put(&format!("nats.max_ack_pending.{t}"), v.to_string());
     }
     put("nats.fetch_batch", n.fetch_batch.to_string());
+    put("nats.fetch_max_bytes", format_size(n.fetch_max_bytes.get()));
     put("nats.journal_bucket", n.journal_bucket.clone());
     let types: Vec<&str> = n.types.iter().map(|t| t.as_str()).collect();
     put("nats.types", types.join(","));
@@ -140,6 +141,7 @@ pub(crate) fn entries(c: &Config) -> Vec<(String, String)> {
         put(&k("max_bytes"), format_size(b.max_bytes.get()));
         put(&k("max_age"), dur(b.max_age));
         put(&k("max_queue"), b.max_queue.to_string());
+        put(&k("max_queue_bytes"), format_size(b.max_queue_bytes.get()));
     }
 
     put("retry.initial_backoff", dur(c.retry.initial_backoff));

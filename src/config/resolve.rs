@@ -286,6 +286,20 @@ impl Resolver<'_> {
             });
         let fetch_batch = self.check("nats.fetch_batch", fetch_batch.and_then(non_zero_usize))?;
 
+        let fetch_max_bytes = self
+            .file_value("nats.fetch_max_bytes", n.fetch_max_bytes.map(|v| v.0))
+            .unwrap_or(DEFAULT_FETCH_MAX_BYTES);
+        if fetch_max_bytes < MIN_FETCH_MAX_BYTES {
+            return Err(ConfigError::invalid(
+                "nats.fetch_max_bytes",
+                format!(
+                    "must be >= 1MiB (one message of NATS's default max_payload), got {fetch_max_bytes}"
+                ),
+            ));
+        }
+        let fetch_max_bytes = NonZeroU64::new(fetch_max_bytes)
+            .ok_or_else(|| ConfigError::invalid("nats.fetch_max_bytes", "must be > 0"))?;
+
         let file_pending = n.max_ack_pending;
         let max_ack_pending = PerType::try_from_fn(|t| {
             let key = format!("nats.max_ack_pending.{t}");
@@ -332,6 +346,7 @@ impl Resolver<'_> {
             ack_wait,
             max_ack_pending,
             fetch_batch,
+            fetch_max_bytes,
             journal_bucket,
             types,
         })
@@ -788,11 +803,29 @@ impl Resolver<'_> {
                     format!("must be >= max_rows ({max_queue} < {max_rows})"),
                 ));
             }
+            let queue_bytes = self.file_value(
+                &key("max_queue_bytes"),
+                own.and_then(|o| o.max_queue_bytes).map(|v: SizeValue| v.0),
+            );
+            let max_queue_bytes = queue_bytes.unwrap_or(
+                max_bytes
+                    .get()
+                    .saturating_mul(DEFAULT_MAX_QUEUE_BYTES_FACTOR),
+            );
+            if max_queue_bytes < max_bytes.get() {
+                return Err(ConfigError::invalid(
+                    key("max_queue_bytes"),
+                    format!("must be >= max_bytes ({max_queue_bytes} < {max_bytes})"),
+                ));
+            }
+            let max_queue_bytes = NonZeroU64::new(max_queue_bytes)
+                .ok_or_else(|| ConfigError::invalid(key("max_queue_bytes"), "must be > 0"))?;
             Ok(TypeBatch {
                 max_rows,
                 max_bytes,
                 max_age,
                 max_queue,
+                max_queue_bytes,
             })
         })
     }

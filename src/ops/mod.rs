@@ -196,10 +196,12 @@ impl OpsState {
     fn report<T>(&self, f: impl FnOnce(&report::ReportInputs<'_>) -> T) -> T {
         let now = now_ms();
         let readiness = self.readiness_at(now);
+        let stuck = ready::stuck(&self.inner.stats, &self.inner.types);
         f(&report::ReportInputs {
             stats: &self.inner.stats,
             types: &self.inner.types,
             readiness: &readiness,
+            stuck: &stuck,
             is_running: self.is_running(),
             now_ms: now,
             migration: self.inner.migration.as_deref(),
@@ -320,8 +322,15 @@ async fn page() -> Response {
         .into_response()
 }
 
-async fn health(State(state): State<OpsState>) -> Json<serde_json::Value> {
-    Json(state.report(report::health))
+async fn health(State(state): State<OpsState>) -> Response {
+    // Liveness: 503 only while a type cannot make progress without a restart.
+    let (stuck, body) = state.report(|i| (!i.stuck.is_empty(), report::health(i)));
+    let code = if stuck {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn ready_handler(State(state): State<OpsState>) -> Response {

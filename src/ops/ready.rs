@@ -98,7 +98,11 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
     }
     for t in i.types {
         let s = i.stats.of(*t);
-        if !s.bound.load(Relaxed) {
+        if let Some(why) = s.stuck_reason() {
+            reasons.push(format!("{t}: stuck (restart needed): {why}"));
+        } else if let Some(why) = s.waiting_reason() {
+            reasons.push(format!("{t}: {why}"));
+        } else if !s.bound.load(Relaxed) {
             reasons.push(format!("{t}: consumer not bound"));
         }
         let since = s.failing_since_ms.load(Relaxed);
@@ -119,6 +123,23 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
         }
     }
     Readiness { reasons }
+}
+
+/// Liveness: why the process cannot make progress by itself (a type whose stage task died, or
+/// whose durable cannot be used), one sentence per type. Empty while every type either runs or
+/// recovers on its own (a NATS outage, a lost lease, a ClickHouse outage are not in here:
+/// restarting would not help). `/health` answers 503 while this is not empty, so an
+/// orchestrator restarts the process.
+pub fn stuck(stats: &Stats, types: &[DataType]) -> Vec<String> {
+    types
+        .iter()
+        .filter_map(|t| {
+            stats
+                .of(*t)
+                .stuck_reason()
+                .map(|why| format!("{t}: stuck (restart needed): {why}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,6 +205,30 @@ mod tests {
             .failing_since_ms
             .store(now - 59_000, Relaxed);
         check_reasons(&s, now, &[]);
+    }
+
+    #[test]
+    fn waiting_and_stuck_types_name_the_reason() {
+        let s = healthy(0);
+        s.of(DataType::Trade).bound.store(false, Relaxed);
+        s.of(DataType::Trade).set_waiting(Some(
+            "consumer lease lost (refresh lease x: timed out); re-acquiring".into(),
+        ));
+        s.of(DataType::Orderbook)
+            .set_stuck("writer task died".into());
+        check_reasons(
+            &s,
+            1000,
+            &[
+                "trade: consumer lease lost (refresh lease x: timed out); re-acquiring",
+                "orderbook: stuck (restart needed): writer task died",
+            ],
+        );
+        assert_eq!(
+            stuck(&s, &[DataType::Trade, DataType::Orderbook]),
+            ["orderbook: stuck (restart needed): writer task died"]
+        );
+        assert!(stuck(&s, &[DataType::Trade]).is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct ReportInputs<'a> {
     pub types: &'a [DataType],
     /// The readiness verdict.
     pub readiness: &'a Readiness,
+    /// Why types cannot make progress without a restart (`ready::stuck`); empty when live.
+    pub stuck: &'a [String],
     /// False once a stop signal was received.
     pub is_running: bool,
     /// Now, unix ms.
@@ -102,6 +104,7 @@ pub fn health(i: &ReportInputs<'_>) -> Value {
         "subscriptions": i.bound_count(),
         "is_running": i.is_running,
         "consumers": consumers,
+        "stuck": i.stuck,
     })
 }
 
@@ -318,6 +321,7 @@ mod tests {
             stats: &stats,
             types: &[DataType::Trade],
             readiness: &r,
+            stuck: &[],
             is_running: true,
             now_ms: 5_000,
             migration: None,

@@ -89,6 +89,27 @@ async fn nats_down_is_not_ready_but_alive() {
 }
 
 #[tokio::test]
+async fn a_stuck_type_fails_health_and_is_named_by_ready() {
+    let stats = healthy();
+    stats
+        .of(DataType::Trade)
+        .set_stuck("writer task died: panicked".into());
+    let state = OpsState::new(stats, TYPES);
+    let (code, v) = get_json(&state, "/health").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["stuck"],
+        serde_json::json!(["trade: stuck (restart needed): writer task died: panicked"])
+    );
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["trade: stuck (restart needed): writer task died: panicked"])
+    );
+}
+
+#[tokio::test]
 async fn clickhouse_down_is_not_ready() {
     let stats = healthy();
     stats.clickhouse_up.store(false, Relaxed);

@@ -62,6 +62,9 @@ pub async fn run(
             floor: 0,
             needs_resync: needs_resync.clone(),
             broken: false,
+            epoch: 0,
+            journal_rev: 0,
+            fence: CancellationToken::new(),
         };
         tasks.push(tokio::spawn(writer.run(drx)));
         tasks.push(tokio::spawn(decoder::run(rx, dtx, stats.clone())));

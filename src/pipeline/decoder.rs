@@ -55,6 +55,8 @@ pub struct DecodedBatch {
     pub last_seq: u64,
     /// Messages in the batch.
     pub count: u64,
+    /// Payload bytes of the batch's messages (for the unacked-bytes budget).
+    pub bytes: usize,
     /// Earliest publish time, UTC ms.
     pub first_published_ms: i64,
     /// Ack handles, consumed after the insert.
@@ -69,10 +71,14 @@ pub struct DecodedBatch {
 pub enum StageCmd<B> {
     /// Start over from a new ack floor with the journal as loaded.
     Reset {
-        /// Every journaled batch (recent history included).
+        /// Every journaled batch of the current stream epoch (recent history included).
         journaled: Vec<crate::source::journal::JournalEntry>,
         /// The consumer's ack floor.
         floor: u64,
+        /// The stream's epoch (`source::journal::stream_epoch`; 0 without a stream).
+        epoch: u64,
+        /// The journal entry's revision as read (a write must replace exactly this one).
+        revision: u64,
     },
     /// A batch to decode / to insert then ack.
     Batch(B),
@@ -137,6 +143,7 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
         first_seq: b.first_seq,
         last_seq: b.last_seq,
         count: b.count,
+        bytes: b.bytes,
         first_published_ms: b.first_published_ms,
         acks: b.acks,
     }
@@ -173,7 +180,17 @@ pub async fn run(
                 };
                 StageCmd::Batch(decoded)
             }
-            StageCmd::Reset { journaled, floor } => StageCmd::Reset { journaled, floor },
+            StageCmd::Reset {
+                journaled,
+                floor,
+                epoch,
+                revision,
+            } => StageCmd::Reset {
+                journaled,
+                floor,
+                epoch,
+                revision,
+            },
             StageCmd::AckOnly(h) => StageCmd::AckOnly(h),
             StageCmd::Sync(s) => StageCmd::Sync(s),
         };

@@ -6,6 +6,13 @@
 //! the three run on different cores and at most one batch waits at each step: when ClickHouse
 //! slows down the reader blocks, stops pulling, and JetStream keeps the rest.
 //! Shutdown: stop pulling → close the open batch → insert → ack → exit.
+//!
+//! Supervision: losing the lease (a refresh fails: NATS unreachable, or the lease expired and
+//! was taken) or the journal (another owner rewrote it) is a state to recover from, never an
+//! exit: the type's stages are aborted — fenced: nothing they hold is journaled, inserted or
+//! acked any more, it is re-read — and the lease is re-acquired with backoff, after which the
+//! reader resynchronises from the ack floor; `/ready` names the type and the reason meanwhile.
+//! A stage that ends by itself (a panic) marks the type stuck, and `/health` fails.
 
 pub mod core;
 pub mod decoder;
@@ -26,7 +33,7 @@ use crate::batch::Limits;
 use crate::model::DataType;
 use crate::sink::Sink;
 use crate::source::journal::Journal;
-use crate::source::lease::{LEASE_REFRESH, Leases};
+use crate::source::lease::{LEASE_REFRESH, Lease, Leases};
 use crate::source::streams::{self, Ensured, StreamSpec};
 use crate::source::{ConsumerSpec, SourceError};
 
@@ -45,8 +52,12 @@ pub struct Settings {
     pub limits: BTreeMap<DataType, Limits>,
     /// Unacked messages per type above which its reader stops pulling.
     pub max_queue: BTreeMap<DataType, usize>,
+    /// Unacked payload bytes per type above which its reader stops pulling.
+    pub max_queue_bytes: BTreeMap<DataType, u64>,
     /// Messages per pull request.
     pub fetch_batch: usize,
+    /// Most bytes one pull request may return.
+    pub fetch_max_bytes: usize,
     /// Key-value bucket of the batch journal.
     pub journal_bucket: String,
     /// Key-value bucket of the consumer leases.
@@ -116,6 +127,37 @@ where
     }
 }
 
+/// Binds (creating when missing) every type's durable once before anything starts, so an
+/// existing durable that cannot be used (not `AckPolicy::All`) fails the start with a clear
+/// error instead of being misused. Other errors are retried until `stop`.
+async fn check_durables(
+    js: &jetstream::Context,
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> Result<(), SourceError> {
+    for t in &settings.types {
+        let Some(spec) = settings.consumers.get(t) else {
+            continue;
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match crate::source::bind_consumer(js, spec).await {
+                Ok(_) => break,
+                Err(e @ SourceError::DurableUnusable { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "bind durable {} failed", spec.durable);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the JetStream pipeline for every configured type until `stop` is set and every
 /// type has flushed (or given up on a retry because of the shutdown).
 pub async fn run(
@@ -135,6 +177,7 @@ pub async fn run(
         Leases::open(&js, &settings.lease_bucket, &settings.instance_id)
     })
     .await?;
+    check_durables(&js, &settings, &stop).await?;
     // Restored before any stage starts, so no batch is checked against an empty state.
     let quality_timer =
         crate::quality::restore::start(sink.clone(), stats.quality.clone(), &settings.types, &stop)
@@ -146,9 +189,16 @@ pub async fn run(
             continue;
         };
         let max_queue = settings.max_queue.get(&t).copied().unwrap_or(usize::MAX);
+        let max_queue_bytes = settings
+            .max_queue_bytes
+            .get(&t)
+            .copied()
+            .unwrap_or(u64::MAX);
         tasks.push(tokio::spawn(run_type(TypeCtx {
             data_type: t,
             max_queue,
+            max_queue_bytes,
+            fetch_max_bytes: settings.fetch_max_bytes,
             js: js.clone(),
             spec: spec.clone(),
             limits: *limits,
@@ -172,10 +222,12 @@ pub async fn run(
 struct TypeCtx {
     data_type: DataType,
     max_queue: usize,
+    max_queue_bytes: u64,
     js: jetstream::Context,
     spec: ConsumerSpec,
     limits: Limits,
     fetch_batch: usize,
+    fetch_max_bytes: usize,
     journal: Journal,
     leases: Leases,
     sink: Arc<Sink>,
@@ -183,30 +235,128 @@ struct TypeCtx {
     stop: CancellationToken,
 }
 
+/// How one run of a type's stages (one lease) ended.
+enum TermEnd {
+    /// Shutdown: the stages drained (or the grace period cut them off).
+    Stopped,
+    /// The lease or the journal was taken from us, or NATS was unreachable long enough for a
+    /// lease refresh to fail: the stages were aborted (what they held is dropped, unacked, and
+    /// re-read); re-acquire and start over.
+    Fenced(String),
+    /// A stage ended by itself (a panic, or a state a retry cannot fix): stuck until restarted.
+    Died(String),
+}
+
+/// Supervises one type for the life of the process: acquire the lease, run the stages,
+/// and whenever the lease (or NATS) is lost, fence the old stages and start over. Losing the
+/// lease or NATS is a state to recover from, never an exit; only a shutdown or a stage that
+/// died ends it.
 async fn run_type(ctx: TypeCtx) {
     let dt = ctx.data_type;
-    let stop = ctx.stop.clone();
+    let st = ctx.stats.of(dt);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(mut lease) = acquire_lease(&ctx).await else {
+            st.set_waiting(None);
+            return;
+        };
+        st.set_waiting(None);
+        tracing::info!(data_type = %dt, durable = %ctx.spec.durable, instance = ctx.leases.instance(), "consumer lease held");
+        let started = std::time::Instant::now();
+        let end = run_term(&ctx, &mut lease).await;
+        st.bound.store(false, Relaxed);
+        match end {
+            TermEnd::Stopped => {
+                // Bounded, and skipped with NATS down: the lease then simply expires.
+                if ctx.stats.nats_connected.load(Relaxed) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
+                        .await;
+                }
+                tracing::info!(data_type = %dt, "stopped");
+                return;
+            }
+            TermEnd::Fenced(why) => {
+                tracing::warn!(data_type = %dt, reason = %why,
+                    "stages stopped and fenced (what they held is re-read); re-acquiring the consumer");
+                st.error(why.clone());
+                st.set_waiting(Some(format!("{why}; re-acquiring the consumer")));
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(200);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = ctx.stop.cancelled() => { st.set_waiting(None); return; }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            TermEnd::Died(why) => {
+                tracing::error!(data_type = %dt, reason = %why,
+                    "a stage stopped by itself; the type cannot make progress until the service is restarted");
+                if st.stuck_reason().is_none() {
+                    st.set_stuck(why);
+                }
+                // Give the consumer up, so a standby (or our restart) takes over at once.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Takes the type's lease, retrying with backoff (another holder: every refresh period).
+/// `None` on shutdown.
+async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
+    let dt = ctx.data_type;
+    let st = ctx.stats.of(dt);
     let mut said_standby = false;
-    let mut lease = loop {
-        match ctx.leases.acquire(&ctx.spec.durable).await {
-            Ok(l) => break l,
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let res = tokio::select! {
+            r = ctx.leases.acquire(&ctx.spec.durable) => r,
+            _ = ctx.stop.cancelled() => return None,
+        };
+        let wait = match res {
+            Ok(l) => return Some(l),
             Err(SourceError::Leased { holder, .. }) => {
                 if !said_standby {
                     tracing::info!(data_type = %dt, %holder, "standby: another instance holds this consumer");
                     said_standby = true;
                 }
+                st.set_waiting(Some(format!(
+                    "standby: consumer lease held by instance {holder}"
+                )));
+                LEASE_REFRESH
             }
-            Err(e) => tracing::warn!(data_type = %dt, error = %e, "lease not acquired; retrying"),
-        }
+            Err(e) => {
+                tracing::warn!(data_type = %dt, error = %e, retry_in = ?delay, "lease not acquired; retrying");
+                if st.waiting_reason().is_none() {
+                    st.set_waiting(Some(format!("acquiring the consumer lease: {e}")));
+                }
+                let d = delay;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                d
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(LEASE_REFRESH) => {}
-            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.stop.cancelled() => return None,
         }
-    };
-    tracing::info!(data_type = %dt, durable = %ctx.spec.durable, instance = ctx.leases.instance(), "consumer lease held");
+    }
+}
 
-    // Cancelled on shutdown (parent) or when the lease is lost (this type only).
+/// Runs the type's three stages under one lease until shutdown, fencing or a stage's end.
+async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
+    let dt = ctx.data_type;
+    let stop = &ctx.stop;
+    // Cancelled on shutdown (parent): the stages drain.
     let type_stop = stop.child_token();
+    // Cancelled by the writer when its journal write was refused (another owner).
+    let fence = CancellationToken::new();
+    // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
+    let st = ctx.stats.of(dt);
+    st.queued.store(0, Relaxed);
+    st.queued_bytes.store(0, Relaxed);
     let stored_through = Arc::new(AtomicU64::new(0));
     let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel(1);
@@ -223,6 +373,9 @@ async fn run_type(ctx: TypeCtx) {
         floor: 0,
         needs_resync: needs_resync.clone(),
         broken: false,
+        epoch: 0,
+        journal_rev: 0,
+        fence: fence.clone(),
     };
     let reader = reader::Reader {
         data_type: dt,
@@ -230,7 +383,9 @@ async fn run_type(ctx: TypeCtx) {
         spec: ctx.spec.clone(),
         limits: ctx.limits,
         fetch_batch: ctx.fetch_batch,
+        fetch_max_bytes: ctx.fetch_max_bytes,
         max_queue: ctx.max_queue,
+        max_queue_bytes: ctx.max_queue_bytes,
         journal: ctx.journal.clone(),
         stats: ctx.stats.clone(),
         stop: type_stop.clone(),
@@ -238,40 +393,62 @@ async fn run_type(ctx: TypeCtx) {
         stored_through,
         needs_resync,
     };
-    let wh = tokio::spawn(writer.run(drx));
-    let dh = tokio::spawn(decoder::run(rx, dtx, ctx.stats.clone()));
-    let mut rh = tokio::spawn(reader.run());
-    let mut lease_ok = true;
-    let mut reader_done = false;
-    loop {
+    let mut stages = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    names.insert(stages.spawn(writer.run(drx)).id(), "writer");
+    names.insert(
+        stages.spawn(decoder::run(rx, dtx, ctx.stats.clone())).id(),
+        "decoder",
+    );
+    names.insert(stages.spawn(reader.run()).id(), "reader");
+    let end = loop {
         tokio::select! {
+            biased;
+            _ = stop.cancelled() => break TermEnd::Stopped,
+            _ = fence.cancelled() => {
+                break TermEnd::Fenced("the journal was changed by another owner".into());
+            }
             _ = tokio::time::sleep(LEASE_REFRESH) => {
-                if let Err(e) = ctx.leases.refresh(&mut lease).await {
-                    tracing::error!(data_type = %dt, error = %e, "consumer lease lost; this instance stops reading the type");
-                    ctx.stats.of(dt).error(e.to_string());
-                    lease_ok = false;
-                    type_stop.cancel();
-                    break;
+                let res = tokio::select! {
+                    r = ctx.leases.refresh(lease) => r,
+                    _ = stop.cancelled() => break TermEnd::Stopped,
+                };
+                if let Err(e) = res {
+                    break TermEnd::Fenced(format!("consumer lease lost ({e})"));
                 }
             }
-            _ = stop.cancelled() => {
-                type_stop.cancel();
-                break;
-            }
-            _ = &mut rh => {
-                reader_done = true;
-                break;
+            Some(done) = stages.join_next_with_id() => {
+                let (id, what) = match &done {
+                    Ok((id, ())) => (*id, "ended".to_string()),
+                    Err(e) if e.is_panic() => (e.id(), format!("panicked: {e}")),
+                    Err(e) => (e.id(), format!("was cancelled: {e}")),
+                };
+                let name = names.get(&id).copied().unwrap_or("stage");
+                if stop.is_cancelled() {
+                    break TermEnd::Stopped;
+                }
+                if fence.is_cancelled() {
+                    break TermEnd::Fenced("the journal was changed by another owner".into());
+                }
+                break TermEnd::Died(format!("{name} task {what}"));
             }
         }
+    };
+    match end {
+        TermEnd::Stopped => {
+            // Drain: the reader closes its batch, the writer inserts and acks (bounded by the
+            // caller's grace period).
+            type_stop.cancel();
+            while stages.join_next().await.is_some() {}
+        }
+        TermEnd::Fenced(_) | TermEnd::Died(_) => {
+            // Fencing: nothing the old stages hold may be journaled, inserted or acked any
+            // more. Aborting them is a crash of this type only, which the journal makes safe:
+            // what they held is unacked and re-read, cut at the journaled boundaries.
+            type_stop.cancel();
+            stages.abort_all();
+            while stages.join_next().await.is_some() {}
+        }
     }
-    if !reader_done {
-        let _ = rh.await;
-    }
-    let _ = dh.await;
-    let _ = wh.await;
-    ctx.stats.of(dt).bound.store(false, Relaxed);
-    if lease_ok {
-        ctx.leases.release(lease).await;
-    }
-    tracing::info!(data_type = %dt, "stopped");
+    end
 }

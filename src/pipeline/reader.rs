@@ -8,6 +8,15 @@
 //! boundaries so in-doubt batches are re-sent with their original tokens — and only then pulls
 //! new messages from the durable. A redelivered message that is already stored is acked; one
 //! that is still held in memory is skipped.
+//!
+//! A stop or resync hands over the closed batches and the open one, except while a journaled
+//! cut point is still ahead: then the open batch is a part of a journaled batch, which may only
+//! be inserted whole under its token, so it is dropped (unacked) and re-read. Journal entries
+//! of another stream epoch (the stream was deleted and created again) are ignored.
+//!
+//! Memory is bounded twice: pulls ask for at most `fetch_batch` messages and `fetch_max_bytes`
+//! bytes, and the reader stops pulling while `max_queue` messages or `max_queue_bytes` payload
+//! bytes of its type are received but not acked.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,11 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::AckHandle;
 use crate::batch::{Batcher, Limits};
 use crate::model::DataType;
-use crate::source::journal::{Journal, JournalEntry};
+use crate::source::journal::{Journal, JournalEntry, stream_epoch};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
 use super::decoder::{RawBatch, RawMsg, StageCmd};
-use super::stats::Stats;
+use super::stats::{Stats, TypeStats};
 
 /// How long the recovery read waits for the next message before asking whether any is left.
 const RECOVERY_IDLE: Duration = Duration::from_secs(5);
@@ -50,6 +59,10 @@ pub(crate) struct Reader {
     pub fetch_batch: usize,
     /// Messages received but not yet acked above which the reader stops pulling.
     pub max_queue: usize,
+    /// Payload bytes received but not yet acked above which the reader stops pulling.
+    pub max_queue_bytes: u64,
+    /// Most bytes one pull request may return.
+    pub fetch_max_bytes: usize,
     pub journal: Journal,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
@@ -73,6 +86,15 @@ impl Reader {
                 Ok(Flow::Resync(why)) => {
                     tracing::info!(data_type = %self.data_type, why, "resynchronising from the ack floor");
                     backoff = Duration::from_millis(200);
+                }
+                Err(e @ SourceError::DurableUnusable { .. }) => {
+                    // Not something a retry fixes, and the durable is never changed by us.
+                    tracing::error!(data_type = %self.data_type, error = %e, "durable cannot be used");
+                    let st = self.stats.of(self.data_type);
+                    st.error(e.to_string());
+                    st.bound.store(false, Relaxed);
+                    st.set_stuck(e.to_string());
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(data_type = %self.data_type, error = %e, "reader error; resynchronising");
@@ -108,6 +130,24 @@ impl Reader {
         Ok(())
     }
 
+    /// At a stop or resync: hands over the closed batches and the open one, unless a journaled
+    /// cut point is still ahead. Then the open batch is (part of) a journaled batch that may
+    /// only be inserted whole under its token: it is dropped, unacked, and re-read later.
+    async fn hand_over(&self, batcher: &mut Batcher<RawMsg, AckHandle>) -> Result<(), SourceError> {
+        if batcher.has_pending_cuts() {
+            if let Some(part) = batcher.discard_open() {
+                let st = self.stats.of(self.data_type);
+                TypeStats::sub(&st.queued, part.count);
+                TypeStats::sub(&st.queued_bytes, part.bytes as u64);
+                tracing::info!(data_type = %self.data_type, first = part.first_seq, last = part.last_seq,
+                    count = part.count, "part of a journaled batch not sent (re-read later)");
+            }
+        } else {
+            batcher.close();
+        }
+        self.send_closed(batcher).await
+    }
+
     /// Waits until the writer has inserted and acked everything handed to it.
     async fn drain_writer(&self) -> Result<(), SourceError> {
         let (tx, rx) = oneshot::channel();
@@ -122,6 +162,7 @@ impl Reader {
         let st = self.stats.of(self.data_type);
         st.received.fetch_add(1, Relaxed);
         st.queued.fetch_add(1, Relaxed);
+        st.queued_bytes.fetch_add(d.payload.len() as u64, Relaxed);
         // The server's receive time: no clock read per message.
         st.last_message_ms.store(d.published_ms, Relaxed);
         st.consumer_pending.store(d.pending, Relaxed);
@@ -141,8 +182,25 @@ impl Reader {
         let st = self.stats.of(dt);
         st.resyncs.fetch_add(1, Relaxed);
         self.drain_writer().await?;
+        // Nothing is in flight now: what a failed run still counted as unacked (a batcher
+        // dropped with an error) is re-read from the ack floor, so it no longer counts.
+        st.queued.store(0, Relaxed);
+        st.queued_bytes.store(0, Relaxed);
 
         let mut consumer = bind_consumer(&self.js, &self.spec).await?;
+        // The stream's epoch: a recreated stream restarts its sequences at 1.
+        let epoch = {
+            let mut stream = self
+                .js
+                .get_stream(&self.spec.stream)
+                .await
+                .map_err(api_err(format!("get stream {}", self.spec.stream)))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(api_err(format!("stream {} info", self.spec.stream)))?;
+            stream_epoch(info)
+        };
         let info = consumer
             .info()
             .await
@@ -154,7 +212,13 @@ impl Reader {
         st.consumer_pending.store(info.num_pending, Relaxed);
         st.bound.store(true, Relaxed);
 
-        let journaled = self.journal.get(&self.spec.durable).await?;
+        let loaded = self.journal.get(&self.spec.durable).await?;
+        let (journaled, other_epoch): (Vec<JournalEntry>, Vec<JournalEntry>) =
+            loaded.entries.into_iter().partition(|e| e.in_epoch(epoch));
+        if !other_epoch.is_empty() {
+            tracing::warn!(data_type = %dt, stream = %self.spec.stream, epoch, ignored = other_epoch.len(),
+                "journal entries of an earlier incarnation of the stream ignored (the stream was recreated)");
+        }
         // Batches above the floor must be re-cut exactly where they were cut before.
         let entries: Vec<&JournalEntry> = journaled.iter().filter(|e| e.last_seq > floor).collect();
         let mut batcher = Batcher::new(dt, self.limits).keep_last_ack_only(ack_all);
@@ -172,7 +236,13 @@ impl Reader {
                 "re-forming journaled batches from the stream");
         }
         self.stored_through.store(floor, Relaxed);
-        self.send(StageCmd::Reset { journaled, floor }).await?;
+        self.send(StageCmd::Reset {
+            journaled,
+            floor,
+            epoch,
+            revision: loaded.revision,
+        })
+        .await?;
 
         // Re-read everything delivered but not acked, straight from the stream.
         let mut last_seen = floor;
@@ -180,8 +250,7 @@ impl Reader {
             let recovered = self.recover(&mut batcher, floor, delivered).await?;
             last_seen = last_seen.max(recovered);
             if self.stop.is_cancelled() {
-                batcher.close();
-                self.send_closed(&mut batcher).await?;
+                self.hand_over(&mut batcher).await?;
                 return Ok(Flow::Exit);
             }
         }
@@ -196,6 +265,7 @@ impl Reader {
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.fetch_batch)
+            .max_bytes_per_batch(self.fetch_max_bytes)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -206,17 +276,18 @@ impl Reader {
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
-            // Back-pressure by count: above max_queue unacked messages, stop pulling (the
-            // server keeps the rest) until the writer acks. Not while a journaled boundary is
-            // still ahead: that batch cannot close before its messages arrive.
-            let full = usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX)
+            // Back-pressure by count and bytes: above max_queue unacked messages or
+            // max_queue_bytes unacked payload bytes, stop pulling (the server keeps the rest)
+            // until the writer acks. Not while a journaled boundary is still ahead: that batch
+            // cannot close before its messages arrive.
+            let full = (usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX)
                 >= self.max_queue
+                || st.queued_bytes.load(Relaxed) >= self.max_queue_bytes)
                 && !batcher.has_pending_cuts();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    batcher.close();
-                    self.send_closed(&mut batcher).await?;
+                    self.hand_over(&mut batcher).await?;
                     return Ok(Flow::Exit);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(5)), if full => {}
@@ -228,8 +299,7 @@ impl Reader {
                     if self.needs_resync.swap(false, Relaxed) {
                         // The writer drops batches until our Reset: hand over what we hold
                         // (dropped, re-read after the resync) and start over.
-                        batcher.close();
-                        self.send_closed(&mut batcher).await?;
+                        self.hand_over(&mut batcher).await?;
                         return Ok(Flow::Resync("an ack was not confirmed"));
                     }
                 }
@@ -240,13 +310,11 @@ impl Reader {
                 next = messages.next(), if !full => {
                     let msg = match next {
                         None => {
-                            batcher.close();
-                            self.send_closed(&mut batcher).await?;
+                            self.hand_over(&mut batcher).await?;
                             return Ok(Flow::Resync("message stream ended"));
                         }
                         Some(Err(e)) => {
-                            batcher.close();
-                            self.send_closed(&mut batcher).await?;
+                            self.hand_over(&mut batcher).await?;
                             st.error(format!("pull: {e}"));
                             return Ok(Flow::Resync("pull error"));
                         }
@@ -256,8 +324,7 @@ impl Reader {
                     if d.consumer_seq != expected {
                         tracing::warn!(data_type = %dt, expected, got = d.consumer_seq,
                             "deliveries lost in transit");
-                        batcher.close();
-                        self.send_closed(&mut batcher).await?;
+                        self.hand_over(&mut batcher).await?;
                         return Ok(Flow::Resync("consumer sequence gap"));
                     }
                     expected += 1;

@@ -44,6 +44,13 @@ pub struct TypeStats {
     pub consumer_pending: AtomicU64,
     /// Whether this instance holds the consumer (false: standby or not started).
     pub bound: AtomicBool,
+    /// Why the type is not consuming right now while it recovers by itself (lease lost or
+    /// being re-acquired, NATS unreachable); `None` while it runs. Shown by `/ready`.
+    pub waiting: Mutex<Option<String>>,
+    /// Why the type stopped for good and will not recover without a restart (a stage task
+    /// died, the durable cannot be used); `None` while it can make progress. `/health` turns
+    /// non-200 while any type is stuck, so an orchestrator restarts the process.
+    pub stuck: Mutex<Option<String>>,
     /// Sum of publish→insert latency over inserted batches' first messages, ms.
     pub latency_ms_sum: AtomicU64,
     /// Last batch's publish→insert latency (oldest message), ms.
@@ -90,6 +97,35 @@ impl TypeStats {
         if let Some(ms) = publish_to_insert_ms {
             self.histograms.publish_to_insert_ms.observe(ms);
         }
+    }
+
+    /// Sets (or clears, with `None`) why the type is waiting to recover.
+    pub fn set_waiting(&self, why: Option<String>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+
+    /// Marks the type stuck: it cannot make progress without a restart.
+    pub fn set_stuck(&self, why: String) {
+        if let Ok(mut s) = self.stuck.lock() {
+            *s = Some(why);
+        }
+    }
+
+    /// Why the type waits, if it does.
+    pub fn waiting_reason(&self) -> Option<String> {
+        self.waiting.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// Why the type is stuck, if it is.
+    pub fn stuck_reason(&self) -> Option<String> {
+        self.stuck.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Subtracts from a counter, never below zero.
+    pub fn sub(c: &AtomicU64, n: u64) {
+        let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
     }
 
     /// Adds to a counter.

@@ -5,6 +5,17 @@
 //! retrying retriable ClickHouse errors forever (back-pressure: the reader blocks on the
 //! bounded channel meanwhile), then acks. **Invariant:** no message is acked before the INSERT
 //! holding it returned 200.
+//!
+//! A journaled batch is only ever inserted whole under its token: a batch that matches a journal
+//! entry exactly (first, last, count) re-uses its token; the reader never hands over a part of
+//! a journaled batch (it drops it at a stop or resync, to be re-read). The one exception is a
+//! journaled batch that can never be re-formed because its messages are gone from the stream
+//! (removed by limits): the part that is left is journaled and inserted under a token of its
+//! own exact boundaries (ARCHITECTURE.md, "Exactly once", residual case).
+//!
+//! Journal writes state the revision they replace: when another owner rewrote the entry since
+//! our reader loaded it (our lease was lost), the write fails, the writer cancels `fence` and
+//! stops; the type's supervisor drops everything this pipeline holds and starts over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -16,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckHandle, ack_until_confirmed};
 use crate::model::DataType;
 use crate::sink::{self, Sink};
+use crate::source::SourceError;
 use crate::source::journal::{Journal, JournalEntry};
 
 use super::decoder::{DecodedBatch, StageCmd};
@@ -51,6 +63,12 @@ pub(crate) struct Writer {
     pub needs_resync: Arc<std::sync::atomic::AtomicBool>,
     /// Whether batches are being dropped until the next `Reset`.
     pub broken: bool,
+    /// The stream's epoch (from the last `Reset`; 0 without a stream, as in core mode).
+    pub epoch: u64,
+    /// Revision of the consumer's journal entry this writer last read or wrote.
+    pub journal_rev: u64,
+    /// Cancelled by the writer when its journal write was fenced (another owner wrote it).
+    pub fence: CancellationToken,
 }
 
 /// Counts a failed insert attempt and marks since when the type's inserts have been failing
@@ -68,18 +86,24 @@ impl Writer {
     pub async fn run(mut self, mut rx: mpsc::Receiver<StageCmd<DecodedBatch>>) {
         while let Some(cmd) = rx.recv().await {
             let ok = match cmd {
-                StageCmd::Reset { journaled, floor } => {
+                StageCmd::Reset {
+                    journaled,
+                    floor,
+                    epoch,
+                    revision,
+                } => {
                     self.journaled = journaled;
                     self.floor = floor;
+                    self.epoch = epoch;
+                    self.journal_rev = revision;
                     self.broken = false;
                     true
                 }
                 StageCmd::Batch(b) if self.broken => {
                     // Dropped: re-read after the resync, and counted as queued again then.
                     let st = self.st();
-                    let _ = st
-                        .queued
-                        .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
+                    TypeStats::sub(&st.queued, b.count);
+                    TypeStats::sub(&st.queued_bytes, b.bytes as u64);
                     true
                 }
                 StageCmd::AckOnly(_) if self.broken => true,
@@ -147,9 +171,8 @@ impl Writer {
             rows = inserted_rows, dead, %token, "batch stored");
         let acked = self.ack(&b.acks).await;
         let st = self.st();
-        let _ = st
-            .queued
-            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(b.count)));
+        TypeStats::sub(&st.queued, b.count);
+        TypeStats::sub(&st.queued_bytes, b.bytes as u64);
         acked
     }
 
@@ -243,29 +266,64 @@ impl Writer {
         Ok((inserted_rows, dead.len() as u64))
     }
 
-    /// Finds the batch's journaled token, or journals it with a new one. None on shutdown.
+    /// Finds the batch's journaled token, or journals it with a new one. None on shutdown or
+    /// when the journal was fenced (then `fence` is cancelled).
+    ///
+    /// Only an exact match (same first, last and count) re-uses a journaled token. A batch that
+    /// overlaps a journaled one without matching it is the residual case of a journaled batch
+    /// whose messages are partly gone from the stream (the reader sends no other parts): the
+    /// overlapped entries are replaced by the part's own boundaries and token.
     async fn journal_batch(&mut self, b: &DecodedBatch) -> Option<String> {
         if let Some(e) = self
             .journaled
             .iter()
-            .find(|e| e.first_seq <= b.first_seq && b.last_seq <= e.last_seq)
+            .find(|e| e.first_seq == b.first_seq && e.last_seq == b.last_seq && e.count == b.count)
         {
             return Some(e.token.clone());
         }
-        let token = sink::batch_token(&self.durable, b.first_seq, b.last_seq, b.count);
+        let overlaps = |e: &JournalEntry| e.first_seq <= b.last_seq && b.first_seq <= e.last_seq;
+        if let Some(e) = self.journaled.iter().find(|e| overlaps(e)) {
+            tracing::warn!(data_type = %self.data_type, journaled_first = e.first_seq,
+                journaled_last = e.last_seq, journaled_count = e.count, first = b.first_seq,
+                last = b.last_seq, count = b.count,
+                "journaled batch cannot be re-formed whole (messages gone from the stream); inserting the rest under its own token");
+            self.journaled.retain(|e| !overlaps(e));
+        }
+        let token = if self.epoch == 0 {
+            sink::batch_token(&self.durable, b.first_seq, b.last_seq, b.count)
+        } else {
+            sink::epoch_batch_token(&self.durable, self.epoch, b.first_seq, b.last_seq, b.count)
+        };
         self.journaled.push(JournalEntry {
             first_seq: b.first_seq,
             last_seq: b.last_seq,
             count: b.count,
             token: token.clone(),
+            epoch: (self.epoch != 0).then_some(self.epoch),
         });
         let Some(journal) = &self.journal else {
             return Some(token);
         };
         let mut delay = Duration::from_millis(100);
         loop {
-            match journal.put(&self.durable, &self.journaled).await {
-                Ok(()) => return Some(token),
+            match journal
+                .put(&self.durable, &self.journaled, self.journal_rev)
+                .await
+            {
+                Ok(rev) => {
+                    self.journal_rev = rev;
+                    return Some(token);
+                }
+                Err(e @ SourceError::Fenced { .. }) => {
+                    // Someone else wrote the entry since we read it (or a write of ours that
+                    // timed out landed after all): what we hold may be cut differently from
+                    // what the journal says. Stop; the supervisor starts over from the journal.
+                    self.st().error(e.to_string());
+                    tracing::warn!(data_type = %self.data_type, error = %e,
+                        "journal changed under this writer; dropping what it holds and starting over");
+                    self.fence.cancel();
+                    return None;
+                }
                 Err(e) => {
                     self.st().error(e.to_string());
                     tracing::warn!(data_type = %self.data_type, error = %e, "journal write failed; retrying");

@@ -23,6 +23,23 @@ pub fn batch_token(consumer: &str, first_seq: u64, last_seq: u64, count: u64) ->
     format!("mp1:{consumer}:{first_seq}-{last_seq}:{count}")
 }
 
+/// The dedup token of a batch of a JetStream stream:
+/// `mp2:<consumer>:<epoch>:<first_seq>-<last_seq>:<count>`.
+///
+/// Like [`batch_token`], plus the stream's epoch (its creation time in ns): a stream that is
+/// deleted and created again restarts its sequences at 1, and without the epoch its new
+/// batches would get the tokens of old ones and be dropped as duplicates. Tokens already
+/// journaled in the `mp1` form stay valid: a journaled batch always re-uses its stored token.
+pub fn epoch_batch_token(
+    consumer: &str,
+    epoch: u64,
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+) -> String {
+    format!("mp2:{consumer}:{epoch}:{first_seq}-{last_seq}:{count}")
+}
+
 /// The token for the dead letters of the batch tokened `token` (decode-time rejections and
 /// rows ClickHouse refused, in one insert): `<token>/dl`. Tokens are scoped per table, so the
 /// suffix is not needed for correctness today; it keeps the dead-letter insert recognisable in
@@ -302,6 +319,12 @@ mod tests {
         );
         assert_eq!(batch_token("c", 1, 1, 1), batch_token("c", 1, 1, 1));
         assert_ne!(batch_token("c", 1, 2, 2), batch_token("d", 1, 2, 2));
+        // A recreated stream (another epoch) never reuses the tokens of the old one.
+        assert_eq!(epoch_batch_token("c", 9, 1, 2, 2), "mp2:c:9:1-2:2");
+        assert_ne!(
+            epoch_batch_token("c", 9, 1, 2, 2),
+            epoch_batch_token("c", 10, 1, 2, 2)
+        );
         assert_eq!(dead_letter_token("t"), "t/dl");
     }
 

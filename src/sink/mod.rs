@@ -40,7 +40,7 @@ pub use backoff::{Backoff, DEFAULT_CAP, DEFAULT_FACTOR, DEFAULT_INITIAL};
 pub use error::{ErrorClass, SinkError, classify, parse_code, parse_status};
 pub use isolate::{
     Isolation, MAX_PARTITIONS_PER_INSERT, Piece, RejectedRow, Splitter, batch_token, child_token,
-    dead_letter_token, split,
+    dead_letter_token, epoch_batch_token, split,
 };
 pub use native::{
     EncodeError, LowCardinalityEncoding, encode_block, encode_dead_letters, encode_quality_events,

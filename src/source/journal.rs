@@ -7,6 +7,15 @@
 //! the durable redelivers them). After a crash at any instant the messages above the ack floor
 //! are re-read and cut at the same places, re-sent with the same tokens, and ClickHouse drops
 //! whatever it already has.
+//!
+//! Two identities keep an entry from being applied where it does not belong:
+//! - the stream's epoch (its creation time in ns, [`stream_epoch`]): a stream deleted and
+//!   created again restarts its sequences at 1, so an entry of another epoch describes other
+//!   messages and is ignored (entries written before epochs existed carry none and are taken as
+//!   the current epoch, so an upgrade still replays its in-doubt batches with their tokens);
+//! - the entry's revision in the bucket: every write states the revision it replaces, so a
+//!   writer that lost its lease (another reader re-read the journal since) cannot overwrite the
+//!   journal: its write fails with [`SourceError::Fenced`].
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
@@ -24,6 +33,32 @@ pub struct JournalEntry {
     pub count: u64,
     /// The `insert_deduplication_token` its INSERTs carry.
     pub token: String,
+    /// The stream's epoch ([`stream_epoch`]) when the batch was cut; absent in entries written
+    /// before epochs were recorded (taken as the current epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+impl JournalEntry {
+    /// Whether the entry describes messages of the stream epoch `epoch`.
+    pub fn in_epoch(&self, epoch: u64) -> bool {
+        self.epoch.is_none_or(|e| e == epoch)
+    }
+}
+
+/// The stream's epoch: its creation time in nanoseconds since 1970. A stream deleted and
+/// created again gets a new one, while its sequences restart at 1.
+pub fn stream_epoch(info: &jetstream::stream::Info) -> u64 {
+    u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0)
+}
+
+/// A consumer's journal as read: its entries and the revision a write must replace.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The entries, oldest first (every epoch).
+    pub entries: Vec<JournalEntry>,
+    /// The key's revision in the bucket (0: never written).
+    pub revision: u64,
 }
 
 /// Handle on the journal bucket.
@@ -58,33 +93,95 @@ impl Journal {
         Ok(Journal { store })
     }
 
-    /// The consumer's journaled batches not yet covered by a confirmed ack, oldest first.
-    pub async fn get(&self, consumer: &str) -> Result<Vec<JournalEntry>, SourceError> {
+    /// The consumer's journaled batches (oldest first) and the entry's revision.
+    pub async fn get(&self, consumer: &str) -> Result<Loaded, SourceError> {
         let raw = self
             .store
-            .get(consumer)
+            .entry(consumer)
             .await
             .map_err(api_err(format!("read journal entry {consumer}")))?;
         match raw {
-            None => Ok(Vec::new()),
-            Some(b) => serde_json::from_slice(&b).map_err(|e| SourceError::Api {
-                what: format!("parse journal entry {consumer}"),
-                detail: e.to_string(),
+            None => Ok(Loaded::default()),
+            Some(e) if e.operation != kv::Operation::Put => Ok(Loaded {
+                entries: Vec::new(),
+                revision: e.revision,
+            }),
+            Some(e) => Ok(Loaded {
+                entries: serde_json::from_slice(&e.value).map_err(|err| SourceError::Api {
+                    what: format!("parse journal entry {consumer}"),
+                    detail: err.to_string(),
+                })?,
+                revision: e.revision,
             }),
         }
     }
 
-    /// Records the batches in doubt (the last one is about to be inserted); returns once the
-    /// server has stored them.
-    pub async fn put(&self, consumer: &str, entries: &[JournalEntry]) -> Result<(), SourceError> {
+    /// Records the batches in doubt (the last one is about to be inserted), replacing revision
+    /// `revision` (0: the key was never written); returns the new revision once the server has
+    /// stored it. [`SourceError::Fenced`] when the entry changed since: someone else owns it.
+    pub async fn put(
+        &self,
+        consumer: &str,
+        entries: &[JournalEntry],
+        revision: u64,
+    ) -> Result<u64, SourceError> {
         let body = serde_json::to_vec(entries).map_err(|e| SourceError::Api {
             what: "encode journal entry".into(),
             detail: e.to_string(),
         })?;
-        self.store
-            .put(consumer, body.into())
-            .await
-            .map_err(api_err(format!("write journal entry {consumer}")))?;
-        Ok(())
+        let fenced = || SourceError::Fenced {
+            what: format!("journal entry {consumer} changed since revision {revision}"),
+        };
+        if revision == 0 {
+            return match self.store.create(consumer, body.into()).await {
+                Ok(r) => Ok(r),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(fenced()),
+                Err(e) => Err(SourceError::Api {
+                    what: format!("write journal entry {consumer}"),
+                    detail: e.to_string(),
+                }),
+            };
+        }
+        match self.store.update(consumer, body.into(), revision).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(fenced()),
+            Err(e) => Err(SourceError::Api {
+                what: format!("write journal entry {consumer}"),
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_the_previous_release_parse_and_count_as_the_current_epoch() {
+        let old = r#"[{"first_seq":1,"last_seq":1000,"count":1000,"token":"mp1:d:1-1000:1000"}]"#;
+        let entries: Vec<JournalEntry> = serde_json::from_str(old).unwrap();
+        assert_eq!(entries[0].epoch, None);
+        assert_eq!(entries[0].token, "mp1:d:1-1000:1000");
+        assert!(entries[0].in_epoch(42));
+    }
+
+    #[test]
+    fn entries_of_another_epoch_are_not_in_this_one_and_round_trip() {
+        let e = JournalEntry {
+            first_seq: 1,
+            last_seq: 5,
+            count: 5,
+            token: "mp2:d:7:1-5:5".into(),
+            epoch: Some(7),
+        };
+        assert!(e.in_epoch(7));
+        assert!(!e.in_epoch(8));
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"first_seq":1,"last_seq":5,"count":5,"token":"mp2:d:7:1-5:5","epoch":7}"#
+        );
+        assert_eq!(serde_json::from_str::<JournalEntry>(&text).unwrap(), e);
     }
 }

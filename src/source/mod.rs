@@ -28,6 +28,27 @@ pub enum SourceError {
         /// The client's error text.
         detail: String,
     },
+    /// The state this reader/writer acted on was taken over (journal rewritten by another
+    /// owner, lease lost): stop at once; whatever is held is dropped and re-read.
+    #[error("fenced: {what}")]
+    Fenced {
+        /// What changed under us.
+        what: String,
+    },
+    /// The existing durable cannot be used safely as it is; it is never changed by us.
+    #[error(
+        "durable {durable} on stream {stream} has ack policy {policy}, but exactly-once needs AckPolicy::All; \
+         it is left unchanged: delete it (`nats consumer rm {stream} {durable}`; its ack floor is lost, the \
+         journal and tokens make the re-read harmless) or set `nats.consumer_prefix` to use another name"
+    )]
+    DurableUnusable {
+        /// The durable's name.
+        durable: String,
+        /// Its stream.
+        stream: String,
+        /// Its ack policy as found.
+        policy: String,
+    },
     /// Another instance holds the lease on this consumer.
     #[error("consumer {consumer} is held by instance {holder}")]
     Leased {
@@ -120,6 +141,9 @@ pub struct ConsumerSpec {
 
 /// Binds the durable pull consumer, creating it when missing (never recreated or changed).
 ///
+/// An existing durable whose ack policy is not `AckPolicy::All` is refused with
+/// [`SourceError::DurableUnusable`] (naming it, its policy and the fix).
+///
 /// A new durable uses `AckPolicy::All` (one confirmed ack per batch, safe with one in-order
 /// reader), `DeliverPolicy::All` (a new durable sees the whole retained stream), unlimited
 /// deliveries (a message is never abandoned) and the configured `max_ack_pending`.
@@ -133,7 +157,19 @@ pub async fn bind_consumer(
         .await
         .map_err(api_err(format!("get stream {}", spec.stream)))?;
     match stream.get_consumer::<pull::Config>(&spec.durable).await {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            // An existing durable is never changed; one whose acks do not mean "everything up
+            // to here" (another tool's explicit-ack durable) is refused rather than misused.
+            let policy = c.cached_info().config.ack_policy;
+            if policy != AckPolicy::All {
+                return Err(SourceError::DurableUnusable {
+                    durable: spec.durable.clone(),
+                    stream: spec.stream.clone(),
+                    policy: format!("{policy:?}"),
+                });
+            }
+            Ok(c)
+        }
         Err(e) if e.to_string().contains("not found") => {
             let cfg = pull::Config {
                 durable_name: Some(spec.durable.clone()),

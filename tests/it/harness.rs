@@ -284,6 +284,21 @@ impl Service {
         c.wait().ok().and_then(|s| s.code())
     }
 
+    /// The child's process id, while one was started.
+    pub fn pid(&self) -> Option<nix::unistd::Pid> {
+        self.child
+            .as_ref()
+            .map(|c| nix::unistd::Pid::from_raw(c.id() as i32))
+    }
+
+    /// The child's exit code once it has exited by itself.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|s| s.code())
+    }
+
     /// Whether the child is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

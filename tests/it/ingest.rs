@@ -230,7 +230,7 @@ async fn all_eight_types_land_with_exact_values_and_bad_messages_become_dead_let
     );
 }
 
-fn trade_body(i: u64, now: i64) -> String {
+pub(crate) fn trade_body(i: u64, now: i64) -> String {
     let ex = if i.is_multiple_of(2) {
         "binance"
     } else {
@@ -293,7 +293,7 @@ async fn publish_trades_core(client: &async_nats::Client, from: u64, to: u64, no
     client.flush().await.unwrap();
 }
 
-async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
+pub(crate) async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Service) {
     let ok = wait_until(180, || async {
         ch.count("marketprism_hot.trades").await >= n
     })

@@ -13,6 +13,7 @@
 mod chaos;
 mod demo;
 mod faults_ch;
+mod faults_nats;
 mod flood;
 mod harness;
 mod ingest;
