@@ -25,6 +25,11 @@ pub struct ClickhouseArgs {
 /// Starts the server, prints its URL, forwards SIGINT/SIGTERM and waits for it to exit.
 pub async fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     let tools = Tools::locate(&args.tools_dir)?;
+    // Listen for SIGTERM before anything is printed: a supervisor that stops us as soon as it
+    // sees the ready line must reach the handler (forward and drain), not the default action.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut server =
         EmbeddedClickHouse::start_logging(&tools, &args.data_dir, &args.listen, "info").await?;
     super::out(&format!(
@@ -32,9 +37,8 @@ pub async fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
         server.url,
         args.data_dir.display()
     ));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => server.signal_stop(),
+        _ = int.recv() => server.signal_stop(),
         _ = term.recv() => server.signal_stop(),
         code = server.wait() => anyhow::bail!("embedded ClickHouse exited unexpectedly (status {code:?})"),
     }
