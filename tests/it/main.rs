@@ -10,6 +10,7 @@
     clippy::print_stdout
 )]
 
+mod audit;
 mod demo;
 mod harness;
 mod ingest;
