@@ -1,6 +1,7 @@
 //! `audit`: read the streams, compare with ClickHouse, report per type and market; exit 0 when
 //! everything matches, 1 on any difference, 2 when the audit could not run.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -302,11 +303,12 @@ pub fn render(r: &AuditReport) -> String {
     out
 }
 
-/// Progress on stderr: an updating line on a terminal, a log line every 10 s otherwise.
+/// Progress on stderr: one updating line on a terminal (every type being read, total rate),
+/// a plain line every 10 s otherwise.
 struct TermProgress {
     tty: bool,
     started: Instant,
-    last: Mutex<Instant>,
+    state: Mutex<(BTreeMap<DataType, (u64, u64)>, Instant)>,
 }
 
 impl TermProgress {
@@ -314,7 +316,7 @@ impl TermProgress {
         TermProgress {
             tty: std::io::stderr().is_terminal(),
             started: Instant::now(),
-            last: Mutex::new(Instant::now()),
+            state: Mutex::new((BTreeMap::new(), Instant::now())),
         }
     }
 
@@ -329,20 +331,27 @@ impl TermProgress {
 
 impl audit::Progress for TermProgress {
     fn read(&self, data_type: DataType, messages: u64, of: u64) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let rate = messages as f64 / secs;
-        if self.tty {
-            let line = format!(
-                "\r\x1b[2Kaudit {data_type}: {messages}/~{of} messages read, {rate:.0} msgs/s"
-            );
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(line.as_bytes());
-            let _ = e.flush();
-        } else if let Ok(mut last) = self.last.lock()
-            && last.elapsed() >= Duration::from_secs(10)
-        {
-            *last = Instant::now();
-            tracing::info!(data_type = %data_type, messages, of, msgs_per_s = %format!("{rate:.0}"), "auditing");
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        st.0.insert(data_type, (messages, of));
+        if !self.tty && st.1.elapsed() < Duration::from_secs(10) {
+            return;
         }
+        st.1 = Instant::now();
+        let total: u64 = st.0.values().map(|(n, _)| n).sum();
+        let rate = total as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let parts: Vec<String> =
+            st.0.iter()
+                .map(|(t, (n, of))| format!("{t} {n}/{of}"))
+                .collect();
+        let line = format!("audit: {} read, {rate:.0} msgs/s", parts.join(", "));
+        let mut e = std::io::stderr().lock();
+        let _ = if self.tty {
+            e.write_all(format!("\r\x1b[2K{line}").as_bytes())
+        } else {
+            e.write_all(format!("{line}\n").as_bytes())
+        };
+        let _ = e.flush();
     }
 }

@@ -123,11 +123,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         return clickhouse_cmd::run(args).await;
     }
     let loaded = load_config(cli.config.as_deref())?;
-    if matches!(cli.command, Command::Demo(_))
+    if matches!(cli.command, Command::Demo(_) | Command::Audit(_))
         && std::env::var_os("LOG_LEVEL").is_none()
         && std::env::var_os("RUST_LOG").is_none()
     {
-        // The demo talks through its progress line; logs only when something is wrong.
+        // The demo and the audit talk through their own output; logs only when something is
+        // wrong.
         let mut quiet = loaded.config.clone();
         quiet.log.level = "warn".into();
         init_logging(Some(&quiet), cli.log_format);
