@@ -303,12 +303,16 @@ pub fn render(r: &AuditReport) -> String {
     out
 }
 
+/// Messages read and pending at start, per type.
+type ReadCounts = BTreeMap<DataType, (u64, u64)>;
+
 /// Progress on stderr: one updating line on a terminal (every type being read, total rate),
 /// a plain line every 10 s otherwise.
 struct TermProgress {
     tty: bool,
     started: Instant,
-    state: Mutex<(BTreeMap<DataType, (u64, u64)>, Instant)>,
+    /// Per type `(read, of)`, and when the last line was drawn.
+    state: Mutex<(ReadCounts, Instant)>,
 }
 
 impl TermProgress {
