@@ -95,6 +95,8 @@ pub struct ReadStats {
     pub bytes: u64,
     /// Time spent reading and decoding.
     pub elapsed: Duration,
+    /// Time the reader waited for a decode worker to take a chunk (decode-bound when large).
+    pub send_wait: Duration,
 }
 
 /// Reads `range` of `data_type` from `stream` and decodes every message.
@@ -164,6 +166,7 @@ pub async fn read_type(
     let _ = stream.delete_consumer(&name).await;
     let (side, mut stats) = result?;
     stats.elapsed = started.elapsed();
+    tracing::debug!(data_type = %data_type, elapsed = ?stats.elapsed, send_wait = ?stats.send_wait, "audit read");
     Ok((side, stats))
 }
 
@@ -325,7 +328,9 @@ async fn pull(
         });
         if chunk.len() >= CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            let w = Instant::now();
             send(txs, &mut next_worker, full).await?;
+            stats.send_wait += w.elapsed();
             if last_progress.elapsed() >= Duration::from_millis(250) {
                 last_progress = Instant::now();
                 progress.read(data_type, read, pending_at_start);

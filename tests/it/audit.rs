@@ -229,6 +229,14 @@ async fn audit_names_exactly_the_rows_deleted_duplicated_and_forged_behind_the_s
     );
     assert_eq!(r.types[0].context_messages, N / 2 + 1);
     assert_eq!(r.types[0].last_seq, poison_seq);
+    // By publish time: everything was published within the last hour.
+    let r = run_audit_with(&nats, &ch, &[DataType::Trade], |o| {
+        o.start = audit::Start::Time(now - 3_600_000);
+        o.end = End::Time(chrono::Utc::now().timestamp_millis() + 1000);
+    })
+    .await;
+    assert!(r.ok, "{r:#?}");
+    assert_eq!((r.totals.messages, r.types[0].context_messages), (N + 2, 0));
     // Without the margin, nothing explains those rows: they are reported, not hidden.
     let r = run_audit_with(&nats, &ch, &[DataType::Trade], |o| {
         o.end = End::Seq(poison_seq);
