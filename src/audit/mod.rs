@@ -376,19 +376,18 @@ async fn audit_type(
     let dt = target.data_type;
     let range = resolve_range(opts, target, js).await?;
     let dead = Arc::new(store::dead_letters(dead_letters, dt, 0).await?);
-    let (side, stats) = read::read_type(
-        js,
-        &target.stream,
-        dt,
+    let job = read::ReadJob {
+        stream: &target.stream,
+        data_type: dt,
         range,
-        opts.fetch_batch,
-        opts.workers,
-        opts.bucket_ms,
+        fetch_batch: opts.fetch_batch,
+        workers: opts.workers,
+        bucket_ms: opts.bucket_ms,
         dead,
-        opts.now_ms,
+        now_ms: opts.now_ms,
         progress,
-    )
-    .await?;
+    };
+    let (side, stats) = read::read_type(js, job).await?;
     let spans = side.spans();
     let stored = store::cells(rows, dt, &spans, side.bucket_ms).await?;
     let first = compare::compare_buckets(&side, &stored);

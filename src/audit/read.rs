@@ -99,21 +99,36 @@ pub struct ReadStats {
     pub send_wait: Duration,
 }
 
-/// Reads `range` of `data_type` from `stream` and decodes every message.
-#[allow(clippy::too_many_arguments)]
+/// One type's read: what to read and how to decode it.
+#[derive(Clone)]
+pub struct ReadJob<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The type (its consumer filters `<type>.>`).
+    pub data_type: DataType,
+    /// The range and its margins.
+    pub range: Range,
+    /// Messages per pull request.
+    pub fetch_batch: usize,
+    /// Decode threads.
+    pub workers: usize,
+    /// Cell width, ms.
+    pub bucket_ms: i64,
+    /// Dead letters per stream sequence.
+    pub dead: Arc<HashMap<u64, u32>>,
+    /// "Now" for the decoder.
+    pub now_ms: i64,
+    /// Progress callbacks.
+    pub progress: &'a dyn Progress,
+}
+
+/// Reads `job.range` of its type from its stream and decodes every message.
 pub async fn read_type(
     js: &jetstream::Context,
-    stream_name: &str,
-    data_type: DataType,
-    range: Range,
-    fetch_batch: usize,
-    workers: usize,
-    bucket_ms: i64,
-    dead: Arc<HashMap<u64, u32>>,
-    now_ms: i64,
-    progress: &dyn Progress,
+    job: ReadJob<'_>,
 ) -> Result<(StreamSide, ReadStats), AuditError> {
     let started = Instant::now();
+    let (data_type, range, stream_name) = (job.data_type, job.range, job.stream);
     let api = |what: &str| {
         let what = what.to_string();
         move |e: &dyn std::fmt::Display| AuditError::Stream(format!("{what}: {e}"))
@@ -150,19 +165,7 @@ pub async fn read_type(
         .map_err(|e| api("create audit consumer")(&e))?;
     let name = consumer.cached_info().name.clone();
     let pending = consumer.cached_info().num_pending;
-    let result = read_consumer(
-        &consumer,
-        data_type,
-        range,
-        fetch_batch,
-        workers,
-        bucket_ms,
-        dead,
-        now_ms,
-        pending,
-        progress,
-    )
-    .await;
+    let result = read_consumer(&consumer, job, pending).await;
     let _ = stream.delete_consumer(&name).await;
     let (side, mut stats) = result?;
     stats.elapsed = started.elapsed();
@@ -175,25 +178,18 @@ fn to_time(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn read_consumer(
     consumer: &jetstream::consumer::PullConsumer,
-    data_type: DataType,
-    range: Range,
-    fetch_batch: usize,
-    workers: usize,
-    bucket_ms: i64,
-    dead: Arc<HashMap<u64, u32>>,
-    now_ms: i64,
+    job: ReadJob<'_>,
     pending_at_start: u64,
-    progress: &dyn Progress,
 ) -> Result<(StreamSide, ReadStats), AuditError> {
-    let workers = workers.max(1);
+    let (data_type, bucket_ms, now_ms) = (job.data_type, job.bucket_ms, job.now_ms);
+    let workers = job.workers.max(1);
     let mut txs = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Raw>>(2);
-        let dead = dead.clone();
+        let dead = job.dead.clone();
         txs.push(tx);
         handles.push(tokio::task::spawn_blocking(move || {
             let mut side = StreamSide::new(data_type, bucket_ms);
@@ -217,12 +213,12 @@ async fn read_consumer(
     }
     let read = pull(
         consumer,
-        range,
-        fetch_batch,
+        job.range,
+        job.fetch_batch,
         pending_at_start,
         &txs,
         data_type,
-        progress,
+        job.progress,
     )
     .await;
     drop(txs);
@@ -360,5 +356,35 @@ async fn send(
             .await
             .map_err(|_| AuditError::Stream("decode worker stopped".into())),
         None => Err(AuditError::Stream("no decode worker".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_by_sequence_and_by_time() {
+        let r = Range {
+            lower: Lower::Seq(10),
+            upper: Upper::Seq(20),
+            margin_ms: 5,
+        };
+        assert!(!r.in_range(9, 0) && r.in_range(10, 0) && r.in_range(20, 0));
+        assert!(!r.in_range(21, 0) && r.past_upper(21, 0) && !r.past_upper(20, 0));
+        let r = Range {
+            lower: Lower::Time(1000),
+            upper: Upper::Time(2000),
+            margin_ms: 5,
+        };
+        assert!(!r.in_range(1, 999) && r.in_range(1, 1000) && r.in_range(1, 1999));
+        assert!(!r.in_range(1, 2000) && r.past_upper(1, 2000));
+        let r = Range {
+            lower: Lower::Beginning,
+            upper: Upper::Seq(0),
+            margin_ms: 0,
+        };
+        assert!(!r.in_range(1, 0), "an ack floor of 0 audits nothing");
+        assert_eq!(to_time(1500).unix_timestamp_nanos(), 1_500_000_000);
     }
 }

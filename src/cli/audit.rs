@@ -172,6 +172,25 @@ fn list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
     items.iter().map(f).collect::<Vec<_>>().join(" ")
 }
 
+/// One table row: the market, the counts in header order, the `first` column.
+fn row(market: [&str; 3], c: &audit::Counts, first: String) -> Vec<String> {
+    let mut v: Vec<String> = market.iter().map(|x| x.to_string()).collect();
+    v.extend(
+        [
+            c.messages,
+            c.rows,
+            c.dead_letters,
+            c.missing,
+            c.duplicated,
+            c.unexplained,
+            c.missing_dead_letters,
+        ]
+        .map(|n| n.to_string()),
+    );
+    v.push(first);
+    v
+}
+
 /// The text report: one table per type (a row per market), then totals and throughput.
 pub fn render(r: &AuditReport) -> String {
     let mut out = format!("audit of `{}` against the streams\n", r.database);
@@ -217,39 +236,23 @@ pub fn render(r: &AuditReport) -> String {
                         list(&m.first_missing_dead_letters, |x| x.to_string())
                     ));
                 }
-                vec![
-                    m.exchange.clone(),
-                    m.market_type.clone(),
-                    m.symbol.clone(),
-                    c.messages.to_string(),
-                    c.rows.to_string(),
-                    c.dead_letters.to_string(),
-                    c.missing.to_string(),
-                    c.duplicated.to_string(),
-                    c.unexplained.to_string(),
-                    c.missing_dead_letters.to_string(),
+                row(
+                    [&m.exchange, &m.market_type, &m.symbol],
+                    c,
                     first.join("; "),
-                ]
+                )
             })
             .collect();
         let c = &t.counts;
-        rows.push(vec![
-            "total".into(),
-            String::new(),
-            String::new(),
-            c.messages.to_string(),
-            c.rows.to_string(),
-            c.dead_letters.to_string(),
-            c.missing.to_string(),
-            c.duplicated.to_string(),
-            c.unexplained.to_string(),
-            c.missing_dead_letters.to_string(),
+        rows.push(row(
+            ["total", "", ""],
+            c,
             if c.duplicated_dead_letters > 0 {
                 format!("{} duplicated dead letters", c.duplicated_dead_letters)
             } else {
                 String::new()
             },
-        ]);
+        ));
         out.push_str(&super::table::render(
             &[
                 "exchange",

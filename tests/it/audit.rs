@@ -95,6 +95,15 @@ async fn run_audit_with(
         .unwrap()
 }
 
+/// Whether the service has created the hot tables (counting before that fails the query).
+async fn schema_ready(ch: &TestClickHouse) -> bool {
+    ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot'")
+        .await
+        .parse::<u64>()
+        .unwrap_or(0)
+        >= 10
+}
+
 /// Waits until the service's durable for `t` has acked the stream's last message of that type.
 async fn wait_acked(nats: &TestNats, t: DataType) {
     let client = nats.client().await;
@@ -166,11 +175,7 @@ async fn audit_names_exactly_the_rows_deleted_duplicated_and_forged_behind_the_s
     let mut svc = Service::new(&nats, &ch, "");
     svc.start();
     let ok = wait_until(180, || async {
-        ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot'")
-            .await
-            .parse::<u64>()
-            .unwrap_or(0)
-            >= 10
+        schema_ready(&ch).await
             && ch.count("marketprism_hot.trades").await == N
             && ch.count("marketprism_hot.dead_letters").await == 2
             && ch.count("marketprism_hot.funding_rates").await == 40
@@ -395,12 +400,7 @@ async fn audit_throughput_of_1m_trades() {
     let t0 = Instant::now();
     svc.start();
     let ok = wait_until(600, || async {
-        ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot'")
-            .await
-            .parse::<u64>()
-            .unwrap_or(0)
-            >= 10
-            && ch.count("marketprism_hot.trades").await == N
+        schema_ready(&ch).await && ch.count("marketprism_hot.trades").await == N
     })
     .await;
     assert!(ok);
