@@ -331,36 +331,35 @@ async fn resolve_range(
         Start::Time(t) => Lower::Time(t),
         Start::Seq(s) => Lower::Seq(s),
     };
-    let upper = match opts.end {
-        End::Time(t) => Upper::Time(t),
-        End::Seq(s) => Upper::Seq(s),
-        End::Last | End::AckFloor => {
-            let mut stream = js
-                .get_stream(&target.stream)
-                .await
-                .map_err(|e| AuditError::Stream(format!("get stream {}: {e}", target.stream)))?;
-            let last = stream
-                .info()
-                .await
-                .map_err(|e| AuditError::Stream(format!("stream info {}: {e}", target.stream)))?
-                .state
-                .last_sequence;
-            match (&opts.end, &target.durable) {
-                (End::AckFloor, Some(d)) => match stream.consumer_info(d).await {
-                    Ok(info) => Upper::Seq(info.ack_floor.stream_sequence),
-                    Err(e) if e.to_string().contains("not found") => Upper::Seq(last),
-                    Err(e) => {
-                        return Err(AuditError::Stream(format!("consumer info {d}: {e}")));
-                    }
-                },
-                _ => Upper::Seq(last),
+    let mut stream = js
+        .get_stream(&target.stream)
+        .await
+        .map_err(|e| AuditError::Stream(format!("get stream {}: {e}", target.stream)))?;
+    // The stream's last sequence now: reading past the range (the end margin) stops there, so
+    // an audit of a live stream never waits for messages published after it started.
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| AuditError::Stream(format!("stream info {}: {e}", target.stream)))?
+        .state
+        .last_sequence;
+    let upper = match (opts.end, &target.durable) {
+        (End::Time(t), _) => Upper::Time(t),
+        (End::Seq(s), _) => Upper::Seq(s),
+        (End::AckFloor, Some(d)) => match stream.consumer_info(d).await {
+            Ok(info) => Upper::Seq(info.ack_floor.stream_sequence),
+            Err(e) if e.to_string().contains("not found") => Upper::Seq(last),
+            Err(e) => {
+                return Err(AuditError::Stream(format!("consumer info {d}: {e}")));
             }
-        }
+        },
+        (End::AckFloor | End::Last, _) => Upper::Seq(last),
     };
     Ok(Range {
         lower,
         upper,
         margin_ms: opts.margin_ms.max(0),
+        read_until: last,
     })
 }
 

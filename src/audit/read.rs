@@ -53,6 +53,8 @@ pub struct Range {
     pub upper: Upper,
     /// Messages within this many ms (publish time) outside the range are read as context.
     pub margin_ms: i64,
+    /// The stream's last sequence when the audit started: the read never goes past it.
+    pub read_until: u64,
 }
 
 impl Range {
@@ -332,7 +334,7 @@ async fn pull(
                 progress.read(data_type, read, pending_at_start);
             }
         }
-        if pending == 0 {
+        if pending == 0 || seq >= range.read_until {
             break;
         }
     }
@@ -369,6 +371,7 @@ mod tests {
             lower: Lower::Seq(10),
             upper: Upper::Seq(20),
             margin_ms: 5,
+            read_until: u64::MAX,
         };
         assert!(!r.in_range(9, 0) && r.in_range(10, 0) && r.in_range(20, 0));
         assert!(!r.in_range(21, 0) && r.past_upper(21, 0) && !r.past_upper(20, 0));
@@ -376,6 +379,7 @@ mod tests {
             lower: Lower::Time(1000),
             upper: Upper::Time(2000),
             margin_ms: 5,
+            read_until: u64::MAX,
         };
         assert!(!r.in_range(1, 999) && r.in_range(1, 1000) && r.in_range(1, 1999));
         assert!(!r.in_range(1, 2000) && r.past_upper(1, 2000));
@@ -383,6 +387,7 @@ mod tests {
             lower: Lower::Beginning,
             upper: Upper::Seq(0),
             margin_ms: 0,
+            read_until: u64::MAX,
         };
         assert!(!r.in_range(1, 0), "an ack floor of 0 audits nothing");
         assert_eq!(to_time(1500).unix_timestamp_nanos(), 1_500_000_000);

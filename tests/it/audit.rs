@@ -421,3 +421,47 @@ async fn audit_throughput_of_1m_trades() {
     );
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_of_a_live_stream_matches_up_to_the_ack_floor_and_ends_at_the_tail() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    assert!(wait_until(60, || schema_ready(&ch)).await);
+    // A collector that keeps publishing while the audit runs (timestamps = now).
+    let live = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let js = async_nats::jetstream::new(client);
+            for i in 0u64.. {
+                let ts = chrono::Utc::now().timestamp_millis();
+                let subject = format!("trade.{}.spot.BTC-USDT", exchange(i));
+                js.publish(subject, trade_body(i, ts).into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    assert!(
+        wait_until(60, || async {
+            ch.count("marketprism_hot.trades").await > 1000
+        })
+        .await
+    );
+    let t0 = Instant::now();
+    // The default end: the service's ack floor. Reading past it (the end margin) stops at the
+    // stream's tail as of the start, so the audit never waits for the collector.
+    let r = run_audit_with(&nats, &ch, &[DataType::Trade], |_| {}).await;
+    let took = t0.elapsed();
+    live.abort();
+    assert!(took < Duration::from_secs(60), "audit took {took:?}");
+    assert!(r.ok, "{r:#?}");
+    assert!(r.totals.messages > 1000, "{:?}", r.totals);
+    assert_eq!(r.totals.rows_matched, r.totals.messages);
+}
