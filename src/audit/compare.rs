@@ -88,6 +88,8 @@ pub struct StreamSide {
     pub dead_lettered_rows: u64,
     /// Dead letters beyond the first for one in-range message.
     pub duplicated_dead_letters: u64,
+    /// In-range rows ClickHouse refused, matched to their dead letter (counted as dead letters).
+    pub refused_rows: u64,
     /// Rejection reasons of the first in-range messages lacking a dead letter.
     pub missing_dead_letter_reasons: Vec<(u64, String)>,
     market_buf: String,
@@ -105,6 +107,7 @@ impl StreamSide {
             context_messages: 0,
             dead_lettered_rows: 0,
             duplicated_dead_letters: 0,
+            refused_rows: 0,
             missing_dead_letter_reasons: Vec::new(),
             market_buf: String::new(),
             key_buf: String::new(),
@@ -122,8 +125,9 @@ impl StreamSide {
     }
 
     /// Folds one message in: decoded with the service's decoder against `now_ms`; `dead` is
-    /// the number of dead letters stored for its stream sequence.
-    pub fn observe(&mut self, m: Msg<'_>, dead: u32, now_ms: i64) {
+    /// the number of dead letters stored for its stream sequence; `refused` the dead letters
+    /// of rows ClickHouse refused, by payload (`None` when there are none).
+    pub fn observe(&mut self, m: Msg<'_>, dead: u32, refused: Option<&Refused>, now_ms: i64) {
         let dt = self.data_type;
         let outcome = decode::decode(dt, m.subject, m.payload, now_ms);
         if !m.in_range {
@@ -167,6 +171,19 @@ impl StreamSide {
                 }
             }
             Ok(r) => {
+                if let Some(refused) = refused
+                    && refused.take(&r)
+                {
+                    // ClickHouse refused this row and the service dead-lettered it: one
+                    // outcome, a dead letter.
+                    self.refused_rows += 1;
+                    let c = r.common();
+                    if let Some(acc) = self.market(&c.exchange, &c.market_type, &c.symbol) {
+                        acc.messages += 1;
+                        acc.dead_letters += 1;
+                    }
+                    return;
+                }
                 let bucket_ms = self.bucket_ms;
                 let c = r.common();
                 let ts = c.timestamp_ms;
@@ -194,6 +211,7 @@ impl StreamSide {
         self.context_messages += other.context_messages;
         self.dead_lettered_rows += other.dead_lettered_rows;
         self.duplicated_dead_letters += other.duplicated_dead_letters;
+        self.refused_rows += other.refused_rows;
         for r in other.missing_dead_letter_reasons {
             self.missing_dead_letter_reasons.push(r);
         }
@@ -244,6 +262,34 @@ impl StreamSide {
             .iter()
             .filter_map(|(m, a)| a.span.map(|s| (m.clone(), s)))
             .collect()
+    }
+}
+
+/// Dead letters of rows ClickHouse refused (the writer stores them with `stream_seq = 0` and
+/// the decoded row's `Debug` text as payload), shared by the decode workers. Each matches one
+/// message whose decoded row prints the same.
+#[derive(Debug, Default)]
+pub struct Refused(std::sync::Mutex<HashMap<String, u32>>);
+
+impl Refused {
+    /// From payload → count.
+    pub fn new(payloads: HashMap<String, u32>) -> Refused {
+        Refused(std::sync::Mutex::new(payloads))
+    }
+
+    /// Takes one dead letter matching `r`, if any is left.
+    pub fn take(&self, r: &crate::model::Record) -> bool {
+        let text = format!("{r:?}");
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        match m.get_mut(&text) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -485,6 +531,7 @@ mod tests {
                     in_range: *in_range,
                 },
                 d,
+                None,
                 NOW,
             );
         }

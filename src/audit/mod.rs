@@ -244,8 +244,9 @@ pub struct TypeReport {
     /// In-range messages the decoder accepts now that the service dead-lettered (counted as
     /// dead letters: one outcome per message).
     pub dead_lettered_rows: u64,
-    /// Dead letters of rows ClickHouse refused (no stream sequence) in the span: they may
-    /// explain missing rows.
+    /// In-range messages whose row ClickHouse refused, matched to its dead letter (a dead
+    /// letter without a stream sequence whose payload is the decoded row); counted in
+    /// `dead_letters`.
     pub refused_rows: u64,
     /// The first rejected messages without a dead letter, with the reason.
     pub first_missing_dead_letters: Vec<MissingDeadLetter>,
@@ -375,6 +376,8 @@ async fn audit_type(
     let dt = target.data_type;
     let range = resolve_range(opts, target, js).await?;
     let dead = Arc::new(store::dead_letters(dead_letters, dt, 0).await?);
+    let refused = store::refused(dead_letters, dt).await?;
+    let refused = (!refused.is_empty()).then(|| Arc::new(compare::Refused::new(refused)));
     let job = read::ReadJob {
         stream: &target.stream,
         data_type: dt,
@@ -383,6 +386,7 @@ async fn audit_type(
         workers: opts.workers,
         bucket_ms: opts.bucket_ms,
         dead,
+        refused,
         now_ms: opts.now_ms,
         progress,
     };
@@ -393,13 +397,6 @@ async fn audit_type(
     let fetched = store::keys(rows, dt, &spans, &first.differing, side.bucket_ms).await?;
     let mut diffs = compare::resolve(&side, &first.differing, &fetched);
     fill_missing_keys(js, &target.stream, dt, &mut diffs, opts.now_ms).await;
-    let refused = match (
-        spans.values().map(|s| s.0).min(),
-        spans.values().map(|s| s.1).max(),
-    ) {
-        (Some(lo), Some(hi)) => store::refused_rows(dead_letters, dt, lo, hi).await?,
-        _ => 0,
-    };
     let mut markets = Vec::new();
     let mut counts = Counts::default();
     for (name, acc) in &side.markets {
@@ -450,7 +447,7 @@ async fn audit_type(
         context_messages: side.context_messages,
         counts,
         dead_lettered_rows: side.dead_lettered_rows,
-        refused_rows: refused,
+        refused_rows: side.refused_rows,
         first_missing_dead_letters: side
             .missing_dead_letter_reasons
             .iter()

@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::model::DataType;
 
-use super::compare::{Msg, StreamSide};
+use super::compare::{Msg, Refused, StreamSide};
 use super::{AuditError, Progress};
 
 /// Messages handed to a decode worker at once.
@@ -118,6 +118,8 @@ pub struct ReadJob<'a> {
     pub bucket_ms: i64,
     /// Dead letters per stream sequence.
     pub dead: Arc<HashMap<u64, u32>>,
+    /// Dead letters of rows ClickHouse refused (`None`: there are none).
+    pub refused: Option<Arc<Refused>>,
     /// "Now" for the decoder.
     pub now_ms: i64,
     /// Progress callbacks.
@@ -192,6 +194,7 @@ async fn read_consumer(
     for _ in 0..workers {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Raw>>(2);
         let dead = job.dead.clone();
+        let refused = job.refused.clone();
         txs.push(tx);
         handles.push(tokio::task::spawn_blocking(move || {
             let mut side = StreamSide::new(data_type, bucket_ms);
@@ -206,6 +209,7 @@ async fn read_consumer(
                             in_range: r.in_range,
                         },
                         d,
+                        refused.as_deref(),
                         now_ms,
                     );
                 }

@@ -184,19 +184,25 @@ pub async fn dead_letters(
     Ok(out)
 }
 
-/// Rows of `t` that ClickHouse refused (dead letters without a stream sequence), whose
-/// timestamp lies in `[lo, hi]`: they explain missing rows the audit cannot pin to a message.
-pub async fn refused_rows(sink: &Sink, t: DataType, lo: i64, hi: i64) -> Result<u64, AuditError> {
+/// Dead letters of rows of `t` that ClickHouse refused (no stream sequence), counted per
+/// payload (the writer stores the decoded row's `Debug` text there).
+pub async fn refused(sink: &Sink, t: DataType) -> Result<HashMap<String, u32>, AuditError> {
     let sql = format!(
-        "SELECT count() FROM `{db}`.`{table}` WHERE data_type = {dt} AND stream_seq = 0 \
-         AND received_at >= fromUnixTimestamp64Milli(toInt64({lo})) \
-         AND received_at <= fromUnixTimestamp64Milli(toInt64({hi}))",
+        "SELECT hex(payload), count() FROM `{db}`.`{table}` WHERE data_type = {dt} \
+         AND stream_seq = 0 GROUP BY payload",
         db = sink.database(),
         table = crate::schema::DEAD_LETTERS_TABLE,
         dt = sql_str(t.as_str()),
     );
     let text = tsv(sink, &sql).await?;
-    field(text.lines().next(), &text)
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut f = line.split('\t');
+        let payload = unhex(f.next().unwrap_or(""))?;
+        let n: u32 = field(f.next(), line)?;
+        out.insert(payload, n);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

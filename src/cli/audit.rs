@@ -271,7 +271,7 @@ pub fn render(r: &AuditReport) -> String {
         ));
         if t.refused_rows > 0 {
             out.push_str(&format!(
-                "{} rows refused by ClickHouse (dead letters without a sequence) in the span\n",
+                "{} rows refused by ClickHouse, matched to their dead letters (counted in dead)\n",
                 t.refused_rows
             ));
         }

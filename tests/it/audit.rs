@@ -465,3 +465,40 @@ async fn audit_of_a_live_stream_matches_up_to_the_ack_floor_and_ends_at_the_tail
     assert!(r.totals.messages > 1000, "{:?}", r.totals);
     assert_eq!(r.totals.rows_matched, r.totals.messages);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_missing() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    assert!(wait_until(60, || schema_ready(&ch)).await);
+    // ClickHouse refuses one row (Code 469): the service isolates it and dead-letters it
+    // without a stream sequence; its payload is the decoded row.
+    ch.query("ALTER TABLE marketprism_hot.trades ADD CONSTRAINT no_777 CHECK trade_id != '777'")
+        .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_trades(&client, 0, 2000, now).await;
+    let ok = wait_until(120, || async {
+        ch.count("marketprism_hot.trades").await == 1999
+            && ch.count("marketprism_hot.dead_letters").await == 1
+    })
+    .await;
+    assert!(ok, "{}", svc.log_text());
+    assert_eq!(
+        ch.query("SELECT stream_seq FROM marketprism_hot.dead_letters")
+            .await,
+        "0"
+    );
+    wait_acked(&nats, DataType::Trade).await;
+    let r = run_audit(&nats, &ch, &[DataType::Trade]).await;
+    assert!(r.ok, "{r:#?}");
+    let c = r.totals;
+    assert_eq!(
+        (c.messages, c.rows_matched, c.dead_letters, c.missing),
+        (2000, 1999, 1, 0)
+    );
+    assert_eq!(r.types[0].refused_rows, 1);
+}
