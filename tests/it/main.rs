@@ -10,6 +10,7 @@
     clippy::print_stdout
 )]
 
+mod audit;
 mod chaos;
 mod demo;
 mod faults_ch;
