@@ -20,6 +20,7 @@ mod harness;
 mod ingest;
 mod migrate;
 mod ops;
+mod oracle;
 mod orphans;
 mod proxy;
 mod quality;
