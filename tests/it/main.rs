@@ -20,6 +20,7 @@ mod ingest;
 mod migrate;
 mod ops;
 mod orphans;
+mod partitions;
 mod proxy;
 mod quality;
 mod schema;
