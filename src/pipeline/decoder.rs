@@ -5,6 +5,12 @@
 //! batches pass through in order, so the reader's `Sync` still means "everything before me is
 //! stored and acked". Decoding is pure: the same raw batch always gives the same rows and dead
 //! letters, which is what lets a replayed batch carry its original token.
+//!
+//! **Invariant:** a decoded batch spans at most [`MAX_PARTITIONS_PER_BATCH`] partitions of its
+//! table: a raw batch over more is emitted as consecutive runs by stream sequence, each a batch
+//! of its own (journaled and tokened on its exact boundaries by the writer), so the dedup window
+//! (`schema::required_window`) holds whatever the payloads say. A raw batch that is exactly a
+//! journaled batch is never cut: journaled batches are only inserted whole.
 
 use std::sync::Arc;
 
