@@ -22,6 +22,7 @@ mod migrate;
 mod ops;
 mod oracle;
 mod orphans;
+mod partitions;
 mod proxy;
 mod quality;
 mod schema;
