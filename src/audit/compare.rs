@@ -265,7 +265,7 @@ impl StreamSide {
     }
 }
 
-/// Dead letters of rows ClickHouse refused (the writer stores them with `stream_seq = 0` and
+/// Dead letters of rows ClickHouse refused as older versions stored them (`stream_seq = 0` and
 /// the decoded row's `Debug` text as payload), shared by the decode workers. Each matches one
 /// message whose decoded row prints the same.
 #[derive(Debug, Default)]

@@ -184,8 +184,10 @@ pub async fn dead_letters(
     Ok(out)
 }
 
-/// Dead letters of rows of `t` that ClickHouse refused (no stream sequence), counted per
-/// payload (the writer stores the decoded row's `Debug` text there).
+/// Dead letters of rows of `t` that ClickHouse refused as versions before the byte-exact dead
+/// letters stored them (no stream sequence, the decoded row's `Debug` text as payload),
+/// counted per payload. Current versions store the message itself with its stream sequence,
+/// which the audit matches like any dead letter.
 pub async fn refused(sink: &Sink, t: DataType) -> Result<HashMap<String, u32>, AuditError> {
     let sql = format!(
         "SELECT hex(payload), count() FROM `{db}`.`{table}` WHERE data_type = {dt} \

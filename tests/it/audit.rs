@@ -468,6 +468,9 @@ async fn audit_of_a_live_stream_matches_up_to_the_ack_floor_and_ends_at_the_tail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_missing() {
+    // Since the sink stores refused rows as byte-exact dead letters with their stream
+    // sequence, the audit matches them by sequence like any dead letter; dead letters of
+    // older versions (stream_seq 0, the row's text) are still matched by payload.
     let nats = TestNats::start().await;
     let ch = TestClickHouse::start().await;
     let client = nats.client().await;
@@ -475,8 +478,8 @@ async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_mis
     let mut svc = Service::new(&nats, &ch, "");
     svc.start();
     assert!(wait_until(60, || schema_ready(&ch)).await);
-    // ClickHouse refuses one row (Code 469): the service isolates it and dead-letters it
-    // without a stream sequence; its payload is the decoded row.
+    // ClickHouse refuses one row (Code 469): the service isolates it and dead-letters its
+    // message (stream sequence 778: trade ids 0.. are sequences 1..).
     ch.query("ALTER TABLE marketprism_hot.trades ADD CONSTRAINT no_777 CHECK trade_id != '777'")
         .await;
     let now = chrono::Utc::now().timestamp_millis();
@@ -490,7 +493,7 @@ async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_mis
     assert_eq!(
         ch.query("SELECT stream_seq FROM marketprism_hot.dead_letters")
             .await,
-        "0"
+        "778"
     );
     wait_acked(&nats, DataType::Trade).await;
     let r = run_audit(&nats, &ch, &[DataType::Trade]).await;
@@ -500,5 +503,8 @@ async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_mis
         (c.messages, c.rows_matched, c.dead_letters, c.missing),
         (2000, 1999, 1, 0)
     );
-    assert_eq!(r.types[0].refused_rows, 1);
+    assert_eq!(
+        (r.types[0].refused_rows, r.types[0].dead_lettered_rows),
+        (0, 1)
+    );
 }
