@@ -37,7 +37,8 @@ use super::decoder::{DecodedBatch, StageCmd};
 /// A NATS server that is killed (not stopped) can come back with its consumer's ack floor a
 /// little behind the acks it had confirmed: those messages are then delivered again. Keeping
 /// the last batches' boundaries lets the reader cut them exactly as before, so they are re-sent
-/// with their original tokens and ClickHouse drops them (the tables remember 1000 blocks).
+/// with their original tokens and ClickHouse drops them (the tables remember
+/// `crate::schema::DEDUP_WINDOW` blocks, far more than these batches add).
 pub const JOURNAL_HISTORY: usize = 64;
 
 /// Pause before storing a batch again after an error that retrying cannot fix by itself.

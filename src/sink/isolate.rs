@@ -1,7 +1,9 @@
 //! Dedup tokens, splitting of batches the server refuses for their shape, and bad-row
 //! isolation, independent of any IO.
 //!
-//! A batch's token is derived from its identity (consumer and stream-sequence range), never
+//! A batch's token ([`epoch_batch_token`] for a JetStream stream; [`batch_token`] in core mode
+//! and in the previous release's journal entries) is derived from its identity (consumer,
+//! stream epoch and stream-sequence range), never
 //! from time or randomness, so re-sending the batch after a crash or a retry produces the same
 //! token and ClickHouse drops the duplicate. A batch spanning too many partitions is split by
 //! partition under the same token; a single-partition piece that is too large or holds a row
@@ -12,7 +14,9 @@ use std::ops::Range;
 
 use super::error::{ErrorClass, SinkError};
 
-/// The dedup token of a batch: `mp1:<consumer>:<first_seq>-<last_seq>:<count>`.
+/// The dedup token of a batch without a stream epoch:
+/// `mp1:<consumer>:<first_seq>-<last_seq>:<count>` (core mode, where the writer's epoch is 0,
+/// and journal entries of the previous release; JetStream batches use [`epoch_batch_token`]).
 ///
 /// `mp1` versions the scheme. The consumer name scopes stream sequences (two consumers may
 /// deliver the same sequence to different tables); `first_seq`, `last_seq` and `count` pin the

@@ -6,8 +6,10 @@
 //! whose [`SinkError::kind`] says whether to retry, isolate bad rows, or stop. It never acks,
 //! never talks to NATS and never decides what happens to a message: that is the pipeline's.
 //!
-//! Exactly-once rests on deterministic dedup tokens ([`batch_token`], and `<token>/0`,
-//! `<token>/1`, … for the halves of a split batch; see [`Splitter`]) together with the
+//! Exactly-once rests on deterministic dedup tokens ([`epoch_batch_token`] `mp2:…` for the
+//! batches of a JetStream stream, [`batch_token`] `mp1:…` in core mode and in journal entries
+//! of the previous release, and `<token>/0`, `<token>/1`, … for the halves of a split piece,
+//! `<token>/dl` for its dead letters; see [`Splitter`]) together with the
 //! tables' `non_replicated_deduplication_window`/`replicated_deduplication_window`, which
 //! must cover `schema::required_window` blocks (from [`max_blocks_per_batch`]).
 //!
