@@ -42,6 +42,11 @@ pub struct JournalEntry {
     /// before epochs were recorded (see [`select`] for when they count as the current epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Pieces of the batch halved because they were too large (`sink::halving_key`), journaled
+    /// before their halves were sent: a replay halves them up front, since the same piece may
+    /// fit whole on another attempt and would then store the rows of a landed half twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub halved: Vec<String>,
 }
 
 /// What a resync keeps of a loaded journal entry list, and how many entries it ignored.
@@ -216,6 +221,7 @@ mod tests {
             count: last - first + 1,
             token: format!("mp1:d:{first}-{last}:{}", last - first + 1),
             epoch,
+            halved: Vec::new(),
         }
     }
 
@@ -269,6 +275,7 @@ mod tests {
             count: 5,
             token: "mp2:d:7:1-5:5".into(),
             epoch: Some(7),
+            halved: Vec::new(),
         };
         assert_eq!(select(vec![e.clone()], 7, 1, 10).entries, vec![e.clone()]);
         assert_eq!(select(vec![e.clone()], 8, 1, 10).other_epoch, 1);
