@@ -1,6 +1,7 @@
 //! NATS-side faults: outages of several lengths, a recreated stream, a journaled batch cut short
 //! by a stop, shutdown with NATS down, a durable we cannot use, a flood of large payloads, and a
-//! crash during the recovery read. Every test counts rows per trade id (exactly once).
+//! crash during the recovery read, journal entries of an older stream, fencing at a resync.
+//! Every test counts rows per trade id (exactly once).
 
 use std::time::{Duration, Instant};
 
