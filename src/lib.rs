@@ -15,11 +15,13 @@
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
+//! - [`audit`]: streams vs stored rows per type and market (the proof of exactly-once).
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`mod@bench`]: the benchmark (raw ceilings vs the service end to end).
 //! - [`cli`]: the command-line interface.
 
 pub mod ack;
+pub mod audit;
 pub mod batch;
 pub mod bench;
 pub mod cli;

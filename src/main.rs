@@ -16,7 +16,8 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             // Logging may not be set up (bad config): say it on stderr plainly.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            let code = e.downcast_ref::<cli::ExitError>().map_or(1, |x| x.code);
+            std::process::ExitCode::from(code)
         }
     }
 }

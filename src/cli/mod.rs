@@ -3,6 +3,7 @@
 //! Commands are the only place that combine configuration, child processes and pipeline
 //! stages. Each returns `anyhow::Result` to `main`, which maps errors to exit codes.
 
+pub mod audit;
 mod bench;
 mod clickhouse_cmd;
 mod config_cmd;
@@ -75,6 +76,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Data-quality report from the stored rows: gaps, duplicates, silences, latencies.
     Quality(quality::QualityArgs),
+    /// Prove exactly-once: compare what the streams hold with what ClickHouse stores, per
+    /// type and market; exit 1 on any difference, 2 on error.
+    Audit(audit::AuditArgs),
 }
 
 pub use run::{settings as run_settings, stream_specs as run_stream_specs};
@@ -119,11 +123,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         return clickhouse_cmd::run(args).await;
     }
     let loaded = load_config(cli.config.as_deref())?;
-    if matches!(cli.command, Command::Demo(_))
+    if matches!(cli.command, Command::Demo(_) | Command::Audit(_))
         && std::env::var_os("LOG_LEVEL").is_none()
         && std::env::var_os("RUST_LOG").is_none()
     {
-        // The demo talks through its progress line; logs only when something is wrong.
+        // The demo and the audit talk through their own output; logs only when something is
+        // wrong.
         let mut quiet = loaded.config.clone();
         quiet.log.level = "warn".into();
         init_logging(Some(&quiet), cli.log_format);
@@ -142,8 +147,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(&loaded.config, &args).await,
         Command::Verify(args) => verify::run(&loaded.config, &args).await,
         Command::Quality(args) => quality::run(&loaded.config, &args).await,
+        Command::Audit(args) => audit::run(&loaded.config, &args).await,
         Command::Clickhouse(_) => Ok(()),
     }
+}
+
+/// An error that carries the process exit code (`audit`: 1 = differences, 2 = failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    /// The exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
 }
 
 /// Writes to stdout (the CLI's output channel; logs go to stderr).

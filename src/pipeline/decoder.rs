@@ -5,6 +5,12 @@
 //! batches pass through in order, so the reader's `Sync` still means "everything before me is
 //! stored and acked". Decoding is pure: the same raw batch always gives the same rows and dead
 //! letters, which is what lets a replayed batch carry its original token.
+//!
+//! **Invariant:** a decoded batch spans at most [`MAX_PARTITIONS_PER_BATCH`] partitions of its
+//! table: a raw batch over more is emitted as consecutive runs by stream sequence, each a batch
+//! of its own (journaled and tokened on its exact boundaries by the writer), so the dedup window
+//! (`schema::required_window`) holds whatever the payloads say. A raw batch that is exactly a
+//! journaled batch is never cut: journaled batches are only inserted whole.
 
 use std::sync::Arc;
 
@@ -110,15 +116,149 @@ pub fn dead_letter(dt: DataType, m: &RawMsg, reason: String) -> DeadLetterRow {
     }
 }
 
-/// Decodes a whole batch.
-pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
+/// Most partitions one decoded batch spans: the sink's cap per INSERT
+/// ([`crate::sink::MAX_PARTITIONS_PER_INSERT`]), so that one batch adds at most
+/// [`crate::sink::max_blocks_per_batch`]`(rows, 100, rejected)` blocks to its table whatever its
+/// rows say (`schema::required_window` sizes the dedup window from that).
+pub const MAX_PARTITIONS_PER_BATCH: usize = crate::sink::MAX_PARTITIONS_PER_INSERT;
+
+/// Where to cut a run of messages so that no piece spans more than `max` distinct keys.
+///
+/// `keys` has one entry per message in stream order: its row's partition key, or `None` for a
+/// message that has no row (a dead letter, which does not touch the table's partitions).
+/// Returns the exclusive end index of each consecutive piece (the last is `keys.len()`; empty
+/// input gives no piece). Greedy: a piece closes right before the message that would bring the
+/// `max + 1`-th key. A pure function of the keys, so the same messages are cut the same way.
+pub fn partition_cuts<K: std::hash::Hash + Eq>(keys: &[Option<K>], max: usize) -> Vec<usize> {
+    let max = max.max(1);
+    let mut cuts = Vec::new();
+    let mut seen: std::collections::HashSet<&K> = std::collections::HashSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(k) = k
+            && !seen.contains(k)
+        {
+            if seen.len() >= max {
+                cuts.push(i);
+                seen.clear();
+            }
+            seen.insert(k);
+        }
+    }
+    if !keys.is_empty() {
+        cuts.push(keys.len());
+    }
+    cuts
+}
+
+/// Decodes a raw batch into consecutive decoded batches, each spanning at most
+/// [`MAX_PARTITIONS_PER_BATCH`] partitions of its table (unless `whole`).
+///
+/// The pieces are runs of the raw batch by stream sequence (cut by [`partition_cuts`] over the
+/// rows' partition keys), each with its own exact `(first, last, count)`: the writer journals
+/// and tokens each on its own, so a replay re-cuts at those journaled boundaries and re-sends
+/// each piece under its token. `whole` (a raw batch that is exactly a journaled batch, re-formed
+/// on replay) keeps the batch as journaled: a journaled batch is only ever inserted whole.
+///
+/// Ack handles go to the piece holding their message; under `AckPolicy::All` only the raw
+/// batch's last handle exists, so the earlier pieces carry none and the last piece's ack covers
+/// them (as for re-read messages). Bytes are split exactly (the writer subtracts each piece's
+/// count and bytes from the queued gauges). Quality events are observed piece by piece, in
+/// order, each stamped with its piece's receive time, so a replay of one piece alone detects
+/// the same events as the first attempt.
+pub fn decode_batches(b: RawBatch, stats: &Stats, whole: bool) -> Vec<DecodedBatch> {
     let dt = b.data_type;
     let now = now_ms();
-    let mut rows = Vec::with_capacity(b.items.len());
-    let mut row_messages = Vec::with_capacity(b.items.len());
+    let outcomes: Vec<Result<Record, DeadLetterRow>> =
+        b.items.iter().map(|m| outcome(dt, m, stats, now)).collect();
+    let cuts = if whole {
+        vec![b.items.len()]
+    } else {
+        let keys: Vec<Option<(i64, &str)>> = outcomes
+            .iter()
+            .map(|o| o.as_ref().ok().map(crate::sink::record_partition))
+            .collect();
+        partition_cuts(&keys, MAX_PARTITIONS_PER_BATCH)
+    };
+    if cuts.len() <= 1 {
+        return vec![assemble(
+            dt,
+            b.items,
+            outcomes,
+            b.acks,
+            b.bytes,
+            b.first_published_ms,
+            (b.first_seq, b.last_seq, b.count),
+            stats,
+            now,
+        )];
+    }
+    let mut out = Vec::with_capacity(cuts.len());
+    let mut items = b.items.into_iter();
+    let mut outcomes = outcomes.into_iter();
+    let mut acks = b.acks.into_iter().peekable();
+    let mut bytes_left = b.bytes;
+    let mut start = 0;
+    let pieces = cuts.len();
+    for (n, end) in cuts.into_iter().enumerate() {
+        let msgs: Vec<RawMsg> = items.by_ref().take(end - start).collect();
+        let outs: Vec<_> = outcomes.by_ref().take(end - start).collect();
+        start = end;
+        let (Some(first), Some(last)) = (msgs.first(), msgs.last()) else {
+            continue;
+        };
+        let (first_seq, last_seq) = (first.stream_seq, last.stream_seq);
+        let last_piece = n + 1 == pieces;
+        let mut piece_acks = Vec::new();
+        while let Some(a) = acks.next_if(|a| last_piece || a.stream_seq <= last_seq) {
+            piece_acks.push(a);
+        }
+        let bytes = if last_piece {
+            bytes_left
+        } else {
+            let b: usize = msgs.iter().map(|m| m.payload.len()).sum();
+            let b = b.min(bytes_left);
+            bytes_left -= b;
+            b
+        };
+        let published = msgs
+            .iter()
+            .map(|m| m.published_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        let count = msgs.len() as u64;
+        out.push(assemble(
+            dt,
+            msgs,
+            outs,
+            piece_acks,
+            bytes,
+            published,
+            (first_seq, last_seq, count),
+            stats,
+            now,
+        ));
+    }
+    out
+}
+
+/// One decoded batch from its messages and their outcomes.
+#[allow(clippy::too_many_arguments)] // a private constructor: named fields at its two callers
+fn assemble(
+    dt: DataType,
+    messages: Vec<RawMsg>,
+    outcomes: Vec<Result<Record, DeadLetterRow>>,
+    acks: Vec<AckHandle>,
+    bytes: usize,
+    first_published_ms: i64,
+    (first_seq, last_seq, count): (u64, u64, u64),
+    stats: &Stats,
+    now: i64,
+) -> DecodedBatch {
+    let mut rows = Vec::with_capacity(outcomes.len());
+    let mut row_messages = Vec::with_capacity(outcomes.len());
     let mut dead = Vec::new();
-    for (i, m) in b.items.iter().enumerate() {
-        match outcome(dt, m, stats, now) {
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
             Ok(r) => {
                 rows.push(r);
                 row_messages.push(i);
@@ -127,10 +267,10 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
         }
     }
     // Stamped with the batch's receive time, not ours: a replay must produce the same events.
-    let detected_at = if b.first_published_ms == i64::MAX {
+    let detected_at = if first_published_ms == i64::MAX {
         now
     } else {
-        b.first_published_ms
+        first_published_ms
     };
     let quality = stats.quality.observe(dt, &rows, detected_at, now);
     DecodedBatch {
@@ -138,14 +278,14 @@ pub fn decode_batch(b: RawBatch, stats: &Stats) -> DecodedBatch {
         quality,
         rows,
         row_messages,
-        messages: b.items,
+        messages,
         dead,
-        first_seq: b.first_seq,
-        last_seq: b.last_seq,
-        count: b.count,
-        bytes: b.bytes,
-        first_published_ms: b.first_published_ms,
-        acks: b.acks,
+        first_seq,
+        last_seq,
+        count,
+        bytes,
+        first_published_ms,
+        acks,
     }
 }
 
@@ -159,15 +299,19 @@ pub async fn run(
     tx: mpsc::Sender<StageCmd<DecodedBatch>>,
     stats: Arc<Stats>,
 ) {
+    // Boundaries journaled when the stage was last reset: a raw batch that is exactly one of
+    // them is a journaled batch re-formed on replay and is decoded whole.
+    let mut journaled: std::collections::HashSet<(u64, u64, u64)> = Default::default();
     while let Some(cmd) = rx.recv().await {
         let out = match cmd {
             StageCmd::Batch(b) => {
                 let dt = b.data_type;
+                let whole = journaled.contains(&(b.first_seq, b.last_seq, b.count));
                 let decoded = if b.items.len() <= INLINE_DECODE {
-                    decode_batch(b, &stats)
+                    decode_batches(b, &stats, whole)
                 } else {
                     let st = stats.clone();
-                    match tokio::task::spawn_blocking(move || decode_batch(b, &st)).await {
+                    match tokio::task::spawn_blocking(move || decode_batches(b, &st, whole)).await {
                         Ok(d) => d,
                         Err(e) => {
                             // A panic in decode is a bug; the batch stays unacked and is
@@ -178,24 +322,206 @@ pub async fn run(
                         }
                     }
                 };
-                StageCmd::Batch(decoded)
+                if decoded.len() > 1 {
+                    tracing::debug!(data_type = %dt, pieces = decoded.len(),
+                        "batch spans more than {MAX_PARTITIONS_PER_BATCH} partitions; cut by stream sequence");
+                }
+                for d in decoded {
+                    if tx.send(StageCmd::Batch(d)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
             }
             StageCmd::Reset {
-                journaled,
+                journaled: entries,
                 floor,
                 epoch,
                 revision,
-            } => StageCmd::Reset {
-                journaled,
-                floor,
-                epoch,
-                revision,
-            },
+            } => {
+                journaled = entries
+                    .iter()
+                    .map(|e| (e.first_seq, e.last_seq, e.count))
+                    .collect();
+                StageCmd::Reset {
+                    journaled: entries,
+                    floor,
+                    epoch,
+                    revision,
+                }
+            }
             StageCmd::AckOnly(h) => StageCmd::AckOnly(h),
             StageCmd::Sync(s) => StageCmd::Sync(s),
         };
         if tx.send(out).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A trade payload on `exchange` at `ts_ms`, id `id`.
+    fn trade(id: u64, exchange: &str, ts_ms: i64) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"symbol":"BTC-USDT","price":"66990.5","quantity":"0.012","side":"buy","trade_id":"{id}","exchange":"{exchange}","market_type":"perpetual","data_source":"marketprism","data_type":"trade","ts_ms":{ts_ms}}}"#
+        ))
+    }
+
+    /// A raw batch of `(seq, payload)` messages, as the reader closes it.
+    fn raw(msgs: Vec<(u64, Bytes)>) -> RawBatch {
+        let bytes = msgs.iter().map(|(_, p)| p.len()).sum();
+        let items: Vec<RawMsg> = msgs
+            .into_iter()
+            .map(|(seq, payload)| RawMsg {
+                subject: async_nats::Subject::from("trade.x.perpetual.BTC-USDT"),
+                stream_seq: seq,
+                published_ms: 1_761_040_800_000 + seq as i64,
+                payload,
+            })
+            .collect();
+        Batch {
+            data_type: DataType::Trade,
+            first_seq: items.first().map_or(0, |m| m.stream_seq),
+            last_seq: items.last().map_or(0, |m| m.stream_seq),
+            count: items.len() as u64,
+            bytes,
+            first_published_ms: items
+                .iter()
+                .map(|m| m.published_ms)
+                .min()
+                .unwrap_or(i64::MAX),
+            items,
+            acks: Vec::new(),
+            opened_at: Instant::now(),
+        }
+    }
+
+    fn partitions(d: &DecodedBatch) -> usize {
+        d.rows
+            .iter()
+            .map(crate::sink::record_partition)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// Checks the pieces: consecutive, covering the raw batch exactly, each ≤ 100 partitions.
+    fn check_pieces(out: &[DecodedBatch], first: u64, last: u64, count: u64, bytes: usize) {
+        let mut next = first;
+        for d in out {
+            assert_eq!(d.first_seq, next);
+            assert_eq!(d.count as usize, d.messages.len());
+            assert_eq!(d.count as usize, d.rows.len() + d.dead.len());
+            assert!(
+                partitions(d) <= MAX_PARTITIONS_PER_BATCH,
+                "{}",
+                partitions(d)
+            );
+            next = d.last_seq + 1;
+        }
+        assert_eq!(next, last + 1);
+        assert_eq!(out.iter().map(|d| d.count).sum::<u64>(), count);
+        assert_eq!(out.iter().map(|d| d.bytes).sum::<usize>(), bytes);
+    }
+
+    fn bounds(out: &[DecodedBatch]) -> Vec<(u64, u64, u64)> {
+        out.iter()
+            .map(|d| (d.first_seq, d.last_seq, d.count))
+            .collect()
+    }
+
+    #[test]
+    fn cuts_are_greedy_and_ignore_messages_without_rows() {
+        let keys = [
+            Some(1),
+            Some(2),
+            None,
+            Some(1),
+            Some(3),
+            Some(3),
+            None,
+            Some(4),
+        ];
+        assert_eq!(partition_cuts(&keys, 2), vec![4, 8]);
+        assert_eq!(partition_cuts(&keys, 1), vec![1, 3, 4, 7, 8]);
+        assert_eq!(partition_cuts(&keys, 4), vec![8]);
+        assert_eq!(partition_cuts::<u8>(&[], 4), Vec::<usize>::new());
+        assert_eq!(partition_cuts(&[None::<u8>, None], 1), vec![2]);
+        assert_eq!(
+            partition_cuts(&[Some(1), Some(2)], 0),
+            vec![1, 2],
+            "0 is taken as 1"
+        );
+    }
+
+    #[test]
+    fn batch_over_250_exchanges_is_cut_into_pieces_of_at_most_100_partitions() {
+        let stats = Stats::new(0);
+        let msgs = || {
+            (1..=1_000u64)
+                .map(|s| (s, trade(s, &format!("ex{}", s % 250), 1_761_040_800_000)))
+                .collect::<Vec<_>>()
+        };
+        let b = raw(msgs());
+        let (count, bytes) = (b.count, b.bytes);
+        let out = decode_batches(b, &stats, false);
+        check_pieces(&out, 1, 1_000, count, bytes);
+        // 250 exchanges round-robin: every piece is a run of 100 messages.
+        assert_eq!(out.len(), 10);
+        assert!(out.iter().all(|d| partitions(d) == 100));
+        // Deterministic: the same messages give the same boundaries.
+        let again = decode_batches(raw(msgs()), &Stats::new(0), false);
+        assert_eq!(bounds(&out), bounds(&again));
+    }
+
+    #[test]
+    fn back_fill_over_150_months_is_cut_and_a_journaled_piece_is_not_cut_again() {
+        let stats = Stats::new(0);
+        // 2014-01 onwards, one month (≈ 31 days) per 10 messages, one exchange; a dead letter
+        // every 7th message.
+        let month = 31 * 86_400_000i64;
+        let msgs = || {
+            (1..=1_500u64)
+                .map(|s| {
+                    let p = if s % 7 == 0 {
+                        Bytes::from_static(b"not json")
+                    } else {
+                        trade(s, "binance", 1_388_534_400_000 + (s as i64 / 10) * month)
+                    };
+                    (s + 100, p)
+                })
+                .collect::<Vec<_>>()
+        };
+        let b = raw(msgs());
+        let (count, bytes) = (b.count, b.bytes);
+        let out = decode_batches(b, &stats, false);
+        check_pieces(&out, 101, 1_600, count, bytes);
+        assert!(out.len() >= 2, "{}", out.len());
+        // The pieces as a replay re-forms them (cut at their journaled boundaries) stay whole.
+        let all = msgs();
+        for d in &out {
+            let part: Vec<_> = all
+                .iter()
+                .filter(|(s, _)| (d.first_seq..=d.last_seq).contains(s))
+                .cloned()
+                .collect();
+            let replayed = decode_batches(raw(part), &Stats::new(0), false);
+            assert_eq!(bounds(&replayed), bounds(std::slice::from_ref(d)));
+        }
+        // A journaled batch re-formed on replay is decoded whole, whatever it spans.
+        let whole = decode_batches(raw(msgs()), &Stats::new(0), true);
+        assert_eq!(bounds(&whole), vec![(101, 1_600, 1_500)]);
+    }
+
+    #[test]
+    fn batch_within_100_partitions_is_left_alone() {
+        let b = raw((1..=500u64)
+            .map(|s| (s, trade(s, &format!("ex{}", s % 100), 1_761_040_800_000)))
+            .collect());
+        let out = decode_batches(b, &Stats::new(0), false);
+        assert_eq!(bounds(&out), vec![(1, 500, 500)]);
     }
 }

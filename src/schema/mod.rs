@@ -229,14 +229,15 @@ pub const QUALITY_EVENTS_TTL: &str = "toDateTime(event_time) + INTERVAL 3 DAY DE
 /// its ack floor behind, up to [`crate::pipeline::writer::JOURNAL_HISTORY`] acked ones. The
 /// oldest re-sent batch is only recognised if every block inserted into the table since its
 /// first insert is still in the window. One batch inserts at most
-/// [`crate::sink::max_blocks_per_batch`] blocks; taken here with the cap of partitions per piece
-/// (`MAX_PARTITIONS_PER_INSERT`, 100) and one row ClickHouse refuses in every one of them:
-/// 100 + 100 × ⌈log2 max_rows⌉.
+/// [`crate::sink::max_blocks_per_batch`] blocks; taken here with the partitions of one batch,
+/// at most [`crate::pipeline::decoder::MAX_PARTITIONS_PER_BATCH`] (100) for every input (the
+/// decoder cuts a raw batch over more into runs of ≤ 100, each journaled and tokened as a batch
+/// of its own), and one row ClickHouse refuses in every one of them: 100 + 100 × ⌈log2 max_rows⌉.
 pub const fn required_window(max_rows: u64, max_queue: u64) -> u64 {
     let rows = if max_rows == 0 { 1 } else { max_rows };
     let in_doubt = max_queue.div_ceil(rows);
     let batches = crate::pipeline::writer::JOURNAL_HISTORY as u64 + in_doubt;
-    let parts = crate::sink::MAX_PARTITIONS_PER_INSERT as u64;
+    let parts = crate::pipeline::decoder::MAX_PARTITIONS_PER_BATCH as u64;
     batches.saturating_mul(crate::sink::max_blocks_per_batch(rows, parts, parts))
 }
 
@@ -244,7 +245,7 @@ pub const fn required_window(max_rows: u64, max_queue: u64) -> u64 {
 /// (`non_replicated_deduplication_window`, or `replicated_deduplication_window` on clusters).
 ///
 /// The worst case of the default configuration is the trade table: batches of 100,000 rows,
-/// 4 in doubt plus 64 kept in the journal, 100 partitions per piece and 17 bisection levels:
+/// 4 in doubt plus 64 kept in the journal, 100 partitions per batch and 17 bisection levels:
 /// [`required_window`]`(100_000, 400_000)` = 68 × 100 × 18 = 122,400 blocks. 160,000 leaves a
 /// 30 % margin. The cost is one block hash per entry (a local file and its in-memory index
 /// per table; a znode per entry in Keeper on clusters). ClickHouse's own default is 0 on a

@@ -196,5 +196,22 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
         "count, distinct ids, min, max (seed {seed})"
     );
     assert_eq!(dead, 0);
+    // The user's proof, as `marketprism-storage audit` gives it: stream vs table per market.
+    let report = crate::oracle::assert_audit_clean(
+        &nats,
+        &ch,
+        &[marketprism_storage::model::DataType::Trade],
+    )
+    .await;
+    println!(
+        "chaos: audit: {} messages, {} rows matched, missing {}, duplicated {}, unexplained {} ({:.0} msgs/s)",
+        report.totals.messages,
+        report.totals.rows_matched,
+        report.totals.missing,
+        report.totals.duplicated,
+        report.totals.unexplained,
+        report.messages_per_s
+    );
+    assert_eq!(report.totals.messages, n);
     assert_eq!(svc.terminate(), Some(0));
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use marketprism_storage::model::DataType;
 use rand::Rng;
 
 use crate::harness::{
@@ -348,6 +349,8 @@ async fn sigkill_at_random_moments_while_draining_a_backlog_stores_every_row_onc
     }
     svc.start();
     assert_exactly_once(&ch, N, &svc).await;
+    let report = crate::oracle::assert_audit_clean(&nats, &ch, &[DataType::Trade]).await;
+    assert_eq!(report.totals.rows_matched, N);
     assert_eq!(svc.terminate(), Some(0));
     if std::env::var_os("SHOW_SERVICE_LOG").is_some() {
         eprintln!("{}", svc.log_text());
@@ -425,6 +428,8 @@ async fn nats_killed_while_draining_a_backlog_loses_and_duplicates_nothing() {
         eprintln!("nats kill {k} after {ms} ms at {before} rows");
     }
     assert_exactly_once(&ch, N, &svc).await;
+    let report = crate::oracle::assert_audit_clean(&nats, &ch, &[DataType::Trade]).await;
+    assert_eq!(report.totals.rows_matched, N);
     assert_eq!(svc.terminate(), Some(0));
 }
 

@@ -10,6 +10,7 @@
     clippy::print_stdout
 )]
 
+mod audit;
 mod chaos;
 mod demo;
 mod faults_ch;
@@ -19,7 +20,9 @@ mod harness;
 mod ingest;
 mod migrate;
 mod ops;
+mod oracle;
 mod orphans;
+mod partitions;
 mod proxy;
 mod quality;
 mod schema;
