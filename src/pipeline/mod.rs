@@ -5,7 +5,10 @@
 //! `writer::Writer` (journal → insert → ack), joined by bounded channels of capacity one, so
 //! the three run on different cores and at most one batch waits at each step: when ClickHouse
 //! slows down the reader blocks, stops pulling, and JetStream keeps the rest.
-//! Shutdown: stop pulling → close the open batch → insert → ack → exit.
+//! Shutdown: stop pulling → close the open batch → insert → ack → exit; except that an open
+//! batch that is part of a journaled batch (a journaled cut point still ahead) is not closed
+//! but dropped unacked and re-read at the next start, since a journaled batch is only ever
+//! inserted whole under its token. The drain is bounded by the caller's grace period.
 //!
 //! Supervision: losing the lease (a refresh fails: NATS unreachable, or the lease expired and
 //! was taken) or the journal (another owner rewrote it) is a state to recover from, never an
@@ -445,8 +448,10 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
             // Fencing: nothing the old stages hold may be journaled, inserted or acked any
             // more. Aborting them is a crash of this type only, which the journal makes safe:
             // what they held is unacked and re-read, cut at the journaled boundaries.
-            type_stop.cancel();
+            // Abort before cancelling: a cancelled reader hands its open batch over, and a
+            // writer woken by it could start a journal write or an ack before the abort lands.
             stages.abort_all();
+            type_stop.cancel();
             while stages.join_next().await.is_some() {}
         }
     }

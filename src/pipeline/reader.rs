@@ -12,7 +12,9 @@
 //! A stop or resync hands over the closed batches and the open one, except while a journaled
 //! cut point is still ahead: then the open batch is a part of a journaled batch, which may only
 //! be inserted whole under its token, so it is dropped (unacked) and re-read. Journal entries
-//! of another stream epoch (the stream was deleted and created again) are ignored.
+//! of another stream incarnation (the stream was deleted and created again) are ignored, and
+//! what is kept is written back before anything is re-read: the journal's revision changes, so
+//! the writer of an earlier owner is fenced at its next journal write.
 //!
 //! Memory is bounded twice: pulls ask for at most `fetch_batch` messages and `fetch_max_bytes`
 //! bytes, and the reader stops pulling while `max_queue` messages or `max_queue_bytes` payload
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::AckHandle;
 use crate::batch::{Batcher, Limits};
 use crate::model::DataType;
-use crate::source::journal::{Journal, JournalEntry, stream_epoch};
+use crate::source::journal::{Journal, JournalEntry, select, stream_epoch};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
 use super::decoder::{RawBatch, RawMsg, StageCmd};
@@ -188,8 +190,9 @@ impl Reader {
         st.queued_bytes.store(0, Relaxed);
 
         let mut consumer = bind_consumer(&self.js, &self.spec).await?;
-        // The stream's epoch: a recreated stream restarts its sequences at 1.
-        let epoch = {
+        // The stream's epoch (a recreated stream restarts its sequences at 1) and its last
+        // sequence (journal entries beyond it describe no message of this stream).
+        let (epoch, stream_last) = {
             let mut stream = self
                 .js
                 .get_stream(&self.spec.stream)
@@ -199,7 +202,7 @@ impl Reader {
                 .info()
                 .await
                 .map_err(api_err(format!("stream {} info", self.spec.stream)))?;
-            stream_epoch(info)
+            (stream_epoch(info), info.state.last_sequence)
         };
         let info = consumer
             .info()
@@ -213,12 +216,22 @@ impl Reader {
         st.bound.store(true, Relaxed);
 
         let loaded = self.journal.get(&self.spec.durable).await?;
-        let (journaled, other_epoch): (Vec<JournalEntry>, Vec<JournalEntry>) =
-            loaded.entries.into_iter().partition(|e| e.in_epoch(epoch));
-        if !other_epoch.is_empty() {
-            tracing::warn!(data_type = %dt, stream = %self.spec.stream, epoch, ignored = other_epoch.len(),
+        let sel = select(loaded.entries, epoch, loaded.written_ns, stream_last);
+        if sel.other_epoch + sel.older_stream + sel.beyond_stream > 0 {
+            tracing::warn!(data_type = %dt, stream = %self.spec.stream, epoch, stream_last,
+                other_epoch = sel.other_epoch, older_stream = sel.older_stream,
+                beyond_stream = sel.beyond_stream,
                 "journal entries of an earlier incarnation of the stream ignored (the stream was recreated)");
         }
+        let journaled = sel.entries;
+        // Write what we keep back, replacing the revision we read: the revision changes, so a
+        // writer of an earlier owner (ours before a pause, or another instance's) still
+        // holding the old revision is fenced at its next journal write instead of fencing us
+        // (reading alone changes nothing). Also rewrites ignored entries away for good.
+        let revision = self
+            .journal
+            .put(&self.spec.durable, &journaled, loaded.revision)
+            .await?;
         // Batches above the floor must be re-cut exactly where they were cut before.
         let entries: Vec<&JournalEntry> = journaled.iter().filter(|e| e.last_seq > floor).collect();
         let mut batcher = Batcher::new(dt, self.limits).keep_last_ack_only(ack_all);
@@ -240,7 +253,7 @@ impl Reader {
             journaled,
             floor,
             epoch,
-            revision: loaded.revision,
+            revision,
         })
         .await?;
 

@@ -13,6 +13,11 @@
 //! (removed by limits): the part that is left is journaled and inserted under a token of its
 //! own exact boundaries (ARCHITECTURE.md, "Exactly once", residual case).
 //!
+//! A piece the sink halves because it was too large is journaled (the batch entry's `halved`)
+//! before its halves are sent, and every attempt makes the journaled halvings up front: a size
+//! limit can change between attempts, and sending whole what an earlier attempt halved would
+//! store the landed halves twice.
+//!
 //! Journal writes state the revision they replace: when another owner rewrote the entry since
 //! our reader loaded it (our lease was lost), the write fails, the writer cancels `fence` and
 //! stops; the type's supervisor drops everything this pipeline holds and starts over.
@@ -37,7 +42,8 @@ use super::decoder::{DecodedBatch, StageCmd};
 /// A NATS server that is killed (not stopped) can come back with its consumer's ack floor a
 /// little behind the acks it had confirmed: those messages are then delivered again. Keeping
 /// the last batches' boundaries lets the reader cut them exactly as before, so they are re-sent
-/// with their original tokens and ClickHouse drops them (the tables remember 1000 blocks).
+/// with their original tokens and ClickHouse drops them (the tables remember
+/// `crate::schema::DEDUP_WINDOW` blocks, far more than these batches add).
 pub const JOURNAL_HISTORY: usize = 64;
 
 /// Pause before storing a batch again after an error that retrying cannot fix by itself.
@@ -139,7 +145,7 @@ impl Writer {
         let (inserted_rows, dead) = loop {
             match self.store(&b, &token).await {
                 Ok(done) => break done,
-                Err(_) if self.stop.is_cancelled() => return false,
+                Err(_) if self.stop.is_cancelled() || self.fence.is_cancelled() => return false,
                 Err(e) => {
                     note_insert_failure(self.st(), &e);
                     tracing::error!(data_type = %self.data_type, error = %e,
@@ -184,8 +190,42 @@ impl Writer {
     /// (subject, stream sequence, bytes as received). Dead letters are never dropped: one
     /// that ClickHouse refuses even alone fails the store ([`sink::SinkError::Refused`]), so
     /// the batch is held and stored again later, never acked without it.
-    async fn store(&self, b: &DecodedBatch, token: &str) -> Result<(u64, u64), sink::SinkError> {
+    ///
+    /// A piece halved because it was too large is journaled (appended to the batch's entry)
+    /// before its halves are sent, and the halvings already journaled are made up front, so
+    /// no attempt sends whole what an earlier one halved (see `sink::Splitter`).
+    async fn store(
+        &mut self,
+        b: &DecodedBatch,
+        token: &str,
+    ) -> Result<(u64, u64), sink::SinkError> {
         let dt = self.data_type;
+        let halved: Vec<String> = self
+            .journaled
+            .iter()
+            .find(|e| e.first_seq == b.first_seq && e.last_seq == b.last_seq && e.count == b.count)
+            .map(|e| e.halved.clone())
+            .unwrap_or_default();
+        // The journal log of this batch's halvings (disjoint field borrows: the sink and the
+        // stats are borrowed by the insert at the same time).
+        macro_rules! halvings {
+            () => {
+                (
+                    &halved[..],
+                    &mut JournalHalvings {
+                        journal: self.journal.as_ref(),
+                        durable: &self.durable,
+                        entries: &mut self.journaled,
+                        rev: &mut self.journal_rev,
+                        batch: (b.first_seq, b.last_seq, b.count),
+                        stop: &self.stop,
+                        fence: &self.fence,
+                        st: self.stats.of(dt),
+                        data_type: dt,
+                    } as &mut dyn sink::HalvingLog,
+                )
+            };
+        }
         let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
             let st = self.stats.of(dt);
             st.retries.fetch_add(1, Relaxed);
@@ -204,13 +244,20 @@ impl Writer {
                     &qt,
                     sink::quality_event_partition,
                     sink::encode_quality_events,
+                    halvings!(),
                     &self.stop,
                     &mut on_retry,
                 )
                 .await?;
             let stored = b.quality.len() - iso.rejected.len();
-            self.st().quality_events.fetch_add(stored as u64, Relaxed);
-            self.st().insert_splits.fetch_add(iso.splits, Relaxed);
+            self.stats
+                .of(dt)
+                .quality_events
+                .fetch_add(stored as u64, Relaxed);
+            self.stats
+                .of(dt)
+                .insert_splits
+                .fetch_add(iso.splits, Relaxed);
         }
         let isolation = self
             .sink
@@ -220,6 +267,7 @@ impl Writer {
                 token,
                 sink::record_partition,
                 |rows| sink::encode_block(dt, rows),
+                halvings!(),
                 &self.stop,
                 &mut on_retry,
             )
@@ -249,6 +297,7 @@ impl Writer {
                     &sink::dead_letter_token(token),
                     sink::dead_letter_partition,
                     sink::encode_dead_letters,
+                    halvings!(),
                     &self.stop,
                     &mut on_retry,
                 )
@@ -300,41 +349,23 @@ impl Writer {
             count: b.count,
             token: token.clone(),
             epoch: (self.epoch != 0).then_some(self.epoch),
+            halved: Vec::new(),
         });
         let Some(journal) = &self.journal else {
             return Some(token);
         };
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match journal
-                .put(&self.durable, &self.journaled, self.journal_rev)
-                .await
-            {
-                Ok(rev) => {
-                    self.journal_rev = rev;
-                    return Some(token);
-                }
-                Err(e @ SourceError::Fenced { .. }) => {
-                    // Someone else wrote the entry since we read it (or a write of ours that
-                    // timed out landed after all): what we hold may be cut differently from
-                    // what the journal says. Stop; the supervisor starts over from the journal.
-                    self.st().error(e.to_string());
-                    tracing::warn!(data_type = %self.data_type, error = %e,
-                        "journal changed under this writer; dropping what it holds and starting over");
-                    self.fence.cancel();
-                    return None;
-                }
-                Err(e) => {
-                    self.st().error(e.to_string());
-                    tracing::warn!(data_type = %self.data_type, error = %e, "journal write failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.cancelled() => return None,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let written = put_journal(
+            journal,
+            &self.durable,
+            &self.journaled,
+            &mut self.journal_rev,
+            &self.stop,
+            &self.fence,
+            self.stats.of(self.data_type),
+            self.data_type,
+        )
+        .await;
+        written.then_some(token)
     }
 
     /// Acks the handles (the last one confirmed) and drops journal entries they cover.
@@ -381,5 +412,108 @@ impl Writer {
                 true
             }
         }
+    }
+}
+
+/// Writes `entries` as the consumer's journal entry over revision `*rev` (updated on success),
+/// retrying transient errors with backoff. False on shutdown, or when the entry was changed
+/// by someone else since (fenced: `fence` is cancelled, the supervisor starts over).
+#[allow(clippy::too_many_arguments)]
+async fn put_journal(
+    journal: &Journal,
+    durable: &str,
+    entries: &[JournalEntry],
+    rev: &mut u64,
+    stop: &CancellationToken,
+    fence: &CancellationToken,
+    st: &TypeStats,
+    data_type: DataType,
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match journal.put(durable, entries, *rev).await {
+            Ok(r) => {
+                *rev = r;
+                return true;
+            }
+            Err(e @ SourceError::Fenced { .. }) => {
+                // Someone else wrote the entry since we read it (or a write of ours that timed
+                // out landed after all): what we hold may be cut differently from what the
+                // journal says. Stop; the supervisor starts over from the journal.
+                st.error(e.to_string());
+                tracing::warn!(%data_type, error = %e,
+                    "journal changed under this writer; dropping what it holds and starting over");
+                fence.cancel();
+                return false;
+            }
+            Err(e) => {
+                st.error(e.to_string());
+                tracing::warn!(%data_type, error = %e, "journal write failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Journals the size halvings of one batch: each key is appended to the batch's entry and
+/// written (compare-and-set, like every journal write) before the halves are sent.
+struct JournalHalvings<'a> {
+    journal: Option<&'a Journal>,
+    durable: &'a str,
+    entries: &'a mut Vec<JournalEntry>,
+    rev: &'a mut u64,
+    /// The batch's (first, last, count).
+    batch: (u64, u64, u64),
+    stop: &'a CancellationToken,
+    fence: &'a CancellationToken,
+    st: &'a TypeStats,
+    data_type: DataType,
+}
+
+impl sink::HalvingLog for JournalHalvings<'_> {
+    fn record<'a>(
+        &'a mut self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), sink::SinkError>> {
+        Box::pin(async move {
+            let (first, last, count) = self.batch;
+            let Some(entry) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.first_seq == first && e.last_seq == last && e.count == count)
+            else {
+                return Ok(());
+            };
+            if entry.halved.iter().any(|k| k == key) {
+                return Ok(());
+            }
+            entry.halved.push(key.to_owned());
+            tracing::info!(data_type = %self.data_type, first, last, key, "piece too large: halving journaled before its halves are sent");
+            let Some(journal) = self.journal else {
+                return Ok(());
+            };
+            if put_journal(
+                journal,
+                self.durable,
+                self.entries,
+                self.rev,
+                self.stop,
+                self.fence,
+                self.st,
+                self.data_type,
+            )
+            .await
+            {
+                Ok(())
+            } else {
+                Err(sink::SinkError::Journal(format!(
+                    "halving {key} of batch {first}-{last}"
+                )))
+            }
+        })
     }
 }

@@ -79,6 +79,10 @@ pub enum SinkError {
         /// The error for the first of them.
         first: Box<SinkError>,
     },
+    /// A halving could not be journaled (the stop came, or another owner rewrote the
+    /// journal): the insert stops before sending the halves.
+    #[error("halving not journaled: {0}")]
+    Journal(String),
     /// A retry loop was stopped by cancellation; `last` is the error it was retrying.
     #[error("retry cancelled after {attempts} attempts; last error: {last}")]
     RetryCancelled {
@@ -99,7 +103,9 @@ impl SinkError {
                 http_status,
                 message,
             } => classify(*code, *http_status, message),
-            SinkError::Transport(_) | SinkError::RetryCancelled { .. } => ErrorClass::Retriable,
+            SinkError::Transport(_) | SinkError::RetryCancelled { .. } | SinkError::Journal(_) => {
+                ErrorClass::Retriable
+            }
             SinkError::Client(_)
             | SinkError::Refused { .. }
             | SinkError::Encode(_)
@@ -186,10 +192,12 @@ const CODES: &[(i32, &str, ErrorClass)] = &[
     (25, "CANNOT_PARSE_ESCAPE_SEQUENCE", DataError),
     (26, "CANNOT_PARSE_QUOTED_STRING", DataError),
     (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", DataError),
-    // Truncated or malformed binary input: chunked HTTP framing already catches truncation in
-    // transit, so what is left is a block the server cannot read; bisecting finds the rows.
-    (32, "ATTEMPT_TO_READ_AFTER_EOF", DataError),
-    (33, "CANNOT_READ_ALL_DATA", DataError),
+    // Truncated binary input: a body cut off on the way in (a proxy, a reset) as well as a
+    // block the server cannot read. The first is not a function of the rows — isolating
+    // "bad rows" on it would dead-letter good ones, and a replay would not see it — and our
+    // encoder's blocks are well formed, so it is retried (held if it persists).
+    (32, "ATTEMPT_TO_READ_AFTER_EOF", Retriable),
+    (33, "CANNOT_READ_ALL_DATA", Retriable),
     (38, "CANNOT_PARSE_DATE", DataError),
     (41, "CANNOT_PARSE_DATETIME", DataError),
     (53, "TYPE_MISMATCH", DataError),
@@ -397,6 +405,19 @@ mod tests {
             (Some(321), None, "", DataError),
             (Some(131), None, "", DataError),
             (Some(469), None, "", DataError),
+            // A body cut off on the way in is not the rows' fault (review finding 1).
+            (
+                Some(32),
+                Some(500),
+                "Code: 32. DB::Exception: Attempt to read after eof. (ATTEMPT_TO_READ_AFTER_EOF)",
+                Retriable,
+            ),
+            (
+                None,
+                None,
+                "Cannot read all data. Bytes read: 12. (CANNOT_READ_ALL_DATA)",
+                Retriable,
+            ),
             (Some(516), Some(403), "", Fatal),
             (Some(497), None, "", Fatal),
             (Some(16), None, "", Fatal),

@@ -1,7 +1,9 @@
 //! Dedup tokens, splitting of batches the server refuses for their shape, and bad-row
 //! isolation, independent of any IO.
 //!
-//! A batch's token is derived from its identity (consumer and stream-sequence range), never
+//! A batch's token ([`epoch_batch_token`] for a JetStream stream; [`batch_token`] in core mode
+//! and in the previous release's journal entries) is derived from its identity (consumer,
+//! stream epoch and stream-sequence range), never
 //! from time or randomness, so re-sending the batch after a crash or a retry produces the same
 //! token and ClickHouse drops the duplicate. A batch spanning too many partitions is split by
 //! partition under the same token; a single-partition piece that is too large or holds a row
@@ -12,7 +14,9 @@ use std::ops::Range;
 
 use super::error::{ErrorClass, SinkError};
 
-/// The dedup token of a batch: `mp1:<consumer>:<first_seq>-<last_seq>:<count>`.
+/// The dedup token of a batch without a stream epoch:
+/// `mp1:<consumer>:<first_seq>-<last_seq>:<count>` (core mode, where the writer's epoch is 0,
+/// and journal entries of the previous release; JetStream batches use [`epoch_batch_token`]).
 ///
 /// `mp1` versions the scheme. The consumer name scopes stream sequences (two consumers may
 /// deliver the same sequence to different tables); `first_seq`, `last_seq` and `count` pin the
@@ -168,9 +172,15 @@ impl Piece {
 ///   — the whole batch, or pieces — lands each partition once. Used before sending (more than
 ///   [`MAX_PARTITIONS_PER_INSERT`]), and first after any shape or data error.
 /// - **in halves** of a single-partition piece, with derived tokens `<token>/0`, `<token>/1`
-///   ([`split`]): the split points depend only on the row count, and the triggers — a row the
-///   server refuses (`DataError`), a block over a per-query memory or body-size limit
-///   (`TooLarge`) — are functions of the rows, so a re-run derives the same halves and tokens.
+///   ([`split`]): the split points depend only on the row count. A row the server refuses
+///   (`DataError`) is a function of the rows, so a re-run derives the same halves and tokens.
+///   A block over a per-query memory or body-size limit (`TooLarge`) is not: the limit, or the
+///   memory a block needs, can differ on the next attempt, and a re-run that sent the piece
+///   whole under `<token>` after `<token>/0` had landed would store those rows twice. So each
+///   such halving is handed out ([`take_halved`](Splitter::take_halved), a [`halving_key`]) for
+///   the caller to make durable *before* it sends the halves, and a re-run given the recorded
+///   keys ([`with_halved`](Splitter::with_halved)) halves those pieces up front, never
+///   sending them whole.
 ///
 /// A single row refused for its data is rejected (to be dead-lettered); a single row
 /// "too large", or a single partition with "too many partitions", cannot be helped by a
@@ -184,6 +194,45 @@ pub struct Splitter<K> {
     keys: Vec<K>,
     stack: Vec<Piece>,
     out: Isolation,
+    /// Halvings recorded by an earlier attempt, by token: the first rows of the pieces
+    /// halved under it. Done up front.
+    halved: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>>,
+    /// Halvings made for `TooLarge` since the last [`take_halved`](Splitter::take_halved).
+    new_halved: Vec<String>,
+}
+
+/// Where an isolating insert makes its size halvings durable before it sends the halves
+/// (see [`Splitter`]).
+pub trait HalvingLog: Send {
+    /// Records the [`halving_key`] `key`; the halves are sent only once this returned `Ok`.
+    /// An `Err` stops the insert.
+    fn record<'a>(
+        &'a mut self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Records nothing: for inserts that are never replayed after a crash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHalvingLog;
+
+impl HalvingLog for NoHalvingLog {
+    fn record<'a>(
+        &'a mut self,
+        _key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The identity of a piece across attempts: its token and its first row (pieces sharing a
+/// token hold disjoint partitions). Recorded for a piece halved because it was too large.
+pub fn halving_key(piece: &Piece) -> String {
+    format!(
+        "{}@{}",
+        piece.token,
+        piece.rows.first().copied().unwrap_or(0)
+    )
 }
 
 impl<K: Ord> Splitter<K> {
@@ -199,6 +248,8 @@ impl<K: Ord> Splitter<K> {
             stack: Vec::new(),
             out: Isolation::default(),
             keys,
+            halved: Default::default(),
+            new_halved: Vec::new(),
         };
         if s.keys.is_empty() {
             return s;
@@ -235,9 +286,86 @@ impl<K: Ord> Splitter<K> {
         by_key.into_values().collect()
     }
 
+    /// Replays the halvings an earlier attempt recorded (their [`halving_key`]s): those
+    /// pieces are halved before sending, as the earlier attempt did after its error.
+    ///
+    /// A recorded piece is always a single partition's rows under its token; a piece holding
+    /// it together with other partitions (the earlier attempt split that by partition after
+    /// its error) is split by partition first, keeping the token.
+    pub fn with_halved(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+        for key in keys {
+            if let Some((token, row)) = key.rsplit_once('@')
+                && let Ok(row) = row.parse::<usize>()
+            {
+                self.halved.entry(token.to_owned()).or_default().insert(row);
+            }
+        }
+        self
+    }
+
+    /// The halvings made for `TooLarge` since the last call, to be recorded durably before
+    /// the next piece is sent.
+    pub fn take_halved(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_halved)
+    }
+
     /// The next piece to insert; `None` when done.
     pub fn next_piece(&mut self) -> Option<Piece> {
-        self.stack.pop()
+        loop {
+            let piece = self.stack.pop()?;
+            let Some(firsts) = self.halved.get(&piece.token) else {
+                return Some(piece);
+            };
+            if !piece.rows.iter().any(|r| firsts.contains(r)) {
+                return Some(piece);
+            }
+            let halve = piece.rows.first().is_some_and(|r| firsts.contains(r));
+            let groups = self.partition_groups(&piece.rows);
+            if groups.len() > 1 {
+                self.push_partition_halves(&piece.token, &groups);
+                continue;
+            }
+            if !halve {
+                return Some(piece);
+            }
+            if let Err(piece) = self.push_halves(piece) {
+                return Some(piece);
+            }
+        }
+    }
+
+    /// Pushes the partition groups of a piece in two halves by partition, same token (see the
+    /// type's docs), the first half on top.
+    fn push_partition_halves(&mut self, token: &str, groups: &[Vec<usize>]) {
+        let mid = groups.len().div_ceil(2);
+        let (left, right) = groups.split_at(mid);
+        self.out.splits += 1;
+        self.stack.push(Piece {
+            rows: right.concat(),
+            token: token.to_owned(),
+        });
+        self.stack.push(Piece {
+            rows: left.concat(),
+            token: token.to_owned(),
+        });
+    }
+
+    /// Pushes the halves of a piece (the first half on top); the piece back for a single row.
+    fn push_halves(&mut self, piece: Piece) -> Result<(), Piece> {
+        let Some([(l, lt), (r, rt)]) = split(0..piece.rows.len(), &piece.token) else {
+            return Err(piece);
+        };
+        self.out.splits += 1;
+        let rows = |range: Range<usize>| piece.rows.get(range).unwrap_or_default().to_vec();
+        self.stack.push(Piece {
+            rows: rows(r),
+            token: rt,
+        });
+        self.stack.push(Piece {
+            rows: rows(l),
+            token: lt,
+        });
+        Ok(())
     }
 
     /// Records the outcome of inserting `piece`; returns the error back when no split can
@@ -257,44 +385,25 @@ impl<K: Ord> Splitter<K> {
         }
         let groups = self.partition_groups(&piece.rows);
         if groups.len() > 1 {
-            // Halves by partition, same token (see the type's docs).
-            let mid = groups.len().div_ceil(2);
-            let (left, right) = groups.split_at(mid);
-            self.out.splits += 1;
-            self.stack.push(Piece {
-                rows: right.concat(),
-                token: piece.token.clone(),
-            });
-            self.stack.push(Piece {
-                rows: left.concat(),
-                token: piece.token,
-            });
+            self.push_partition_halves(&piece.token, &groups);
             return Ok(());
         }
         if class == ErrorClass::TooManyPartitions {
             return Err(e);
         }
-        match split(0..piece.rows.len(), &piece.token) {
-            Some([(l, lt), (r, rt)]) => {
-                self.out.splits += 1;
-                let rows = |range: Range<usize>| piece.rows.get(range).unwrap_or_default().to_vec();
-                self.stack.push(Piece {
-                    rows: rows(r),
-                    token: rt,
-                });
-                self.stack.push(Piece {
-                    rows: rows(l),
-                    token: lt,
-                });
+        let key = (class == ErrorClass::TooLarge).then(|| halving_key(&piece));
+        match self.push_halves(piece) {
+            Ok(()) => {
+                self.new_halved.extend(key);
                 Ok(())
             }
-            None if class == ErrorClass::DataError => {
+            Err(piece) if class == ErrorClass::DataError => {
                 if let Some(&index) = piece.rows.first() {
                     self.out.rejected.push(RejectedRow { index, error: e });
                 }
                 Ok(())
             }
-            None => Err(e),
+            Err(_) => Err(e),
         }
     }
 
@@ -397,6 +506,75 @@ mod tests {
             s.record(p, result).unwrap();
         }
         (s.finish(), landed)
+    }
+
+    /// Runs a splitter like [`drive`] until `crash_after` pieces have landed (a crash), with
+    /// the halvings of an earlier attempt replayed; returns the landed (rows, token) pairs and
+    /// the halvings recorded (what the writer journals before sending the halves).
+    fn drive_until(
+        keys: &[u32],
+        fake: &Fake,
+        halved: &[String],
+        crash_after: usize,
+    ) -> (Vec<(Vec<usize>, String)>, Vec<String>) {
+        let mut landed = Vec::new();
+        let mut recorded = halved.to_vec();
+        let mut s = Splitter::new(keys.to_vec(), "t", 100).with_halved(halved.to_vec());
+        while let Some(p) = s.next_piece() {
+            if landed.len() == crash_after {
+                break;
+            }
+            let result = fake.insert(keys, &p);
+            if result.is_ok() {
+                landed.push((p.rows.clone(), p.token.clone()));
+            }
+            s.record(p, result).unwrap();
+            recorded.extend(s.take_halved());
+        }
+        (landed, recorded)
+    }
+
+    /// Review finding 1: a piece halved because it was too large (241 for query, 413) may
+    /// fit on the next attempt (memory varies, a limit is raised). A replay after a crash
+    /// that followed `t/0` landing sent the batch whole under `t`: ClickHouse had (p, t/0)
+    /// but not (p, t), so t/0's rows were stored twice. With the halvings recorded before
+    /// the halves were sent, the replay halves up front and reuses t/0 and t/1.
+    #[test]
+    fn replay_of_a_piece_halved_for_size_reuses_the_halves_when_it_would_fit_whole() {
+        // Partition 0: rows 0-1; partition 1: rows 2-9 (too large at 4 rows a block).
+        let keys = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+        let tight = Fake {
+            bad: BTreeSet::new(),
+            limit: usize::MAX,
+            max_rows: 4,
+        };
+        let (first, recorded) = drive_until(&keys, &tight, &[], 2);
+        assert_eq!(recorded, ["t@2"]);
+        assert_eq!(first[0], (vec![0, 1], "t".to_owned()));
+        let roomy = Fake {
+            bad: BTreeSet::new(),
+            limit: usize::MAX,
+            max_rows: usize::MAX,
+        };
+        let (replay, _) = drive_until(&keys, &roomy, &recorded, usize::MAX);
+        let mut landed = first.clone();
+        landed.extend(replay);
+        // What ClickHouse keeps: one part per distinct (partition, token).
+        let mut kept = std::collections::BTreeMap::new();
+        for (rows, token) in &landed {
+            for &r in rows {
+                kept.entry((keys[r], token.clone()))
+                    .or_insert_with(BTreeSet::new)
+                    .insert(r);
+            }
+        }
+        let mut stored: Vec<usize> = kept.values().flatten().copied().collect();
+        stored.sort_unstable();
+        assert_eq!(
+            stored,
+            (0..10).collect::<Vec<_>>(),
+            "each row stored once: {landed:?}"
+        );
     }
 
     /// One partition, `len` rows, the given bad rows (the old bisection's cases).

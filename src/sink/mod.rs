@@ -6,8 +6,10 @@
 //! whose [`SinkError::kind`] says whether to retry, isolate bad rows, or stop. It never acks,
 //! never talks to NATS and never decides what happens to a message: that is the pipeline's.
 //!
-//! Exactly-once rests on deterministic dedup tokens ([`batch_token`], and `<token>/0`,
-//! `<token>/1`, … for the halves of a split batch; see [`Splitter`]) together with the
+//! Exactly-once rests on deterministic dedup tokens ([`epoch_batch_token`] `mp2:…` for the
+//! batches of a JetStream stream, [`batch_token`] `mp1:…` in core mode and in journal entries
+//! of the previous release, and `<token>/0`, `<token>/1`, … for the halves of a split piece,
+//! `<token>/dl` for its dead letters; see [`Splitter`]) together with the
 //! tables' `non_replicated_deduplication_window`/`replicated_deduplication_window`, which
 //! must cover `schema::required_window` blocks (from [`max_blocks_per_batch`]).
 //!
@@ -39,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::{Backoff, DEFAULT_CAP, DEFAULT_FACTOR, DEFAULT_INITIAL};
 pub use error::{ErrorClass, SinkError, classify, parse_code, parse_status};
 pub use isolate::{
-    Isolation, MAX_PARTITIONS_PER_INSERT, Piece, RejectedRow, Splitter, batch_token, child_token,
-    dead_letter_token, epoch_batch_token, split,
+    HalvingLog, Isolation, MAX_PARTITIONS_PER_INSERT, NoHalvingLog, Piece, RejectedRow, Splitter,
+    batch_token, child_token, dead_letter_token, epoch_batch_token, halving_key, split,
 };
 pub use native::{
     EncodeError, LowCardinalityEncoding, encode_block, encode_dead_letters, encode_quality_events,
@@ -312,11 +314,14 @@ impl Sink {
         token: &str,
         partition: impl Fn(&'a R) -> K,
         encode: impl Fn(&[R]) -> Result<Bytes, EncodeError>,
+        halvings: (&[String], &mut dyn HalvingLog),
         cancel: &CancellationToken,
         mut on_retry: impl FnMut(&SinkError, u32, Duration),
     ) -> Result<Isolation, SinkError> {
+        let (halved, log) = halvings;
         let keys: Vec<K> = rows.iter().map(partition).collect();
-        let mut splitter = Splitter::new(keys, token, MAX_PARTITIONS_PER_INSERT);
+        let mut splitter = Splitter::new(keys, token, MAX_PARTITIONS_PER_INSERT)
+            .with_halved(halved.iter().cloned());
         while let Some(piece) = splitter.next_piece() {
             let body = match piece.as_range() {
                 Some(range) => encode(rows.get(range).unwrap_or_default()),
@@ -338,6 +343,9 @@ impl Sink {
                 Err(e) => Err(e.into()),
             };
             splitter.record(piece, result)?;
+            for key in splitter.take_halved() {
+                log.record(&key).await?;
+            }
         }
         Ok(splitter.finish())
     }
@@ -446,12 +454,14 @@ mod tests {
         let sink = Sink::new(&SinkOptions::new("http://127.0.0.1:1", "db"));
         let cancel = CancellationToken::new();
         let rows: Vec<Record> = Vec::new();
+        let mut log = NoHalvingLog;
         let f = sink.insert_isolating(
             "trades",
             &rows,
             "t",
             record_partition,
             |r| encode_block(DataType::Trade, r),
+            (&[], &mut log),
             &cancel,
             |_, _, _| {},
         );

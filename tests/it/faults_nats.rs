@@ -1,6 +1,7 @@
 //! NATS-side faults: outages of several lengths, a recreated stream, a journaled batch cut short
 //! by a stop, shutdown with NATS down, a durable we cannot use, a flood of large payloads, and a
-//! crash during the recovery read. Every test counts rows per trade id (exactly once).
+//! crash during the recovery read, journal entries of an older stream, fencing at a resync.
+//! Every test counts rows per trade id (exactly once).
 
 use std::time::{Duration, Instant};
 
@@ -275,6 +276,89 @@ async fn sigterm_while_a_journaled_batch_is_partly_reread_inserts_it_whole_later
     svc.start();
     publish_trades(&client, 1000, 3000, now).await;
     assert_exactly_once(&ch, 3000, &svc).await;
+    assert_eq!(svc.terminate(), Some(0));
+}
+
+/// Review finding 2: journal entries without an epoch (the previous release's) were taken as
+/// the current epoch whatever the stream. Written before the stream was (re)created, they
+/// became cut points of the new stream: one at sequence 8000 that 1500 messages never reach
+/// held messages 1001-1500 for ever (thresholds and age are off while a cut is pending), and
+/// one at (1, 1000) gave the new batch an old token (a ClickHouse holding the old batch would
+/// drop the new rows). Now entries of a journal last written before the stream's creation,
+/// and entries beyond the stream's last sequence, are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochless_journal_entries_older_than_the_stream_are_not_cut_points() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    journal_entry(
+        &client,
+        &format!(
+            r#"[{{"first_seq":1,"last_seq":1000,"count":1000,"token":"mp1:{DURABLE}:1-1000:1000"}},{{"first_seq":8001,"last_seq":9000,"count":1000,"token":"mp1:{DURABLE}:8001-9000:1000"}}]"#
+        ),
+    )
+    .await;
+    // The stream is created after the journal's last write: a later incarnation.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    create_streams(&client).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_trades(&client, 0, 1500, now).await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    wait_schema(&ch, &svc).await;
+    let all = wait_until(60, || async { trades(&ch).await >= 1500 }).await;
+    assert!(
+        all,
+        "{} of 1500 rows; log:\n{}",
+        trades(&ch).await,
+        tail(&svc.log_text())
+    );
+    assert_exactly_once(&ch, 1500, &svc).await;
+    assert!(
+        svc.log_text().contains("earlier incarnation of the stream"),
+        "ignored entries are logged"
+    );
+    assert_eq!(svc.terminate(), Some(0));
+}
+
+/// Review finding 4: reading the journal does not change its revision, so a new owner's
+/// resync did not fence the previous owner's writer (paused, then resumed with the revision
+/// it had read): the stale writer's compare-and-set still succeeded and the new owner was the
+/// one fenced. Now the resync writes the entries it loaded back: a write stating the old
+/// revision fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_bumps_the_journal_revision_so_a_stale_writer_is_fenced() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    journal_entry(&client, "[]").await;
+    let js = jetstream::new(client.clone());
+    let kv = js.get_key_value(JOURNAL).await.unwrap();
+    let stale = kv.entry(DURABLE).await.unwrap().unwrap().revision;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    // No message is published: only the resync can write the journal.
+    let bumped = wait_until(60, || async {
+        kv.entry(DURABLE)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.revision > stale)
+    })
+    .await;
+    assert!(
+        bumped,
+        "journal revision still {stale} after the resync; log:\n{}",
+        tail(&svc.log_text())
+    );
+    let write = kv.update(DURABLE, "[]".into(), stale).await;
+    assert!(
+        write.is_err(),
+        "a write stating the revision read before the resync succeeded"
+    );
+    publish_trades(&client, 0, 1000, chrono::Utc::now().timestamp_millis()).await;
+    assert_exactly_once(&ch, 1000, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
 }
 
