@@ -52,6 +52,24 @@ enum Flow {
     Resync(&'static str),
 }
 
+/// The ack floor as far as batching is concerned: the consumer's floor, or the end of the
+/// journaled batch it lies inside.
+///
+/// The durable's floor only stops inside a journaled batch when a redelivered message was
+/// acked out of batch order (the reader does that only for messages at or below what the
+/// writer has stored, and the writer stores batches whole and in order), or when a killed
+/// `nats-server` comes back with its floor behind such an ack. Either way that batch was
+/// stored whole: its messages above the floor are redeliveries of stored rows. Re-cutting them
+/// from the floor would form a part of the batch under a token of its own — inserted again,
+/// a duplicate of every row of it.
+pub(crate) fn effective_floor(floor: u64, journaled: &[JournalEntry]) -> u64 {
+    journaled
+        .iter()
+        .filter(|e| e.first_seq <= floor && floor < e.last_seq)
+        .map(|e| e.last_seq)
+        .fold(floor, u64::max)
+}
+
 /// Everything one type's reader needs.
 pub(crate) struct Reader {
     pub data_type: DataType,
@@ -209,7 +227,7 @@ impl Reader {
             .await
             .map_err(api_err(format!("consumer {} info", self.spec.durable)))?
             .clone();
-        let floor = info.ack_floor.stream_sequence;
+        let acked_floor = info.ack_floor.stream_sequence;
         let delivered = info.delivered.stream_sequence;
         let ack_all = info.config.ack_policy == AckPolicy::All;
         st.consumer_pending.store(info.num_pending, Relaxed);
@@ -224,6 +242,11 @@ impl Reader {
                 "journal entries of an earlier incarnation of the stream ignored (the stream was recreated)");
         }
         let journaled = sel.entries;
+        let floor = effective_floor(acked_floor, &journaled);
+        if floor != acked_floor {
+            tracing::info!(data_type = %dt, acked_floor, floor,
+                "ack floor inside a journaled batch: that batch was stored whole; its other messages are redeliveries");
+        }
         // Write what we keep back, replacing the revision we read: the revision changes, so a
         // writer of an earlier owner (ours before a pause, or another instance's) still
         // holding the old revision is fenced at its next journal write instead of fencing us
@@ -459,5 +482,40 @@ impl Reader {
         }
         tracing::info!(data_type = %dt, messages = n, from = floor + 1, to = last, "recovered unacked messages");
         Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::effective_floor;
+    use crate::source::journal::JournalEntry;
+
+    fn e(first: u64, last: u64) -> JournalEntry {
+        JournalEntry {
+            first_seq: first,
+            last_seq: last,
+            count: last - first + 1,
+            token: format!("t{first}"),
+            epoch: None,
+            halved: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_floor_inside_a_journaled_batch_moves_to_its_end() {
+        // The incident: batch 5001..=10000 stored, a redelivery of 6170 acked; after a crash
+        // the floor was 6170 and 6171..=10000 was re-cut under a new token: 3,830 duplicates.
+        let j = [e(1, 5000), e(5001, 10000), e(10001, 15000)];
+        assert_eq!(effective_floor(6170, &j), 10000);
+        assert_eq!(
+            effective_floor(5000, &j),
+            5000,
+            "a floor at a batch end stays"
+        );
+        assert_eq!(effective_floor(10000, &j), 10000);
+        assert_eq!(effective_floor(0, &j), 0);
+        assert_eq!(effective_floor(5001, &j), 10000);
+        assert_eq!(effective_floor(20000, &j), 20000);
+        assert_eq!(effective_floor(7, &[]), 7);
     }
 }

@@ -34,22 +34,15 @@ fn exchange(i: u64) -> &'static str {
 /// Publishes trades `from..to` with JetStream acks (1000 in flight), `ts` spread over the last
 /// five minutes so that they fill several fingerprint cells per market.
 async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
-    let js = async_nats::jetstream::new(client.clone());
     let span = (to - from).max(1) as i64;
-    let mut acks = Vec::with_capacity(1000);
-    for i in from..to {
+    let msg = |i: u64| {
         let ts = now - 300_000 + (i - from) as i64 * 290_000 / span;
-        let subject = format!("trade.{}.spot.BTC-USDT", exchange(i));
-        acks.push(js.publish(subject, trade_body(i, ts).into()).await.unwrap());
-        if acks.len() == 1000 {
-            for a in acks.drain(..) {
-                a.await.unwrap();
-            }
-        }
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
+        (
+            format!("trade.{}.spot.BTC-USDT", exchange(i)),
+            trade_body(i, ts),
+        )
+    };
+    crate::harness::publish_acked(client, (from..to).map(msg)).await;
 }
 
 /// Publishes one JetStream message and returns its stream sequence.

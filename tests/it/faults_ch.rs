@@ -70,26 +70,12 @@ impl Rig {
 
     /// Publishes trades `from..to` (ids = the numbers) on `exchange(i)`.
     async fn trades(&self, from: u64, to: u64, exchange: impl Fn(u64) -> String) {
-        let js = async_nats::jetstream::new(self.client.clone());
         let now = chrono::Utc::now().timestamp_millis();
-        let mut acks = Vec::new();
-        for i in from..to {
+        let msg = |i: u64| {
             let ex = exchange(i);
-            let subject = format!("trade.{ex}.spot.BTC-USDT");
-            acks.push(
-                js.publish(subject, trade(i, &ex, now).into())
-                    .await
-                    .unwrap(),
-            );
-            if acks.len() == 500 {
-                for a in acks.drain(..) {
-                    a.await.unwrap();
-                }
-            }
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
+            (format!("trade.{ex}.spot.BTC-USDT"), trade(i, &ex, now))
+        };
+        crate::harness::publish_acked(&self.client, (from..to).map(msg)).await;
     }
 
     /// Waits until `trades` holds exactly the ids `0..n`, once each (and stays so for 2 s),

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 use crate::harness::{
-    Service, TestClickHouse, TestNats, create_streams, wait_for_streams, wait_until,
+    Service, TestClickHouse, TestNats, create_streams, http_get, wait_for_streams, wait_until,
 };
 use crate::ingest::{assert_exactly_once, publish_trades, tail, trade_body};
 
@@ -27,22 +27,6 @@ async fn wait_exit(svc: &mut Service, secs: u64) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     true
-}
-
-/// `GET path` on the service's ops port: (status code, body); `None` while nothing answers.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 async fn trades(ch: &TestClickHouse) -> u64 {

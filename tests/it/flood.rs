@@ -3,25 +3,10 @@
 
 use std::time::Duration;
 
-use crate::harness::{Service, TestClickHouse, TestNats, wait_for_streams, wait_until};
+use crate::harness::{
+    Service, TestClickHouse, TestNats, http_get, publish_acked, wait_for_streams, wait_until,
+};
 use crate::ingest::tail;
-
-/// `GET path` on 127.0.0.1:`port` over a raw connection; the body.
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(text)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_symbol_flood_is_stored_exactly_with_bounded_quality_series() {
@@ -33,27 +18,17 @@ async fn random_symbol_flood_is_stored_exactly_with_bounded_quality_series() {
     wait_for_streams(&client).await;
     const N: u64 = 20_000;
     let now = chrono::Utc::now().timestamp_millis();
-    let js = async_nats::jetstream::new(client.clone());
-    let mut acks = Vec::new();
-    for i in 0..N {
-        let symbol = format!("FAKE{i}-USDT");
-        let body = format!(
-            r#"{{"symbol":"{symbol}","price":"1.5","quantity":"2","side":"buy","trade_id":"{i}","exchange":"binance","market_type":"spot","data_source":"marketprism","data_type":"trade","ts_ms":{now},"trade_ts_ms":{now}}}"#
-        );
-        acks.push(
-            js.publish(format!("trade.binance.spot.{symbol}"), body.into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1000 {
-            for a in acks.drain(..) {
-                a.await.unwrap();
-            }
-        }
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
+    publish_acked(
+        &client,
+        (0..N).map(|i| {
+            let symbol = format!("FAKE{i}-USDT");
+            let body = format!(
+                r#"{{"symbol":"{symbol}","price":"1.5","quantity":"2","side":"buy","trade_id":"{i}","exchange":"binance","market_type":"spot","data_source":"marketprism","data_type":"trade","ts_ms":{now},"trade_ts_ms":{now}}}"#
+            );
+            (format!("trade.binance.spot.{symbol}"), body)
+        }),
+    )
+    .await;
     let ok = wait_until(120, || async {
         ch.count("marketprism_hot.trades").await >= N
     })
@@ -67,7 +42,7 @@ async fn random_symbol_flood_is_stored_exactly_with_bounded_quality_series() {
         .await,
         format!("{N}\t{N}\t{N}")
     );
-    let metrics = http_get(svc.http_port, "/metrics").await;
+    let (_, metrics) = http_get(svc.http_port, "/metrics").await.unwrap();
     let series = metrics
         .lines()
         .filter(|l| l.starts_with("marketprism_storage_gaps_total{"))

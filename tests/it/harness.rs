@@ -234,7 +234,10 @@ impl Service {
                 "MARKETPRISM_DATA_DIR".to_string(),
                 dir.path().join("data").display().to_string(),
             ),
-            ("LOG_LEVEL".to_string(), "info".to_string()),
+            (
+                "LOG_LEVEL".to_string(),
+                std::env::var("TEST_SERVICE_LOG_LEVEL").unwrap_or_else(|_| "info".to_string()),
+            ),
         ];
         let log = dir.path().join("service.log");
         Service {
@@ -360,4 +363,42 @@ pub async fn create_streams(client: &async_nats::Client) {
     marketprism_storage::pipeline::ensure_streams(&js, &specs, &stop)
         .await
         .unwrap();
+}
+
+/// `GET path` on `127.0.0.1:port` over a raw connection: (status code, body); `None` while
+/// nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Publishes `(subject, body)` messages into their stream with JetStream acks, pipelined with
+/// 1000 in flight; returns once every ack has arrived (the stream holds them all).
+pub async fn publish_acked(
+    client: &async_nats::Client,
+    msgs: impl IntoIterator<Item = (String, String)>,
+) {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut acks = Vec::with_capacity(1000);
+    for (subject, body) in msgs {
+        acks.push(js.publish(subject, body.into()).await.unwrap());
+        if acks.len() == 1000 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
 }

@@ -256,31 +256,16 @@ pub(crate) fn trade_body(i: u64, now: i64) -> String {
 /// short of CPU drops core messages it cannot ingest in time, and the count they check must be
 /// what the stream really holds.
 pub(crate) async fn publish_trades(client: &async_nats::Client, from: u64, to: u64, now: i64) {
-    let js = async_nats::jetstream::new(client.clone());
-    let mut acks = Vec::with_capacity(1000);
-    for i in from..to {
-        let subject = format!(
-            "trade.{}.spot.BTC-USDT",
-            if i.is_multiple_of(2) {
-                "binance"
-            } else {
-                "okx"
-            }
-        );
-        acks.push(
-            js.publish(subject, trade_body(i, now).into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1000 {
-            for a in acks.drain(..) {
-                a.await.unwrap();
-            }
-        }
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
+    let subject = |i: u64| {
+        let ex = if i.is_multiple_of(2) {
+            "binance"
+        } else {
+            "okx"
+        };
+        format!("trade.{ex}.spot.BTC-USDT")
+    };
+    crate::harness::publish_acked(client, (from..to).map(|i| (subject(i), trade_body(i, now))))
+        .await;
 }
 
 /// Core NATS publishes (no stream needed), for core mode.
@@ -310,11 +295,14 @@ pub(crate) async fn assert_exactly_once(ch: &TestClickHouse, n: u64, svc: &Servi
     let stats = ch
         .query("SELECT count(), uniqExact(trade_id), min(toUInt64(trade_id)), max(toUInt64(trade_id)) FROM marketprism_hot.trades")
         .await;
-    assert_eq!(
-        stats,
-        format!("{n}\t{n}\t0\t{}", n - 1),
-        "count, distinct ids, min, max"
-    );
+    if stats != format!("{n}\t{n}\t0\t{}", n - 1) {
+        let path = std::env::temp_dir().join(format!("failed-service-{}.log", std::process::id()));
+        let _ = std::fs::copy(&svc.log, &path);
+        panic!(
+            "count, distinct ids, min, max: {stats} (want {n} each); service log kept at {}",
+            path.display()
+        );
+    }
     assert_eq!(ch.count("marketprism_hot.dead_letters").await, 0);
 }
 

@@ -588,17 +588,10 @@ async fn migrate_throughput_1m_trades() {
 
 /// `GET path` on `127.0.0.1:port`; `None` until something answers 200.
 async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    crate::harness::http_get(port, path)
         .await
-        .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        .filter(|(code, _)| *code == 200)
+        .map(|(_, body)| body)
 }
 
 fn last_success(text: &str) -> f64 {

@@ -23,28 +23,15 @@ fn exchange(i: u64) -> String {
 }
 
 async fn publish(client: &async_nats::Client, now: i64) {
-    let js = async_nats::jetstream::new(client.clone());
-    let mut acks = Vec::with_capacity(1000);
-    for i in 0..N {
+    let msg = |i: u64| {
         let ex = exchange(i);
         let body = format!(
             r#"{{"symbol":"BTC-USDT","price":"60000.{:02}","quantity":"0.5","side":"buy","trade_id":"{i}","exchange":"{ex}","market_type":"spot","data_source":"marketprism","data_type":"trade","ts_ms":{now}}}"#,
             i % 100
         );
-        acks.push(
-            js.publish(format!("trade.{ex}.spot.BTC-USDT"), body.into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1000 {
-            for a in acks.drain(..) {
-                a.await.unwrap();
-            }
-        }
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
+        (format!("trade.{ex}.spot.BTC-USDT"), body)
+    };
+    crate::harness::publish_acked(client, (0..N).map(msg)).await;
 }
 
 /// `(first, last)` of every batch the writer stored, from its debug log lines.
