@@ -453,7 +453,17 @@ async fn core_mode_stores_what_arrives_while_running() {
         "core mode stored nothing; log:\n{}",
         tail(&svc.log_text())
     );
-    let before = ch.count("marketprism_hot.trades").await;
+    // Probes still in flight when the first one landed land too: wait until the count rests
+    // (two reads 1.5 s apart agree) before taking it as the base.
+    let mut before = ch.count("marketprism_hot.trades").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = ch.count("marketprism_hot.trades").await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades_core(&client, 1, 5_001, now).await;
     assert!(
