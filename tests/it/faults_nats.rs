@@ -521,7 +521,15 @@ async fn flood_of_900kb_messages_is_stored_exactly_within_the_byte_budget() {
 async fn sigkill_during_the_recovery_read_stores_every_row_once() {
     let nats = TestNats::start().await;
     let mut ch = TestClickHouse::start().await;
+    // Through the proxy, so that inserts can be slowed below: the drain must outlast the kills
+    // (on a quiet machine it finished before the third restart, leaving nothing to re-read).
+    let proxy = crate::proxy::Proxy::start(ch.port).await;
     let mut svc = Service::new(&nats, &ch, "");
+    for (k, v) in &mut svc.env {
+        if k == "CLICKHOUSE_HTTP_PORT" {
+            *v = proxy.port.to_string();
+        }
+    }
     svc.start();
     let client = nats.client().await;
     wait_for_streams(&client).await;
@@ -535,9 +543,22 @@ async fn sigkill_during_the_recovery_read_stores_every_row_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     svc.kill();
     ch.restart().await;
+    // Every INSERT answers after 400 ms: 100,000 rows take ≥ 8 s to drain, so each restart
+    // below still finds an unacked range to re-read.
+    proxy.set_rule(
+        crate::proxy::Fault::Delay(Duration::from_millis(400)),
+        Some("INSERT"),
+        None,
+    );
     let mut rng = rand::rng();
     let mut hits = 0;
-    for k in 0..6 {
+    // Even kills land within the first 60 ms of the re-read (it takes ~100 ms here), odd ones
+    // later, during the slow inserts (some of which land: batches stored, not all acked); at
+    // least six kills and two hits during a read.
+    for k in 0..12 {
+        if k >= 6 && hits >= 2 {
+            break;
+        }
         let seen = svc
             .log_text()
             .matches("re-forming journaled batches")
@@ -550,7 +571,11 @@ async fn sigkill_during_the_recovery_read_stores_every_row_once() {
                 > seen
         })
         .await;
-        let ms = rng.random_range(0..400);
+        let ms = if k % 2 == 0 {
+            rng.random_range(0..60)
+        } else {
+            rng.random_range(300..1_500)
+        };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         let during = !svc.log_text()[..]
             .rsplit("re-forming journaled batches")
@@ -565,6 +590,7 @@ async fn sigkill_during_the_recovery_read_stores_every_row_once() {
         );
     }
     assert!(hits > 0, "no kill landed during a recovery read");
+    proxy.set(crate::proxy::Fault::Pass);
     svc.start();
     assert_exactly_once(&ch, N, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
