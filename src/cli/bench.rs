@@ -6,9 +6,9 @@ use crate::bench::{self, BenchOptions};
 use crate::config::Config;
 use crate::model::DataType;
 
-/// The seed's figures on this kind of machine (the brief): trades/s and 100-level books/s.
-const SEED_TRADES: f64 = 10_000.0;
-const SEED_ORDERBOOKS: f64 = 2_500.0;
+/// The Python service's figures on this kind of machine (the brief): trades/s and 100-level books/s.
+const PYTHON_TRADES: f64 = 10_000.0;
+const PYTHON_ORDERBOOKS: f64 = 2_500.0;
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
@@ -97,10 +97,10 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     .await?;
     let mut rows = Vec::new();
     for (t, f) in &figures {
-        let seed = if *t == DataType::Trade {
-            SEED_TRADES
+        let python = if *t == DataType::Trade {
+            PYTHON_TRADES
         } else {
-            SEED_ORDERBOOKS
+            PYTHON_ORDERBOOKS
         };
         rows.push(vec![
             t.to_string(),
@@ -111,7 +111,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             k(f.e2e),
             format!("{:.1}", f.e2e * f.avg_bytes / 1e6),
             format!("{:.2}", f.ratio()),
-            format!("{:.0}×", f.e2e / seed),
+            format!("{:.0}×", f.e2e / python),
             format!("{:.0}/{:.0}", f.p50_ms, f.p99_ms),
             k(f.latency_rate),
             format!("{:.0}", f.peak_rss as f64 / 1024.0 / 1024.0),
@@ -128,7 +128,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             "e2e msg/s",
             "e2e MB/s",
             "e2e/ceiling",
-            "vs seed",
+            "vs Python",
             "latency p50/p99 ms",
             "at msg/s",
             "peak RSS MiB",
@@ -138,7 +138,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     out.push_str(
         "\nceiling = min(raw consume, raw insert), measured in this run; e2e = the service binary draining the same backlog\n\
          (first row to last row); latency = created_at − timestamp per row while publishing at the given rate;\n\
-         seed = 10,000 trades/s and 2,500 100-level order books/s on this kind of machine.\n",
+         the Python service = 10,000 trades/s and 2,500 100-level order books/s on this kind of machine.\n",
     );
     super::out(&out);
     Ok(())

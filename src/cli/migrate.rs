@@ -62,7 +62,7 @@ pub struct MigrateArgs {
     #[arg(long, default_value_t = DEFAULT_CHUNK_MINUTES)]
     pub chunk_minutes: u64,
     /// Without --once: serve /metrics (the marketprism_cold_* families) on this port, on
-    /// `http.bind` (the seed's cold service used 9095).
+    /// `http.bind` (the Python service's cold service used 9095).
     #[arg(long)]
     pub metrics_port: Option<u16>,
 }

@@ -44,7 +44,7 @@ fn stream_spec(s: &StreamConfig) -> StreamSpec {
     }
 }
 
-/// The streams to ensure: the seed's `MARKET_DATA` and our `MARKET_DATA_HF`.
+/// The streams to ensure: the Python service's `MARKET_DATA` and our `MARKET_DATA_HF`.
 pub fn stream_specs(cfg: &Config) -> Vec<StreamSpec> {
     vec![
         stream_spec(&cfg.nats.streams.market_data),

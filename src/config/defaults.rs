@@ -9,13 +9,13 @@ const GIB: u64 = 1024 * MIB;
 
 // ---- nats ---------------------------------------------------------------------------------
 
-/// Same fallback as the seed (`nats://localhost:4222`) so an unconfigured local run behaves alike.
+/// Same fallback as the Python service (`nats://localhost:4222`) so an unconfigured local run behaves alike.
 pub const DEFAULT_NATS_URL: &str = "nats://localhost:4222";
 /// Durable consumers are the point of this service: at-least-once delivery, acked after insert.
 pub const DEFAULT_NATS_MODE: &str = "jetstream";
-/// The seed's stream for the six low-frequency types; the collector owns and rewrites it.
+/// The Python service's stream for the six low-frequency types; the collector owns and rewrites it.
 pub const DEFAULT_MARKET_DATA_STREAM: &str = "MARKET_DATA";
-/// The seed's 18 exchange-scoped subjects; we must not widen them, the collector would rewrite them.
+/// The Python service's 18 exchange-scoped subjects; we must not widen them, the collector would rewrite them.
 pub const DEFAULT_MARKET_DATA_SUBJECTS: [&str; 18] = [
     "funding_rate.binance.>",
     "funding_rate.okx.>",
@@ -36,18 +36,18 @@ pub const DEFAULT_MARKET_DATA_SUBJECTS: [&str; 18] = [
     "lsr_all_account.okx.>",
     "lsr_all_account.deribit.>",
 ];
-/// 48 h, as the seed: survives a weekend-long outage of the storage service.
+/// 48 h, as the Python service: survives a weekend-long outage of the storage service.
 pub const DEFAULT_MARKET_DATA_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
-/// The seed's limit; low-frequency types produce ~100 messages a minute, so it is never reached.
+/// The Python service's limit; low-frequency types produce ~100 messages a minute, so it is never reached.
 pub const DEFAULT_MARKET_DATA_MAX_MSGS: i64 = 5_000_000;
-/// The seed's limit (2 GiB).
+/// The Python service's limit (2 GiB).
 pub const DEFAULT_MARKET_DATA_MAX_BYTES: u64 = 2 * GIB;
 /// The collector's value (js-init uses 300 s; whoever creates the stream first wins).
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// A new stream of our own: trades and order books are in no stream of the seed, and the collector
+/// A new stream of our own: trades and order books are in no stream of the Python service, and the collector
 /// rewrites `MARKET_DATA`'s subjects, so they cannot go there.
 pub const DEFAULT_HIGH_FREQUENCY_STREAM: &str = "MARKET_DATA_HF";
-/// The two high-frequency types the seed publishes on core NATS.
+/// The two high-frequency types the Python service publishes on core NATS.
 pub const DEFAULT_HIGH_FREQUENCY_SUBJECTS: [&str; 2] = ["trade.>", "orderbook.>"];
 /// Same retention as `MARKET_DATA`.
 pub const DEFAULT_HIGH_FREQUENCY_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
@@ -57,13 +57,13 @@ pub const DEFAULT_HIGH_FREQUENCY_MAX_MSGS: i64 = 50_000_000;
 pub const DEFAULT_HIGH_FREQUENCY_MAX_BYTES: u64 = 20 * GIB;
 /// File storage: the stream must survive a NATS restart.
 pub const DEFAULT_STREAM_STORAGE: &str = "file";
-/// Discard old: a full stream keeps the newest data, as the seed's streams do.
+/// Discard old: a full stream keeps the newest data, as the Python service's streams do.
 pub const DEFAULT_STREAM_DISCARD: &str = "old";
-/// One replica: the seed runs a single NATS server.
+/// One replica: the Python service runs a single NATS server.
 pub const DEFAULT_STREAM_REPLICAS: usize = 1;
-/// Distinct from the seed's `simple_hot_storage_realtime_` durables, which it deletes at start.
+/// Distinct from the Python service's `simple_hot_storage_realtime_` durables, which it deletes at start.
 pub const DEFAULT_CONSUMER_PREFIX: &str = "marketprism_storage_";
-/// The seed's value; an insert of a full batch takes well under a second, retries back off to 10 s.
+/// The Python service's value; an insert of a full batch takes well under a second, retries back off to 10 s.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
 /// Lower bound of the per-type default `max_ack_pending` (6 × `max_rows` + 4 × `fetch_batch`).
 ///
@@ -87,9 +87,9 @@ pub const DEFAULT_CLICKHOUSE_HOST: &str = "embedded";
 pub const DEFAULT_CLICKHOUSE_HTTP_PORT: u16 = 8123;
 /// Plain HTTP: the common deployment is ClickHouse on the same host or private network.
 pub const DEFAULT_CLICKHOUSE_SECURE: bool = false;
-/// The seed's hot database name, so the same tables are written.
+/// The Python service's hot database name, so the same tables are written.
 pub const DEFAULT_HOT_DB: &str = "marketprism_hot";
-/// The seed's cold database name.
+/// The Python service's cold database name.
 pub const DEFAULT_COLD_DB: &str = "marketprism_cold";
 /// ClickHouse's default user.
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
@@ -102,7 +102,7 @@ pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---- embedded -----------------------------------------------------------------------------
 
-/// Relative to the working directory, as the seed's `data/` folder.
+/// Relative to the working directory, as the Python service's `data/` folder.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// The virtualenv holding `bin/python` (chDB) and `bin/nats-server`.
 pub const DEFAULT_TOOLS_DIR: &str = "./.venv";
@@ -147,12 +147,12 @@ pub const DEFAULT_MAX_QUEUE_FACTOR: usize = 4;
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Upper bound of the wait, so recovery is noticed within 10 s of the server coming back.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// The seed's `backoff_multiplier`: the wait doubles after each failure.
+/// The Python service's `backoff_multiplier`: the wait doubles after each failure.
 pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
 
 // ---- http ---------------------------------------------------------------------------------
 
-/// The seed's port when `http_port` is absent (and the README's `HOT_STORAGE_HTTP_PORT`).
+/// The Python service's port when `http_port` is absent (and the README's `HOT_STORAGE_HTTP_PORT`).
 pub const DEFAULT_HTTP_PORT: u16 = 8081;
 /// Loopback: the ops surface exposes controls; exposing it is a deliberate choice.
 pub const DEFAULT_HTTP_BIND: &str = "127.0.0.1";
@@ -166,16 +166,16 @@ pub const DEFAULT_LOG_FORMAT: &str = "pretty";
 
 // ---- migration ----------------------------------------------------------------------------
 
-/// Off: `run` ingests only, as the seed's hot service did (its migrator was a separate cold
+/// Off: `run` ingests only, as the Python service's hot service did (its migrator was a separate cold
 /// service); turning it on runs the migration loop inside the service (`run --migrate`).
 pub const DEFAULT_MIGRATION_ENABLED: bool = false;
-/// The seed's `MIGRATION_WINDOW_HOURS` default.
+/// The Python service's `MIGRATION_WINDOW_HOURS` default.
 pub const DEFAULT_MIGRATION_WINDOW_HOURS: f64 = 8.0;
-/// The seed's `MIGRATION_BATCH_LIMIT` default: rows copied per table per round at most.
+/// The Python service's `MIGRATION_BATCH_LIMIT` default: rows copied per table per round at most.
 pub const DEFAULT_MIGRATION_BATCH_LIMIT: u64 = 5_000_000;
-/// Off: a real migration unless asked otherwise, as the seed.
+/// Off: a real migration unless asked otherwise, as the Python service.
 pub const DEFAULT_MIGRATION_DRY_RUN: bool = false;
-/// Every 5 minutes, the seed's recommended interval.
+/// Every 5 minutes, the Python service's recommended interval.
 pub const DEFAULT_MIGRATION_INTERVAL: Duration = Duration::from_secs(300);
 /// Rows younger than this are not migrated yet: late batches may still be inserted into hot.
 pub const DEFAULT_MIGRATION_LAG: Duration = Duration::from_secs(600);

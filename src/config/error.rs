@@ -14,7 +14,7 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A key in the file is not part of the configuration (nor a known key of the seed's file).
+    /// A key in the file is not part of the configuration (nor a known key of the Python service's file).
     #[error("config file {}: unknown key \"{key}\"{}", path.display(), hint(suggestion.as_deref()))]
     UnknownKey {
         /// The file.

@@ -2,7 +2,7 @@
 //! once, before any port is bound.
 //!
 //! Two steps (see `docs/configuration.md`):
-//! 1. `raw`: the file's serde shape, every key optional, unknown keys refused (the seed's
+//! 1. `raw`: the file's serde shape, every key optional, unknown keys refused (the Python service's
 //!    `hot_storage_config.yaml` keys are accepted too);
 //! 2. `resolve`: file + environment + defaults (all in `defaults`) → [`Config`], whose fields
 //!    are typed (`Duration`, `NonZero*`, `SocketAddr`, enums) and already checked.
@@ -70,7 +70,7 @@ pub struct Loaded {
     /// Dotted key (as printed by [`render`]) → where its value came from. Keys not listed are
     /// defaults.
     pub sources: BTreeMap<String, Source>,
-    /// Things the operator should know that do not stop the service (e.g. ignored seed keys).
+    /// Things the operator should know that do not stop the service (e.g. ignored Python service keys).
     pub warnings: Vec<String>,
 }
 
@@ -86,7 +86,7 @@ impl Loaded {
 pub enum Source {
     /// The built-in default (or a value derived from other values).
     Default,
-    /// The YAML file (possibly through a seed key mapped onto ours).
+    /// The YAML file (possibly through a Python service key mapped onto ours).
     File(PathBuf),
     /// An environment variable.
     Env(String),
@@ -236,7 +236,7 @@ pub enum NatsMode {
     /// Durable pull consumers on JetStream streams; acked after the insert (at-least-once,
     /// exactly-once in ClickHouse through dedup tokens).
     JetStream,
-    /// Plain core-NATS subscriptions, like the seed's trade/orderbook path: no stream, no ack,
+    /// Plain core-NATS subscriptions, like the Python service's trade/orderbook path: no stream, no ack,
     /// **at-most-once** — messages published while the service is down or slow are lost.
     Core,
 }
@@ -303,7 +303,7 @@ impl NatsConfig {
 /// The two streams.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Streams {
-    /// The seed's `MARKET_DATA` (six low-frequency types).
+    /// The Python service's `MARKET_DATA` (six low-frequency types).
     pub market_data: StreamConfig,
     /// Our `MARKET_DATA_HF` (trades and order books).
     pub high_frequency: StreamConfig,
@@ -511,7 +511,7 @@ pub struct HttpConfig {
     pub bind: IpAddr,
     /// Bearer token required by mutating endpoints, if set.
     pub token: Option<Secret>,
-    /// A second port serving only `/metrics` (the seed's `metrics_port`), if set.
+    /// A second port serving only `/metrics` (the Python service's `metrics_port`), if set.
     pub metrics_port: Option<u16>,
 }
 

@@ -1,9 +1,9 @@
 //! The raw shape of the YAML file: every key optional, unknown keys refused.
 //!
 //! This is step one of two (step two is `resolve`): it only checks the shape and the scalar
-//! syntax (durations, sizes, ports). It also accepts the keys of the seed's
+//! syntax (durations, sizes, ports). It also accepts the keys of the Python service's
 //! `hot_storage_config.yaml`: those that mean something for us are mapped in `resolve`; those
-//! that do not are listed in [`SEED_IGNORED`] and produce a warning.
+//! that do not are listed in [`PYTHON_IGNORED`] and produce a warning.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use serde::de::IgnoredAny;
 
 use super::value::{DurationValue, PortValue, SizeValue};
 
-/// Keys of the seed's shipped file that have no meaning here, with the reason given in the warning.
-pub(crate) const SEED_IGNORED: &[(&str, &str)] = &[
+/// Keys of the Python service's shipped file that have no meaning here, with the reason given in the warning.
+pub(crate) const PYTHON_IGNORED: &[(&str, &str)] = &[
     (
         "nats.max_reconnect_attempts",
         "we reconnect to NATS forever",
@@ -37,11 +37,11 @@ pub(crate) const SEED_IGNORED: &[(&str, &str)] = &[
     ),
     (
         "hot_storage.batch_size",
-        "the seed ignored it too; use batch.*",
+        "the Python service ignored it too; use batch.*",
     ),
     (
         "hot_storage.flush_interval",
-        "the seed ignored it too; use batch.*",
+        "the Python service ignored it too; use batch.*",
     ),
     (
         "hot_storage.connection_pool",
@@ -60,10 +60,10 @@ pub(crate) const SEED_IGNORED: &[(&str, &str)] = &[
         "monitoring",
         "health is computed continuously; metrics are served on request",
     ),
-    ("performance", "the seed did not read it"),
+    ("performance", "the Python service did not read it"),
     (
         "security",
-        "the seed did not read it; use clickhouse.secure and http.token",
+        "the Python service did not read it; use clickhouse.secure and http.token",
     ),
 ];
 
@@ -82,26 +82,26 @@ pub(crate) struct RawConfig {
     pub migration: RawMigration,
     pub quality: RawQuality,
     pub shutdown: RawShutdown,
-    /// Seed: the HTTP port → `http.port`.
+    /// Python service: the HTTP port → `http.port`.
     pub http_port: Option<PortValue>,
-    /// Seed: the metrics port → `http.metrics_port`.
+    /// Python service: the metrics port → `http.metrics_port`.
     pub metrics_port: Option<PortValue>,
-    /// Seed: ClickHouse connection → `clickhouse.*`.
-    pub hot_storage: SeedHotStorage,
-    /// Seed: enabled types → `nats.types`.
-    pub subscriptions: SeedSubscriptions,
-    /// Seed: log settings → `log.*`.
-    pub logging: SeedLogging,
-    pub monitoring: Option<SeedMonitoring>,
-    pub performance: Option<SeedPerformance>,
-    pub security: Option<SeedSecurity>,
+    /// Python service: ClickHouse connection → `clickhouse.*`.
+    pub hot_storage: PythonHotStorage,
+    /// Python service: enabled types → `nats.types`.
+    pub subscriptions: PythonSubscriptions,
+    /// Python service: log settings → `log.*`.
+    pub logging: PythonLogging,
+    pub monitoring: Option<PythonMonitoring>,
+    pub performance: Option<PythonPerformance>,
+    pub security: Option<PythonSecurity>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawNats {
     pub url: Option<String>,
-    /// Seed: a list of server URLs.
+    /// Python service: a list of server URLs.
     pub servers: Option<Vec<String>>,
     pub mode: Option<String>,
     pub streams: RawStreams,
@@ -175,17 +175,17 @@ pub(crate) struct RawBatch {
     pub max_rows: Option<u64>,
     pub max_bytes: Option<SizeValue>,
     pub max_age: Option<DurationValue>,
-    /// Per data type (or table name, as in the seed README's table).
+    /// Per data type (or table name, as in the Python service README's table).
     pub types: BTreeMap<String, RawTypeBatch>,
-    /// Seed: orderbook rows per flush → `batch.types.orderbook.max_rows`.
+    /// Python service: orderbook rows per flush → `batch.types.orderbook.max_rows`.
     pub max_batch_size: Option<u64>,
-    /// Seed: trade rows per flush → `batch.types.trade.max_rows`.
+    /// Python service: trade rows per flush → `batch.types.trade.max_rows`.
     pub trade_batch_size: Option<u64>,
-    /// Seed: low-frequency rows per flush → `max_rows` of the six low-frequency types.
+    /// Python service: low-frequency rows per flush → `max_rows` of the six low-frequency types.
     pub low_freq_batch_size: Option<u64>,
-    /// Seed: trade flush timer → `batch.types.trade.max_age`.
+    /// Python service: trade flush timer → `batch.types.trade.max_age`.
     pub flush_interval: Option<DurationValue>,
-    /// Seed: orderbook flush timer → `batch.types.orderbook.max_age`.
+    /// Python service: orderbook flush timer → `batch.types.orderbook.max_age`.
     pub orderbook_flush_interval: Option<DurationValue>,
     pub high_freq_types: Option<IgnoredAny>,
 }
@@ -193,11 +193,11 @@ pub(crate) struct RawBatch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawTypeBatch {
-    /// Also `batch_size` (the seed README's column name).
+    /// Also `batch_size` (the Python service README's column name).
     #[serde(alias = "batch_size")]
     pub max_rows: Option<u64>,
     pub max_bytes: Option<SizeValue>,
-    /// Also `timeout` (the seed README's column name).
+    /// Also `timeout` (the Python service README's column name).
     #[serde(alias = "timeout")]
     pub max_age: Option<DurationValue>,
     pub max_queue: Option<u64>,
@@ -210,11 +210,11 @@ pub(crate) struct RawRetry {
     pub initial_backoff: Option<DurationValue>,
     pub max_backoff: Option<DurationValue>,
     pub multiplier: Option<f64>,
-    /// Seed: accepted and ignored (we retry retriable errors forever).
+    /// Python service: accepted and ignored (we retry retriable errors forever).
     pub max_retries: Option<u64>,
-    /// Seed: first delay → `retry.initial_backoff`.
+    /// Python service: first delay → `retry.initial_backoff`.
     pub delay_seconds: Option<DurationValue>,
-    /// Seed → `retry.multiplier`.
+    /// Python service → `retry.multiplier`.
     pub backoff_multiplier: Option<f64>,
 }
 
@@ -263,10 +263,10 @@ pub(crate) struct RawShutdown {
     pub grace_period: Option<DurationValue>,
 }
 
-/// The seed's `hot_storage` section.
+/// The Python service's `hot_storage` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct SeedHotStorage {
+pub(crate) struct PythonHotStorage {
     pub clickhouse_host: Option<String>,
     pub clickhouse_http_port: Option<PortValue>,
     pub clickhouse_user: Option<String>,
@@ -276,26 +276,26 @@ pub(crate) struct SeedHotStorage {
     pub retention_days: Option<IgnoredAny>,
     pub batch_size: Option<IgnoredAny>,
     pub flush_interval: Option<IgnoredAny>,
-    pub connection_pool: Option<SeedConnectionPool>,
-    pub performance: Option<SeedHotPerformance>,
-    pub tables: Option<SeedTables>,
+    pub connection_pool: Option<PythonConnectionPool>,
+    pub performance: Option<PythonHotPerformance>,
+    pub tables: Option<PythonTables>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedConnectionPool {
+pub(crate) struct PythonConnectionPool {
     size: Option<IgnoredAny>,
     max_retries: Option<IgnoredAny>,
     timeout: Option<IgnoredAny>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedHotPerformance {
+pub(crate) struct PythonHotPerformance {
     enable_compression: Option<IgnoredAny>,
     compression_method: Option<IgnoredAny>,
     compression_level: Option<IgnoredAny>,
@@ -303,20 +303,20 @@ pub(crate) struct SeedHotPerformance {
     insert_quorum: Option<IgnoredAny>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedTables {
+pub(crate) struct PythonTables {
     schema_file: Option<IgnoredAny>,
     auto_create: Option<IgnoredAny>,
     auto_optimize: Option<IgnoredAny>,
 }
 
-/// The seed's `subscriptions` section: which types it consumed.
+/// The Python service's `subscriptions` section: which types it consumed.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct SeedSubscriptions {
+pub(crate) struct PythonSubscriptions {
     pub orderbook_enabled: Option<bool>,
     pub trade_enabled: Option<bool>,
     pub funding_rate_enabled: Option<bool>,
@@ -327,39 +327,39 @@ pub(crate) struct SeedSubscriptions {
     pub volatility_index_enabled: Option<bool>,
 }
 
-/// The seed's `logging` section.
+/// The Python service's `logging` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct SeedLogging {
+pub(crate) struct PythonLogging {
     pub level: Option<String>,
     pub format: Option<String>,
     pub output: Option<IgnoredAny>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedMonitoring {
+pub(crate) struct PythonMonitoring {
     health_check_interval: Option<IgnoredAny>,
     metrics_collection_interval: Option<IgnoredAny>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedPerformance {
+pub(crate) struct PythonPerformance {
     max_concurrent_transfers: Option<IgnoredAny>,
     transfer_timeout_minutes: Option<IgnoredAny>,
     connection_pool_size: Option<IgnoredAny>,
 }
 
-// The fields are only there to accept the seed's keys; they are never read.
+// The fields are only there to accept the Python service's keys; they are never read.
 #[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SeedSecurity {
+pub(crate) struct PythonSecurity {
     enable_ssl: Option<IgnoredAny>,
     verify_checksums: Option<IgnoredAny>,
     encrypt_transfers: Option<IgnoredAny>,

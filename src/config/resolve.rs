@@ -1,6 +1,6 @@
 //! Step two: file values + environment + defaults → the validated [`Config`].
 //!
-//! For every key the environment variable wins over the file, the file over the default. A seed
+//! For every key the environment variable wins over the file, the file over the default. A Python service
 //! key mapped onto one of ours loses against our own key (with a warning). Each value's origin is
 //! recorded in `sources`; a value that breaks a rule is reported under the variable it came from
 //! (`env X: …`) or under its dotted key.
@@ -75,9 +75,9 @@ impl Resolver<'_> {
         }
         let raw: RawConfig = serde_yaml::from_str(&text)
             .map_err(|e| ConfigError::from_yaml(path.to_path_buf(), &e))?;
-        for (key, why) in raw::SEED_IGNORED {
+        for (key, why) in raw::PYTHON_IGNORED {
             if raw::has_key(&doc, key) {
-                self.warn(format!("seed key \"{key}\" is ignored: {why}"));
+                self.warn(format!("Python service key \"{key}\" is ignored: {why}"));
             }
         }
         Ok(raw)
@@ -134,17 +134,17 @@ impl Resolver<'_> {
         file
     }
 
-    /// Our key if set, else the seed's; a warning when both are set.
-    fn prefer<T>(&mut self, ours: (&str, Option<T>), seed: (&str, Option<T>)) -> Option<T> {
-        match (ours.1, seed.1) {
+    /// Our key if set, else the Python service's; a warning when both are set.
+    fn prefer<T>(&mut self, ours: (&str, Option<T>), theirs: (&str, Option<T>)) -> Option<T> {
+        match (ours.1, theirs.1) {
             (Some(v), Some(_)) => {
                 self.warn(format!(
-                    "seed key \"{}\" is ignored: \"{}\" is set",
-                    seed.0, ours.0
+                    "Python service key \"{}\" is ignored: \"{}\" is set",
+                    theirs.0, ours.0
                 ));
                 Some(v)
             }
-            (ours, seed) => ours.or(seed),
+            (ours, theirs) => ours.or(theirs),
         }
     }
 
@@ -354,7 +354,7 @@ impl Resolver<'_> {
 
     fn types(&mut self, raw: &RawConfig) -> Result<Vec<DataType>, ConfigError> {
         let s = &raw.subscriptions;
-        let seed = [
+        let python = [
             (DataType::Orderbook, s.orderbook_enabled),
             (DataType::Trade, s.trade_enabled),
             (DataType::FundingRate, s.funding_rate_enabled),
@@ -364,16 +364,16 @@ impl Resolver<'_> {
             (DataType::LsrAllAccount, s.lsr_enabled),
             (DataType::VolatilityIndex, s.volatility_index_enabled),
         ];
-        let seed_names = seed.iter().any(|(_, e)| e.is_some()).then(|| {
+        let python_names = python.iter().any(|(_, e)| e.is_some()).then(|| {
             DataType::ALL
                 .into_iter()
-                .filter(|t| seed.iter().all(|(s, e)| s != t || e.unwrap_or(true)))
+                .filter(|t| python.iter().all(|(s, e)| s != t || e.unwrap_or(true)))
                 .map(|t| t.as_str().to_string())
                 .collect::<Vec<_>>()
         });
         let file = self.prefer(
             ("nats.types", raw.nats.types.clone()),
-            ("subscriptions", seed_names),
+            ("subscriptions", python_names),
         );
         let names = self.value(
             "nats.types",
@@ -732,7 +732,7 @@ impl Resolver<'_> {
             let own = per_type.get(&t).map(|(_, v)| *v);
             let key = |k: &str| format!("batch.types.{t}.{k}");
 
-            let (seed_rows, seed_rows_key) = match t {
+            let (python_rows, python_rows_key) = match t {
                 DataType::Trade => (b.trade_batch_size, "batch.trade_batch_size"),
                 DataType::Orderbook => (b.max_batch_size, "batch.max_batch_size"),
                 _ => (b.low_freq_batch_size, "batch.low_freq_batch_size"),
@@ -745,7 +745,10 @@ impl Resolver<'_> {
             let (rows, rows_key) = self.layered(
                 &key("max_rows"),
                 own.and_then(|o| o.max_rows),
-                &[(seed_rows_key, seed_rows), ("batch.max_rows", b.max_rows)],
+                &[
+                    (python_rows_key, python_rows),
+                    ("batch.max_rows", b.max_rows),
+                ],
             );
             let max_rows = rows
                 .map_or(Ok(default_rows), |v| {
@@ -767,7 +770,7 @@ impl Resolver<'_> {
             let max_bytes = NonZeroU64::new(bytes.unwrap_or(default_bytes))
                 .ok_or_else(|| ConfigError::invalid(bytes_key.as_str(), "must be > 0"))?;
 
-            let seed_age = match t {
+            let python_age = match t {
                 DataType::Trade => ("batch.flush_interval", b.flush_interval),
                 DataType::Orderbook => {
                     ("batch.orderbook_flush_interval", b.orderbook_flush_interval)
@@ -783,7 +786,7 @@ impl Resolver<'_> {
                 &key("max_age"),
                 own.and_then(|o| o.max_age).map(|v: DurationValue| v.0),
                 &[
-                    (seed_age.0, seed_age.1.map(|v| v.0)),
+                    (python_age.0, python_age.1.map(|v| v.0)),
                     ("batch.max_age", b.max_age.map(|v| v.0)),
                 ],
             );

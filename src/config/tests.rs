@@ -146,7 +146,7 @@ fn unknown_keys_fail_at_every_level() {
         check_err("batch:\n  types:\n    trade:\n      max_rowz: 1\n", &[])
             .contains("unknown key \"batch.types.trade.max_rowz\" (did you mean \"max_rows\"?)")
     );
-    // A seed section is accepted only with the keys the seed's file has.
+    // A Python-service section is accepted only with the keys the Python service's file has.
     assert!(
         check_err("hot_storage:\n  connection_pool:\n    sizes: 3\n", &[])
             .contains("unknown key \"hot_storage.connection_pool.sizes\"")
@@ -239,12 +239,12 @@ fn clickhouse_host_absent_means_embedded() {
 
 #[test]
 fn clickhouse_database_aliases_and_cold_server() {
-    let l = check("", &[("CLICKHOUSE_DATABASE", "seed_db")]).unwrap();
-    assert_eq!(l.config.clickhouse.hot_db, "seed_db");
+    let l = check("", &[("CLICKHOUSE_DATABASE", "legacy_db")]).unwrap();
+    assert_eq!(l.config.clickhouse.hot_db, "legacy_db");
     let l = check(
         "",
         &[
-            ("CLICKHOUSE_DATABASE", "seed_db"),
+            ("CLICKHOUSE_DATABASE", "legacy_db"),
             ("CLICKHOUSE_HOT_DB", "ours"),
         ],
     )
@@ -275,8 +275,8 @@ fn clickhouse_database_aliases_and_cold_server() {
 }
 
 #[test]
-fn seed_shipped_file_loads_with_mapping() {
-    let path = manifest("src/config/testdata/seed_hot_storage_config.yaml");
+fn python_service_shipped_file_loads_with_mapping() {
+    let path = manifest("src/config/testdata/python_hot_storage_config.yaml");
     let l = Config::load(Some(&path), &|_| None).unwrap();
     let c = &l.config;
     let file = Source::File(path.clone());
@@ -309,7 +309,7 @@ fn seed_shipped_file_loads_with_mapping() {
     assert_eq!(l.source("batch.types.trade.max_rows"), &file);
     assert_eq!(l.source("http.port"), &file);
     assert_eq!(l.source("clickhouse.host"), &file);
-    // Each seed key without meaning here is reported once, not refused.
+    // Each Python service key without meaning here is reported once, not refused.
     for key in [
         "nats.max_reconnect_attempts",
         "batch.high_freq_types",
@@ -322,12 +322,12 @@ fn seed_shipped_file_loads_with_mapping() {
         assert!(
             l.warnings
                 .iter()
-                .any(|w| w.contains(&format!("seed key \"{key}\" is ignored"))),
+                .any(|w| w.contains(&format!("Python service key \"{key}\" is ignored"))),
             "{key}: {:?}",
             l.warnings
         );
     }
-    // The seed's env variables still win over its file.
+    // The Python service's env variables still win over its file.
     let l = Config::load(
         Some(&path),
         &env_of(&[("CLICKHOUSE_HOST", "clickhouse-hot")]),
@@ -340,7 +340,7 @@ fn seed_shipped_file_loads_with_mapping() {
 }
 
 #[test]
-fn seed_retry_and_subscription_keys_map() {
+fn python_service_retry_and_subscription_keys_map() {
     let yaml = "retry:\n  max_retries: 3\n  delay_seconds: 1\n  backoff_multiplier: 3\n\
                 subscriptions:\n  lsr_enabled: false\n  trade_enabled: false\n";
     let l = check(yaml, &[]).unwrap();
@@ -358,7 +358,7 @@ fn seed_retry_and_subscription_keys_map() {
             DataType::VolatilityIndex
         ]
     );
-    // Our own key wins over the seed's, with a warning.
+    // Our own key wins over the Python service's, with a warning.
     let l = check(
         "batch:\n  trade_batch_size: 7\n  types:\n    trade:\n      max_rows: 9\n",
         &[],

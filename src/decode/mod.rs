@@ -191,10 +191,10 @@ pub(crate) mod testing {
 
     use super::*;
 
-    /// "Now" in tests: 2025-10-21T10:00:01.000Z, one second after the seed examples' `ts_ms`.
+    /// "Now" in tests: 2025-10-21T10:00:01.000Z, one second after the Python service examples' `ts_ms`.
     pub const NOW: i64 = 1_761_040_801_000;
 
-    /// The subject a seed-shaped message of `t` arrives on.
+    /// The subject a collector-shaped message of `t` arrives on.
     pub fn subject(t: DataType) -> String {
         format!("{t}.binance.perpetual.BTC-USDT")
     }
@@ -317,8 +317,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_negative_utc_offset_fails() {
-        // The seed cut "+hh:mm" and failed on "-hh:mm" (then stored "now").
+    fn python_service_negative_utc_offset_fails() {
+        // The Python service cut "+hh:mm" and failed on "-hh:mm" (then stored "now").
         let json = with(
             &with(TRADE, "ts_ms", None),
             "timestamp",
@@ -334,8 +334,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_missing_timestamp_becomes_now() {
-        // The seed stored the service's clock; a missing or unparsable time is now a rejection.
+    fn python_service_missing_timestamp_becomes_now() {
+        // The Python service stored the service's clock; a missing or unparsable time is now a rejection.
         let no_ts = with(TRADE, "ts_ms", None);
         check(
             &no_ts,
@@ -360,8 +360,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_unparsable_number_becomes_zero() {
-        // The seed stored 0 for unparsable numbers; now each is a rejection naming the field.
+    fn python_service_unparsable_number_becomes_zero() {
+        // The Python service stored 0 for unparsable numbers; now each is a rejection naming the field.
         for (v, shown) in [
             (r#""abc""#, r#""abc""#),
             (r#""""#, r#""""#),
@@ -503,7 +503,7 @@ mod tests {
         }
     }
 
-    /// Seed-shaped payloads of every type, used to mutate in the property below.
+    /// Collector-shaped payloads of every type, used to mutate in the property below.
     const SAMPLES: [(DataType, &str); 3] = [
         (DataType::Trade, TRADE),
         (

@@ -14,7 +14,7 @@ use super::timestamp::{self, RangeError, TimestampError};
 use crate::decode::{RejectKind, Rejection};
 use crate::model::{Common, DataType};
 
-/// `data_source` written when the payload has none (what the seed wrote).
+/// `data_source` written when the payload has none (what the Python service wrote).
 pub const DEFAULT_DATA_SOURCE: &str = "simple_hot_storage";
 
 /// A field name in rejection reasons: `ts_ms`, or `trade.price` for type-specific fields.

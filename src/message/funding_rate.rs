@@ -1,6 +1,6 @@
 //! `funding_rate` messages → `funding_rates` rows.
 //!
-//! Wire shape (seed collector): `current_funding_rate` as a JSON number (small rates as
+//! Wire shape (MarketPrism collector): `current_funding_rate` as a JSON number (small rates as
 //! `8.12e-05`), `mark_price`/`index_price` numbers or `null`, `next_funding_ts_ms`; no
 //! `funding_time` (so `funding_time` falls back to the row timestamp).
 
@@ -75,8 +75,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's funding-rate payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","current_funding_rate":0.0001,"estimated_funding_rate":0.0001,"funding_interval":"8h","mark_price":67010.5,"index_price":67005.12345678,"premium_index":5.37654322,"data_type":"funding_rate","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123,"next_funding_ts_ms":1761040800123}"#;
+    /// The MarketPrism collector's funding-rate payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","current_funding_rate":0.0001,"estimated_funding_rate":0.0001,"funding_interval":"8h","mark_price":67010.5,"index_price":67005.12345678,"premium_index":5.37654322,"data_type":"funding_rate","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123,"next_funding_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> FundingRateRow {
         match ok(TY, json) {
@@ -86,9 +86,9 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
+    fn collector_example_maps_every_column() {
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             FundingRateRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -122,10 +122,10 @@ mod tests {
 
     #[test]
     fn rejects_missing_rate_and_bad_mark_price() {
-        let e = err(TY, &with(SEED, "current_funding_rate", None));
+        let e = err(TY, &with(EXAMPLE, "current_funding_rate", None));
         assert_eq!(e.kind, RejectKind::MissingField);
         assert_eq!(e.reason, "funding_rate.current_funding_rate: missing");
-        let e = err(TY, &with(SEED, "mark_price", Some(r#""n/a""#)));
+        let e = err(TY, &with(EXAMPLE, "mark_price", Some(r#""n/a""#)));
         assert_eq!(e.kind, RejectKind::InvalidNumber);
         assert_eq!(
             e.reason,

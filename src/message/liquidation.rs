@@ -1,6 +1,6 @@
 //! `liquidation` messages → `liquidations` rows.
 //!
-//! Wire shape (seed collector): `price`/`quantity` as JSON numbers, `side`, `liquidation_ts_ms`
+//! Wire shape (MarketPrism collector): `price`/`quantity` as JSON numbers, `side`, `liquidation_ts_ms`
 //! and `liquidation_time` (ISO with offset; for OKX both are the collector's clock).
 
 use serde_json::value::RawValue;
@@ -58,8 +58,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's liquidation payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","liquidation_id":"binance_1761040799870_BTCUSDT_sell","side":"sell","status":"filled","price":66850.0,"quantity":0.014,"filled_quantity":0.014,"notional_value":935.9,"liquidation_time":"2025-10-21T09:59:59.870000+00:00","data_type":"liquidation","aggregation_mode":"filtered","average_price":"66850.00","bankruptcy_price":"66850.00","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123,"liquidation_ts_ms":1761040799870}"#;
+    /// The MarketPrism collector's liquidation payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","liquidation_id":"binance_1761040799870_BTCUSDT_sell","side":"sell","status":"filled","price":66850.0,"quantity":0.014,"filled_quantity":0.014,"notional_value":935.9,"liquidation_time":"2025-10-21T09:59:59.870000+00:00","data_type":"liquidation","aggregation_mode":"filtered","average_price":"66850.00","bankruptcy_price":"66850.00","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123,"liquidation_ts_ms":1761040799870}"#;
 
     fn row(json: &str) -> LiquidationRow {
         match ok(TY, json) {
@@ -69,9 +69,9 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
+    fn collector_example_maps_every_column() {
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             LiquidationRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn liquidation_time_iso_when_no_ts_ms() {
-        let json = with(SEED, "liquidation_ts_ms", None);
+        let json = with(EXAMPLE, "liquidation_ts_ms", None);
         let json = with(
             &json,
             "liquidation_time",
@@ -101,10 +101,10 @@ mod tests {
 
     #[test]
     fn rejects_non_positive_and_bad_side() {
-        let e = err(TY, &with(SEED, "price", Some("-66850.0")));
+        let e = err(TY, &with(EXAMPLE, "price", Some("-66850.0")));
         assert_eq!(e.kind, RejectKind::NonPositive);
         assert_eq!(e.reason, "liquidation.price: must be > 0, got -66850.0");
-        let e = err(TY, &with(SEED, "side", Some("1")));
+        let e = err(TY, &with(EXAMPLE, "side", Some("1")));
         assert_eq!(e.kind, RejectKind::InvalidSide);
         assert_eq!(e.reason, "liquidation.side: must be buy or sell, got 1");
     }

@@ -1,6 +1,6 @@
 //! `lsr_all_account` messages → `lsr_all_accounts` rows.
 //!
-//! Wire shape (seed collector): `long_account_ratio`/`short_account_ratio`: all-account ratios as strings; `period` is `5m`.
+//! Wire shape (MarketPrism collector): `long_account_ratio`/`short_account_ratio`: all-account ratios as strings; `period` is `5m`.
 
 use serde_json::value::RawValue;
 
@@ -51,8 +51,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// A Binance all-account payload in the seed collector's shape (reference §2.2).
-    const SEED: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","long_short_ratio":"1.8670","period":"5m","data_source":"api","data_type":"lsr_all_account","long_account_ratio":"0.6512","short_account_ratio":"0.3488","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+    /// A Binance all-account payload in the MarketPrism collector's shape (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","long_short_ratio":"1.8670","period":"5m","data_source":"api","data_type":"lsr_all_account","long_account_ratio":"0.6512","short_account_ratio":"0.3488","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> LsrAllAccountRow {
         match ok(TY, json) {
@@ -62,9 +62,9 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
+    fn collector_example_maps_every_column() {
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             LsrAllAccountRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_ratio() {
-        let e = err(TY, &with(SEED, "long_account_ratio", Some("true")));
+        let e = err(TY, &with(EXAMPLE, "long_account_ratio", Some("true")));
         assert_eq!(e.kind, RejectKind::InvalidNumber);
         assert_eq!(
             e.reason,

@@ -1,6 +1,6 @@
 //! `lsr_top_position` messages → `lsr_top_positions` rows.
 //!
-//! Wire shape (seed collector): `long_position_ratio`/`short_position_ratio`: top-trader position ratios (Binance `longAccount`/`shortAccount`, OKX derived 28-digit strings); the seed collector sends `period: "1h"` for 5-minute data, stored verbatim.
+//! Wire shape (MarketPrism collector): `long_position_ratio`/`short_position_ratio`: top-trader position ratios (Binance `longAccount`/`shortAccount`, OKX derived 28-digit strings); the MarketPrism collector sends `period: "1h"` for 5-minute data, stored verbatim.
 
 use serde_json::value::RawValue;
 
@@ -51,8 +51,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's OKX top-position payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"okx","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTC-USDT-SWAP","long_short_ratio":"1.12","period":"1h","data_source":"api","data_type":"lsr_top_position","long_position_ratio":"0.5283018867924528301886792453","short_position_ratio":"0.4716981132075471698113207547","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+    /// The MarketPrism collector's OKX top-position payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"okx","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTC-USDT-SWAP","long_short_ratio":"1.12","period":"1h","data_source":"api","data_type":"lsr_top_position","long_position_ratio":"0.5283018867924528301886792453","short_position_ratio":"0.4716981132075471698113207547","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> LsrTopPositionRow {
         match ok(TY, json) {
@@ -62,9 +62,9 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
+    fn collector_example_maps_every_column() {
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             LsrTopPositionRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -81,18 +81,18 @@ mod tests {
     }
 
     #[test]
-    fn seed_decimal_float_roundtrip() {
-        // The seed went through float: 0.5283018867924528 (17 digits) then truncated by
+    fn python_service_decimal_float_roundtrip() {
+        // The Python service went through float: 0.5283018867924528 (17 digits) then truncated by
         // ClickHouse. We truncate the exact 28-digit text; a value whose float form rounds up
         // across the 8th decimal shows the difference.
         let r = row(&with(
-            SEED,
+            EXAMPLE,
             "long_position_ratio",
             Some(r#""0.1234567899999999999999""#),
         ));
         assert_eq!(r.long_position_ratio, 12_345_678);
         let r = row(&with(
-            SEED,
+            EXAMPLE,
             "long_position_ratio",
             Some("0.30000000000000004"),
         ));
@@ -101,10 +101,13 @@ mod tests {
 
     #[test]
     fn period_defaults_to_5m_only_when_missing() {
-        assert_eq!(row(&with(SEED, "period", None)).period, "5m");
-        assert_eq!(row(&with(SEED, "period", Some("null"))).period, "5m");
-        assert_eq!(row(&with(SEED, "period", Some(r#""15m""#))).period, "15m");
-        let e = err(TY, &with(SEED, "period", Some("5")));
+        assert_eq!(row(&with(EXAMPLE, "period", None)).period, "5m");
+        assert_eq!(row(&with(EXAMPLE, "period", Some("null"))).period, "5m");
+        assert_eq!(
+            row(&with(EXAMPLE, "period", Some(r#""15m""#))).period,
+            "15m"
+        );
+        let e = err(TY, &with(EXAMPLE, "period", Some("5")));
         assert_eq!(e.kind, RejectKind::InvalidField);
         assert_eq!(
             e.reason,
@@ -114,7 +117,7 @@ mod tests {
 
     #[test]
     fn rejects_missing_ratio() {
-        let e = err(TY, &with(SEED, "short_position_ratio", None));
+        let e = err(TY, &with(EXAMPLE, "short_position_ratio", None));
         assert_eq!(e.kind, RejectKind::MissingField);
         assert_eq!(e.reason, "lsr_top_position.short_position_ratio: missing");
     }

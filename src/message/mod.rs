@@ -1,6 +1,6 @@
 //! Wire shapes of the eight message types and their mapping to validated rows.
 //!
-//! One file per data type holds the borrowed serde struct for the JSON the seed's collector
+//! One file per data type holds the borrowed serde struct for the JSON the Python service's collector
 //! publishes and its `into_row`: validation and normalization into the typed row of
 //! `crate::model`. Shared helpers: [`common`] (the fields every type carries, typed access to
 //! JSON values), [`decimal`] (the one exact decimal parser) and [`timestamp`] (the one timestamp

@@ -1,8 +1,8 @@
 //! `open_interest` messages → `open_interests` rows.
 //!
-//! Wire shape (seed collector): `open_interest_value` (the raw open interest in contracts or
+//! Wire shape (MarketPrism collector): `open_interest_value` (the raw open interest in contracts or
 //! coins, a JSON number) and `open_interest_usd` (the notional, a number or `null`); there is no
-//! `open_interest` field. The seed stored neither (both columns 0); we store both, in columns
+//! `open_interest` field. The Python service stored neither (both columns 0); we store both, in columns
 //! widened to `Decimal128(8)` because notionals exceed `Decimal64(8)`'s 10^10 limit.
 
 use serde_json::value::RawValue;
@@ -52,8 +52,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's open-interest payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","open_interest_value":81234.567,"open_interest_usd":5443568951.9535,"open_interest_unit":"contracts","mark_price":67010.5,"index_price":null,"change_24h":null,"change_24h_percent":null,"data_type":"open_interest","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+    /// The MarketPrism collector's open-interest payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"binance","market_type":"perpetual","symbol":"BTC-USDT","instrument_id":"BTCUSDT","open_interest_value":81234.567,"open_interest_usd":5443568951.9535,"open_interest_unit":"contracts","mark_price":67010.5,"index_price":null,"change_24h":null,"change_24h_percent":null,"data_type":"open_interest","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> OpenInterestRow {
         match ok(TY, json) {
@@ -63,10 +63,10 @@ mod tests {
     }
 
     #[test]
-    fn seed_oi_columns_zero() {
-        // The seed wrote only the common columns: open_interest = open_interest_value = 0.
+    fn python_service_oi_columns_zero() {
+        // The Python service wrote only the common columns: open_interest = open_interest_value = 0.
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             OpenInterestRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -85,27 +85,27 @@ mod tests {
     #[test]
     fn notional_beyond_decimal64_fits_decimal128() {
         let r = row(&with(
-            SEED,
+            EXAMPLE,
             "open_interest_usd",
             Some(r#""123456789012.5""#),
         ));
         assert_eq!(r.open_interest_value, 12_345_678_901_250_000_000);
         assert_eq!(
-            row(&with(SEED, "open_interest_usd", Some("null"))).open_interest_value,
+            row(&with(EXAMPLE, "open_interest_usd", Some("null"))).open_interest_value,
             0
         );
         assert_eq!(
-            row(&with(SEED, "open_interest_usd", None)).open_interest_value,
+            row(&with(EXAMPLE, "open_interest_usd", None)).open_interest_value,
             0
         );
     }
 
     #[test]
     fn rejects_missing_and_out_of_range() {
-        let e = err(TY, &with(SEED, "open_interest_value", None));
+        let e = err(TY, &with(EXAMPLE, "open_interest_value", None));
         assert_eq!(e.kind, RejectKind::MissingField);
         assert_eq!(e.reason, "open_interest.open_interest_value: missing");
-        let e = err(TY, &with(SEED, "open_interest_value", Some(r#""1e40""#)));
+        let e = err(TY, &with(EXAMPLE, "open_interest_value", Some(r#""1e40""#)));
         assert_eq!(e.kind, RejectKind::OutOfRange);
         assert_eq!(
             e.reason,

@@ -1,6 +1,6 @@
 //! `orderbook` messages → `orderbooks` rows.
 //!
-//! Wire shape (seed collector): `bids`/`asks` as arrays of levels, best first, each level either
+//! Wire shape (MarketPrism collector): `bids`/`asks` as arrays of levels, best first, each level either
 //! `[price, quantity]` (snapshot mode) or `{"price": …, "quantity": …}` (websocket mode), with
 //! price and quantity as strings (or numbers); `last_update_id` an integer or `null` (OKX).
 //! Levels are read in one pass as borrowed raw values (no `serde_json::Value`), each is checked
@@ -372,8 +372,8 @@ mod tests {
     use super::*;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's snapshot-mode orderbook payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"binance","symbol":"BTC-USDT","bids":[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]],"asks":[["67000.20000000","0.30000000"],["67000.50000000","2.00000000"]],"last_update_id":51234567890,"data_source":"marketprism","normalized_symbol":"BTC-USDT","standardized_at":"2025-10-21T10:00:00.120512+00:00","standardization_version":"2.0","data_type":"orderbook","market_type":"spot","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+    /// The MarketPrism collector's snapshot-mode orderbook payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"binance","symbol":"BTC-USDT","bids":[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]],"asks":[["67000.20000000","0.30000000"],["67000.50000000","2.00000000"]],"last_update_id":51234567890,"data_source":"marketprism","normalized_symbol":"BTC-USDT","standardized_at":"2025-10-21T10:00:00.120512+00:00","standardization_version":"2.0","data_type":"orderbook","market_type":"spot","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> OrderbookRow {
         match ok(TY, json) {
@@ -382,7 +382,7 @@ mod tests {
         }
     }
 
-    fn seed_row() -> OrderbookRow {
+    fn example_row() -> OrderbookRow {
         OrderbookRow {
             common: Common {
                 timestamp_ms: 1_761_040_800_123,
@@ -404,8 +404,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
-        assert_eq!(row(SEED), seed_row());
+    fn collector_example_maps_every_column() {
+        assert_eq!(row(EXAMPLE), example_row());
     }
 
     #[test]
@@ -414,13 +414,13 @@ mod tests {
         let json = r#"{"exchange":"binance","symbol":"BTC-USDT","market_type":"spot","data_source":"marketprism","data_type":"orderbook","ts_ms":1761040800123,"timestamp":"2025-10-21T10:00:00.100Z","update_type":"update","depth_levels":400,"first_update_id":1,"prev_update_id":2,"last_update_id":"51234567890",
             "bids":[{"price":"67000.10000000","quantity":"0.51200000"},{"quantity":"1.20000000","price":"67000.00000000"}],
             "asks":[ {"price" : "67000.20000000", "quantity" : "0.30000000"} , ["67000.50000000","2.00000000"] ]}"#;
-        assert_eq!(row(json), seed_row());
+        assert_eq!(row(json), example_row());
     }
 
     #[test]
     fn number_levels_keep_their_exact_text_as_strings() {
         // Built by text replacement so the number text reaches the decoder untouched.
-        let json = SEED.replace(
+        let json = EXAMPLE.replace(
             r#"[["67000.10000000","0.51200000"],["67000.00000000","1.20000000"]]"#,
             r#"[[67000.1,5.12E-1],["1e-8",8.12e-05]]"#,
         );
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn empty_sides_null_update_id_and_no_sorting() {
         let json = with(
-            &with(SEED, "bids", Some("[]")),
+            &with(EXAMPLE, "bids", Some("[]")),
             "last_update_id",
             Some("null"),
         );
@@ -456,12 +456,15 @@ mod tests {
             (6_700_100_000_000, 100_000_000)
         );
         assert_eq!(r.last_update_id, 0);
-        assert_eq!(row(&with(SEED, "last_update_id", None)).last_update_id, 0);
+        assert_eq!(
+            row(&with(EXAMPLE, "last_update_id", None)).last_update_id,
+            0
+        );
     }
 
     #[test]
     fn rejects_bad_levels_naming_the_level() {
-        let bids = |v: &str| err(TY, &with(SEED, "bids", Some(v)));
+        let bids = |v: &str| err(TY, &with(EXAMPLE, "bids", Some(v)));
         let e = bids(r#"[["1","1"],["2","2"],["3","3"],["abc","1"]]"#);
         assert_eq!(e.kind, RejectKind::InvalidNumber);
         assert_eq!(
@@ -513,7 +516,7 @@ mod tests {
             e.reason,
             r#"orderbook.bids[0].price: out of range for Decimal64(8): "1e10""#
         );
-        let e = err(TY, &with(SEED, "asks", None));
+        let e = err(TY, &with(EXAMPLE, "asks", None));
         assert_eq!(
             (e.kind, e.reason.as_str()),
             (RejectKind::MissingField, "orderbook.asks: missing")
@@ -522,13 +525,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_last_update_id() {
-        let e = err(TY, &with(SEED, "last_update_id", Some("-5")));
+        let e = err(TY, &with(EXAMPLE, "last_update_id", Some("-5")));
         assert_eq!(e.kind, RejectKind::OutOfRange);
         assert_eq!(
             e.reason,
             "orderbook.last_update_id: out of range for UInt64: -5"
         );
-        let e = err(TY, &with(SEED, "last_update_id", Some("5.5")));
+        let e = err(TY, &with(EXAMPLE, "last_update_id", Some("5.5")));
         assert_eq!(e.kind, RejectKind::InvalidNumber);
         assert_eq!(
             e.reason,
@@ -536,7 +539,7 @@ mod tests {
         );
         let e = err(
             TY,
-            &with(SEED, "last_update_id", Some(r#""18446744073709551616""#)),
+            &with(EXAMPLE, "last_update_id", Some(r#""18446744073709551616""#)),
         );
         assert_eq!(e.kind, RejectKind::OutOfRange);
     }

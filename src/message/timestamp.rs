@@ -1,10 +1,10 @@
 //! The one timestamp parser: epoch numbers and ISO-8601 text → UTC milliseconds, exactly.
 //!
-//! Rules (the seed collector's `_to_ms`, with its bugs fixed): a JSON integer is milliseconds; a
+//! Rules (the MarketPrism collector's `_to_ms`, with its bugs fixed): a JSON integer is milliseconds; a
 //! JSON float or a numeric string is milliseconds when ≥ 1e11, else seconds (× 1000, fractional
 //! seconds keep their milliseconds). Numbers are read with the exact decimal parser, never via
 //! `f64`. Anything else must be ISO-8601 / RFC 3339: `Z` or any `±hh:mm` offset converted to UTC
-//! (the seed failed on negative offsets), no offset = UTC, fractions truncated to the
+//! (the Python service failed on negative offsets), no offset = UTC, fractions truncated to the
 //! millisecond. Nothing here reads the clock: the plausibility window takes `now_ms` as input.
 
 use std::fmt;
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn integers_are_milliseconds() {
         assert_eq!(from_number("1761040800123", true), Ok(T));
-        // An integer is ms even when small (the seed's rule); the range check rejects it later.
+        // An integer is ms even when small (the Python service's rule); the range check rejects it later.
         assert_eq!(from_number("1761040800", true), Ok(1_761_040_800));
         assert_eq!(
             from_number("99999999999999999999999", true),

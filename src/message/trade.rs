@@ -1,6 +1,6 @@
 //! `trade` messages → `trades` rows.
 //!
-//! Wire shape (seed collector): `price`/`quantity` as strings, `side`, `trade_id`, `trade_ts_ms`
+//! Wire shape (MarketPrism collector): `price`/`quantity` as strings, `side`, `trade_id`, `trade_ts_ms`
 //! (the exchange trade time); `is_maker` is never sent today but is stored when present.
 
 use serde_json::value::RawValue;
@@ -97,8 +97,8 @@ mod tests {
     use crate::decode::testing::{err, ok, with};
     use crate::model::Common;
 
-    /// The seed collector's trade payload (reference §2.2).
-    const SEED: &str = r#"{"symbol":"BTC-USDT","price":"66990.5","quantity":"0.012","side":"buy","trade_id":"2345678901","exchange":"binance","market_type":"perpetual","data_source":"marketprism","normalized_symbol":"BTC-USDT","data_type":"trade","ts_ms":1761040800123,"trade_ts_ms":1761040799870,"publisher":"unified-collector","collected_ts_ms":1761040800122}"#;
+    /// The MarketPrism collector's trade payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"symbol":"BTC-USDT","price":"66990.5","quantity":"0.012","side":"buy","trade_id":"2345678901","exchange":"binance","market_type":"perpetual","data_source":"marketprism","normalized_symbol":"BTC-USDT","data_type":"trade","ts_ms":1761040800123,"trade_ts_ms":1761040799870,"publisher":"unified-collector","collected_ts_ms":1761040800122}"#;
 
     fn row(json: &str) -> TradeRow {
         match ok(TY, json) {
@@ -108,9 +108,9 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_maps_every_column() {
+    fn collector_example_maps_every_column() {
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             TradeRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn numbers_as_json_numbers_and_integer_trade_id() {
         let json = with(
-            &with(SEED, "price", Some("66990.5")),
+            &with(EXAMPLE, "price", Some("66990.5")),
             "quantity",
             Some("1.2e-2"),
         );
@@ -143,12 +143,12 @@ mod tests {
     }
 
     #[test]
-    fn seed_is_maker_always_false() {
-        // The seed wrote bool(payload.is_maker), and the collector never sends it: always false.
-        assert!(row(&with(SEED, "is_maker", Some("true"))).is_maker);
-        assert!(!row(&with(SEED, "is_maker", Some("false"))).is_maker);
-        assert!(!row(&with(SEED, "is_maker", Some("null"))).is_maker);
-        let e = err(TY, &with(SEED, "is_maker", Some(r#""yes""#)));
+    fn python_service_is_maker_always_false() {
+        // The Python service wrote bool(payload.is_maker), and the collector never sends it: always false.
+        assert!(row(&with(EXAMPLE, "is_maker", Some("true"))).is_maker);
+        assert!(!row(&with(EXAMPLE, "is_maker", Some("false"))).is_maker);
+        assert!(!row(&with(EXAMPLE, "is_maker", Some("null"))).is_maker);
+        let e = err(TY, &with(EXAMPLE, "is_maker", Some(r#""yes""#)));
         assert_eq!(e.kind, RejectKind::InvalidField);
         assert_eq!(
             e.reason,
@@ -158,13 +158,13 @@ mod tests {
 
     #[test]
     fn side_case_insensitive_stored_lower_case() {
-        assert_eq!(row(&with(SEED, "side", Some(r#""SELL""#))).side, "sell");
-        assert_eq!(row(&with(SEED, "side", Some(r#""Buy""#))).side, "buy");
+        assert_eq!(row(&with(EXAMPLE, "side", Some(r#""SELL""#))).side, "sell");
+        assert_eq!(row(&with(EXAMPLE, "side", Some(r#""Buy""#))).side, "buy");
     }
 
     #[test]
     fn trade_time_falls_back_to_iso_then_row_timestamp() {
-        let no_ts = with(SEED, "trade_ts_ms", None);
+        let no_ts = with(EXAMPLE, "trade_ts_ms", None);
         assert_eq!(row(&no_ts).trade_time_ms, 1_761_040_800_123);
         let iso = with(
             &no_ts,
@@ -176,33 +176,33 @@ mod tests {
 
     #[test]
     fn rejects_non_positive_price_and_quantity() {
-        let e = err(TY, &with(SEED, "price", Some(r#""-1""#)));
+        let e = err(TY, &with(EXAMPLE, "price", Some(r#""-1""#)));
         assert_eq!(e.kind, RejectKind::NonPositive);
         assert_eq!(e.reason, r#"trade.price: must be > 0, got "-1""#);
-        let e = err(TY, &with(SEED, "quantity", Some("0")));
+        let e = err(TY, &with(EXAMPLE, "quantity", Some("0")));
         assert_eq!(e.reason, "trade.quantity: must be > 0, got 0");
         // Below the 8th decimal the stored value would be 0: rejected too.
-        let e = err(TY, &with(SEED, "quantity", Some(r#""0.000000001""#)));
+        let e = err(TY, &with(EXAMPLE, "quantity", Some(r#""0.000000001""#)));
         assert_eq!(e.kind, RejectKind::NonPositive);
     }
 
     #[test]
     fn rejects_bad_side_and_trade_id() {
-        let e = err(TY, &with(SEED, "side", Some(r#""hold""#)));
+        let e = err(TY, &with(EXAMPLE, "side", Some(r#""hold""#)));
         assert_eq!(e.kind, RejectKind::InvalidSide);
         assert_eq!(e.reason, r#"trade.side: must be buy or sell, got "hold""#);
-        let e = err(TY, &with(SEED, "side", None));
+        let e = err(TY, &with(EXAMPLE, "side", None));
         assert_eq!(
             (e.kind, e.reason.as_str()),
             (RejectKind::MissingField, "trade.side: missing")
         );
-        let e = err(TY, &with(SEED, "trade_id", Some("1.5")));
+        let e = err(TY, &with(EXAMPLE, "trade_id", Some("1.5")));
         assert_eq!(e.kind, RejectKind::InvalidField);
         assert_eq!(
             e.reason,
             "trade.trade_id: expected a string or an integer, got 1.5"
         );
-        let e = err(TY, &with(SEED, "trade_id", Some(r#""""#)));
+        let e = err(TY, &with(EXAMPLE, "trade_id", Some(r#""""#)));
         assert_eq!(
             (e.kind, e.reason.as_str()),
             (
@@ -210,16 +210,16 @@ mod tests {
                 "trade.trade_id: must not be empty"
             )
         );
-        let e = err(TY, &with(SEED, "trade_id", None));
+        let e = err(TY, &with(EXAMPLE, "trade_id", None));
         assert_eq!(e.reason, "trade.trade_id: missing");
     }
 
     #[test]
     fn rejects_bad_trade_time() {
-        let e = err(TY, &with(SEED, "trade_ts_ms", Some(r#""soon""#)));
+        let e = err(TY, &with(EXAMPLE, "trade_ts_ms", Some(r#""soon""#)));
         assert_eq!(e.kind, RejectKind::InvalidTimestamp);
         assert_eq!(e.reason, r#"trade.trade_ts_ms: not a timestamp: "soon""#);
-        let e = err(TY, &with(SEED, "trade_ts_ms", Some("1000")));
+        let e = err(TY, &with(EXAMPLE, "trade_ts_ms", Some("1000")));
         assert_eq!(e.kind, RejectKind::TimestampOutOfRange);
         assert_eq!(
             e.reason,

@@ -1,7 +1,7 @@
 //! `volatility_index` messages → `volatility_indices` rows.
 //!
-//! Wire shape (seed collector, Deribit DVOL): `volatility_index` and `vol_index` (the same value,
-//! as strings) and `currency`. The seed stored none of them (`index_value` 0); we store the index
+//! Wire shape (MarketPrism collector, Deribit DVOL): `volatility_index` and `vol_index` (the same value,
+//! as strings) and `currency`. The Python service stored none of them (`index_value` 0); we store the index
 //! value and the currency. The DVOL index has no maturity, so `maturity_date` is 1970-01-01 (0).
 
 use serde_json::value::RawValue;
@@ -56,8 +56,8 @@ mod tests {
     use crate::decode::RejectKind;
     use crate::decode::testing::{err, ok, with};
 
-    /// The seed collector's Deribit DVOL payload (reference §2.2).
-    const SEED: &str = r#"{"exchange":"deribit","symbol":"BTC","currency":"BTC","vol_index":"48.73","volatility_index":"48.73","market_type":"options","data_source":"marketprism","data_type":"volatility_index","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
+    /// The MarketPrism collector's Deribit DVOL payload (reference §2.2).
+    const EXAMPLE: &str = r#"{"exchange":"deribit","symbol":"BTC","currency":"BTC","vol_index":"48.73","volatility_index":"48.73","market_type":"options","data_source":"marketprism","data_type":"volatility_index","ts_ms":1761040800123,"publisher":"unified-collector","collected_ts_ms":1761040800123}"#;
 
     fn row(json: &str) -> VolatilityIndexRow {
         match ok(TY, json) {
@@ -67,10 +67,10 @@ mod tests {
     }
 
     #[test]
-    fn seed_vol_index_zero() {
-        // The seed wrote only the common columns: index_value = 0, underlying_asset = ''.
+    fn python_service_vol_index_zero() {
+        // The Python service wrote only the common columns: index_value = 0, underlying_asset = ''.
         assert_eq!(
-            row(SEED),
+            row(EXAMPLE),
             VolatilityIndexRow {
                 common: Common {
                     timestamp_ms: 1_761_040_800_123,
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn vol_index_alone_and_no_currency() {
-        let json = with(&with(SEED, "volatility_index", None), "currency", None);
+        let json = with(&with(EXAMPLE, "volatility_index", None), "currency", None);
         let r = row(&json);
         assert_eq!(
             (r.index_value, r.underlying_asset.as_str()),
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn rejects_missing_index() {
-        let json = with(&with(SEED, "volatility_index", None), "vol_index", None);
+        let json = with(&with(EXAMPLE, "volatility_index", None), "vol_index", None);
         let e = err(TY, &json);
         assert_eq!(e.kind, RejectKind::MissingField);
         assert_eq!(

@@ -37,7 +37,7 @@ pub struct MigratorOptions {
     pub chunk: Duration,
     /// No single copy moves more rows than this (a chunk with more is split).
     pub batch_limit: u64,
-    /// Row filters (the seed's `MIGRATION_*` filters).
+    /// Row filters (the Python service's `MIGRATION_*` filters).
     pub filters: Filters,
     /// Count what would move; write nothing.
     pub dry_run: bool,

@@ -68,7 +68,7 @@ pub enum MigrateError {
 
 /// Counters for the ops surface (`/metrics`): atomics, bumped by the executor, read by anyone.
 ///
-/// The seed exported `marketprism_cold_replication_lag_minutes{table}`; [`Self::lag_minutes`]
+/// The Python service exported `marketprism_cold_replication_lag_minutes{table}`; [`Self::lag_minutes`]
 /// is the value for that name (see `docs/migration.md` for its definition here).
 #[derive(Debug, Default)]
 pub struct MigrationStats {

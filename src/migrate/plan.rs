@@ -107,10 +107,10 @@ pub fn compare_from(recheck_from: i64, hot_min: Option<i64>, ttl_edge: i64) -> i
     }
 }
 
-/// The seed's `MIGRATION_SYMBOL_PREFIX`, `MIGRATION_EXCHANGE` and `MIGRATION_MARKET_TYPE`.
+/// The Python service's `MIGRATION_SYMBOL_PREFIX`, `MIGRATION_EXCHANGE` and `MIGRATION_MARKET_TYPE`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
-    /// Only symbols starting with this (the seed's `symbol LIKE 'p%'`).
+    /// Only symbols starting with this (the Python service's `symbol LIKE 'p%'`).
     pub symbol_prefix: Option<String>,
     /// Only this exchange.
     pub exchange: Option<String>,
@@ -143,7 +143,7 @@ impl Filters {
     pub fn where_sql(&self) -> String {
         let mut s = String::new();
         if let Some(p) = &self.symbol_prefix {
-            // startsWith instead of the seed's LIKE: `_` and `%` in a prefix are literal.
+            // startsWith instead of the Python service's LIKE: `_` and `%` in a prefix are literal.
             s.push_str(&format!(" AND startsWith(symbol, {})", quote(p)));
         }
         if let Some(e) = &self.exchange {

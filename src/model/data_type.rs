@@ -66,7 +66,7 @@ impl DataType {
         }
     }
 
-    /// Whether the seed's collector publishes this type on core NATS (high-frequency types).
+    /// Whether the Python service's collector publishes this type on core NATS (high-frequency types).
     pub const fn is_high_frequency(self) -> bool {
         matches!(self, DataType::Orderbook | DataType::Trade)
     }

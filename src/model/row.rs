@@ -13,7 +13,7 @@ pub struct Common {
     pub market_type: String,
     /// `symbol`, verbatim.
     pub symbol: String,
-    /// `data_source`: the payload's value, else `simple_hot_storage` (as the seed wrote).
+    /// `data_source`: the payload's value, else `simple_hot_storage` (as the Python service wrote).
     pub data_source: String,
 }
 

@@ -7,9 +7,9 @@
 //! and migration stats is the standalone `migrate` loop's: it exports no pipeline families,
 //! whose zeros (and `ready 0`) would fire the service's alerts.
 //!
-//! Names and meanings used by the seed's alerts and Grafana dashboards are kept
-//! (`Origin::Seed`); ours are marked `Origin::New`. Every series of one family carries the same
-//! label names — the seed mixed label sets under one name, which Prometheus accepts but
+//! Names and meanings used by the Python service's alerts and Grafana dashboards are kept
+//! (`Origin::PythonService`); ours are marked `Origin::New`. Every series of one family carries the same
+//! label names — the Python service mixed label sets under one name, which Prometheus accepts but
 //! aggregations silently miscount.
 
 use std::fmt::Write as _;
@@ -46,8 +46,8 @@ impl Kind {
 /// Where a family's name and meaning come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// Same name and meaning as the seed's (its alerts and dashboards keep working).
-    Seed,
+    /// Same name and meaning as the Python service's (its alerts and dashboards keep working).
+    PythonService,
     /// New in this service.
     New,
 }
@@ -74,7 +74,7 @@ pub struct MetricDef {
     pub labels: &'static [&'static str],
     /// The `# HELP` text.
     pub help: &'static str,
-    /// Seed-compatible or new.
+    /// Python-service-compatible or new.
     pub origin: Origin,
     /// When the family is rendered.
     pub scope: Scope,
@@ -87,7 +87,7 @@ pub enum Metric {
     MessagesProcessed,
     /// Messages received per type.
     MessagesReceived,
-    /// Dead letters per type (the seed's "failed").
+    /// Dead letters per type (the Python service's "failed").
     MessagesFailed,
     /// Rejections per type and reason kind.
     ValidationErrors,
@@ -260,112 +260,112 @@ impl Metric {
     /// The family's definition.
     pub const fn def(self) -> MetricDef {
         use Kind::{Counter, Gauge, Histogram};
-        use Origin::{New, Seed};
+        use Origin::{New, PythonService};
         let (name, kind, labels, help, origin) = match self {
             Metric::MessagesProcessed => (
                 "marketprism_storage_messages_processed_total",
                 Counter,
                 DT,
                 "Rows inserted into ClickHouse (acknowledged by the server), per data type.",
-                Seed,
+                PythonService,
             ),
             Metric::MessagesReceived => (
                 "marketprism_storage_messages_received_total",
                 Counter,
                 DT,
                 "Messages received from NATS (redeliveries of held messages excluded).",
-                Seed,
+                PythonService,
             ),
             Metric::MessagesFailed => (
                 "marketprism_storage_messages_failed_total",
                 Counter,
                 DT,
                 "Messages that could not be stored as rows and went to dead_letters.",
-                Seed,
+                PythonService,
             ),
             Metric::ValidationErrors => (
                 "marketprism_storage_validation_errors_total",
                 Counter,
                 DT_REASON,
                 "Messages rejected, by data type and reason kind.",
-                Seed,
+                PythonService,
             ),
             Metric::ErrorRatePercent => (
                 "marketprism_storage_error_rate_percent",
                 Gauge,
                 NONE,
                 "Failed (dead-lettered) messages as a percentage of received messages, since start.",
-                Seed,
+                PythonService,
             ),
             Metric::BatchQueueSize => (
                 "marketprism_storage_batch_queue_size",
                 Gauge,
                 DT,
                 "Messages buffered or being inserted, not yet acknowledged.",
-                Seed,
+                PythonService,
             ),
             Metric::BatchQueueBytes => (
                 "marketprism_storage_batch_queue_bytes",
                 Gauge,
                 DT,
                 "Estimated bytes buffered or being inserted, not yet acknowledged.",
-                Seed,
+                PythonService,
             ),
             Metric::ClickhouseInsertErrors => (
                 "marketprism_storage_clickhouse_insert_errors_total",
                 Counter,
                 DT,
                 "Failed INSERT attempts (each retry counts).",
-                Seed,
+                PythonService,
             ),
             Metric::BatchInserts => (
                 "marketprism_storage_batch_inserts_total",
                 Counter,
                 DT,
                 "Successful INSERT statements.",
-                Seed,
+                PythonService,
             ),
             Metric::BatchSizeTotal => (
                 "marketprism_storage_batch_size_total",
                 Counter,
                 NONE,
                 "Rows in successfully inserted batches, all data types.",
-                Seed,
+                PythonService,
             ),
             Metric::BatchSizeAvg => (
                 "marketprism_storage_batch_size_avg",
                 Gauge,
                 NONE,
                 "Average rows per successful INSERT since start, all data types.",
-                Seed,
+                PythonService,
             ),
             Metric::LastMessageTimestamp => (
                 "marketprism_storage_last_message_timestamp_seconds",
                 Gauge,
                 NONE,
                 "Unix time of the last message received (0 = none yet).",
-                Seed,
+                PythonService,
             ),
             Metric::LastErrorTimestamp => (
                 "marketprism_storage_last_error_timestamp_seconds",
                 Gauge,
                 NONE,
                 "Unix time of the last error recorded (0 = none yet).",
-                Seed,
+                PythonService,
             ),
             Metric::ProcessCpuPercent => (
                 "marketprism_storage_process_cpu_percent",
                 Gauge,
                 NONE,
                 "Process CPU time over wall time since the previous sample, percent of one core.",
-                Seed,
+                PythonService,
             ),
             Metric::ProcessRssBytes => (
                 "marketprism_storage_process_rss_bytes",
                 Gauge,
                 NONE,
                 "Current resident set size of the process (VmRSS), bytes.",
-                Seed,
+                PythonService,
             ),
             Metric::ConsumerPending => (
                 "marketprism_storage_consumer_pending_messages",
@@ -477,7 +477,7 @@ impl Metric {
                 Gauge,
                 TABLE,
                 "Minutes between now minus the migration window and the end of the verified prefix of cold, at the end of the last cycle (0 = caught up).",
-                Seed,
+                PythonService,
             ),
             Metric::ColdRowsMigrated => (
                 "marketprism_cold_rows_migrated_total",
@@ -1117,10 +1117,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn every_name_is_defined_once_and_seed_names_are_kept() {
+    fn every_name_is_defined_once_and_python_service_names_are_kept() {
         let names: BTreeSet<_> = Metric::ALL.iter().map(|m| m.def().name).collect();
         assert_eq!(names.len(), Metric::ALL.len());
-        for seed in [
+        for name in [
             "marketprism_storage_messages_processed_total",
             "marketprism_storage_messages_failed_total",
             "marketprism_storage_error_rate_percent",
@@ -1131,8 +1131,8 @@ pub(crate) mod tests {
             "marketprism_storage_process_cpu_percent",
             "marketprism_storage_process_rss_bytes",
         ] {
-            let def = Metric::ALL.iter().map(|m| m.def()).find(|d| d.name == seed);
-            assert_eq!(def.map(|d| d.origin), Some(Origin::Seed), "{seed}");
+            let def = Metric::ALL.iter().map(|m| m.def()).find(|d| d.name == name);
+            assert_eq!(def.map(|d| d.origin), Some(Origin::PythonService), "{name}");
         }
         for m in Metric::ALL {
             let d = m.def();

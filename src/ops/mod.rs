@@ -235,7 +235,7 @@ pub fn router(state: OpsState) -> Router {
         .with_state(state)
 }
 
-/// `/metrics` alone, for the separate metrics port (`http.metrics_port`; the seed used 9094).
+/// `/metrics` alone, for the separate metrics port (`http.metrics_port`; the Python service used 9094).
 /// The bearer token applies here too when set.
 pub fn metrics_router(state: OpsState) -> Router {
     Router::new()

@@ -2,7 +2,7 @@
 //! the samples are absent and the metrics have no series).
 //!
 //! CPU % is the process's user + system time over the wall time since the previous sample (or
-//! since the sampler was created), in percent of one core, like the seed's `psutil` figure.
+//! since the sampler was created), in percent of one core, like the Python service's `psutil` figure.
 //! Samples closer than [`MIN_INTERVAL`] reuse the previous figure so that two scrapers polling at
 //! once do not see noise from a few milliseconds of wall time.
 
@@ -21,7 +21,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ProcessSample {
     /// CPU time over wall time, percent of one core (may exceed 100 on several cores).
     pub cpu_percent: f64,
-    /// Resident set size, bytes (VmRSS, the current value; the seed reported the peak).
+    /// Resident set size, bytes (VmRSS, the current value; the Python service reported the peak).
     pub rss_bytes: u64,
 }
 

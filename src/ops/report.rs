@@ -1,4 +1,4 @@
-//! The JSON bodies of `/health`, `/stats` and `/api/v1/status`, with the seed's keys (so its
+//! The JSON bodies of `/health`, `/stats` and `/api/v1/status`, with the Python service's keys (so its
 //! scripts and probes keep working) plus ours. Pure: counters and readiness in, JSON out.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,7 +11,7 @@ use crate::pipeline::stats::{Stats, TypeStats};
 
 use super::ready::Readiness;
 
-/// The `service` value the seed reported.
+/// The `service` value the Python service reported.
 pub const SERVICE: &str = "hot_storage";
 
 /// The crate version, reported as `version`.
@@ -81,7 +81,7 @@ fn epoch_s(ms: i64) -> Value {
     }
 }
 
-/// `/health`: the seed's keys plus `clickhouse_up` and the per-type bound flags.
+/// `/health`: the Python service's keys plus `clickhouse_up` and the per-type bound flags.
 pub fn health(i: &ReportInputs<'_>) -> Value {
     let consumers: Map<String, Value> = i
         .types
@@ -179,12 +179,12 @@ pub fn migration(m: &MigrationStats) -> Value {
     })
 }
 
-/// `/stats`: the seed's shape (`service_status`, `message_stats`, `health_check`) plus `types`,
+/// `/stats`: the Python service's shape (`service_status`, `message_stats`, `health_check`) plus `types`,
 /// `type_order` (the configured order; JSON objects come out key-sorted), `clickhouse_up`,
 /// `ready`, `reasons`, `uptime` and `version`, and `migration` ([`migration`]) when the
 /// migration runs in this process.
 ///
-/// `messages_processed` counts rows *inserted* (the seed counted enqueued messages),
+/// `messages_processed` counts rows *inserted* (the Python service counted enqueued messages),
 /// `messages_failed` dead letters and `validation_errors` rejections of every kind.
 pub fn stats(i: &ReportInputs<'_>) -> Value {
     let received = i.sum(|s| s.received.load(Relaxed));
@@ -280,7 +280,7 @@ fn quality(i: &ReportInputs<'_>) -> Value {
     json!({ "enabled": snap.enabled, "types": types })
 }
 
-/// `/api/v1/status`: the seed's envelope around the `/stats` body. Always 200 (the seed's
+/// `/api/v1/status`: the Python service's envelope around the `/stats` body. Always 200 (the Python service's
 /// answered 500 once a message had arrived).
 pub fn api_status(i: &ReportInputs<'_>) -> Value {
     json!({
@@ -309,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_has_the_seed_keys() {
+    fn stats_has_the_python_service_keys() {
         let stats = Stats::new(0);
         stats.of(DataType::Trade).rows_inserted.store(7, Relaxed);
         stats.of(DataType::Trade).batches.store(2, Relaxed);

@@ -263,7 +263,7 @@ async fn metrics_count_inserted_rows() {
 }
 
 #[tokio::test]
-async fn stats_has_the_seed_shape_and_types() {
+async fn stats_has_the_python_service_shape_and_types() {
     let state = OpsState::new(healthy(), TYPES);
     let (code, v) = get_json(&state, "/stats").await;
     assert_eq!(code, StatusCode::OK);

@@ -1,6 +1,6 @@
 //! Core-NATS mode: plain subscriptions, at-most-once, for setups without JetStream.
 //!
-//! What the seed did for trades and order books, offered for compatibility: each type gets a
+//! What the Python service did for trades and order books, offered for compatibility: each type gets a
 //! core subscription on `<type>.>`; rows are batched and inserted exactly as in JetStream mode,
 //! but nothing is persisted before the insert, so messages published while the service is down,
 //! or buffered when it crashes, are lost. Batches still carry unique tokens (instance nonce +

@@ -1,4 +1,4 @@
-//! Number and time text exactly as the seed collector writes it (no allocation, no clock).
+//! Number and time text exactly as the MarketPrism collector writes it (no allocation, no clock).
 //!
 //! The collector serialises with orjson from Python values, so the text of a number depends on
 //! where it came from: exchange strings pass through `str(Decimal)` (kept as given), floats use

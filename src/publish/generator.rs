@@ -1,8 +1,8 @@
-//! Deterministic market-data generator: the seed collector's exact wire shapes, no IO, no clock.
+//! Deterministic market-data generator: the MarketPrism collector's exact wire shapes, no IO, no clock.
 //!
 //! Consumes a seed and the caller's `now_ms`; emits [`Message`]s (subject, JSON payload,
 //! optional `Nats-Msg-Id`) for all eight [`DataType`]s, with the field order, JSON types and
-//! number text of `seed-system.md` §2. It never reads the clock, never touches the network and
+//! number text of `python-service.md` §2. It never reads the clock, never touches the network and
 //! never panics: the same seed and the same sequence of calls give the same bytes.
 
 use bytes::Bytes;
@@ -126,7 +126,7 @@ struct Instrument {
     subjects: [String; 8],
 }
 
-/// Seed data for one instrument.
+/// Starting data for one instrument.
 struct Spec {
     venue: Venue,
     symbol: &'static str,
@@ -188,7 +188,7 @@ fn type_index(data_type: DataType) -> usize {
         .unwrap_or(0)
 }
 
-/// Generates realistic market data in the seed collector's wire shapes.
+/// Generates realistic market data in the MarketPrism collector's wire shapes.
 ///
 /// Each call to [`Generator::next`] advances one instrument of that type, round-robin, so the
 /// types' streams (`<type>.<exchange>.<market>.<symbol>`) are covered evenly.
@@ -561,7 +561,7 @@ impl Generator {
         push_i64(b, ts);
         b.push_str(",\"next_funding_ts_ms\":");
         if binance {
-            // The seed's placeholder: the collection time, not Binance's nextFundingTime.
+            // The Python service's placeholder: the collection time, not Binance's nextFundingTime.
             push_i64(b, ts);
         } else {
             const EIGHT_H: i64 = 8 * 3_600_000;
@@ -734,7 +734,7 @@ impl Generator {
         } else {
             push_stripped(b, v, 2, false);
         }
-        // The seed's bug: top-position LSR says "1h" although 5m data is requested.
+        // The Python service's bug: top-position LSR says "1h" although 5m data is requested.
         b.push_str(if top {
             "\",\"period\":\"1h\",\"data_source\":\"api\",\"data_type\":\"lsr_top_position\",\"long_position_ratio\":\""
         } else {
@@ -940,7 +940,7 @@ mod tests {
         }
     }
 
-    /// The seed's field list (§2.2) for a message, chosen by type and exchange.
+    /// The Python service's field list (§2.2) for a message, chosen by type and exchange.
     fn shape(data_type: DataType, exchange: &str) -> Vec<(&'static str, J)> {
         use J::*;
         let common_tail = [("ts_ms", Int), ("publisher", Str), ("collected_ts_ms", Int)];
@@ -1098,7 +1098,7 @@ mod tests {
     }
 
     #[test]
-    fn every_payload_has_the_seed_field_set_order_and_types() {
+    fn every_payload_has_the_collector_field_set_order_and_types() {
         for msg in all_messages(7, 40) {
             let o = parse(&msg);
             let want = shape(msg.data_type, s(&o, "exchange"));
@@ -1114,7 +1114,7 @@ mod tests {
     }
 
     #[test]
-    fn fixed_values_follow_the_seed() {
+    fn fixed_values_follow_the_collector() {
         for msg in all_messages(3, 20) {
             let o = parse(&msg);
             let ex = s(&o, "exchange");

@@ -59,7 +59,7 @@ impl Mix {
         Mix { rates: [0.0; 8] }
     }
 
-    /// The seed collector's real mix at its real size (about 48.9 msg/s): orderbooks 8/s
+    /// The MarketPrism collector's real mix at its real size (about 48.9 msg/s): orderbooks 8/s
     /// (4 markets × 2 symbols × 1 Hz), trades 40/s, funding and open interest 8/min each,
     /// LSR 12/min per type (24/min together), volatility index 2/min, liquidations 6/min
     /// (published in bursts).

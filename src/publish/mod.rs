@@ -1,4 +1,4 @@
-//! Synthetic market-data publisher: the seed collector's messages, published the way it does.
+//! Synthetic market-data publisher: the MarketPrism collector's messages, published the way it does.
 //!
 //! Consumes [`PublishOptions`] and a connected `async_nats::Client`; emits generated messages
 //! (see [`generator`]) on NATS at a paced rate and returns [`PublishStats`]. It never reads
@@ -35,7 +35,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How messages reach NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
-    /// Exactly like the seed collector: core NATS for trade and orderbook; JetStream with a
+    /// Exactly like the MarketPrism collector: core NATS for trade and orderbook; JetStream with a
     /// `Nats-Msg-Id` header and each PubAck awaited before the next JetStream publish for the
     /// other six types.
     #[default]

@@ -1,10 +1,10 @@
-//! ClickHouse DDL for the hot and cold databases: the seed's eight tables plus our own.
+//! ClickHouse DDL for the hot and cold databases: the Python service's eight tables plus our own.
 //!
 //! Consumes nothing at run time but the database names; emits `CREATE … IF NOT EXISTS`
 //! statements that are safe to run any number of times. Column names and order are the
-//! seed's (`config/clickhouse_schema.sql`); the only type changes are listed in
+//! Python service's (`config/clickhouse_schema.sql`); the only type changes are listed in
 //! `docs/data-model.md` (the two open-interest columns widened to `Decimal128(8)`).
-//! Skip indexes are part of `CREATE TABLE` instead of the seed's non-idempotent
+//! Skip indexes are part of `CREATE TABLE` instead of the Python service's non-idempotent
 //! `ALTER TABLE … ADD INDEX`.
 
 pub mod drift;
@@ -259,7 +259,7 @@ pub const DEDUP_WINDOW: u64 = 160_000;
 /// any message stays in the streams (48 h by default) and so longer than any replay.
 pub const DEDUP_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
 
-/// Columns of a market-data table, in the seed's order.
+/// Columns of a market-data table, in the Python service's order.
 pub fn columns(t: DataType) -> &'static [Column] {
     match t {
         DataType::Orderbook => ORDERBOOKS,
@@ -273,7 +273,7 @@ pub fn columns(t: DataType) -> &'static [Column] {
     }
 }
 
-/// `ORDER BY` key of a market-data table (the seed's).
+/// `ORDER BY` key of a market-data table (the Python service's).
 pub fn order_by(t: DataType) -> &'static str {
     match t {
         DataType::Orderbook => "timestamp, exchange, symbol, last_update_id",
@@ -283,7 +283,7 @@ pub fn order_by(t: DataType) -> &'static str {
     }
 }
 
-/// The seed's minmax skip indexes (hot tables), as `INDEX` clauses.
+/// The Python service's minmax skip indexes (hot tables), as `INDEX` clauses.
 fn skip_indexes(t: DataType) -> &'static [&'static str] {
     match t {
         DataType::Orderbook => {
@@ -344,7 +344,7 @@ pub enum Tier {
 /// still holds inside it).
 pub const HOT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 
-/// Hot TTL expression (the seed's, valid on ClickHouse 23.8 where DateTime64 TTLs were not).
+/// Hot TTL expression (the Python service's, valid on ClickHouse 23.8 where DateTime64 TTLs were not).
 pub const HOT_TTL: &str = "toDateTime(timestamp) + INTERVAL 3 DAY DELETE";
 
 /// Dead letters are kept for 30 days: long enough to investigate and replay them.

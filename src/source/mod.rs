@@ -2,7 +2,7 @@
 //!
 //! Consumes the NATS connection; emits [`Delivery`]s in stream order for one data type. It
 //! never writes to ClickHouse and never acks (acks belong to `ack`). Streams and durables are
-//! created when missing and never deleted, recreated or narrowed: the seed's habit of deleting
+//! created when missing and never deleted, recreated or narrowed: the Python service's habit of deleting
 //! its durable on every start is what lost its backlog.
 
 pub mod journal;

@@ -10,7 +10,7 @@ use crate::harness::{
     Service, TestClickHouse, TestNats, create_streams, wait_for_streams, wait_until,
 };
 
-/// Publishes like the seed collector: core NATS for trade/orderbook, JetStream with
+/// Publishes like the MarketPrism collector: core NATS for trade/orderbook, JetStream with
 /// `Nats-Msg-Id` (and an awaited PubAck) for the rest.
 async fn publish_like_collector(
     client: &async_nats::Client,
@@ -43,8 +43,8 @@ fn iso(ms: i64) -> String {
         .to_string()
 }
 
-/// The seed collector's example payloads (reference §2.2) with timestamps from `now`.
-fn seed_messages(now: i64) -> Vec<(String, String, Option<String>)> {
+/// The MarketPrism collector's example payloads (reference §2.2) with timestamps from `now`.
+fn collector_messages(now: i64) -> Vec<(String, String, Option<String>)> {
     let t = now - 60_000;
     vec![
         (
@@ -135,7 +135,7 @@ async fn all_eight_types_land_with_exact_values_and_bad_messages_become_dead_let
     wait_for_streams(&client).await;
     let now = chrono::Utc::now().timestamp_millis();
     let t = now - 60_000;
-    for (subject, body, id) in seed_messages(now) {
+    for (subject, body, id) in collector_messages(now) {
         publish_like_collector(&client, &subject, body, id.as_deref()).await;
     }
     // Bad messages: each must become one dead letter with a reason naming the problem.

@@ -410,7 +410,7 @@ async fn filters_and_dry_run_are_honoured() {
         count(&ch, &format!("SELECT count() FROM {COLD}.trades WHERE exchange != 'okx' OR NOT startsWith(symbol, 'ETH')")).await,
         0
     );
-    // The seed's prefix semantics (`symbol LIKE 'p%'`), with an escaped quote being data.
+    // The Python service's prefix semantics (`symbol LIKE 'p%'`), with an escaped quote being data.
     ok(
         bin(&ch, None),
         &[

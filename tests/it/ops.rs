@@ -262,7 +262,7 @@ async fn status_page_shows_the_migration() {
     assert_eq!(lag("orderbooks"), "42");
     // Not measured yet: a dash, not a 0.
     assert_eq!(lag("funding_rates"), "–");
-    // The mismatch and the lag above the seed's 15-minute alert are highlighted.
+    // The mismatch and the lag above the Python service's 15-minute alert are highlighted.
     assert!(
         dom.contains(
             "data-table=\"orderbooks\" data-field=\"lag_minutes\" data-value=\"42\" class=\"hot\""

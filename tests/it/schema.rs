@@ -33,7 +33,7 @@ fn run_init(ch: &TestClickHouse) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn init_creates_the_seed_tables_and_is_idempotent() {
+async fn init_creates_the_python_service_tables_and_is_idempotent() {
     let ch = TestClickHouse::start().await;
     let first = run_init(&ch);
     assert!(!first.contains("MISSING"), "{first}");
@@ -50,7 +50,7 @@ async fn init_creates_the_seed_tables_and_is_idempotent() {
     expected.sort();
     assert_eq!(tables.lines().collect::<Vec<_>>(), expected);
 
-    // The seed's columns, in the seed's order, in both databases.
+    // The Python service's columns, in the Python service's order, in both databases.
     for db in ["marketprism_hot", "marketprism_cold"] {
         let cols = ch
             .query(&format!(
