@@ -10,6 +10,7 @@
 //! - [`batch`]: per-table batching on rows/bytes/age (pure).
 //! - [`source`]: JetStream streams, durable consumers, batch journal, leases.
 //! - [`ack`]: the only caller of JetStream ack APIs.
+//! - [`retry`]: the one retry policy (`retry.*`) and loop every NATS/ClickHouse wait uses.
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod publish;
 pub mod quality;
+pub mod retry;
 pub mod schema;
 pub mod sink;
 pub mod source;

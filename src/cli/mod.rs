@@ -180,15 +180,7 @@ pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> crate::s
         config::Compression::Lz4 => crate::sink::Compression::Lz4,
     };
     o.end_timeout = cfg.clickhouse.insert_timeout;
-    o.backoff = crate::sink::Backoff {
-        initial: cfg.retry.initial_backoff,
-        // The config allows a fractional multiplier (Python service style); the backoff grows by whole
-        // factors, at least 1.
-        factor: u32::try_from(cfg.retry.multiplier.round() as i64)
-            .unwrap_or(2)
-            .max(1),
-        cap: cfg.retry.max_backoff,
-    };
+    o.backoff = cfg.retry.policy();
     crate::sink::Sink::new(&o)
 }
 

@@ -502,6 +502,17 @@ pub struct RetryConfig {
     pub multiplier: f64,
 }
 
+impl RetryConfig {
+    /// The one retry schedule every NATS and ClickHouse loop walks.
+    pub fn policy(&self) -> crate::retry::Policy {
+        crate::retry::Policy {
+            initial: self.initial_backoff,
+            multiplier: self.multiplier,
+            cap: self.max_backoff,
+        }
+    }
+}
+
 /// The operations HTTP surface.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {

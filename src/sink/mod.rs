@@ -25,7 +25,6 @@
 //! Encoding costs the same either way (≈25 ms per 100k rows, optimised build), so the
 //! dictionary wins end to end, and halves the bytes on the wire.
 
-mod backoff;
 mod error;
 mod isolate;
 pub mod native;
@@ -38,7 +37,6 @@ use bytes::Bytes;
 use clickhouse::Client;
 use tokio_util::sync::CancellationToken;
 
-pub use backoff::{Backoff, DEFAULT_CAP, DEFAULT_FACTOR, DEFAULT_INITIAL};
 pub use error::{ErrorClass, SinkError, classify, parse_code, parse_status};
 pub use isolate::{
     HalvingLog, Isolation, MAX_PARTITIONS_PER_INSERT, NoHalvingLog, Piece, RejectedRow, Splitter,
@@ -72,7 +70,7 @@ pub enum Compression {
 }
 
 /// Everything the sink needs, as plain values (the config module maps its types onto this).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct SinkOptions {
     /// ClickHouse HTTP URL, e.g. `http://127.0.0.1:8123`.
     pub url: String,
@@ -89,7 +87,7 @@ pub struct SinkOptions {
     /// Timeout for the server's answer once the body is sent.
     pub end_timeout: Duration,
     /// Delays between retries of a retriable error.
-    pub backoff: Backoff,
+    pub backoff: crate::retry::Policy,
 }
 
 impl fmt::Debug for SinkOptions {
@@ -119,7 +117,7 @@ impl SinkOptions {
             compression: Compression::None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             end_timeout: DEFAULT_END_TIMEOUT,
-            backoff: Backoff::default(),
+            backoff: crate::retry::Policy::default(),
         }
     }
 }
@@ -131,7 +129,7 @@ pub struct Sink {
     database: String,
     send_timeout: Duration,
     end_timeout: Duration,
-    backoff: Backoff,
+    backoff: crate::retry::Policy,
     /// Whether the server knows `deduplicate_insert` (26.2+); see [`Sink::detect_server`].
     send_deduplicate_insert: bool,
 }
@@ -247,7 +245,7 @@ impl Sink {
         Ok(())
     }
 
-    /// [`Sink::insert`], retrying `Retriable` errors with the configured [`Backoff`] until it
+    /// [`Sink::insert`], retrying `Retriable` errors with the configured [`crate::retry::Policy`] until it
     /// succeeds, fails otherwise (returned as is), or `cancel` fires while waiting
     /// ([`SinkError::RetryCancelled`]). An attempt already in flight is never interrupted:
     /// its own timeouts bound it.
@@ -263,29 +261,27 @@ impl Sink {
         cancel: &CancellationToken,
         mut on_retry: impl FnMut(&SinkError, u32, Duration),
     ) -> Result<(), SinkError> {
-        let mut attempt: u32 = 0;
-        loop {
-            let err = match self.insert(table, body.clone(), rows, token).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() != ErrorClass::Retriable => return Err(e),
-                Err(e) => e,
-            };
-            attempt = attempt.saturating_add(1);
-            if cancel.is_cancelled() {
-                return Err(SinkError::RetryCancelled {
-                    attempts: attempt,
-                    last: Box::new(err),
-                });
-            }
-            let delay = self.backoff.next_delay(attempt, &mut rand::rng());
-            on_retry(&err, attempt, delay);
-            tokio::select! {
-                () = cancel.cancelled() => {
-                    return Err(SinkError::RetryCancelled { attempts: attempt, last: Box::new(err) });
+        let mut backoff = self.backoff.backoff();
+        let result = crate::retry::retry_until(
+            cancel,
+            &mut backoff,
+            || self.insert(table, body.clone(), rows, token),
+            |e: &SinkError, attempt, delay| {
+                if e.kind() != ErrorClass::Retriable {
+                    return crate::retry::Verdict::GiveUp;
                 }
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+                on_retry(e, attempt, delay);
+                crate::retry::Verdict::Retry
+            },
+        )
+        .await;
+        result.map_err(|f| match f {
+            crate::retry::Failure::GaveUp(e) => e,
+            crate::retry::Failure::Stopped { attempts, last } => SinkError::RetryCancelled {
+                attempts,
+                last: Box::new(last),
+            },
+        })
     }
 
     /// Inserts `rows` into `table`, split so that ClickHouse accepts every piece, isolating
