@@ -3,7 +3,6 @@
 //! Layout (the folder tree shows the pipeline; `ARCHITECTURE.md` has the invariants):
 //! - [`config`]: raw YAML/env shape → validated [`config::Config`], read once before start.
 //! - [`model`]: `DataType`, typed rows, dead letters.
-//! - [`message`]: one file per data type: wire shape → validated row.
 //! - [`decode`]: `Delivery` payload → `Record` or `Rejection` (pure, never panics).
 //! - [`schema`]: DDL for the hot and cold databases.
 //! - [`sink`]: the only ClickHouse writer (Native format, dedup tokens, retry classes).
@@ -29,7 +28,6 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod embedded;
-pub mod message;
 pub mod migrate;
 pub mod model;
 pub mod ops;

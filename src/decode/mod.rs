@@ -5,111 +5,110 @@
 //! current time in UTC ms. Emits exactly one typed row of the type's table, or a rejection with
 //! a stable [`RejectKind`] label for metrics and a lower-case reason naming the field and the
 //! problem. It is pure: it never does IO, never reads the clock, never panics on any input, and
-//! never coerces a bad value to 0 or to "now". The per-type rules live in `crate::message`;
-//! `docs/data-model.md` lists them all.
+//! never coerces a bad value to 0 or to "now". `docs/data-model.md` lists every rule.
+//!
+//! One file per data type holds the borrowed serde struct for the JSON the MarketPrism collector
+//! publishes and its `into_record`: validation and normalization into the typed row of
+//! `crate::model`. Shared helpers: [`common`] (the fields every type carries, typed access to
+//! JSON values), [`decimal`] (the one exact decimal parser) and [`timestamp`] (the one timestamp
+//! parser); [`reject`] holds the rejection type every rule returns.
 
-use crate::message::common;
-use crate::message::{
-    Message, funding_rate::FundingRateWire, liquidation::LiquidationWire,
-    lsr_all_account::LsrAllAccountWire, lsr_top_position::LsrTopPositionWire,
-    open_interest::OpenInterestWire, orderbook::OrderbookWire, trade::TradeWire,
-    volatility_index::VolatilityIndexWire,
-};
-use crate::model::{DataType, Record};
+use serde::Deserialize;
 
-/// A short, stable label for why a message was rejected (a metrics label value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum RejectKind {
-    /// The payload is not a JSON object (syntax error, wrong top-level value, bad UTF-8).
-    InvalidJson,
-    /// A required field is absent, `null` or an empty string.
-    MissingField,
-    /// A field has the wrong JSON type or shape (e.g. `exchange: 5`, a malformed book level).
-    InvalidField,
-    /// A numeric field is not a decimal number (`"abc"`, `""`, `true`, `NaN`, `Infinity`).
-    InvalidNumber,
-    /// A number does not fit its column (`Decimal64(8)`, `Decimal128(8)`, `UInt64`).
-    OutOfRange,
-    /// A timestamp field is neither an epoch number nor an ISO-8601 date-time.
-    InvalidTimestamp,
-    /// A timestamp lies before 2009-01-01 or more than one day after now.
-    TimestampOutOfRange,
-    /// `side` is not buy or sell.
-    InvalidSide,
-    /// A trade or liquidation price or quantity is ≤ 0.
-    NonPositive,
-    /// The payload's `data_type` disagrees with the subject.
-    TypeMismatch,
-    /// The subject's first token is not one of the eight data types.
-    UnknownType,
-}
+use crate::model::{Common, DataType, Record};
 
-impl RejectKind {
-    /// Every kind, for pre-registering metric label values.
-    pub const ALL: [RejectKind; 11] = [
-        RejectKind::InvalidJson,
-        RejectKind::MissingField,
-        RejectKind::InvalidField,
-        RejectKind::InvalidNumber,
-        RejectKind::OutOfRange,
-        RejectKind::InvalidTimestamp,
-        RejectKind::TimestampOutOfRange,
-        RejectKind::InvalidSide,
-        RejectKind::NonPositive,
-        RejectKind::TypeMismatch,
-        RejectKind::UnknownType,
-    ];
+pub mod reject;
 
-    /// The label, e.g. `invalid_number`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RejectKind::InvalidJson => "invalid_json",
-            RejectKind::MissingField => "missing_field",
-            RejectKind::InvalidField => "invalid_field",
-            RejectKind::InvalidNumber => "invalid_number",
-            RejectKind::OutOfRange => "out_of_range",
-            RejectKind::InvalidTimestamp => "invalid_timestamp",
-            RejectKind::TimestampOutOfRange => "timestamp_out_of_range",
-            RejectKind::InvalidSide => "invalid_side",
-            RejectKind::NonPositive => "non_positive",
-            RejectKind::TypeMismatch => "type_mismatch",
-            RejectKind::UnknownType => "unknown_type",
+pub use reject::{RejectKind, Rejection};
+
+/// Declares a borrowed wire struct: the shared fields plus the type's own.
+///
+/// Every field is optional (absent and `null` are both `None`) and borrowed from the payload;
+/// unknown keys are ignored. Validation happens in `into_row`, so a bad value is a rejection
+/// that names its field rather than a generic JSON error.
+macro_rules! wire_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident<'a> {
+            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty, )*
         }
-    }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        pub struct $name<'a> {
+            /// `data_type`: must agree with the subject when present.
+            #[serde(borrow, default)]
+            pub data_type: Option<&'a serde_json::value::RawValue>,
+            /// `exchange`.
+            #[serde(borrow, default)]
+            pub exchange: Option<&'a serde_json::value::RawValue>,
+            /// `market_type`.
+            #[serde(borrow, default)]
+            pub market_type: Option<&'a serde_json::value::RawValue>,
+            /// `symbol`.
+            #[serde(borrow, default)]
+            pub symbol: Option<&'a serde_json::value::RawValue>,
+            /// `data_source`.
+            #[serde(borrow, default)]
+            pub data_source: Option<&'a serde_json::value::RawValue>,
+            /// `ts_ms`: the preferred timestamp.
+            #[serde(borrow, default)]
+            pub ts_ms: Option<&'a serde_json::value::RawValue>,
+            /// `timestamp`: used when `ts_ms` is absent.
+            #[serde(borrow, default)]
+            pub timestamp: Option<&'a serde_json::value::RawValue>,
+            $(
+                $(#[$fmeta])*
+                #[serde(borrow, default)]
+                pub $field: $ty,
+            )*
+        }
+
+        impl<'a> $crate::decode::common::HasCommon<'a> for $name<'a> {
+            fn common_wire(&self) -> $crate::decode::common::CommonWire<'a> {
+                $crate::decode::common::CommonWire {
+                    data_type: self.data_type,
+                    exchange: self.exchange,
+                    market_type: self.market_type,
+                    symbol: self.symbol,
+                    data_source: self.data_source,
+                    ts_ms: self.ts_ms,
+                    timestamp: self.timestamp,
+                }
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for RejectKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+pub mod common;
+pub mod decimal;
+pub mod funding_rate;
+pub mod liquidation;
+pub mod lsr_all_account;
+pub mod lsr_top_position;
+pub mod open_interest;
+pub mod orderbook;
+pub mod timestamp;
+pub mod trade;
+pub mod volatility_index;
+
+/// A message type: its wire struct, its data type and its mapping to a row.
+pub trait Message<'a>: Deserialize<'a> + common::HasCommon<'a> {
+    /// The data type (subject prefix) this wire struct belongs to.
+    const DATA_TYPE: DataType;
+
+    /// Validates the type's own fields and builds the row (the shared columns are resolved).
+    fn into_record(self, common: Common, now_ms: i64) -> Result<Record, Rejection>;
 }
 
-/// Why a message could not become a row: a metrics label and a human reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct Rejection {
-    /// Stable label for metrics.
-    pub kind: RejectKind,
-    /// Lower-case reason naming the field and the problem, e.g. `trade.price: must be > 0, got "-1"`.
-    pub reason: String,
-}
-
-impl Rejection {
-    /// A rejection of the given kind.
-    pub fn new(kind: RejectKind, reason: String) -> Rejection {
-        Rejection { kind, reason }
-    }
-
-    /// The rejection for a subject whose first token is not a known data type.
-    pub fn unknown_subject(subject: &str) -> Rejection {
-        let first = subject.split('.').next().unwrap_or(subject);
-        Rejection::new(
-            RejectKind::UnknownType,
-            format!("subject: unknown data type {first:?} in {subject}"),
-        )
-    }
-}
+use funding_rate::FundingRateWire;
+use liquidation::LiquidationWire;
+use lsr_all_account::LsrAllAccountWire;
+use lsr_top_position::LsrTopPositionWire;
+use open_interest::OpenInterestWire;
+use orderbook::OrderbookWire;
+use trade::TradeWire;
+use volatility_index::VolatilityIndexWire;
 
 /// Decodes one payload of `data_type` into its row.
 ///

@@ -6,7 +6,7 @@
 //! ([`super::Splitter`]). A key that disagreed with the server's would only make a split
 //! happen later (reactively, on `Code: 252`), never lose or double a row.
 
-use crate::message::timestamp::civil_from_days;
+use crate::decode::timestamp::civil_from_days;
 use crate::model::{DeadLetterRow, Record};
 use crate::quality::QualityEvent;
 
