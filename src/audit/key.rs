@@ -100,21 +100,7 @@ pub fn split_market(m: &str) -> (&str, &str, &str) {
     (e, t, s)
 }
 
-/// A ClickHouse string literal for `s` (quoted, backslash-escaped).
-pub fn sql_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+pub use crate::schema::quote as sql_str;
 
 #[cfg(test)]
 mod tests {

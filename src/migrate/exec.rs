@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::schema;
+use crate::schema::{self, quote};
 use crate::sink::Sink;
 
 use super::plan::{
-    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide, quote,
+    self, Filters, Fingerprint, HashDiff, Span, Step, advance_watermark, align_down, decide,
     verified_until,
 };
 use super::{CHUNKS_TABLE, MigTable, MigrateError, MigrationStats, STATE_TABLE};

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::schema::quote;
+
 /// A half-open time range `[start_ms, end_ms)` in UTC milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {
@@ -116,26 +118,6 @@ pub struct Filters {
     pub exchange: Option<String>,
     /// Only this market type.
     pub market_type: Option<String>,
-}
-
-/// A ClickHouse string literal: `'…'` with `\` and `'` escaped (and control characters as
-/// escapes), so any value is data, never SQL.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 impl Filters {

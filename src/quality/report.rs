@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::model::DataType;
+use crate::schema::quote;
 
 use super::QUALITY_EVENTS_TABLE;
 
@@ -25,20 +26,6 @@ pub struct ReportFilter {
     pub symbol: Option<String>,
     /// Markets with sequential trade ids (`exchange` or `exchange/market_type`).
     pub sequential_ids: Vec<String>,
-}
-
-/// Quotes a string literal for ClickHouse.
-pub fn quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('\'');
-    for c in s.chars() {
-        if c == '\'' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('\'');
-    q
 }
 
 fn range(col: &str, f: &ReportFilter) -> String {

@@ -187,7 +187,7 @@ pub async fn start(
     let exists = sink
         .fetch_count(&format!(
             "SELECT count() FROM system.tables WHERE database = {} AND name = '{QUALITY_EVENTS_TABLE}'",
-            super::report::quote(sink.database())
+            crate::schema::quote(sink.database())
         ))
         .await;
     if exists.as_ref().is_ok_and(|n| *n == 0) {

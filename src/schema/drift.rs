@@ -569,7 +569,7 @@ pub enum DriftError {
 
 fn quote_list(dbs: &[&str]) -> String {
     dbs.iter()
-        .map(|d| crate::migrate::plan::quote(d))
+        .map(|d| super::quote(d))
         .collect::<Vec<_>>()
         .join(", ")
 }

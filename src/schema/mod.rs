@@ -259,6 +259,26 @@ pub const DEDUP_WINDOW: u64 = 160_000;
 /// any message stays in the streams (48 h by default) and so longer than any replay.
 pub const DEDUP_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
 
+/// A ClickHouse string literal: `'…'` with `\` and `'` escaped (and control characters as
+/// escapes), so any value is data, never SQL.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
 /// Columns of a market-data table, in the Python service's order.
 pub fn columns(t: DataType) -> &'static [Column] {
     match t {
