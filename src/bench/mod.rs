@@ -118,7 +118,7 @@ async fn start_servers(o: &BenchOptions, tools: &Tools) -> Result<Servers, Bench
         schema::Tier::Hot,
         &schema::Layout::Single,
     ));
-    schema::apply(&sink, &ddl)
+    crate::sink::ddl::apply(&sink, &ddl)
         .await
         .map_err(err("create tables"))?;
     sink.detect_server().await.map_err(err("detect server"))?;

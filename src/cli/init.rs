@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::model::DataType;
 use crate::schema::drift::{self, Drift, Expected};
 use crate::schema::{self, Layout, Tier};
+use crate::sink::ddl;
 
 /// Arguments of `init`.
 #[derive(Debug, clap::Args)]
@@ -33,9 +34,9 @@ pub struct InitArgs {
     pub check: bool,
 }
 
-/// The deduplication window the configured batch sizes need (`schema::drift::needed_window`).
+/// The deduplication window the configured batch sizes need (`pipeline::window::needed_window`).
 pub fn needed_window(cfg: &Config) -> u64 {
-    drift::needed_window(DataType::ALL.iter().map(|t| {
+    crate::pipeline::window::needed_window(DataType::ALL.iter().map(|t| {
         let b = cfg.batch.get(*t);
         (b.max_rows.get() as u64, b.max_queue.get() as u64)
     }))
@@ -113,9 +114,9 @@ async fn upgrade(
         Some(_) => Vec::new(),
         None => drift::expected_tables(&cfg.clickhouse.cold_db, Tier::Cold, layout),
     };
-    let mut found = drift::check(hot_sink, &hot, window).await?;
+    let mut found = ddl::check(hot_sink, &hot, window).await?;
     if !cold.is_empty() {
-        found.extend(drift::check(cold_sink, &cold, window).await?);
+        found.extend(ddl::check(cold_sink, &cold, window).await?);
     }
     if check_only {
         return Ok(found);
@@ -123,8 +124,8 @@ async fn upgrade(
     let (hot_drift, cold_drift): (Vec<Drift>, Vec<Drift>) = found
         .into_iter()
         .partition(|d| d.database == cfg.clickhouse.hot_db);
-    let mut done = drift::apply_fixes(hot_sink, &hot_drift).await?;
-    done.extend(drift::apply_fixes(cold_sink, &cold_drift).await?);
+    let mut done = ddl::apply_fixes(hot_sink, &hot_drift).await?;
+    done.extend(ddl::apply_fixes(cold_sink, &cold_drift).await?);
     if !done.is_empty() {
         super::out(&format!(
             "upgraded {} existing table settings/columns in place (every row kept):\n{}\n",
@@ -132,9 +133,9 @@ async fn upgrade(
             render_changes(&done)
         ));
     }
-    let mut left = drift::check(hot_sink, &hot, window).await?;
+    let mut left = ddl::check(hot_sink, &hot, window).await?;
     if !cold.is_empty() {
-        left.extend(drift::check(cold_sink, &cold, window).await?);
+        left.extend(ddl::check(cold_sink, &cold, window).await?);
     }
     Ok(left)
 }
@@ -151,7 +152,7 @@ pub async fn startup_check(
     let window = needed_window(cfg);
     let mut delay = std::time::Duration::from_millis(200);
     let found = loop {
-        match drift::check(sink, &expected, window).await {
+        match ddl::check(sink, &expected, window).await {
             Ok(found) => break found,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready for the schema check");
@@ -241,7 +242,7 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
-        let result = match schema::apply(&sink, &ddl).await {
+        let result = match crate::sink::ddl::apply(&sink, &ddl).await {
             Ok(created) => upgrade(cfg, args, &Layout::Single, &sink, &sink, false)
                 .await
                 .map(|left| (created, left)),
@@ -277,10 +278,10 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
     if cold_sink.is_none() {
         all.extend(schema::database_ddl(cold, schema::Tier::Cold, &layout));
     }
-    let created = schema::apply(&sink, &all).await?;
+    let created = crate::sink::ddl::apply(&sink, &all).await?;
     let mut created_cold = 0;
     if let Some(cs) = &cold_sink {
-        created_cold = schema::apply(cs, &cold_stmts).await?;
+        created_cold = crate::sink::ddl::apply(cs, &cold_stmts).await?;
     }
     let mut rows = Vec::new();
     for db in [hot, cold] {

@@ -171,7 +171,7 @@ async fn init_schema(
     );
     let mut delay = Duration::from_millis(200);
     loop {
-        match schema::apply(sink, &ddl).await {
+        match crate::sink::ddl::apply(sink, &ddl).await {
             Ok(_) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready for the schema");

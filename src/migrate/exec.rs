@@ -243,10 +243,10 @@ impl Migrator {
     pub async fn ensure_cold_schema(&self) -> Result<(), MigrateError> {
         let db = self.cold.database();
         let ddl = schema::database_ddl(db, schema::Tier::Cold, &schema::Layout::Single);
-        schema::apply(&self.cold, &ddl).await?;
+        crate::sink::ddl::apply(&self.cold, &ddl).await?;
         let expected =
             schema::drift::expected_tables(db, schema::Tier::Cold, &schema::Layout::Single);
-        let drift = schema::drift::check(&self.cold, &expected, schema::DEDUP_WINDOW)
+        let drift = crate::sink::ddl::check(&self.cold, &expected, schema::DEDUP_WINDOW)
             .await
             .map_err(|e| MigrateError::Schema(e.to_string()))?;
         let errors: Vec<String> = drift

@@ -6,9 +6,11 @@
 //! milliseconds since the epoch.
 
 mod data_type;
+mod quality_event;
 mod row;
 
 pub use data_type::DataType;
+pub use quality_event::{EventKind, QualityEvent};
 pub use row::{
     Common, DeadLetterRow, FundingRateRow, LiquidationRow, LsrAllAccountRow, LsrTopPositionRow,
     OpenInterestRow, OrderbookRow, Record, TradeRow, VolatilityIndexRow,

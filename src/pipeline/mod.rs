@@ -21,6 +21,7 @@ pub mod core;
 pub mod decoder;
 pub mod reader;
 pub mod stats;
+pub mod window;
 pub mod writer;
 
 use std::collections::BTreeMap;

@@ -11,7 +11,6 @@
 //! - [`restore`]: start-up state from the hot tables, and the silence timer (the only IO).
 //! - [`report`]: the SQL behind `marketprism-storage quality`, computed from the stored rows.
 
-pub mod event;
 pub mod report;
 pub mod restore;
 pub mod tracker;
@@ -19,7 +18,7 @@ pub mod tracker;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-pub use event::{EventKind, QualityEvent};
+pub use crate::model::{EventKind, QualityEvent};
 pub use tracker::{
     KeyCounts, KeySnapshot, QualitySettings, QualityTracker, Restored, TrackerSnapshot,
     stale_threshold,
@@ -27,8 +26,7 @@ pub use tracker::{
 
 use crate::model::{DataType, Record};
 
-/// The table the events go to (hot and cold databases).
-pub const QUALITY_EVENTS_TABLE: &str = "data_quality_events";
+pub use crate::schema::QUALITY_EVENTS_TABLE;
 
 /// The dedup token of a batch's quality events: `<batch token>/q`.
 pub fn events_token(batch_token: &str) -> String {

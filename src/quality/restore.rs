@@ -110,7 +110,7 @@ pub async fn restore_from(
             .await?;
         let restored = parse_restored(&String::from_utf8_lossy(&text), &open)?;
         n += restored.len();
-        quality.restore(t, &restored, crate::pipeline::stats::now_ms());
+        quality.restore(t, &restored, chrono::Utc::now().timestamp_millis());
     }
     Ok(n)
 }
@@ -215,7 +215,7 @@ pub async fn timer(sink: Arc<Sink>, quality: Arc<Quality>, stop: CancellationTok
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        let events = quality.tick(crate::pipeline::stats::now_ms());
+        let events = quality.tick(chrono::Utc::now().timestamp_millis());
         if events.is_empty() {
             continue;
         }

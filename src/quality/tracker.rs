@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::model::{DataType, OrderbookRow, Record, TradeRow};
 
-use super::event::{EventKind, QualityEvent};
+use crate::model::{EventKind, QualityEvent};
 
 /// Prices kept per market for the moving median of the price-jump check.
 pub const PRICE_WINDOW: usize = 64;

@@ -2,9 +2,9 @@
 //! (`ALTER TABLE …`) that bring them up to it without losing a row.
 //!
 //! Consumes the server's `system.tables`, `system.columns` and `system.merge_tree_settings`
-//! (read by [`read_server`]) and the tables we expect ([`expected_tables`]); emits [`Drift`]s,
+//! (read by `sink::ddl::read_server`) and the tables we expect ([`expected_tables`]); emits [`Drift`]s,
 //! each with its [`Severity`] and, when it can be fixed in place, the statement that fixes
-//! it. [`diff`] is pure; `init` applies the fixes ([`apply_fixes`]), `init --check` and `run`
+//! it. [`diff`] is pure; `init` applies the fixes (`sink::ddl::apply_fixes`), `init --check` and `run`
 //! only report. Never drops, renames or rebuilds a table and never deletes a row.
 //!
 //! Errors (exactly-once or inserts break): a missing table, a deduplication window below
@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::model::DataType;
-use crate::sink::{Sink, SinkError};
 
 use super::{
     Column, DEAD_LETTERS, DEAD_LETTERS_TABLE, DEDUP_WINDOW_SECONDS, Layout, MIGRATION_CHUNKS_TABLE,
@@ -286,7 +285,7 @@ fn alter(e: &Expected, action: &str) -> String {
 }
 
 /// Compares what exists with what we expect. `window` is the deduplication window every
-/// deduplicated table needs (at least [`super::DEDUP_WINDOW`]; see [`needed_window`]).
+/// deduplicated table needs (at least [`super::DEDUP_WINDOW`]; see `pipeline::window::needed_window`).
 pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drift> {
     let mut out = Vec::new();
     for e in expected {
@@ -538,162 +537,6 @@ fn column_drift(e: &Expected, t: &FoundTable) -> Vec<Drift> {
         }
     }
     out
-}
-
-/// The window every deduplicated table needs for this configuration: [`super::DEDUP_WINDOW`],
-/// or more when a type's `max_rows`/`max_queue` make its worst replay larger
-/// ([`super::required_window`]).
-pub fn needed_window(batches: impl IntoIterator<Item = (u64, u64)>) -> u64 {
-    batches
-        .into_iter()
-        .map(|(rows, queue)| super::required_window(rows, queue))
-        .fold(super::DEDUP_WINDOW, u64::max)
-}
-
-/// A failed read of the server's state.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DriftError {
-    /// A ClickHouse call failed.
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    /// An answer of `system.*` could not be parsed.
-    #[error("unexpected answer from {what}: {detail}")]
-    Parse {
-        /// The table asked.
-        what: &'static str,
-        /// The parse error.
-        detail: String,
-    },
-}
-
-fn quote_list(dbs: &[&str]) -> String {
-    dbs.iter()
-        .map(|d| super::quote(d))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-async fn json_rows<T: serde::de::DeserializeOwned>(
-    sink: &Sink,
-    what: &'static str,
-    sql: &str,
-) -> Result<Vec<T>, DriftError> {
-    let bytes = sink.query_bytes(sql, "JSONEachRow").await?;
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).map_err(|e| DriftError::Parse {
-                what,
-                detail: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Reads the tables of `databases` and the server's deduplication defaults.
-pub async fn read_server(sink: &Sink, databases: &[&str]) -> Result<ServerState, DriftError> {
-    #[derive(serde::Deserialize)]
-    struct T {
-        database: String,
-        name: String,
-        engine: String,
-        engine_full: String,
-        sorting_key: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct C {
-        database: String,
-        table: String,
-        name: String,
-        #[serde(rename = "type")]
-        ty: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct S {
-        name: String,
-        value: String,
-    }
-    let sink = sink.on_database("system");
-    let dbs = quote_list(databases);
-    let mut state = ServerState::default();
-    let tables: Vec<T> = json_rows(
-        &sink,
-        "system.tables",
-        &format!("SELECT database, name, engine, engine_full, sorting_key FROM system.tables WHERE database IN ({dbs})"),
-    )
-    .await?;
-    for t in tables {
-        state.tables.insert(
-            (t.database, t.name),
-            FoundTable {
-                engine: t.engine,
-                engine_full: t.engine_full,
-                sorting_key: t.sorting_key,
-                columns: Vec::new(),
-            },
-        );
-    }
-    let cols: Vec<C> = json_rows(
-        &sink,
-        "system.columns",
-        &format!("SELECT database, table, name, type FROM system.columns WHERE database IN ({dbs}) ORDER BY database, table, position"),
-    )
-    .await?;
-    for c in cols {
-        if let Some(t) = state.tables.get_mut(&(c.database, c.table)) {
-            t.columns.push(FoundColumn {
-                name: c.name,
-                ty: c.ty,
-            });
-        }
-    }
-    let settings: Vec<S> = json_rows(
-        &sink,
-        "system.merge_tree_settings",
-        &format!(
-            "SELECT name, value FROM system.merge_tree_settings WHERE name IN ('{NON_REPLICATED_WINDOW}', '{REPLICATED_WINDOW}', '{REPLICATED_WINDOW_SECONDS}')"
-        ),
-    )
-    .await?;
-    state.defaults = settings.into_iter().map(|s| (s.name, s.value)).collect();
-    Ok(state)
-}
-
-/// Reads the server and compares it with `expected`.
-pub async fn check(
-    sink: &Sink,
-    expected: &[Expected],
-    window: u64,
-) -> Result<Vec<Drift>, DriftError> {
-    let mut dbs: Vec<&str> = expected.iter().map(|e| e.database.as_str()).collect();
-    dbs.sort_unstable();
-    dbs.dedup();
-    let state = read_server(sink, &dbs).await?;
-    Ok(diff(expected, &state, window))
-}
-
-/// Runs the fix of every drift that has one, in order, each statement once (widened columns
-/// of a table share one), each logged; returns the drifts fixed. Every fix is an
-/// `ALTER TABLE` that keeps every row.
-pub async fn apply_fixes(sink: &Sink, drifts: &[Drift]) -> Result<Vec<Drift>, SinkError> {
-    let sink = sink.on_database("system");
-    let mut done = Vec::new();
-    let mut ran: Vec<&str> = Vec::new();
-    for d in drifts {
-        let Some(sql) = &d.fix else { continue };
-        tracing::warn!(
-            database = %d.database, table = %d.table, item = %d.item, found = %d.found, needed = %d.needed,
-            "schema upgrade: {sql}"
-        );
-        if !ran.contains(&sql.as_str()) {
-            sink.execute(sql).await?;
-            ran.push(sql);
-        }
-        done.push(d.clone());
-    }
-    Ok(done)
 }
 
 /// Whether any drift breaks exactly-once or inserts.
@@ -952,11 +795,6 @@ mod tests {
         assert_eq!(
             table_setting("MergeTree ORDER BY a", NON_REPLICATED_WINDOW),
             None
-        );
-        assert_eq!(needed_window([]), DEDUP_WINDOW);
-        assert_eq!(
-            needed_window([(10, 1_000_000)]),
-            crate::schema::required_window(10, 1_000_000)
         );
     }
 }

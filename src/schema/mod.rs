@@ -216,37 +216,17 @@ pub const QUALITY_EVENTS: &[Column] = &[
 ];
 
 /// The quality events' table name (same in hot and cold).
-pub const QUALITY_EVENTS_TABLE: &str = crate::quality::QUALITY_EVENTS_TABLE;
+pub const QUALITY_EVENTS_TABLE: &str = "data_quality_events";
 
 /// Hot TTL of the quality events: 3 days, like the rows they describe.
 pub const QUALITY_EVENTS_TTL: &str = "toDateTime(event_time) + INTERVAL 3 DAY DELETE";
-
-/// The deduplication window (in blocks) one type's table needs for its worst-case replay, for
-/// batches of at most `max_rows` rows and at most `max_queue` rows held unacked.
-///
-/// A replay re-sends, in order, the batches above the ack floor (at most
-/// `ceil(max_queue / max_rows)`) and, after a `nats-server` that was killed comes back with
-/// its ack floor behind, up to [`crate::pipeline::writer::JOURNAL_HISTORY`] acked ones. The
-/// oldest re-sent batch is only recognised if every block inserted into the table since its
-/// first insert is still in the window. One batch inserts at most
-/// [`crate::sink::max_blocks_per_batch`] blocks; taken here with the partitions of one batch,
-/// at most [`crate::pipeline::decoder::MAX_PARTITIONS_PER_BATCH`] (100) for every input (the
-/// decoder cuts a raw batch over more into runs of ≤ 100, each journaled and tokened as a batch
-/// of its own), and one row ClickHouse refuses in every one of them: 100 + 100 × ⌈log2 max_rows⌉.
-pub const fn required_window(max_rows: u64, max_queue: u64) -> u64 {
-    let rows = if max_rows == 0 { 1 } else { max_rows };
-    let in_doubt = max_queue.div_ceil(rows);
-    let batches = crate::pipeline::writer::JOURNAL_HISTORY as u64 + in_doubt;
-    let parts = crate::pipeline::decoder::MAX_PARTITIONS_PER_BATCH as u64;
-    batches.saturating_mul(crate::sink::max_blocks_per_batch(rows, parts, parts))
-}
 
 /// How many recent insert blocks every table remembers for `insert_deduplication_token`
 /// (`non_replicated_deduplication_window`, or `replicated_deduplication_window` on clusters).
 ///
 /// The worst case of the default configuration is the trade table: batches of 100,000 rows,
 /// 4 in doubt plus 64 kept in the journal, 100 partitions per batch and 17 bisection levels:
-/// [`required_window`]`(100_000, 400_000)` = 68 × 100 × 18 = 122,400 blocks. 160,000 leaves a
+/// `pipeline::window::required_window(100_000, 400_000)` = 68 × 100 × 18 = 122,400 blocks. 160,000 leaves a
 /// 30 % margin. The cost is one block hash per entry (a local file and its in-memory index
 /// per table; a znode per entry in Keeper on clusters). ClickHouse's own default is 0 on a
 /// plain `MergeTree`, which turns deduplication off: `init` raises it on existing tables and
@@ -585,23 +565,6 @@ pub fn table_names(hot: bool) -> Vec<&'static str> {
     v
 }
 
-/// Applies statements in order through the sink; returns how many created something new
-/// (counted from `system.tables`/`system.databases` before and after).
-pub async fn apply(
-    sink: &crate::sink::Sink,
-    statements: &[String],
-) -> Result<usize, crate::sink::SinkError> {
-    // The configured database may not exist yet: run the DDL from `system`.
-    let sink = sink.on_database("system");
-    let objects = "SELECT count() FROM (SELECT name FROM system.tables UNION ALL SELECT name FROM system.databases)";
-    let before = sink.fetch_count(objects).await?;
-    for st in statements {
-        sink.execute(st).await?;
-    }
-    let after = sink.fetch_count(objects).await?;
-    Ok(usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,23 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn dedup_window_covers_the_worst_replay_of_every_default_type_with_margin() {
-        use crate::config::defaults::*;
-        assert_eq!(crate::sink::max_blocks_per_batch(5_000, 100, 100), 1_400);
-        assert_eq!(crate::sink::max_blocks_per_batch(131_073, 100, 100), 1_900);
-        // (64 journaled + 4 in doubt) batches × 100 partitions × (1 + 17 levels).
-        assert_eq!(required_window(100_000, 400_000), 122_400);
-        for rows in [
-            DEFAULT_TRADE_MAX_ROWS,
-            DEFAULT_ORDERBOOK_MAX_ROWS,
-            DEFAULT_LOW_FREQ_MAX_ROWS,
-        ] {
-            let rows = rows as u64;
-            let need = required_window(rows, rows * DEFAULT_MAX_QUEUE_FACTOR as u64);
-            assert!(DEDUP_WINDOW * 10 >= need * 13, "{rows}: {need}");
-        }
-        // More rows held unacked per batch means more batches in doubt.
-        assert!(required_window(1_000, 100_000) > required_window(1_000, 4_000));
+    fn dedup_window_is_in_every_table() {
         for ddl in [
             render_script(&full_ddl("h", "c", &Layout::Single)),
             render_script(&full_ddl("h", "c", &Layout::Cluster("mp".into()))),

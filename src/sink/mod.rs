@@ -11,7 +11,7 @@
 //! of the previous release, and `<token>/0`, `<token>/1`, … for the halves of a split piece,
 //! `<token>/dl` for its dead letters; see [`Splitter`]) together with the
 //! tables' `non_replicated_deduplication_window`/`replicated_deduplication_window`, which
-//! must cover `schema::required_window` blocks (from [`max_blocks_per_batch`]).
+//! must cover `pipeline::window::required_window` blocks (from [`max_blocks_per_batch`]).
 //!
 //! Why the real LowCardinality dictionary is the default wire form
 //! ([`native::LowCardinalityEncoding`]): a 100k-row `trades` block (5 exchanges, 300 symbols)
@@ -25,6 +25,7 @@
 //! Encoding costs the same either way (≈25 ms per 100k rows, optimised build), so the
 //! dictionary wins end to end, and halves the bytes on the wire.
 
+pub mod ddl;
 mod error;
 mod isolate;
 pub mod native;

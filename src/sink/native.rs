@@ -19,11 +19,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::model::QualityEvent;
 use crate::model::{
     DataType, DeadLetterRow, FundingRateRow, LiquidationRow, LsrAllAccountRow, LsrTopPositionRow,
     OpenInterestRow, OrderbookRow, Record, TradeRow, VolatilityIndexRow,
 };
-use crate::quality::QualityEvent;
 use crate::schema::{self, Column};
 
 /// How `LowCardinality(String)` columns are put on the wire.
@@ -1039,7 +1039,7 @@ mod tests {
             exchange: "binance".into(),
             market_type: "spot".into(),
             symbol: "BTC-USDT".into(),
-            kind: crate::quality::EventKind::Gap,
+            kind: crate::model::EventKind::Gap,
             first_missing: 3,
             last_missing: 4,
             missing: 2,

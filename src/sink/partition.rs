@@ -7,8 +7,8 @@
 //! happen later (reactively, on `Code: 252`), never lose or double a row.
 
 use crate::decode::timestamp::civil_from_days;
+use crate::model::QualityEvent;
 use crate::model::{DeadLetterRow, Record};
-use crate::quality::QualityEvent;
 
 /// `toYYYYMM` of a UTC millisecond timestamp, e.g. 202610.
 pub fn yyyymm(ms: i64) -> i64 {
@@ -42,7 +42,7 @@ pub fn quality_event_partition(e: &QualityEvent) -> i64 {
 /// nodes are the `rejected` root-to-leaf paths). And every block holds at least one row of
 /// the batch, so never more than `rows`.
 ///
-/// `schema::required_window` multiplies it by the batches a replay can re-send; that is the
+/// `pipeline::window::required_window` multiplies it by the batches a replay can re-send; that is the
 /// one place the tables' window is sized from.
 pub const fn max_blocks_per_batch(rows: u64, partitions: u64, rejected: u64) -> u64 {
     let depth = (u64::BITS - rows.saturating_sub(1).leading_zeros()) as u64;

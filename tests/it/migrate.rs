@@ -59,7 +59,9 @@ async fn init(ch: &TestClickHouse, hot: bool, cold: bool) {
     if cold {
         ddl.extend(schema::database_ddl(COLD, Tier::Cold, &Layout::Single));
     }
-    schema::apply(&sink, &ddl).await.unwrap();
+    marketprism_storage::sink::ddl::apply(&sink, &ddl)
+        .await
+        .unwrap();
 }
 
 /// Inserts `n` trades into hot, evenly spread over `[from, to)`, ids from `first_id`,
