@@ -5,6 +5,8 @@
 //! Python's `repr` (shortest round-trip, exponent form below 1e-4, `.0` on integral values) and
 //! datetimes use `isoformat()` (microseconds omitted when zero).
 
+use chrono::Datelike;
+
 /// Appends an unsigned integer in decimal.
 pub(crate) fn push_u64(buf: &mut String, mut v: u64) {
     let mut tmp = [0u8; 20];
@@ -129,14 +131,16 @@ pub(crate) fn push_py_float(buf: &mut String, v: f64) {
 pub(crate) fn push_iso_micros(buf: &mut String, micros: i64) {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    push_i64(buf, y);
+    // Out of chrono's range (±262,000 years) only for nonsense input: the epoch's date then.
+    let date = chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .date_naive();
+    push_i64(buf, i64::from(date.year()));
     buf.push('-');
-    push_2(buf, m);
+    push_2(buf, i64::from(date.month()));
     buf.push('-');
-    push_2(buf, d);
+    push_2(buf, i64::from(date.day()));
     buf.push('T');
     push_2(buf, sod / 3600);
     buf.push(':');
@@ -155,20 +159,6 @@ fn push_2(buf: &mut String, v: i64) {
         buf.push('0');
     }
     push_i64(buf, v);
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (year, month, day).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Appends `num / den` (0 < num < den, value ≥ 0.1) as Python's `Decimal` division with the

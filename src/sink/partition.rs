@@ -6,14 +6,18 @@
 //! ([`super::Splitter`]). A key that disagreed with the server's would only make a split
 //! happen later (reactively, on `Code: 252`), never lose or double a row.
 
-use crate::decode::timestamp::civil_from_days;
+use chrono::Datelike;
+
 use crate::model::QualityEvent;
 use crate::model::{DeadLetterRow, Record};
 
 /// `toYYYYMM` of a UTC millisecond timestamp, e.g. 202610.
 pub fn yyyymm(ms: i64) -> i64 {
-    let (y, m, _) = civil_from_days(ms.div_euclid(86_400_000));
-    y * 100 + m
+    // Days since 0001-01-01 (chrono's day 1). Out of chrono's range (±262,000 years) cannot
+    // pass decode's 2009..now+1d check; 0 then.
+    let days = i32::try_from(ms.div_euclid(86_400_000) + 719_163).unwrap_or(0);
+    chrono::NaiveDate::from_num_days_from_ce_opt(days)
+        .map_or(0, |d| i64::from(d.year()) * 100 + i64::from(d.month()))
 }
 
 /// The partition of a market-data row: `(toYYYYMM(timestamp), exchange)`.
