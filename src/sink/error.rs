@@ -16,7 +16,9 @@ pub enum ErrorClass {
     /// Something in the rows is unacceptable: isolate the bad rows (bisect) and dead-letter
     /// them; retrying the same bytes cannot succeed.
     DataError,
-    /// The service is misconfigured (credentials, schema drift, SQL bug): stop and report.
+    /// The service is misconfigured (credentials, schema drift, SQL bug): hold the batch
+    /// (nothing is acked or dead-lettered), name it in `/ready`, and retry it on the slow end of
+    /// the retry schedule until the cause is fixed.
     Fatal,
     /// The block spans more partitions than the server takes in one INSERT (`Code: 252`,
     /// "Too many partitions for single INSERT block"): split it by partition. Nothing of

@@ -7,8 +7,9 @@
 //! exactly beforehand.
 //!
 //! Why Native and not RowBinary: the engine parses Native about 20× faster for our
-//! LowCardinality-heavy rows (see `shared/reference/clickhouse-http-over-chdb.md` §6), and the
-//! column names travel in the block, so the server matches columns by name.
+//! LowCardinality-heavy rows (chDB 26.9, 100k trade rows into a Null engine: 8.6 ms Native vs
+//! 180 ms RowBinary; into our MergeTree 67 ms vs 235 ms), and the column names travel in the
+//! block, so the server matches columns by name.
 //!
 //! Column names and ClickHouse types come from `crate::schema` (the single source of truth); the
 //! per-table accessor lists below only say which row field feeds which column, and a test checks
