@@ -2,7 +2,6 @@
 //! everything matches, 1 on any difference, 2 when the audit could not run.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -309,30 +308,25 @@ pub fn render(r: &AuditReport) -> String {
 /// Messages read and pending at start, per type.
 type ReadCounts = BTreeMap<DataType, (u64, u64)>;
 
-/// Progress on stderr: one updating line on a terminal (every type being read, total rate),
-/// a plain line every 10 s otherwise.
+/// Progress on stderr ([`super::progress::Progress`]): every type being read, total rate.
 struct TermProgress {
-    tty: bool,
+    line: super::progress::Progress,
     started: Instant,
-    /// Per type `(read, of)`, and when the last line was drawn.
-    state: Mutex<(ReadCounts, Instant)>,
+    /// Per type `(read, of)`.
+    state: Mutex<ReadCounts>,
 }
 
 impl TermProgress {
     fn new() -> TermProgress {
         TermProgress {
-            tty: std::io::stderr().is_terminal(),
+            line: super::progress::Progress::stderr(),
             started: Instant::now(),
-            state: Mutex::new((BTreeMap::new(), Instant::now())),
+            state: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn finish(&self) {
-        if self.tty {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(b"\r\x1b[2K");
-            let _ = e.flush();
-        }
+        self.line.finish(None);
     }
 }
 
@@ -341,24 +335,15 @@ impl audit::Progress for TermProgress {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        st.0.insert(data_type, (messages, of));
-        if !self.tty && st.1.elapsed() < Duration::from_secs(10) {
-            return;
-        }
-        st.1 = Instant::now();
-        let total: u64 = st.0.values().map(|(n, _)| n).sum();
-        let rate = total as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        let parts: Vec<String> =
-            st.0.iter()
+        st.insert(data_type, (messages, of));
+        self.line.update(|| {
+            let total: u64 = st.values().map(|(n, _)| n).sum();
+            let rate = total as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let parts: Vec<String> = st
+                .iter()
                 .map(|(t, (n, of))| format!("{t} {n}/{of}"))
                 .collect();
-        let line = format!("audit: {} read, {rate:.0} msgs/s", parts.join(", "));
-        let mut e = std::io::stderr().lock();
-        let _ = if self.tty {
-            e.write_all(format!("\r\x1b[2K{line}").as_bytes())
-        } else {
-            e.write_all(format!("{line}\n").as_bytes())
-        };
-        let _ = e.flush();
+            format!("audit: {} read, {rate:.0} msgs/s", parts.join(", "))
+        });
     }
 }

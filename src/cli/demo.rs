@@ -166,10 +166,11 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         })
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let line = super::progress::Progress::stderr();
     let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => eprint!("\r{}", progress_line(&stats, started, published.load(Relaxed))),
+            _ = tick.tick() => line.update(|| progress_line(&stats, started, published.load(Relaxed))),
             _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
             _ = async { while !publisher.is_finished() { tokio::time::sleep(Duration::from_millis(100)).await } } => break,
         }
@@ -196,7 +197,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    eprintln!("\r{}", progress_line(&stats, started, total_published));
+    line.finish(Some(progress_line(&stats, started, total_published)));
     stop.cancel();
     match service.await {
         Ok(r) => r?,

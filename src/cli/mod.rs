@@ -10,6 +10,7 @@ mod config_cmd;
 mod demo;
 mod init;
 pub mod migrate;
+mod progress;
 pub mod publish;
 pub mod quality;
 mod query;

@@ -113,18 +113,20 @@ pub fn report(stats: &PublishStats) -> String {
 pub async fn run(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
     let opts = options(args)?;
     let client = async_nats::connect(cfg.nats.url()).await?;
-    let progress = |s: &PublishStats| {
-        eprint!(
-            "\rpublished {:>10} messages, {:>9.0} msg/s ",
+    let line = super::progress::Progress::stderr();
+    let text = |s: &PublishStats| {
+        format!(
+            "published {:>10} messages, {:>9.0} msg/s",
             s.total(),
             s.rate()
-        );
+        )
     };
+    let progress = |s: &PublishStats| line.update(|| text(s));
     let stats = tokio::select! {
         r = publish::publish(&client, &opts, progress) => r?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     };
-    eprintln!();
+    line.finish(None);
     super::out(&report(&stats));
     if stats.js_errors > 0 {
         anyhow::bail!("{} JetStream publishes failed", stats.js_errors);
