@@ -7,7 +7,7 @@
 //! patches or reorders a row: quality is labelled, not repaired.
 //!
 //! - [`tracker`]: the pure detectors (IO-free, unit-tested).
-//! - [`event`]: the event row and its kinds.
+//! - the event row and its kinds are a model row ([`crate::model::QualityEvent`]), with the others.
 //! - [`restore`]: start-up state from the hot tables, and the silence timer (the only IO).
 //! - [`report`]: the SQL behind `marketprism-storage quality`, computed from the stored rows.
 
