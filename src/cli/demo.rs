@@ -38,6 +38,10 @@ pub struct DemoArgs {
     pub http_port: Option<u16>,
 }
 
+/// Stream size limits of the demo's embedded NATS (see `run`).
+const DEMO_HF_MAX_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(2 << 30).unwrap();
+const DEMO_MD_MAX_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(256 << 20).unwrap();
+
 const EXAMPLES: [(&str, &str); 3] = [
     (
         "latest trade price per market",
@@ -85,6 +89,14 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     let mut cfg = cfg.clone();
     cfg.nats.urls = vec![nats.url.clone()];
+    // The demo's own nats-server holds only the demo's traffic. JetStream refuses a stream whose
+    // max_bytes exceeds its store (75 % of the free disk by default), so the production sizes
+    // (20 GiB + 2 GiB) would fail on a machine with less than ~30 GB free. Were the service ever
+    // 2 GiB behind, the oldest messages would go (discard old): a demo can afford that.
+    let hf = &mut cfg.nats.streams.high_frequency.max_bytes;
+    *hf = (*hf).min(DEMO_HF_MAX_BYTES);
+    let md = &mut cfg.nats.streams.market_data.max_bytes;
+    *md = (*md).min(DEMO_MD_MAX_BYTES);
     if let Some(l) = args.clickhouse_listen {
         cfg.embedded.listen = l;
     }

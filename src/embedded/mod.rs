@@ -285,6 +285,10 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
     Ok(port)
 }
 
+/// The embedded nats-server's configuration file (flags give the rest): a JetStream store
+/// limit far above any stream's, so the streams' own `max_bytes` are the limits.
+const EMBEDDED_NATS_CONF: &str = "jetstream {\n  max_file_store: 1TB\n}\n";
+
 impl EmbeddedNats {
     /// Starts `nats-server -js` on 127.0.0.1:`port` with its store under `store_dir` and waits
     /// until it accepts connections.
@@ -296,8 +300,18 @@ impl EmbeddedNats {
     ) -> Result<EmbeddedNats, EmbeddedError> {
         std::fs::create_dir_all(store_dir)
             .map_err(io_err(format!("create store dir {}", store_dir.display())))?;
+        // Without a configured limit JetStream takes 75 % of the disk that happens to be free
+        // as its store, and refuses a stream whose max_bytes does not fit in it (error 10047):
+        // the default 20 GiB + 2 GiB streams then fail on a machine with < 30 GB free. The
+        // embedded server is for one machine's own data, so its store is bounded by the
+        // streams' own limits instead.
+        let conf = store_dir.join("embedded-nats.conf");
+        std::fs::write(&conf, EMBEDDED_NATS_CONF)
+            .map_err(io_err(format!("write {}", conf.display())))?;
         let mut cmd = guarded(tools, &tools.nats_server);
-        cmd.arg("-js")
+        cmd.arg("-c")
+            .arg(&conf)
+            .arg("-js")
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")
