@@ -146,7 +146,7 @@ async fn audit(cfg: &Config, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     }
     let client = async_nats::ConnectOptions::new()
         .name("marketprism-storage audit")
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(cfg.nats.connect_timeout)
         .connect(cfg.nats.url())
         .await
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url()))?;

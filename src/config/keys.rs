@@ -1,0 +1,545 @@
+//! Every configuration key, declared once (module [`k`]), and [`build`], which reads them into
+//! a [`Config`] and applies the rules that involve several keys.
+//!
+//! A declaration gives the key's dotted name, its kind (how it is read and printed), its
+//! environment variables, the Python service's file keys for it, its default, its rule and one
+//! line of documentation. Precedence, the sources and lines `config` prints, the refusal of
+//! unknown file keys and the docs test all come from it (see `resolve`). Defaults that depend
+//! on the data type or the stream are in `defaults`.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+
+use yaml_serde::Value;
+
+use super::defaults::*;
+use super::resolve::{Key, Resolver};
+use super::{
+    ClickHouseConfig, ColdClickHouseConfig, Config, ConfigError, EmbeddedConfig, HttpConfig,
+    LogConfig, MigrationConfig, NatsConfig, NatsMode, PerType, QualityConfig, RetryConfig,
+    StreamConfig, Streams, TypeBatch,
+};
+use crate::model::DataType;
+
+/// The declarations. Each line is the only place its key is described.
+#[rustfmt::skip]
+pub(crate) mod k {
+    use std::net::{IpAddr, SocketAddr};
+    use std::num::{NonZeroU64, NonZeroUsize};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::super::value::*;
+    use super::super::{ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage};
+    use super::Key;
+    use crate::model::DataType;
+
+    // ---- nats ----
+    pub const NATS_URL: Key<Vec<String>> = Key::new("nats.url", &NATS_URLS, "NATS servers, comma-separated; the Python service's fallback too")
+        .env(&["MARKETPRISM_NATS_URL", "NATS_URL"]).python(&["nats.servers"]).default("nats://localhost:4222");
+    pub const NATS_MODE: Key<NatsMode> = Key::new("nats.mode", &MODE, "jetstream: durable consumers, acked after the insert; core: at-most-once")
+        .env(&["MARKETPRISM_NATS_MODE"]).default("jetstream");
+    pub const STREAM_NAME: Key<String> = Key::new("nats.streams.*.name", &TEXT, "stream name").check(|s| check_name(s, false));
+    pub const STREAM_SUBJECTS: Key<Vec<String>> = Key::new("nats.streams.*.subjects", &LIST, "subjects the stream captures")
+        .check(|s| if s.is_empty() { Err("must not be empty".into()) } else { s.iter().try_for_each(|s| check_subject(s)) });
+    pub const STREAM_MAX_AGE: Key<Duration> = Key::new("nats.streams.*.max_age", &DURATION, "messages older than this are dropped by NATS");
+    pub const STREAM_MAX_MSGS: Key<i64> = Key::new("nats.streams.*.max_msgs", &I64, "message count limit, -1 = none")
+        .check(|n| if *n == 0 || *n < -1 { Err("must be > 0 (or -1 for no limit)".into()) } else { Ok(()) });
+    pub const STREAM_MAX_BYTES: Key<NonZeroU64> = Key::new("nats.streams.*.max_bytes", &SIZE, "size limit");
+    pub const DUPLICATE_WINDOW: Key<Duration> = Key::new("nats.streams.*.duplicate_window", &DURATION, "Nats-Msg-Id dedup window (the collector's value)")
+        .default("2m");
+    pub const STORAGE: Key<StreamStorage> = Key::new("nats.streams.*.storage", &STREAM_STORAGE, "file: the stream survives a NATS restart").default("file");
+    pub const DISCARD: Key<Discard> = Key::new("nats.streams.*.discard", &STREAM_DISCARD, "old: a full stream keeps the newest data").default("old");
+    pub const REPLICAS: Key<NonZeroUsize> = Key::new("nats.streams.*.replicas", &ROWS, "one: the Python service runs one NATS server").default("1");
+    pub const CONSUMER_PREFIX: Key<String> = Key::new("nats.consumer_prefix", &TEXT, "durable = prefix + type; not the Python service's (it deletes its own)")
+        .check(|s| check_name(s, true)).default("marketprism_storage_");
+    pub const ACK_WAIT: Key<Duration> = Key::new("nats.ack_wait", &DURATION, "redelivery when not acked within this (the Python service's value)")
+        .check(positive).default("1m");
+    pub const CONNECT_TIMEOUT: Key<Duration> = Key::new("nats.connect_timeout", &DURATION, "time a TCP/TLS connect to a NATS server may take")
+        .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("10s");
+    pub const MAX_ACK_PENDING: Key<NonZeroU64> = Key::new("nats.max_ack_pending", &COUNT, "one value for every type; default per type from the batch");
+    pub const FETCH_BATCH: Key<NonZeroUsize> = Key::new("nats.fetch_batch", &ROWS, "messages per pull: amortises the round trip, ~16 MB of books")
+        .default("2000");
+    pub const FETCH_MAX_BYTES: Key<NonZeroU64> = Key::new("nats.fetch_max_bytes", &SIZE, "bytes per pull: 16 large messages or thousands of small ones")
+        .check(|n| if n.get() < 1 << 20 { Err(format!("must be >= 1MiB (one message of NATS's default max_payload), got {n}")) } else { Ok(()) })
+        .default("16MiB");
+    pub const JOURNAL_BUCKET: Key<String> = Key::new("nats.journal_bucket", &TEXT, "key-value bucket of the insert journal")
+        .check(|s| check_bucket(s)).default("marketprism_storage_journal");
+    pub const NATS_TYPES: Key<Vec<DataType>> = Key::new("nats.types", &TYPES, "data types this instance consumes")
+        .env(&["MARKETPRISM_NATS_TYPES"]).python(&["subscriptions"]).default("trade,orderbook,funding_rate,open_interest,liquidation,lsr_top_position,lsr_all_account,volatility_index");
+    pub const SUBSCRIBED: Key<bool> = Key::new("subscriptions.*_enabled", &BOOL, "the Python service's switch per type, mapped onto nats.types");
+
+    // ---- clickhouse ----
+    pub const CH_HOST: Key<ClickHouseHost> = Key::new("clickhouse.host", &CLICKHOUSE_HOST, "embedded: the service starts its own ClickHouse")
+        .env(&["CLICKHOUSE_HOST"]).python(&["hot_storage.clickhouse_host"]).default("embedded");
+    pub const CH_HTTP_PORT: Key<u16> = Key::new("clickhouse.http_port", &PORT, "HTTP port of an external server")
+        .env(&["CLICKHOUSE_HTTP_PORT"]).python(&["hot_storage.clickhouse_http_port"]).default("8123");
+    pub const CH_SECURE: Key<bool> = Key::new("clickhouse.secure", &BOOL, "https; plain http suits a server on the same host or network")
+        .env(&["CLICKHOUSE_SECURE"]).default("false");
+    pub const HOT_DB: Key<String> = Key::new("clickhouse.hot_db", &TEXT, "hot database (the Python service's name)")
+        .env(&["CLICKHOUSE_HOT_DB", "CLICKHOUSE_DATABASE"]).python(&["hot_storage.clickhouse_database"]).check(|s| check_identifier(s)).default("marketprism_hot");
+    pub const COLD_DB: Key<String> = Key::new("clickhouse.cold_db", &TEXT, "cold database (the Python service's name)")
+        .env(&["CLICKHOUSE_COLD_DB"]).check(|s| check_identifier(s)).default("marketprism_cold");
+    pub const CH_USER: Key<String> = Key::new("clickhouse.user", &TEXT, "user")
+        .env(&["CLICKHOUSE_USER"]).python(&["hot_storage.clickhouse_user"]).check(|s| if s.is_empty() { Err("must not be empty".into()) } else { Ok(()) }).default("default");
+    pub const CH_PASSWORD: Key<Secret> = Key::new("clickhouse.password", &PASSWORD, "password (secret)")
+        .env(&["CLICKHOUSE_PASSWORD"]).python(&["hot_storage.clickhouse_password"]).default("");
+    pub const COMPRESSION: Key<Compression> = Key::new("clickhouse.compression", &INSERT_COMPRESSION, "none: over loopback LZ4 costs more than it saves (measured)")
+        .default("none");
+    pub const INSERT_TIMEOUT: Key<Duration> = Key::new("clickhouse.insert_timeout", &DURATION, "time limit of one INSERT; only a stuck server takes 60 s")
+        .check(positive).default("1m");
+
+    // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
+    pub const COLD_HOST: Key<String> = Key::new("cold_clickhouse.host", &HOST, "server of the cold database")
+        .env(&["COLD_CLICKHOUSE_HOST"]).check(|h| if h == "embedded" { Err("cannot be \"embedded\"; leave it unset to use the hot server".into()) } else { Ok(()) });
+    pub const COLD_HTTP_PORT: Key<u16> = Key::new("cold_clickhouse.http_port", &PORT, "its HTTP port").env(&["COLD_CLICKHOUSE_HTTP_PORT"]).default("8123");
+    pub const COLD_SECURE: Key<bool> = Key::new("cold_clickhouse.secure", &BOOL, "https (default: clickhouse.secure)");
+    pub const COLD_USER: Key<String> = Key::new("cold_clickhouse.user", &TEXT, "user (default: clickhouse.user)").env(&["COLD_CLICKHOUSE_USER"]);
+    pub const COLD_PASSWORD: Key<Secret> = Key::new("cold_clickhouse.password", &PASSWORD, "password (default: clickhouse.password)")
+        .env(&["COLD_CLICKHOUSE_PASSWORD"]);
+
+    // ---- embedded ----
+    pub const DATA_DIR: Key<PathBuf> = Key::new("embedded.data_dir", &PATH, "data of the embedded servers, like the Python service's data/")
+        .env(&["MARKETPRISM_DATA_DIR"]).default("./data");
+    pub const TOOLS_DIR: Key<PathBuf> = Key::new("embedded.tools_dir", &PATH, "holds bin/python (chDB) and bin/nats-server")
+        .env(&["MARKETPRISM_TOOLS_DIR"]).default("./.venv");
+    pub const LISTEN: Key<SocketAddr> = Key::new("embedded.listen", &SOCKET, "loopback: the embedded server has no authentication")
+        .default("127.0.0.1:8123");
+
+    // ---- batch (per type; defaults in `defaults`) ----
+    pub const MAX_ROWS: Key<NonZeroUsize> = Key::new("batch.types.*.max_rows", &ROWS, "flush at this many rows");
+    pub const MAX_BYTES: Key<NonZeroU64> = Key::new("batch.types.*.max_bytes", &SIZE, "or at this many bytes");
+    pub const MAX_AGE: Key<Duration> = Key::new("batch.types.*.max_age", &DURATION, "or when the oldest row is this old").check(positive);
+    pub const MAX_QUEUE: Key<NonZeroUsize> = Key::new("batch.types.*.max_queue", &ROWS, "rows buffered + in flight before fetching pauses");
+    pub const MAX_QUEUE_BYTES: Key<NonZeroU64> = Key::new("batch.types.*.max_queue_bytes", &SIZE, "unacked payload bytes before fetching pauses");
+
+    // ---- retry ----
+    pub const INITIAL_BACKOFF: Key<Duration> = Key::new("retry.initial_backoff", &DURATION, "first wait: most failures are brief")
+        .python(&["retry.delay_seconds"]).check(positive).default("100ms");
+    pub const MAX_BACKOFF: Key<Duration> = Key::new("retry.max_backoff", &DURATION, "largest wait: recovery is noticed within 10 s").default("10s");
+    pub const MULTIPLIER: Key<f64> = Key::new("retry.multiplier", &F64, "each wait = previous × this (the Python service's backoff_multiplier)")
+        .python(&["retry.backoff_multiplier"]).check(|m| if m.is_finite() && *m >= 1.0 { Ok(()) } else { Err("must be a number >= 1".into()) }).default("2.0");
+
+    // ---- http ----
+    pub const HTTP_PORT: Key<u16> = Key::new("http.port", &PORT, "ops HTTP server (the Python service's port)")
+        .env(&["HOT_STORAGE_HTTP_PORT"]).python(&["http_port"]).default("8081");
+    pub const HTTP_BIND: Key<IpAddr> = Key::new("http.bind", &IP, "loopback: exposing the controls is a deliberate choice").default("127.0.0.1");
+    pub const HTTP_TOKEN: Key<Secret> = Key::new("http.token", &TOKEN, "bearer token of the mutating endpoints (secret)").env(&["MARKETPRISM_HTTP_TOKEN"]);
+    pub const METRICS_PORT: Key<u16> = Key::new("http.metrics_port", &PORT, "an extra port serving /metrics only")
+        .env(&["HOT_STORAGE_METRICS_PORT"]).python(&["metrics_port"]);
+
+    // ---- log ----
+    pub const LOG_LEVEL: Key<String> = Key::new("log.level", &LEVEL, "info: one line per batch, not per message")
+        .env(&["LOG_LEVEL"]).python(&["logging.level"]).default("info");
+    pub const RUST_LOG: Key<String> = Key::new("log.rust_log", &TEXT, "a filter that wins over log.level").env(&["RUST_LOG"]).env_only();
+    pub const LOG_FORMAT: Key<LogFormat> = Key::new("log.format", &LOG_FORMAT_KIND, "pretty or json")
+        .env(&["MARKETPRISM_LOG_JSON"]).env_kind(&LOG_JSON).python(&["logging.format"]).default("pretty");
+
+    // ---- migration ----
+    pub const MIGRATION_ENABLED: Key<bool> = Key::new("migration.enabled", &BOOL, "run the migration loop inside `run` (off, as the Python service)")
+        .env(&["MIGRATION_ENABLED"]).default("false");
+    pub const WINDOW_HOURS: Key<Duration> = Key::new("migration.window_hours", &HOURS, "span of one window (the Python service's default)")
+        .env(&["MIGRATION_WINDOW_HOURS"]).check(positive).default("8");
+    pub const BATCH_LIMIT: Key<NonZeroU64> = Key::new("migration.batch_limit", &COUNT, "rows per table per round at most (the Python service's)")
+        .env(&["MIGRATION_BATCH_LIMIT"]).default("5000000");
+    pub const SYMBOL_PREFIX: Key<String> = Key::new("migration.symbol_prefix", &FILTER, "only these symbols").env(&["MIGRATION_SYMBOL_PREFIX"]);
+    pub const EXCHANGE: Key<String> = Key::new("migration.exchange", &FILTER, "only this exchange").env(&["MIGRATION_EXCHANGE"]);
+    pub const MARKET_TYPE: Key<String> = Key::new("migration.market_type", &FILTER, "only this market type").env(&["MIGRATION_MARKET_TYPE"]);
+    pub const DRY_RUN: Key<bool> = Key::new("migration.dry_run", &BOOL, "count only, write and delete nothing").env(&["MIGRATION_DRY_RUN"]).default("false");
+    pub const INTERVAL: Key<Duration> = Key::new("migration.interval", &DURATION, "time between rounds (the Python service's advice)")
+        .check(positive).default("5m");
+    pub const LAG: Key<Duration> = Key::new("migration.lag", &DURATION, "rows younger than this wait: late batches still go to hot").default("10m");
+    pub const RECHECK_WINDOWS: Key<u32> = Key::new("migration.recheck_windows", &U32, "migrated windows compared again each round").default("2");
+
+    // ---- quality ----
+    pub const QUALITY_ENABLED: Key<bool> = Key::new("quality.enabled", &BOOL, "data-quality detectors: a few ns per row")
+        .env(&["MARKETPRISM_QUALITY_ENABLED"]).default("true");
+    pub const PRICE_JUMP: Key<f64> = Key::new("quality.price_jump", &F64, "a price this fraction from the recent median is a jump")
+        .check(|j| if j.is_finite() && *j > 0.0 { Ok(()) } else { Err(format!("must be a fraction > 0, e.g. 0.1 (got {j})")) }).default("0.1");
+    pub const SEQUENTIAL_IDS: Key<Vec<String>> = Key::new("quality.sequential_ids", &LIST, "markets with sequential trade ids (Deribit's are not)")
+        .default("binance,okx");
+
+    // ---- shutdown ----
+    pub const SHUTDOWN_GRACE: Key<Duration> = Key::new("shutdown.grace_period", &DURATION, "flush, insert and ack after a stop signal within this")
+        .default("30s");
+}
+
+/// Keys of the Python service's file that have no meaning here: the key, the reason given in
+/// the warning, and the sub-keys its file has (only those are accepted).
+pub(crate) const PYTHON_IGNORED: &[(&str, &str, &[&str])] = &[
+    (
+        "nats.max_reconnect_attempts",
+        "we reconnect to NATS forever",
+        &[],
+    ),
+    (
+        "nats.reconnect_time_wait",
+        "we reconnect with backoff (retry.*)",
+        &[],
+    ),
+    (
+        "batch.high_freq_types",
+        "every type is consumed from JetStream; streams are set in nats.streams",
+        &[],
+    ),
+    (
+        "hot_storage.clickhouse_tcp_port",
+        "we use the HTTP interface only",
+        &[],
+    ),
+    (
+        "hot_storage.retention_days",
+        "retention is the tables' TTL (schema)",
+        &[],
+    ),
+    (
+        "hot_storage.batch_size",
+        "the Python service ignored it too; use batch.*",
+        &[],
+    ),
+    (
+        "hot_storage.flush_interval",
+        "the Python service ignored it too; use batch.*",
+        &[],
+    ),
+    (
+        "hot_storage.connection_pool",
+        "connections are pooled by the HTTP client",
+        &["size", "max_retries", "timeout"],
+    ),
+    (
+        "hot_storage.performance",
+        "compression is clickhouse.compression; other settings do not apply",
+        &[
+            "enable_compression",
+            "compression_method",
+            "compression_level",
+            "max_insert_threads",
+            "insert_quorum",
+        ],
+    ),
+    (
+        "hot_storage.tables",
+        "tables are always created from the built-in schema",
+        &["schema_file", "auto_create", "auto_optimize"],
+    ),
+    ("logging.output", "logs always go to stderr", &[]),
+    (
+        "monitoring",
+        "health is computed continuously; metrics are served on request",
+        &["health_check_interval", "metrics_collection_interval"],
+    ),
+    (
+        "performance",
+        "the Python service did not read it",
+        &[
+            "max_concurrent_transfers",
+            "transfer_timeout_minutes",
+            "connection_pool_size",
+        ],
+    ),
+    (
+        "security",
+        "the Python service did not read it; use clickhouse.secure and http.token",
+        &["enable_ssl", "verify_checksums", "encrypt_transfers"],
+    ),
+    (
+        "retry.max_retries",
+        "retriable errors are retried forever and nothing is dropped",
+        &[],
+    ),
+];
+
+/// Python service keys computed from several of its keys rather than read at one path.
+pub(crate) const COMPUTED: [&str; 1] = ["subscriptions"];
+
+/// Reads every key into the validated [`Config`].
+pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
+    let batch = batch(r)?;
+    let nats = nats(r, &batch)?;
+    let clickhouse = ClickHouseConfig {
+        host: r.get(&k::CH_HOST)?,
+        http_port: r.get(&k::CH_HTTP_PORT)?,
+        secure: r.get(&k::CH_SECURE)?,
+        hot_db: r.get(&k::HOT_DB)?,
+        cold_db: r.get(&k::COLD_DB)?,
+        user: r.get(&k::CH_USER)?,
+        password: r.get(&k::CH_PASSWORD)?,
+        compression: r.get(&k::COMPRESSION)?,
+        insert_timeout: r.get(&k::INSERT_TIMEOUT)?,
+    };
+    let cold_clickhouse = cold_clickhouse(r, &clickhouse)?;
+    let embedded = EmbeddedConfig {
+        data_dir: r.get(&k::DATA_DIR)?,
+        tools_dir: r.get(&k::TOOLS_DIR)?,
+        listen: r.get(&k::LISTEN)?,
+    };
+    r.show("clickhouse.url", clickhouse.base_url(&embedded));
+    let retry = RetryConfig {
+        initial_backoff: r.get(&k::INITIAL_BACKOFF)?,
+        max_backoff: r.get(&k::MAX_BACKOFF)?,
+        multiplier: r.get(&k::MULTIPLIER)?,
+    };
+    if retry.max_backoff < retry.initial_backoff {
+        return Err(r.fail("retry.max_backoff", "must be >= retry.initial_backoff"));
+    }
+    let http = HttpConfig {
+        port: r.get(&k::HTTP_PORT)?,
+        bind: r.get(&k::HTTP_BIND)?,
+        token: r.opt(&k::HTTP_TOKEN)?.filter(|t| !t.is_empty()),
+        metrics_port: r.opt(&k::METRICS_PORT)?,
+    };
+    if http.metrics_port == Some(http.port) {
+        let reason = format!(
+            "must differ from http.port ({}); /metrics is served there too",
+            http.port
+        );
+        return Err(r.fail("http.metrics_port", reason));
+    }
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    Ok(Config {
+        nats,
+        clickhouse,
+        cold_clickhouse,
+        embedded,
+        batch,
+        retry,
+        http,
+        log: LogConfig {
+            level: r.get(&k::LOG_LEVEL)?,
+            rust_log: r.opt(&k::RUST_LOG)?,
+            format: r.get(&k::LOG_FORMAT)?,
+        },
+        migration: MigrationConfig {
+            enabled: r.get(&k::MIGRATION_ENABLED)?,
+            window: r.get(&k::WINDOW_HOURS)?,
+            batch_limit: r.get(&k::BATCH_LIMIT)?,
+            symbol_prefix: non_empty(r.opt(&k::SYMBOL_PREFIX)?),
+            exchange: non_empty(r.opt(&k::EXCHANGE)?),
+            market_type: non_empty(r.opt(&k::MARKET_TYPE)?),
+            dry_run: r.get(&k::DRY_RUN)?,
+            interval: r.get(&k::INTERVAL)?,
+            lag: r.get(&k::LAG)?,
+            recheck_windows: r.get(&k::RECHECK_WINDOWS)?,
+        },
+        quality: QualityConfig {
+            enabled: r.get(&k::QUALITY_ENABLED)?,
+            price_jump: r.get(&k::PRICE_JUMP)?,
+            sequential_ids: r.get(&k::SEQUENTIAL_IDS)?,
+        },
+        shutdown_grace: r.get(&k::SHUTDOWN_GRACE)?,
+    })
+}
+
+fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, ConfigError> {
+    let urls = r.get(&k::NATS_URL)?;
+    let mode = r.get(&k::NATS_MODE)?;
+    let streams = Streams {
+        market_data: stream(r, "market_data", &MARKET_DATA)?,
+        high_frequency: stream(r, "high_frequency", &HIGH_FREQUENCY)?,
+    };
+    let (md, hf) = (&streams.market_data, &streams.high_frequency);
+    if md.name == hf.name {
+        let reason = format!("must differ from the market_data stream (\"{}\")", md.name);
+        return Err(ConfigError::invalid(
+            "nats.streams.high_frequency.name",
+            reason,
+        ));
+    }
+    if let Some(s) = hf.subjects.iter().find(|s| md.subjects.contains(s)) {
+        let reason = format!("subject \"{s}\" is also in the market_data stream");
+        return Err(ConfigError::invalid(
+            "nats.streams.high_frequency.subjects",
+            reason,
+        ));
+    }
+    let consumer_prefix = r.get(&k::CONSUMER_PREFIX)?;
+    let ack_wait = r.get(&k::ACK_WAIT)?;
+    let connect_timeout = r.get(&k::CONNECT_TIMEOUT)?;
+    let mark = r.entries.len();
+    let fetch_batch = r.get(&k::FETCH_BATCH)?;
+    let fetch_batch_line = r.entries.split_off(mark); // printed after max_ack_pending
+    // One file value for every type, printed per type; the default exceeds what the pipeline
+    // can hold unacked (see `DEFAULT_MIN_MAX_ACK_PENDING`).
+    let pending = r.peek(&k::MAX_ACK_PENDING, None)?;
+    let max_ack_pending = PerType::try_from_fn(|t| {
+        let derived = (batch.get(t).max_rows.get() as u64)
+            .saturating_mul(6)
+            .saturating_add((fetch_batch.get() as u64).saturating_mul(4))
+            .max(DEFAULT_MIN_MAX_ACK_PENDING);
+        let (value, source) = pending.clone().unwrap_or((
+            NonZeroU64::new(derived).unwrap_or(NonZeroU64::MIN),
+            super::Source::Default,
+        ));
+        r.record(
+            &k::MAX_ACK_PENDING,
+            &format!("nats.max_ack_pending.{t}"),
+            &value,
+            &source,
+        );
+        Ok::<_, ConfigError>(value)
+    })?;
+    r.entries.extend(fetch_batch_line);
+    let fetch_max_bytes = r.get(&k::FETCH_MAX_BYTES)?;
+    let journal_bucket = r.get(&k::JOURNAL_BUCKET)?;
+    subscriptions(r)?;
+    let types = r.get(&k::NATS_TYPES)?;
+    let uncaptured = types
+        .iter()
+        .find(|t| !md.captures(**t) && !hf.captures(**t));
+    if let (NatsMode::JetStream, Some(t)) = (mode, uncaptured) {
+        return Err(ConfigError::invalid(
+            "nats.streams",
+            format!(
+                "no stream captures data type \"{t}\" (add \"{t}.>\" to a stream's subjects or remove it from nats.types)"
+            ),
+        ));
+    }
+    Ok(NatsConfig {
+        urls,
+        mode,
+        streams,
+        consumer_prefix,
+        ack_wait,
+        connect_timeout,
+        max_ack_pending,
+        fetch_batch,
+        fetch_max_bytes,
+        journal_bucket,
+        types,
+    })
+}
+
+/// The Python service's `subscriptions.<type>_enabled` switches → the list `nats.types` reads
+/// under the name `subscriptions` (types switched off are not consumed).
+fn subscriptions(r: &mut Resolver) -> Result<(), ConfigError> {
+    use DataType::*;
+    let switches: [(&str, &[DataType]); 7] = [
+        ("orderbook", &[Orderbook]),
+        ("trade", &[Trade]),
+        ("funding_rate", &[FundingRate]),
+        ("open_interest", &[OpenInterest]),
+        ("liquidation", &[Liquidation]),
+        ("lsr", &[LsrTopPosition, LsrAllAccount]),
+        ("volatility_index", &[VolatilityIndex]),
+    ];
+    let (mut any, mut off) = (false, Vec::new());
+    for (name, types) in switches {
+        if let Some((on, _)) = r.peek(&k::SUBSCRIBED, Some(name))? {
+            any = true;
+            if !on {
+                off.extend_from_slice(types);
+            }
+        }
+    }
+    if any {
+        let on = DataType::ALL.into_iter().filter(|t| !off.contains(t));
+        let names = on.map(|t| Value::String(t.as_str().into())).collect();
+        r.computed.insert("subscriptions", Value::Sequence(names));
+    }
+    Ok(())
+}
+
+fn stream(r: &mut Resolver, which: &str, d: &StreamDefaults) -> Result<StreamConfig, ConfigError> {
+    let at = Some(which);
+    let subjects = d.subjects.iter().map(|s| s.to_string()).collect();
+    let s = StreamConfig {
+        name: r.value(&k::STREAM_NAME, at, &[], Some(d.name.to_string()))?,
+        subjects: r.value(&k::STREAM_SUBJECTS, at, &[], Some(subjects))?,
+        max_age: r.value(&k::STREAM_MAX_AGE, at, &[], Some(d.max_age))?,
+        max_msgs: r.value(&k::STREAM_MAX_MSGS, at, &[], Some(d.max_msgs))?,
+        max_bytes: r.value(&k::STREAM_MAX_BYTES, at, &[], NonZeroU64::new(d.max_bytes))?,
+        duplicate_window: r.value(&k::DUPLICATE_WINDOW, at, &[], None)?,
+        storage: r.value(&k::STORAGE, at, &[], None)?,
+        discard: r.value(&k::DISCARD, at, &[], None)?,
+        replicas: r.value(&k::REPLICAS, at, &[], None)?,
+    };
+    if !s.max_age.is_zero() && s.duplicate_window > s.max_age {
+        let key = format!("nats.streams.{which}.duplicate_window");
+        return Err(r.fail(&key, "must not exceed max_age"));
+    }
+    Ok(s)
+}
+
+fn cold_clickhouse(
+    r: &mut Resolver,
+    hot: &ClickHouseConfig,
+) -> Result<Option<ColdClickHouseConfig>, ConfigError> {
+    let host = r.peek(&k::COLD_HOST, None)?;
+    let others = [
+        r.peek(&k::COLD_HTTP_PORT, None)?.is_some(),
+        r.peek(&k::COLD_SECURE, None)?.is_some(),
+        r.peek(&k::COLD_USER, None)?.is_some(),
+        r.peek(&k::COLD_PASSWORD, None)?.is_some(),
+    ];
+    let Some((host, source)) = host else {
+        if others.contains(&true) {
+            return Err(ConfigError::invalid(
+                "cold_clickhouse.host",
+                "required when another cold_clickhouse key (or COLD_CLICKHOUSE_* variable) is set",
+            ));
+        }
+        r.show("cold_clickhouse.host", "(same server as clickhouse)");
+        return Ok(None);
+    };
+    r.record(&k::COLD_HOST, "cold_clickhouse.host", &host, &source);
+    Ok(Some(ColdClickHouseConfig {
+        host,
+        http_port: r.get(&k::COLD_HTTP_PORT)?,
+        secure: r.value(&k::COLD_SECURE, None, &[], Some(hot.secure))?,
+        user: r.value(&k::COLD_USER, None, &[], Some(hot.user.clone()))?,
+        password: r.value(&k::COLD_PASSWORD, None, &[], Some(hot.password.clone()))?,
+    }))
+}
+
+/// Per type: `batch.types.<type>.<key>` > the Python service's key for that type >
+/// `batch.<key>` > the type's default.
+fn batch(r: &mut Resolver) -> Result<PerType<TypeBatch>, ConfigError> {
+    PerType::try_from_fn(|t| {
+        let at = Some(t.as_str());
+        let d = batch_defaults(t);
+        let (python_rows, python_age): (&[&str], &[&str]) = match t {
+            DataType::Trade => (&["batch.trade_batch_size"], &["batch.flush_interval"]),
+            DataType::Orderbook => (
+                &["batch.max_batch_size"],
+                &["batch.orderbook_flush_interval"],
+            ),
+            _ => (&["batch.low_freq_batch_size"], &[]),
+        };
+        let rows_keys = [python_rows, &["batch.max_rows"]].concat();
+        let max_rows = r.value(&k::MAX_ROWS, at, &rows_keys, NonZeroUsize::new(d.max_rows))?;
+        let max_bytes = r.value(
+            &k::MAX_BYTES,
+            at,
+            &["batch.max_bytes"],
+            NonZeroU64::new(d.max_bytes),
+        )?;
+        let age_keys = [python_age, &["batch.max_age"]].concat();
+        let max_age = r.value(&k::MAX_AGE, at, &age_keys, Some(d.max_age))?;
+        let queue = NonZeroUsize::new(max_rows.get().saturating_mul(DEFAULT_MAX_QUEUE_FACTOR));
+        let max_queue = r.value(&k::MAX_QUEUE, at, &[], queue)?;
+        if max_queue < max_rows {
+            let key = format!("batch.types.{t}.max_queue");
+            return Err(r.fail(
+                &key,
+                format!("must be >= max_rows ({max_queue} < {max_rows})"),
+            ));
+        }
+        let queue_bytes = max_bytes
+            .get()
+            .saturating_mul(DEFAULT_MAX_QUEUE_BYTES_FACTOR);
+        let max_queue_bytes =
+            r.value(&k::MAX_QUEUE_BYTES, at, &[], NonZeroU64::new(queue_bytes))?;
+        if max_queue_bytes < max_bytes {
+            let key = format!("batch.types.{t}.max_queue_bytes");
+            let reason = format!("must be >= max_bytes ({max_queue_bytes} < {max_bytes})");
+            return Err(r.fail(&key, reason));
+        }
+        Ok(TypeBatch {
+            max_rows,
+            max_bytes,
+            max_age,
+            max_queue,
+            max_queue_bytes,
+        })
+    })
+}
