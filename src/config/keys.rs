@@ -165,88 +165,27 @@ pub(crate) mod k {
 
 /// Keys of the Python service's file that have no meaning here: the key, the reason given in
 /// the warning, and the sub-keys its file has (only those are accepted).
+#[rustfmt::skip]
 pub(crate) const PYTHON_IGNORED: &[(&str, &str, &[&str])] = &[
-    (
-        "nats.max_reconnect_attempts",
-        "we reconnect to NATS forever",
-        &[],
-    ),
-    (
-        "nats.reconnect_time_wait",
-        "we reconnect with backoff (retry.*)",
-        &[],
-    ),
-    (
-        "batch.high_freq_types",
-        "every type is consumed from JetStream; streams are set in nats.streams",
-        &[],
-    ),
-    (
-        "hot_storage.clickhouse_tcp_port",
-        "we use the HTTP interface only",
-        &[],
-    ),
-    (
-        "hot_storage.retention_days",
-        "retention is the tables' TTL (schema)",
-        &[],
-    ),
-    (
-        "hot_storage.batch_size",
-        "the Python service ignored it too; use batch.*",
-        &[],
-    ),
-    (
-        "hot_storage.flush_interval",
-        "the Python service ignored it too; use batch.*",
-        &[],
-    ),
-    (
-        "hot_storage.connection_pool",
-        "connections are pooled by the HTTP client",
-        &["size", "max_retries", "timeout"],
-    ),
-    (
-        "hot_storage.performance",
-        "compression is clickhouse.compression; other settings do not apply",
-        &[
-            "enable_compression",
-            "compression_method",
-            "compression_level",
-            "max_insert_threads",
-            "insert_quorum",
-        ],
-    ),
-    (
-        "hot_storage.tables",
-        "tables are always created from the built-in schema",
-        &["schema_file", "auto_create", "auto_optimize"],
-    ),
+    ("nats.max_reconnect_attempts", "we reconnect to NATS forever", &[]),
+    ("nats.reconnect_time_wait", "we reconnect with backoff (retry.*)", &[]),
+    ("batch.high_freq_types", "every type is consumed from JetStream; streams are set in nats.streams", &[]),
+    ("retry.max_retries", "retriable errors are retried forever and nothing is dropped", &[]),
+    ("hot_storage.clickhouse_tcp_port", "we use the HTTP interface only", &[]),
+    ("hot_storage.retention_days", "retention is the tables' TTL (schema)", &[]),
+    ("hot_storage.batch_size", "the Python service ignored it too; use batch.*", &[]),
+    ("hot_storage.flush_interval", "the Python service ignored it too; use batch.*", &[]),
+    ("hot_storage.connection_pool", "connections are pooled by the HTTP client", &["size", "max_retries", "timeout"]),
+    ("hot_storage.performance", "compression is clickhouse.compression; other settings do not apply",
+        &["enable_compression", "compression_method", "compression_level", "max_insert_threads", "insert_quorum"]),
+    ("hot_storage.tables", "tables are always created from the built-in schema", &["schema_file", "auto_create", "auto_optimize"]),
     ("logging.output", "logs always go to stderr", &[]),
-    (
-        "monitoring",
-        "health is computed continuously; metrics are served on request",
-        &["health_check_interval", "metrics_collection_interval"],
-    ),
-    (
-        "performance",
-        "the Python service did not read it",
-        &[
-            "max_concurrent_transfers",
-            "transfer_timeout_minutes",
-            "connection_pool_size",
-        ],
-    ),
-    (
-        "security",
-        "the Python service did not read it; use clickhouse.secure and http.token",
-        &["enable_ssl", "verify_checksums", "encrypt_transfers"],
-    ),
-    (
-        "retry.max_retries",
-        "retriable errors are retried forever and nothing is dropped",
-        &[],
-    ),
+    ("monitoring", "health is computed continuously; metrics are served on request",
+        &["health_check_interval", "metrics_collection_interval"]),
+    ("performance", "the Python service did not read it",
+        &["max_concurrent_transfers", "transfer_timeout_minutes", "connection_pool_size"]),
+    ("security", "the Python service did not read it; use clickhouse.secure and http.token",
+        &["enable_ssl", "verify_checksums", "encrypt_transfers"]),
 ];
 
 /// Python service keys computed from several of its keys rather than read at one path.

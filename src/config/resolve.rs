@@ -218,8 +218,11 @@ impl<'a> Resolver<'a> {
             }
             None => match (default, key.default) {
                 (Some(v), _) => v,
-                (None, Some(text)) => (key.kind.parse)(&Value::String(text.into()))
-                    .map_err(|e| ConfigError::invalid(&name, format!("bad default: {e}")))?,
+                (None, Some(text)) => {
+                    let v = Value::String(text.into());
+                    let value = (key.kind.parse)(&v).and_then(|d| (key.check)(&d).map(|()| d));
+                    value.map_err(|e| ConfigError::invalid(&name, format!("bad default: {e}")))?
+                }
                 (None, None) => return Err(ConfigError::invalid(name, "has no default")),
             },
         };
@@ -373,7 +376,10 @@ impl<'a> Resolver<'a> {
             Some(path) => format!("config file {}: {message}", path.display()),
             None => message,
         };
-        self.warnings.push(message);
+        // A key read twice (`peek`, then `get`) must not repeat its warning.
+        if !self.warnings.contains(&message) {
+            self.warnings.push(message);
+        }
     }
 
     /// Refuses a key of the file that no declaration reads (nor the Python service's file has).
@@ -400,7 +406,7 @@ impl<'a> Resolver<'a> {
             }
         };
         for (k, v) in map {
-            let k = super::value::scalar(k).unwrap_or_else(|e| e);
+            let k = super::value::scalar(k).unwrap_or_else(|_| format!("{k:?}"));
             let full = if prefix.is_empty() {
                 k.clone()
             } else {
