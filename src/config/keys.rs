@@ -20,8 +20,18 @@ use super::{
 };
 use crate::model::DataType;
 
-/// The declarations. Each line is the only place its key is described.
-#[rustfmt::skip]
+/// Declares each key once: the doc line (also the key's rustdoc), the constant, the value type,
+/// `(dotted name, kind)`, then its variables, Python service keys, rule and default.
+macro_rules! keys {
+    ($($(#[doc = $doc:literal])+ $id:ident: $t:ty = ($name:literal, $kind:ident)
+        $(.$setter:ident($($arg:expr),*))*;)*) => {$(
+        $(#[doc = $doc])+
+        pub const $id: Key<$t> = Key::new($name, &$kind, concat!($($doc),+).trim_ascii())
+            $(.$setter($($arg),*))*;
+    )*};
+}
+
+/// The declarations. Each is the only place its key is described.
 pub(crate) mod k {
     use std::net::{IpAddr, SocketAddr};
     use std::num::{NonZeroU64, NonZeroUsize};
@@ -29,138 +39,197 @@ pub(crate) mod k {
     use std::time::Duration;
 
     use super::super::value::*;
-    use super::super::{ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage};
+    use super::super::{
+        ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage,
+    };
     use super::Key;
     use crate::model::DataType;
 
-    // ---- nats ----
-    pub const NATS_URL: Key<Vec<String>> = Key::new("nats.url", &NATS_URLS, "NATS servers, comma-separated; the Python service's fallback too")
-        .env(&["MARKETPRISM_NATS_URL", "NATS_URL"]).python(&["nats.servers"]).default("nats://localhost:4222");
-    pub const NATS_MODE: Key<NatsMode> = Key::new("nats.mode", &MODE, "jetstream: durable consumers, acked after the insert; core: at-most-once")
-        .env(&["MARKETPRISM_NATS_MODE"]).default("jetstream");
-    pub const STREAM_NAME: Key<String> = Key::new("nats.streams.*.name", &TEXT, "stream name").check(|s| check_name(s, false));
-    pub const STREAM_SUBJECTS: Key<Vec<String>> = Key::new("nats.streams.*.subjects", &LIST, "subjects the stream captures")
-        .check(|s| if s.is_empty() { Err("must not be empty".into()) } else { s.iter().try_for_each(|s| check_subject(s)) });
-    pub const STREAM_MAX_AGE: Key<Duration> = Key::new("nats.streams.*.max_age", &DURATION, "messages older than this are dropped by NATS");
-    pub const STREAM_MAX_MSGS: Key<i64> = Key::new("nats.streams.*.max_msgs", &I64, "message count limit, -1 = none")
-        .check(|n| if *n == 0 || *n < -1 { Err("must be > 0 (or -1 for no limit)".into()) } else { Ok(()) });
-    pub const STREAM_MAX_BYTES: Key<NonZeroU64> = Key::new("nats.streams.*.max_bytes", &SIZE, "size limit");
-    pub const DUPLICATE_WINDOW: Key<Duration> = Key::new("nats.streams.*.duplicate_window", &DURATION, "Nats-Msg-Id dedup window (the collector's value)")
-        .default("2m");
-    pub const STORAGE: Key<StreamStorage> = Key::new("nats.streams.*.storage", &STREAM_STORAGE, "file: the stream survives a NATS restart").default("file");
-    pub const DISCARD: Key<Discard> = Key::new("nats.streams.*.discard", &STREAM_DISCARD, "old: a full stream keeps the newest data").default("old");
-    pub const REPLICAS: Key<NonZeroUsize> = Key::new("nats.streams.*.replicas", &ROWS, "one: the Python service runs one NATS server").default("1");
-    pub const CONSUMER_PREFIX: Key<String> = Key::new("nats.consumer_prefix", &TEXT, "durable = prefix + type; not the Python service's (it deletes its own)")
-        .check(|s| check_name(s, true)).default("marketprism_storage_");
-    pub const ACK_WAIT: Key<Duration> = Key::new("nats.ack_wait", &DURATION, "redelivery when not acked within this (the Python service's value)")
-        .check(positive).default("1m");
-    pub const CONNECT_TIMEOUT: Key<Duration> = Key::new("nats.connect_timeout", &DURATION, "time a TCP/TLS connect to a NATS server may take")
-        .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("10s");
-    pub const MAX_ACK_PENDING: Key<NonZeroU64> = Key::new("nats.max_ack_pending", &COUNT, "one value for every type; default per type from the batch");
-    pub const FETCH_BATCH: Key<NonZeroUsize> = Key::new("nats.fetch_batch", &ROWS, "messages per pull: amortises the round trip, ~16 MB of books")
-        .default("2000");
-    pub const FETCH_MAX_BYTES: Key<NonZeroU64> = Key::new("nats.fetch_max_bytes", &SIZE, "bytes per pull: 16 large messages or thousands of small ones")
-        .check(|n| if n.get() < 1 << 20 { Err(format!("must be >= 1MiB (one message of NATS's default max_payload), got {n}")) } else { Ok(()) })
-        .default("16MiB");
-    pub const JOURNAL_BUCKET: Key<String> = Key::new("nats.journal_bucket", &TEXT, "key-value bucket of the insert journal")
-        .check(|s| check_bucket(s)).default("marketprism_storage_journal");
-    pub const NATS_TYPES: Key<Vec<DataType>> = Key::new("nats.types", &TYPES, "data types this instance consumes")
-        .env(&["MARKETPRISM_NATS_TYPES"]).python(&["subscriptions"]).default("trade,orderbook,funding_rate,open_interest,liquidation,lsr_top_position,lsr_all_account,volatility_index");
-    pub const SUBSCRIBED: Key<bool> = Key::new("subscriptions.*_enabled", &BOOL, "the Python service's switch per type, mapped onto nats.types");
+    keys! {
+        // ---- nats ----
+        /// NATS servers, comma-separated; the Python service's fallback too.
+        NATS_URL: Vec<String> = ("nats.url", NATS_URLS).env(&["MARKETPRISM_NATS_URL", "NATS_URL"])
+            .python(&["nats.servers"]).default("nats://localhost:4222");
+        /// `jetstream`: durable consumers, acked after the insert; `core`: at-most-once.
+        NATS_MODE: NatsMode = ("nats.mode", MODE).env(&["MARKETPRISM_NATS_MODE"]).default("jetstream");
+        /// Stream name.
+        STREAM_NAME: String = ("nats.streams.*.name", TEXT).check(|s| check_name(s, false));
+        /// Subjects the stream captures.
+        STREAM_SUBJECTS: Vec<String> = ("nats.streams.*.subjects", LIST).check(|s| subjects(s));
+        /// Messages older than this are dropped by NATS.
+        STREAM_MAX_AGE: Duration = ("nats.streams.*.max_age", DURATION);
+        /// Message count limit, -1 = none.
+        STREAM_MAX_MSGS: i64 = ("nats.streams.*.max_msgs", I64).check(max_msgs);
+        /// Size limit.
+        STREAM_MAX_BYTES: NonZeroU64 = ("nats.streams.*.max_bytes", SIZE);
+        /// Nats-Msg-Id dedup window (the collector's value).
+        DUPLICATE_WINDOW: Duration = ("nats.streams.*.duplicate_window", DURATION).default("2m");
+        /// `file`: the stream survives a NATS restart.
+        STORAGE: StreamStorage = ("nats.streams.*.storage", STREAM_STORAGE).default("file");
+        /// `old`: a full stream keeps the newest data.
+        DISCARD: Discard = ("nats.streams.*.discard", STREAM_DISCARD).default("old");
+        /// Replicas; one: the Python service runs one NATS server.
+        REPLICAS: NonZeroUsize = ("nats.streams.*.replicas", ROWS).default("1");
+        /// Durable = prefix + type; not the Python service's (it deletes its own).
+        CONSUMER_PREFIX: String = ("nats.consumer_prefix", TEXT).check(|s| check_name(s, true))
+            .default("marketprism_storage_");
+        /// Redelivery when not acked within this (the Python service's value).
+        ACK_WAIT: Duration = ("nats.ack_wait", DURATION).check(positive).default("1m");
+        /// Time a TCP/TLS connect to a NATS server may take.
+        CONNECT_TIMEOUT: Duration = ("nats.connect_timeout", DURATION)
+            .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("10s");
+        /// One value for every type; default per type from the batch.
+        MAX_ACK_PENDING: NonZeroU64 = ("nats.max_ack_pending", COUNT);
+        /// Messages per pull: amortises the round trip, ~16 MB of books.
+        FETCH_BATCH: NonZeroUsize = ("nats.fetch_batch", ROWS).default("2000");
+        /// Bytes per pull: 16 large messages or thousands of small ones.
+        FETCH_MAX_BYTES: NonZeroU64 = ("nats.fetch_max_bytes", SIZE).check(fits_a_message)
+            .default("16MiB");
+        /// Key-value bucket of the insert journal.
+        JOURNAL_BUCKET: String = ("nats.journal_bucket", TEXT).check(|s| check_bucket(s))
+            .default("marketprism_storage_journal");
+        /// Data types this instance consumes.
+        NATS_TYPES: Vec<DataType> = ("nats.types", TYPES).env(&["MARKETPRISM_NATS_TYPES"])
+            .python(&["subscriptions"])
+            .default("trade,orderbook,funding_rate,open_interest,liquidation,lsr_top_position,lsr_all_account,volatility_index");
+        /// The Python service's switch per type, mapped onto `nats.types`.
+        SUBSCRIBED: bool = ("subscriptions.*_enabled", BOOL);
 
-    // ---- clickhouse ----
-    pub const CH_HOST: Key<ClickHouseHost> = Key::new("clickhouse.host", &CLICKHOUSE_HOST, "embedded: the service starts its own ClickHouse")
-        .env(&["CLICKHOUSE_HOST"]).python(&["hot_storage.clickhouse_host"]).default("embedded");
-    pub const CH_HTTP_PORT: Key<u16> = Key::new("clickhouse.http_port", &PORT, "HTTP port of an external server")
-        .env(&["CLICKHOUSE_HTTP_PORT"]).python(&["hot_storage.clickhouse_http_port"]).default("8123");
-    pub const CH_SECURE: Key<bool> = Key::new("clickhouse.secure", &BOOL, "https; plain http suits a server on the same host or network")
-        .env(&["CLICKHOUSE_SECURE"]).default("false");
-    pub const HOT_DB: Key<String> = Key::new("clickhouse.hot_db", &TEXT, "hot database (the Python service's name)")
-        .env(&["CLICKHOUSE_HOT_DB", "CLICKHOUSE_DATABASE"]).python(&["hot_storage.clickhouse_database"]).check(|s| check_identifier(s)).default("marketprism_hot");
-    pub const COLD_DB: Key<String> = Key::new("clickhouse.cold_db", &TEXT, "cold database (the Python service's name)")
-        .env(&["CLICKHOUSE_COLD_DB"]).check(|s| check_identifier(s)).default("marketprism_cold");
-    pub const CH_USER: Key<String> = Key::new("clickhouse.user", &TEXT, "user")
-        .env(&["CLICKHOUSE_USER"]).python(&["hot_storage.clickhouse_user"]).check(|s| if s.is_empty() { Err("must not be empty".into()) } else { Ok(()) }).default("default");
-    pub const CH_PASSWORD: Key<Secret> = Key::new("clickhouse.password", &PASSWORD, "password (secret)")
-        .env(&["CLICKHOUSE_PASSWORD"]).python(&["hot_storage.clickhouse_password"]).default("");
-    pub const COMPRESSION: Key<Compression> = Key::new("clickhouse.compression", &INSERT_COMPRESSION, "none: over loopback LZ4 costs more than it saves (measured)")
-        .default("none");
-    pub const INSERT_TIMEOUT: Key<Duration> = Key::new("clickhouse.insert_timeout", &DURATION, "time limit of one INSERT; only a stuck server takes 60 s")
-        .check(positive).default("1m");
+        // ---- clickhouse ----
+        /// `embedded`: the service starts its own ClickHouse.
+        CH_HOST: ClickHouseHost = ("clickhouse.host", CLICKHOUSE_HOST).env(&["CLICKHOUSE_HOST"])
+            .python(&["hot_storage.clickhouse_host"]).default("embedded");
+        /// HTTP port of an external server.
+        CH_HTTP_PORT: u16 = ("clickhouse.http_port", PORT).env(&["CLICKHOUSE_HTTP_PORT"])
+            .python(&["hot_storage.clickhouse_http_port"]).default("8123");
+        /// HTTPS; plain HTTP suits a server on the same host or network.
+        CH_SECURE: bool = ("clickhouse.secure", BOOL).env(&["CLICKHOUSE_SECURE"]).default("false");
+        /// Hot database (the Python service's name).
+        HOT_DB: String = ("clickhouse.hot_db", TEXT).env(&["CLICKHOUSE_HOT_DB", "CLICKHOUSE_DATABASE"])
+            .python(&["hot_storage.clickhouse_database"]).check(|s| check_identifier(s))
+            .default("marketprism_hot");
+        /// Cold database (the Python service's name).
+        COLD_DB: String = ("clickhouse.cold_db", TEXT).env(&["CLICKHOUSE_COLD_DB"])
+            .check(|s| check_identifier(s)).default("marketprism_cold");
+        /// User.
+        CH_USER: String = ("clickhouse.user", TEXT).env(&["CLICKHOUSE_USER"])
+            .python(&["hot_storage.clickhouse_user"]).check(|s| not_empty(s)).default("default");
+        /// Password (secret).
+        CH_PASSWORD: Secret = ("clickhouse.password", PASSWORD).env(&["CLICKHOUSE_PASSWORD"])
+            .python(&["hot_storage.clickhouse_password"]).default("");
+        /// `none`: over loopback LZ4 costs more than it saves (measured).
+        COMPRESSION: Compression = ("clickhouse.compression", INSERT_COMPRESSION).default("none");
+        /// Time limit of one INSERT; only a stuck server takes 60 s.
+        INSERT_TIMEOUT: Duration = ("clickhouse.insert_timeout", DURATION).check(positive)
+            .default("1m");
 
-    // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
-    pub const COLD_HOST: Key<String> = Key::new("cold_clickhouse.host", &HOST, "server of the cold database")
-        .env(&["COLD_CLICKHOUSE_HOST"]).check(|h| if h == "embedded" { Err("cannot be \"embedded\"; leave it unset to use the hot server".into()) } else { Ok(()) });
-    pub const COLD_HTTP_PORT: Key<u16> = Key::new("cold_clickhouse.http_port", &PORT, "its HTTP port").env(&["COLD_CLICKHOUSE_HTTP_PORT"]).default("8123");
-    pub const COLD_SECURE: Key<bool> = Key::new("cold_clickhouse.secure", &BOOL, "https (default: clickhouse.secure)");
-    pub const COLD_USER: Key<String> = Key::new("cold_clickhouse.user", &TEXT, "user (default: clickhouse.user)").env(&["COLD_CLICKHOUSE_USER"]);
-    pub const COLD_PASSWORD: Key<Secret> = Key::new("cold_clickhouse.password", &PASSWORD, "password (default: clickhouse.password)")
-        .env(&["COLD_CLICKHOUSE_PASSWORD"]);
+        // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
+        /// Server of the cold database.
+        COLD_HOST: String = ("cold_clickhouse.host", HOST).env(&["COLD_CLICKHOUSE_HOST"])
+            .check(|h| not_embedded(h));
+        /// Its HTTP port.
+        COLD_HTTP_PORT: u16 = ("cold_clickhouse.http_port", PORT).env(&["COLD_CLICKHOUSE_HTTP_PORT"])
+            .default("8123");
+        /// HTTPS (default: `clickhouse.secure`).
+        COLD_SECURE: bool = ("cold_clickhouse.secure", BOOL);
+        /// User (default: `clickhouse.user`).
+        COLD_USER: String = ("cold_clickhouse.user", TEXT).env(&["COLD_CLICKHOUSE_USER"]);
+        /// Password (default: `clickhouse.password`).
+        COLD_PASSWORD: Secret = ("cold_clickhouse.password", PASSWORD)
+            .env(&["COLD_CLICKHOUSE_PASSWORD"]);
 
-    // ---- embedded ----
-    pub const DATA_DIR: Key<PathBuf> = Key::new("embedded.data_dir", &PATH, "data of the embedded servers, like the Python service's data/")
-        .env(&["MARKETPRISM_DATA_DIR"]).default("./data");
-    pub const TOOLS_DIR: Key<PathBuf> = Key::new("embedded.tools_dir", &PATH, "holds bin/python (chDB) and bin/nats-server")
-        .env(&["MARKETPRISM_TOOLS_DIR"]).default("./.venv");
-    pub const LISTEN: Key<SocketAddr> = Key::new("embedded.listen", &SOCKET, "loopback: the embedded server has no authentication")
-        .default("127.0.0.1:8123");
+        // ---- embedded ----
+        /// Data of the embedded servers, like the Python service's `data/`.
+        DATA_DIR: PathBuf = ("embedded.data_dir", PATH).env(&["MARKETPRISM_DATA_DIR"])
+            .default("./data");
+        /// Holds `bin/python` (chDB) and `bin/nats-server`.
+        TOOLS_DIR: PathBuf = ("embedded.tools_dir", PATH).env(&["MARKETPRISM_TOOLS_DIR"])
+            .default("./.venv");
+        /// Loopback: the embedded server has no authentication.
+        LISTEN: SocketAddr = ("embedded.listen", SOCKET).default("127.0.0.1:8123");
 
-    // ---- batch (per type; defaults in `defaults`) ----
-    pub const MAX_ROWS: Key<NonZeroUsize> = Key::new("batch.types.*.max_rows", &ROWS, "flush at this many rows");
-    pub const MAX_BYTES: Key<NonZeroU64> = Key::new("batch.types.*.max_bytes", &SIZE, "or at this many bytes");
-    pub const MAX_AGE: Key<Duration> = Key::new("batch.types.*.max_age", &DURATION, "or when the oldest row is this old").check(positive);
-    pub const MAX_QUEUE: Key<NonZeroUsize> = Key::new("batch.types.*.max_queue", &ROWS, "rows buffered + in flight before fetching pauses");
-    pub const MAX_QUEUE_BYTES: Key<NonZeroU64> = Key::new("batch.types.*.max_queue_bytes", &SIZE, "unacked payload bytes before fetching pauses");
+        // ---- batch (per type; defaults in `defaults`) ----
+        /// Flush at this many rows.
+        MAX_ROWS: NonZeroUsize = ("batch.types.*.max_rows", ROWS);
+        /// Or at this many bytes.
+        MAX_BYTES: NonZeroU64 = ("batch.types.*.max_bytes", SIZE);
+        /// Or when the oldest row is this old.
+        MAX_AGE: Duration = ("batch.types.*.max_age", DURATION).check(positive);
+        /// Rows buffered + in flight before fetching pauses.
+        MAX_QUEUE: NonZeroUsize = ("batch.types.*.max_queue", ROWS);
+        /// Unacked payload bytes before fetching pauses.
+        MAX_QUEUE_BYTES: NonZeroU64 = ("batch.types.*.max_queue_bytes", SIZE);
 
-    // ---- retry ----
-    pub const INITIAL_BACKOFF: Key<Duration> = Key::new("retry.initial_backoff", &DURATION, "first wait: most failures are brief")
-        .python(&["retry.delay_seconds"]).check(positive).default("100ms");
-    pub const MAX_BACKOFF: Key<Duration> = Key::new("retry.max_backoff", &DURATION, "largest wait: recovery is noticed within 10 s").default("10s");
-    pub const MULTIPLIER: Key<f64> = Key::new("retry.multiplier", &F64, "each wait = previous × this (the Python service's backoff_multiplier)")
-        .python(&["retry.backoff_multiplier"]).check(|m| if m.is_finite() && *m >= 1.0 { Ok(()) } else { Err("must be a number >= 1".into()) }).default("2.0");
+        // ---- retry ----
+        /// First wait: most failures are brief.
+        INITIAL_BACKOFF: Duration = ("retry.initial_backoff", DURATION)
+            .python(&["retry.delay_seconds"]).check(positive).default("100ms");
+        /// Largest wait: recovery is noticed within 10 s.
+        MAX_BACKOFF: Duration = ("retry.max_backoff", DURATION).default("10s");
+        /// Each wait = previous × this (the Python service's `backoff_multiplier`).
+        MULTIPLIER: f64 = ("retry.multiplier", F64).python(&["retry.backoff_multiplier"])
+            .check(multiplier).default("2.0");
 
-    // ---- http ----
-    pub const HTTP_PORT: Key<u16> = Key::new("http.port", &PORT, "ops HTTP server (the Python service's port)")
-        .env(&["HOT_STORAGE_HTTP_PORT"]).python(&["http_port"]).default("8081");
-    pub const HTTP_BIND: Key<IpAddr> = Key::new("http.bind", &IP, "loopback: exposing the controls is a deliberate choice").default("127.0.0.1");
-    pub const HTTP_TOKEN: Key<Secret> = Key::new("http.token", &TOKEN, "bearer token of the mutating endpoints (secret)").env(&["MARKETPRISM_HTTP_TOKEN"]);
-    pub const METRICS_PORT: Key<u16> = Key::new("http.metrics_port", &PORT, "an extra port serving /metrics only")
-        .env(&["HOT_STORAGE_METRICS_PORT"]).python(&["metrics_port"]);
+        // ---- http ----
+        /// Ops HTTP server (the Python service's port).
+        HTTP_PORT: u16 = ("http.port", PORT).env(&["HOT_STORAGE_HTTP_PORT"]).python(&["http_port"])
+            .default("8081");
+        /// Loopback: exposing the controls is a deliberate choice.
+        HTTP_BIND: IpAddr = ("http.bind", IP).default("127.0.0.1");
+        /// Bearer token of the mutating endpoints (secret).
+        HTTP_TOKEN: Secret = ("http.token", TOKEN).env(&["MARKETPRISM_HTTP_TOKEN"]);
+        /// An extra port serving /metrics only.
+        METRICS_PORT: u16 = ("http.metrics_port", PORT).env(&["HOT_STORAGE_METRICS_PORT"])
+            .python(&["metrics_port"]);
 
-    // ---- log ----
-    pub const LOG_LEVEL: Key<String> = Key::new("log.level", &LEVEL, "info: one line per batch, not per message")
-        .env(&["LOG_LEVEL"]).python(&["logging.level"]).default("info");
-    pub const RUST_LOG: Key<String> = Key::new("log.rust_log", &TEXT, "a filter that wins over log.level").env(&["RUST_LOG"]).env_only();
-    pub const LOG_FORMAT: Key<LogFormat> = Key::new("log.format", &LOG_FORMAT_KIND, "pretty or json")
-        .env(&["MARKETPRISM_LOG_JSON"]).env_kind(&LOG_JSON).python(&["logging.format"]).default("pretty");
+        // ---- log ----
+        /// Info: one line per batch, not per message.
+        LOG_LEVEL: String = ("log.level", LEVEL).env(&["LOG_LEVEL"]).python(&["logging.level"])
+            .default("info");
+        /// A filter that wins over log.level.
+        RUST_LOG: String = ("log.rust_log", TEXT).env(&["RUST_LOG"]).env_only();
+        /// Pretty or json.
+        LOG_FORMAT: LogFormat = ("log.format", LOG_FORMAT_KIND).env(&["MARKETPRISM_LOG_JSON"])
+            .env_kind(&LOG_JSON).python(&["logging.format"]).default("pretty");
 
-    // ---- migration ----
-    pub const MIGRATION_ENABLED: Key<bool> = Key::new("migration.enabled", &BOOL, "run the migration loop inside `run` (off, as the Python service)")
-        .env(&["MIGRATION_ENABLED"]).default("false");
-    pub const WINDOW_HOURS: Key<Duration> = Key::new("migration.window_hours", &HOURS, "span of one window (the Python service's default)")
-        .env(&["MIGRATION_WINDOW_HOURS"]).check(positive).default("8");
-    pub const BATCH_LIMIT: Key<NonZeroU64> = Key::new("migration.batch_limit", &COUNT, "rows per table per round at most (the Python service's)")
-        .env(&["MIGRATION_BATCH_LIMIT"]).default("5000000");
-    pub const SYMBOL_PREFIX: Key<String> = Key::new("migration.symbol_prefix", &FILTER, "only these symbols").env(&["MIGRATION_SYMBOL_PREFIX"]);
-    pub const EXCHANGE: Key<String> = Key::new("migration.exchange", &FILTER, "only this exchange").env(&["MIGRATION_EXCHANGE"]);
-    pub const MARKET_TYPE: Key<String> = Key::new("migration.market_type", &FILTER, "only this market type").env(&["MIGRATION_MARKET_TYPE"]);
-    pub const DRY_RUN: Key<bool> = Key::new("migration.dry_run", &BOOL, "count only, write and delete nothing").env(&["MIGRATION_DRY_RUN"]).default("false");
-    pub const INTERVAL: Key<Duration> = Key::new("migration.interval", &DURATION, "time between rounds (the Python service's advice)")
-        .check(positive).default("5m");
-    pub const LAG: Key<Duration> = Key::new("migration.lag", &DURATION, "rows younger than this wait: late batches still go to hot").default("10m");
-    pub const RECHECK_WINDOWS: Key<u32> = Key::new("migration.recheck_windows", &U32, "migrated windows compared again each round").default("2");
+        // ---- migration ----
+        /// Run the migration loop inside `run` (off, as the Python service).
+        MIGRATION_ENABLED: bool = ("migration.enabled", BOOL).env(&["MIGRATION_ENABLED"])
+            .default("false");
+        /// Span of one window (the Python service's default).
+        WINDOW_HOURS: Duration = ("migration.window_hours", HOURS).env(&["MIGRATION_WINDOW_HOURS"])
+            .check(positive).default("8");
+        /// Rows per table per round at most (the Python service's).
+        BATCH_LIMIT: NonZeroU64 = ("migration.batch_limit", COUNT).env(&["MIGRATION_BATCH_LIMIT"])
+            .default("5000000");
+        /// Only these symbols.
+        SYMBOL_PREFIX: String = ("migration.symbol_prefix", FILTER).env(&["MIGRATION_SYMBOL_PREFIX"]);
+        /// Only this exchange.
+        EXCHANGE: String = ("migration.exchange", FILTER).env(&["MIGRATION_EXCHANGE"]);
+        /// Only this market type.
+        MARKET_TYPE: String = ("migration.market_type", FILTER).env(&["MIGRATION_MARKET_TYPE"]);
+        /// Count only, write and delete nothing.
+        DRY_RUN: bool = ("migration.dry_run", BOOL).env(&["MIGRATION_DRY_RUN"]).default("false");
+        /// Time between rounds (the Python service's advice).
+        INTERVAL: Duration = ("migration.interval", DURATION).check(positive).default("5m");
+        /// Rows younger than this wait: late batches still go to hot.
+        LAG: Duration = ("migration.lag", DURATION).default("10m");
+        /// Migrated windows compared again each round.
+        RECHECK_WINDOWS: u32 = ("migration.recheck_windows", U32).default("2");
 
-    // ---- quality ----
-    pub const QUALITY_ENABLED: Key<bool> = Key::new("quality.enabled", &BOOL, "data-quality detectors: a few ns per row")
-        .env(&["MARKETPRISM_QUALITY_ENABLED"]).default("true");
-    pub const PRICE_JUMP: Key<f64> = Key::new("quality.price_jump", &F64, "a price this fraction from the recent median is a jump")
-        .check(|j| if j.is_finite() && *j > 0.0 { Ok(()) } else { Err(format!("must be a fraction > 0, e.g. 0.1 (got {j})")) }).default("0.1");
-    pub const SEQUENTIAL_IDS: Key<Vec<String>> = Key::new("quality.sequential_ids", &LIST, "markets with sequential trade ids (Deribit's are not)")
-        .default("binance,okx");
+        // ---- quality ----
+        /// Data-quality detectors: a few ns per row.
+        QUALITY_ENABLED: bool = ("quality.enabled", BOOL).env(&["MARKETPRISM_QUALITY_ENABLED"])
+            .default("true");
+        /// A price this fraction from the recent median is a jump.
+        PRICE_JUMP: f64 = ("quality.price_jump", F64).check(fraction).default("0.1");
+        /// Markets with sequential trade ids (Deribit's are not).
+        SEQUENTIAL_IDS: Vec<String> = ("quality.sequential_ids", LIST).default("binance,okx");
 
-    // ---- shutdown ----
-    pub const SHUTDOWN_GRACE: Key<Duration> = Key::new("shutdown.grace_period", &DURATION, "flush, insert and ack after a stop signal within this")
-        .default("30s");
+        // ---- shutdown ----
+        /// Flush, insert and ack after a stop signal within this.
+        SHUTDOWN_GRACE: Duration = ("shutdown.grace_period", DURATION).default("30s");
+    }
 }
 
 /// Keys of the Python service's file that have no meaning here: the key, the reason given in

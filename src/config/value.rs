@@ -217,6 +217,68 @@ pub(crate) fn positive(d: &Duration) -> Result<(), String> {
     }
 }
 
+/// Rule: at least one subject, each a valid filter.
+pub(crate) fn subjects(list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("must not be empty".into());
+    }
+    list.iter().try_for_each(|s| check_subject(s))
+}
+
+/// Rule: a stream's message limit.
+pub(crate) fn max_msgs(n: &i64) -> Result<(), String> {
+    if *n == 0 || *n < -1 {
+        Err("must be > 0 (or -1 for no limit)".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Rule: a pull fits one message of NATS's default `max_payload` (1 MiB), or the server could
+/// never deliver it.
+pub(crate) fn fits_a_message(n: &NonZeroU64) -> Result<(), String> {
+    if n.get() >= 1 << 20 {
+        return Ok(());
+    }
+    Err(format!(
+        "must be >= 1MiB (one message of NATS's default max_payload), got {n}"
+    ))
+}
+
+/// Rule: not the empty string.
+pub(crate) fn not_empty(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Rule: a backoff multiplier.
+pub(crate) fn multiplier(m: &f64) -> Result<(), String> {
+    if m.is_finite() && *m >= 1.0 {
+        Ok(())
+    } else {
+        Err("must be a number >= 1".into())
+    }
+}
+
+/// Rule: a fraction above zero.
+pub(crate) fn fraction(j: &f64) -> Result<(), String> {
+    if j.is_finite() && *j > 0.0 {
+        return Ok(());
+    }
+    Err(format!("must be a fraction > 0, e.g. 0.1 (got {j})"))
+}
+
+/// Rule: the cold server is a real one.
+pub(crate) fn not_embedded(host: &str) -> Result<(), String> {
+    if host != "embedded" {
+        return Ok(());
+    }
+    Err("cannot be \"embedded\"; leave it unset to use the hot server".into())
+}
+
 /// The reason an unknown data type name is refused.
 pub(crate) fn unknown_type(name: &str) -> String {
     let names: Vec<&str> = DataType::ALL.iter().map(|t| t.as_str()).collect();
