@@ -42,6 +42,44 @@ macro_rules! kinds {
     )*};
 }
 
+/// A kind whose values are a fixed set of names, read (`lower`: in any case) and printed
+/// from one table.
+macro_rules! choice {
+    ($name:ident: $t:ty, $what:literal, expected $expected:literal, lower $lower:literal,
+        [$(($text:literal, $value:expr)),+]) => {
+        pub(crate) const $name: Kind<$t> = Kind {
+            parse: |v| pick(v, $lower, $what, $expected, &[$(($text, $value)),+]),
+            show: |x| {
+                let names = [$(($text, $value)),+];
+                names.iter().find(|(_, v)| v == x).map_or("", |(t, _)| t).to_string()
+            },
+            empty_env_is_value: false,
+            syntax: false,
+        };
+    };
+}
+
+choice! {
+    MODE: NatsMode, "mode", expected "jetstream or core", lower true,
+    [("jetstream", NatsMode::JetStream), ("core", NatsMode::Core)]
+}
+choice! {
+    STREAM_STORAGE: StreamStorage, "storage", expected "file or memory", lower false,
+    [("file", StreamStorage::File), ("memory", StreamStorage::Memory)]
+}
+choice! {
+    STREAM_DISCARD: Discard, "discard policy", expected "old or new", lower false,
+    [("old", Discard::Old), ("new", Discard::New)]
+}
+choice! {
+    INSERT_COMPRESSION: Compression, "compression", expected "lz4 or none", lower false,
+    [("none", Compression::None), ("lz4", Compression::Lz4)]
+}
+choice! {
+    LOG_FORMAT_KIND: LogFormat, "format", expected "pretty or json", lower true,
+    [("pretty", LogFormat::Pretty), ("text", LogFormat::Pretty), ("json", LogFormat::Json)]
+}
+
 #[rustfmt::skip]
 kinds! {
     syntax TEXT: String = |v| scalar(v), String::clone;
@@ -92,20 +130,6 @@ kinds! {
         }
     }, SocketAddr::to_string;
     rule NATS_URLS: Vec<String> = |v| parse_nats_urls(&list(v)?.join(",")), |l| l.join(",");
-    rule MODE: NatsMode = |v| pick(v, true, "mode", "jetstream or core",
-        &[("jetstream", NatsMode::JetStream), ("core", NatsMode::Core)]), |m| m.as_str().into();
-    rule STREAM_STORAGE: StreamStorage = |v| pick(v, false, "storage", "file or memory",
-        &[("file", StreamStorage::File), ("memory", StreamStorage::Memory)]),
-        |s| match s { StreamStorage::File => "file", StreamStorage::Memory => "memory" }.into();
-    rule STREAM_DISCARD: Discard = |v| pick(v, false, "discard policy", "old or new",
-        &[("old", Discard::Old), ("new", Discard::New)]),
-        |d| match d { Discard::Old => "old", Discard::New => "new" }.into();
-    rule INSERT_COMPRESSION: Compression = |v| pick(v, false, "compression", "lz4 or none",
-        &[("none", Compression::None), ("lz4", Compression::Lz4)]),
-        |c| match c { Compression::None => "none", Compression::Lz4 => "lz4" }.into();
-    rule LOG_FORMAT_KIND: LogFormat = |v| pick(v, true, "format", "pretty or json",
-        &[("pretty", LogFormat::Pretty), ("text", LogFormat::Pretty), ("json", LogFormat::Json)]),
-        |f| match f { LogFormat::Pretty => "pretty", LogFormat::Json => "json" }.into();
     /// `MARKETPRISM_LOG_JSON`: a boolean choosing `json` or `pretty`.
     rule LOG_JSON: LogFormat = |v| Ok(if parse_bool(&scalar(v)?)? { LogFormat::Json } else { LogFormat::Pretty }),
         LOG_FORMAT_KIND.show;
