@@ -138,7 +138,8 @@ pub(super) fn load(
     })
 }
 
-const SECTIONS: [&str; 11] = [
+/// The top-level sections in `Config`'s order; `config` prints in this order.
+pub(crate) const SECTIONS: [&str; 11] = [
     "nats",
     "clickhouse",
     "cold_clickhouse",

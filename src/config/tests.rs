@@ -712,6 +712,11 @@ fn every_recorded_source_is_rendered() {
     for key in l.sources.keys() {
         assert!(keys.contains(key), "{key}");
     }
+    // Every printed key sits in a known section (which orders the output).
+    for (key, _) in &l.entries {
+        let section = key.split('.').next().unwrap();
+        assert!(super::resolve::SECTIONS.contains(&section), "{key}");
+    }
 }
 
 #[test]
