@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -145,7 +145,7 @@ async fn audit(cfg: &Config, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     }
     let client = async_nats::ConnectOptions::new()
         .name("marketprism-storage audit")
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(cfg.nats.connect_timeout)
         .connect(cfg.nats.url())
         .await
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url()))?;

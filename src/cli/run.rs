@@ -136,7 +136,7 @@ pub async fn connect_nats(cfg: &Config, stats: Arc<Stats>) -> anyhow::Result<asy
         .name("marketprism-storage")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(cfg.nats.connect_timeout)
         .event_callback(move |ev| {
             let s = s.clone();
             async move {

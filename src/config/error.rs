@@ -24,7 +24,7 @@ pub enum ConfigError {
         /// The closest known key at the same level, if one is close.
         suggestion: Option<String>,
     },
-    /// The file is not valid YAML or a value has the wrong shape.
+    /// The file is not valid YAML, or a section is not a mapping.
     #[error("config file {}: {reason}", path.display())]
     File {
         /// The file.
@@ -40,7 +40,7 @@ pub enum ConfigError {
         /// What is wrong, quoting the value (never for secrets).
         reason: String,
     },
-    /// A value (from any source) breaks a rule.
+    /// A value in the file (or a combination of values) is refused.
     #[error("{key}: {reason}")]
     Invalid {
         /// The dotted key.
@@ -63,62 +63,16 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
-
-    /// Maps a serde_yaml error into a `ConfigError` that names the key.
-    ///
-    /// serde_yaml prints `path.to.map: unknown field `x`, expected one of `a`, `b` at line …`
-    /// (the path is omitted at the top level); we turn that into an `UnknownKey` with a
-    /// suggestion. Any other message already starts with the dotted path.
-    pub(crate) fn from_yaml(path: PathBuf, err: &serde_yaml::Error) -> Self {
-        let message = err.to_string();
-        const MARK: &str = "unknown field `";
-        if let Some(at) = message.find(MARK) {
-            let prefix = message[..at].trim_end_matches(": ").trim();
-            let rest = &message[at + MARK.len()..];
-            if let Some(end) = rest.find('`') {
-                let field = &rest[..end];
-                let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
-                let key = if prefix.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{prefix}.{field}")
-                };
-                return ConfigError::UnknownKey {
-                    path,
-                    key,
-                    suggestion: closest(field, &expected).map(str::to_string),
-                };
-            }
-        }
-        ConfigError::File {
-            path,
-            reason: message,
-        }
-    }
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), *c))
+        .map(|c| (strsim::levenshtein(word, c), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -1,21 +1,20 @@
 //! Configuration: one typed tree read from an optional YAML file and the environment, validated
 //! once, before any port is bound.
 //!
-//! Two steps (see `docs/configuration.md`):
-//! 1. `raw`: the file's serde shape, every key optional, unknown keys refused (the Python service's
-//!    `hot_storage_config.yaml` keys are accepted too);
-//! 2. `resolve`: file + environment + defaults (all in `defaults`) → [`Config`], whose fields
-//!    are typed (`Duration`, `NonZero*`, `SocketAddr`, enums) and already checked.
+//! Every key is declared once, in `keys::k`: its dotted name, kind, environment variables, the
+//! Python service's file keys for it, default, rule and doc line. `resolve` takes each key
+//! through the same path (environment variable > file > default; the Python service's keys
+//! mapped onto ours; unknown file keys refused with a suggestion) and records where each value
+//! came from and how `config` prints it; `keys::build` assembles the [`Config`], whose fields
+//! are typed (`Duration`, `NonZero*`, `SocketAddr`, enums) and already checked (see
+//! `docs/configuration.md`).
 //!
-//! Precedence for every key: environment variable > file > default. [`Loaded`] keeps where each
-//! value came from, and [`render`] prints the effective configuration with secrets masked.
 //! This module never reads the process environment itself except in [`process_env`], never
 //! touches the network and never logs: warnings are returned to the caller.
 
 pub mod defaults;
 mod error;
-mod raw;
-mod render;
+mod keys;
 mod resolve;
 mod value;
 
@@ -32,7 +31,7 @@ use std::time::Duration;
 use crate::model::DataType;
 
 pub use error::ConfigError;
-pub use render::render;
+pub use resolve::render;
 pub use value::parse_duration;
 
 /// The validated configuration. Every field holds a value that passed validation.
@@ -72,6 +71,8 @@ pub struct Loaded {
     pub sources: BTreeMap<String, Source>,
     /// Things the operator should know that do not stop the service (e.g. ignored Python service keys).
     pub warnings: Vec<String>,
+    /// Every key as [`render`] prints it: dotted key and value (secrets masked), in print order.
+    pub entries: Vec<(String, String)>,
 }
 
 impl Loaded {
@@ -264,6 +265,8 @@ pub struct NatsConfig {
     pub consumer_prefix: String,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// How long a TCP/TLS connect to one NATS server may take (async-nats `connection_timeout`).
+    pub connect_timeout: Duration,
     /// JetStream `max_ack_pending` of each type's consumer.
     pub max_ack_pending: PerType<NonZeroU64>,
     /// Messages asked for per pull request.

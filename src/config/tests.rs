@@ -555,7 +555,7 @@ fn bad_values_name_the_key() {
         (
             "nats: [1, 2]\n",
             &[],
-            "nats: invalid type: sequence, expected struct RawNats",
+            "nats: invalid type: sequence, expected a mapping",
         ),
     ];
     for (yaml, env, expected) in cases {
@@ -701,10 +701,7 @@ fn render_masks_secrets_and_shows_sources() {
 fn every_recorded_source_is_rendered() {
     let path = manifest("config/example.yaml");
     let l = Config::load(Some(&path), &|_| None).unwrap();
-    let keys: Vec<String> = super::render::entries(&l.config)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let keys: Vec<String> = l.entries.iter().map(|(k, _)| k.clone()).collect();
     for key in l.sources.keys() {
         assert!(
             keys.contains(key),
@@ -714,6 +711,11 @@ fn every_recorded_source_is_rendered() {
     let l = check("", &[("RUST_LOG", "x"), ("MIGRATION_SYMBOL_PREFIX", "BTC")]).unwrap();
     for key in l.sources.keys() {
         assert!(keys.contains(key), "{key}");
+    }
+    // Every printed key sits in a known section (which orders the output).
+    for (key, _) in &l.entries {
+        let section = key.split('.').next().unwrap();
+        assert!(super::resolve::SECTIONS.contains(&section), "{key}");
     }
 }
 
@@ -726,4 +728,87 @@ fn empty_sections_are_empty() {
     )
     .unwrap();
     assert_eq!(l.config, Config::defaults().unwrap());
+}
+
+#[test]
+fn every_key_is_documented_where_operators_look() {
+    let docs = std::fs::read_to_string(manifest("docs/configuration.md")).unwrap();
+    let example = std::fs::read_to_string(manifest("config/example.yaml")).unwrap();
+    let keys = super::resolve::declared();
+    assert!(keys.len() > 60, "{}", keys.len());
+    for (name, env, file, doc) in keys {
+        assert!(!doc.is_empty(), "{name} has no doc line");
+        for var in env {
+            assert!(
+                docs.contains(&format!("`{var}`")),
+                "{var} ({name}) not in the docs"
+            );
+        }
+        // A `*` key is documented by its leaf (`batch.types.<type>.max_rows` …).
+        let leaf = name.rsplit(['.', '*']).next().unwrap();
+        let documented = match name.contains('*') {
+            true => docs.contains(leaf),
+            false => docs.contains(&format!("`{name}`")),
+        };
+        assert!(documented, "{name} not in docs/configuration.md");
+        if file && !name.starts_with("subscriptions") {
+            assert!(
+                example.contains(&format!("{leaf}:")),
+                "{name} not in example.yaml"
+            );
+        }
+    }
+}
+
+#[test]
+fn nats_connect_timeout_is_one_declaration() {
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.nats.connect_timeout, Duration::from_secs(10));
+    let env = [("MARKETPRISM_NATS_CONNECT_TIMEOUT", "2500ms")];
+    let l = check("nats:\n  connect_timeout: 3s\n", &env).unwrap();
+    assert_eq!(l.config.nats.connect_timeout, Duration::from_millis(2500));
+    assert_eq!(
+        l.source("nats.connect_timeout"),
+        &Source::Env("MARKETPRISM_NATS_CONNECT_TIMEOUT".into())
+    );
+    let l = check("nats:\n  connect_timeout: 3s\n", &[]).unwrap();
+    assert_eq!(l.config.nats.connect_timeout, Duration::from_secs(3));
+    assert!(
+        render(&l).lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>()[..2] == ["nats.connect_timeout", "3s"]
+        )
+    );
+    assert_eq!(
+        check_err("", &[("MARKETPRISM_NATS_CONNECT_TIMEOUT", "0")]),
+        "env MARKETPRISM_NATS_CONNECT_TIMEOUT: must be > 0"
+    );
+    assert_eq!(
+        check_err("nats:\n  connect_timeout: 0s\n", &[]),
+        "nats.connect_timeout: must be > 0"
+    );
+}
+
+#[test]
+fn env_only_and_python_only_keys_stay_where_they_belong() {
+    // `log.rust_log` is read from RUST_LOG only: the file may not set it.
+    assert!(check_err("log:\n  rust_log: debug\n", &[]).contains("unknown key \"log.rust_log\""));
+    // The Python service's sections accept their own keys only, and `subscriptions` is a
+    // section, not a value.
+    assert!(
+        check_err("subscriptions:\n  candles_enabled: true\n", &[])
+            .contains("unknown key \"subscriptions.candles_enabled\"")
+    );
+    // A Python service key mapped onto ours warns only when ours is set too.
+    let l = check("hot_storage:\n  clickhouse_user: py\n", &[]).unwrap();
+    assert_eq!(l.config.clickhouse.user, "py");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let l = check(
+        "hot_storage:\n  clickhouse_user: py\nclickhouse:\n  user: ours\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.clickhouse.user, "ours");
+    assert!(l.warnings[0].contains(
+        "Python service key \"hot_storage.clickhouse_user\" is ignored: \"clickhouse.user\" is set"
+    ));
 }

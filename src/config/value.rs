@@ -1,15 +1,316 @@
-//! Parsing and printing of scalar values shared by YAML and environment variables: durations,
-//! sizes, ports, booleans.
+//! Values: how a YAML node or an environment variable becomes a typed value ([`Kind`]), the
+//! rules keys check, and how values print back.
 //!
 //! The same parser serves both sources, so `2s` means the same in a file and in `env`. Errors are
 //! the reason only (lower-case, with the offending value quoted); the caller adds the key.
 
-use std::fmt;
-use std::num::IntErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{IntErrorKind, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use yaml_serde::Value;
+
+use super::{ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage};
+use crate::model::DataType;
+
+/// How a key's value is read and printed. An environment variable's text is read as a YAML
+/// string, so a kind parses both sources with one function.
+pub(crate) struct Kind<T> {
+    /// The node → the value, or the reason it is refused.
+    pub parse: fn(&Value) -> Result<T, String>,
+    /// The value as `config` prints it (secrets masked).
+    pub show: fn(&T) -> String,
+    /// Whether an empty variable is a value (an empty password) rather than "unset".
+    pub empty_env_is_value: bool,
+    /// `syntax`: a refused file value is reported with the file's name, as a malformed file;
+    /// `rule`: under its key alone, as every broken rule (and a zero where none fits) is.
+    pub syntax: bool,
+}
+
+macro_rules! kinds {
+    (@syntax syntax) => { true };
+    (@syntax rule) => { false };
+    ($($(#[$doc:meta])* $class:ident $name:ident: $t:ty = $parse:expr, $show:expr;)*) => {$(
+        $(#[$doc])*
+        pub(crate) const $name: Kind<$t> = Kind {
+            parse: $parse,
+            show: $show,
+            empty_env_is_value: false,
+            syntax: kinds!(@syntax $class),
+        };
+    )*};
+}
+
+/// A kind whose values are a fixed set of names, read (`lower`: in any case) and printed
+/// from one table.
+macro_rules! choice {
+    ($name:ident: $t:ty, $what:literal, expected $expected:literal, lower $lower:literal,
+        [$(($text:literal, $value:expr)),+]) => {
+        pub(crate) const $name: Kind<$t> = Kind {
+            parse: |v| pick(v, $lower, $what, $expected, &[$(($text, $value)),+]),
+            show: |x| {
+                let names = [$(($text, $value)),+];
+                names.iter().find(|(_, v)| v == x).map_or("", |(t, _)| t).to_string()
+            },
+            empty_env_is_value: false,
+            syntax: false,
+        };
+    };
+}
+
+choice! {
+    MODE: NatsMode, "mode", expected "jetstream or core", lower true,
+    [("jetstream", NatsMode::JetStream), ("core", NatsMode::Core)]
+}
+choice! {
+    STREAM_STORAGE: StreamStorage, "storage", expected "file or memory", lower false,
+    [("file", StreamStorage::File), ("memory", StreamStorage::Memory)]
+}
+choice! {
+    STREAM_DISCARD: Discard, "discard policy", expected "old or new", lower false,
+    [("old", Discard::Old), ("new", Discard::New)]
+}
+choice! {
+    INSERT_COMPRESSION: Compression, "compression", expected "lz4 or none", lower false,
+    [("none", Compression::None), ("lz4", Compression::Lz4)]
+}
+choice! {
+    LOG_FORMAT_KIND: LogFormat, "format", expected "pretty or json", lower true,
+    [("pretty", LogFormat::Pretty), ("text", LogFormat::Pretty), ("json", LogFormat::Json)]
+}
+
+#[rustfmt::skip]
+kinds! {
+    syntax TEXT: String = |v| scalar(v), String::clone;
+    syntax BOOL: bool = |v| parse_bool(&scalar(v)?), bool::to_string;
+    syntax DURATION: Duration = |v| parse_duration(&scalar(v)?), |d| format_duration(*d);
+    /// Fractional hours (`8`, `0.05`), as the Python service's `MIGRATION_WINDOW_HOURS`.
+    syntax HOURS: Duration = |v| {
+        let s = scalar(v)?;
+        let hours: f64 = s.trim().parse()
+            .map_err(|_| format!("invalid number \"{s}\": expected hours, e.g. 8 or 0.5"))?;
+        seconds_to_duration(hours * 3600.0)
+    }, |d| (d.as_secs_f64() / 3600.0).to_string();
+    syntax SIZE: NonZeroU64 = |v| non_zero(parse_size(&scalar(v)?)?), |n| format_size(n.get());
+    syntax PORT: u16 = |v| parse_port(&scalar(v)?), u16::to_string;
+    syntax COUNT: NonZeroU64 = |v| non_zero(parse_count(&scalar(v)?)?), NonZeroU64::to_string;
+    syntax ROWS: NonZeroUsize = |v| {
+        let n = usize::try_from(parse_count(&scalar(v)?)?).map_err(|_| "too large".to_string())?;
+        NonZeroUsize::new(n).ok_or_else(|| MUST_BE_POSITIVE.to_string())
+    }, NonZeroUsize::to_string;
+    syntax U32: u32 = |v| u32::try_from(parse_count(&scalar(v)?)?).map_err(|_| "too large".into()),
+        u32::to_string;
+    syntax I64: i64 = |v| {
+        let s = scalar(v)?;
+        s.trim().parse().map_err(|_| format!("invalid number \"{s}\": expected a whole number"))
+    }, i64::to_string;
+    syntax F64: f64 = |v| {
+        let s = scalar(v)?;
+        s.trim().parse().map_err(|_| format!("invalid number \"{s}\""))
+    }, f64::to_string;
+    syntax LIST: Vec<String> = list, |l| l.join(",");
+    syntax PATH: PathBuf = |v| Ok(PathBuf::from(scalar(v)?)), |p| p.display().to_string();
+    /// A text whose surrounding blanks do not count; empty = no filter.
+    syntax FILTER: String = |v| Ok(scalar(v)?.trim().to_string()),
+        |s| if s.is_empty() { "(none)".into() } else { s.clone() };
+    /// A bearer token; empty = none.
+    syntax TOKEN: Secret = |v| Ok(Secret::new(scalar(v)?)),
+        |s| if s.is_empty() { "(none)".into() } else { s.masked().into() };
+    rule IP: IpAddr = |v| {
+        let s = scalar(v)?;
+        s.parse().map_err(|_| format!("invalid ip address \"{s}\""))
+    }, IpAddr::to_string;
+    rule SOCKET: SocketAddr = |v| {
+        let s = scalar(v)?;
+        match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => Err(format!("invalid address \"{s}\": port must be 1-65535")),
+            Ok(a) => Ok(a),
+            Err(_) => Err(format!("invalid address \"{s}\": expected ip:port")),
+        }
+    }, SocketAddr::to_string;
+    rule NATS_URLS: Vec<String> = |v| parse_nats_urls(&list(v)?.join(",")), |l| l.join(",");
+    /// `MARKETPRISM_LOG_JSON`: a boolean choosing `json` or `pretty`.
+    rule LOG_JSON: LogFormat = |v| Ok(if parse_bool(&scalar(v)?)? { LogFormat::Json } else { LogFormat::Pretty }),
+        LOG_FORMAT_KIND.show;
+    /// `embedded`, or a host name or address of an external server.
+    rule CLICKHOUSE_HOST: ClickHouseHost = |v| match scalar(v)?.trim() {
+        "embedded" => Ok(ClickHouseHost::Embedded),
+        host => check_host(host).map(ClickHouseHost::Server),
+    }, |h| match h { ClickHouseHost::Embedded => "embedded".into(), ClickHouseHost::Server(s) => s.clone() };
+    /// A host name or address, not a URL.
+    rule HOST: String = |v| check_host(&scalar(v)?), String::clone;
+    /// A level (Python names accepted: `INFO`, `WARNING`, `CRITICAL`) or a filter directive.
+    rule LEVEL: String = |v| normalize_level(&scalar(v)?), String::clone;
+    /// Data type names, no duplicates, returned in [`DataType::ALL`] order.
+    rule TYPES: Vec<DataType> = |v| {
+        let mut types = Vec::new();
+        for name in list(v)? {
+            let t = DataType::parse(&name).ok_or_else(|| unknown_type(&name))?;
+            if types.contains(&t) {
+                return Err(format!("\"{t}\" is listed twice"));
+            }
+            types.push(t);
+        }
+        if types.is_empty() {
+            return Err("must name at least one data type".into());
+        }
+        types.sort_by_key(|t| DataType::ALL.iter().position(|a| a == t));
+        Ok(types)
+    }, |l| l.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",");
+}
+
+/// A password: an empty variable is an (empty) password, and it prints masked.
+pub(crate) const PASSWORD: Kind<Secret> = Kind {
+    parse: |v| Ok(Secret::new(scalar(v)?)),
+    show: |s| s.masked().into(),
+    empty_env_is_value: true,
+    syntax: true,
+};
+
+/// What a node is, for "invalid type" messages.
+pub(crate) fn what(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Sequence(_) => "sequence",
+        Value::Mapping(_) => "mapping",
+        Value::Tagged(_) => "tagged value",
+    }
+}
+
+/// A single value (string, number or boolean) as text.
+pub(crate) fn scalar(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "invalid type: {}, expected a single value",
+            what(other)
+        )),
+    }
+}
+
+/// A YAML sequence of values, or one comma-separated text (as environment variables give it).
+fn list(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::Sequence(items) => items.iter().map(scalar).collect(),
+        other => Ok(scalar(other)?
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()),
+    }
+}
+
+/// One of `options` (`lower`: compared in lower case), else "unknown <what> ... (expected ...)".
+fn pick<T: Copy>(
+    v: &Value,
+    lower: bool,
+    what: &str,
+    expected: &str,
+    options: &[(&str, T)],
+) -> Result<T, String> {
+    let s = scalar(v)?;
+    let key = if lower {
+        s.to_ascii_lowercase()
+    } else {
+        s.clone()
+    };
+    let found = options.iter().find(|(name, _)| *name == key);
+    found
+        .map(|(_, t)| *t)
+        .ok_or_else(|| format!("unknown {what} \"{s}\" (expected {expected})"))
+}
+
+/// The reason a zero is refused where the type holds none.
+pub(crate) const MUST_BE_POSITIVE: &str = "must be > 0";
+
+fn non_zero(n: u64) -> Result<NonZeroU64, String> {
+    NonZeroU64::new(n).ok_or_else(|| MUST_BE_POSITIVE.to_string())
+}
+
+/// Rule: a duration that is not zero.
+pub(crate) fn positive(d: &Duration) -> Result<(), String> {
+    if d.is_zero() {
+        Err(MUST_BE_POSITIVE.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Rule: at least one subject, each a valid filter.
+pub(crate) fn subjects(list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("must not be empty".into());
+    }
+    list.iter().try_for_each(|s| check_subject(s))
+}
+
+/// Rule: a stream's message limit.
+pub(crate) fn max_msgs(n: &i64) -> Result<(), String> {
+    if *n == 0 || *n < -1 {
+        Err("must be > 0 (or -1 for no limit)".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Rule: a pull fits one message of NATS's default `max_payload` (1 MiB), or the server could
+/// never deliver it.
+pub(crate) fn fits_a_message(n: &NonZeroU64) -> Result<(), String> {
+    if n.get() >= 1 << 20 {
+        return Ok(());
+    }
+    Err(format!(
+        "must be >= 1MiB (one message of NATS's default max_payload), got {n}"
+    ))
+}
+
+/// Rule: not the empty string.
+pub(crate) fn not_empty(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Rule: a backoff multiplier.
+pub(crate) fn multiplier(m: &f64) -> Result<(), String> {
+    if m.is_finite() && *m >= 1.0 {
+        Ok(())
+    } else {
+        Err("must be a number >= 1".into())
+    }
+}
+
+/// Rule: a fraction above zero.
+pub(crate) fn fraction(j: &f64) -> Result<(), String> {
+    if j.is_finite() && *j > 0.0 {
+        return Ok(());
+    }
+    Err(format!("must be a fraction > 0, e.g. 0.1 (got {j})"))
+}
+
+/// Rule: the cold server is a real one.
+pub(crate) fn not_embedded(host: &str) -> Result<(), String> {
+    if host != "embedded" {
+        return Ok(());
+    }
+    Err("cannot be \"embedded\"; leave it unset to use the hot server".into())
+}
+
+/// The reason an unknown data type name is refused.
+pub(crate) fn unknown_type(name: &str) -> String {
+    let names: Vec<&str> = DataType::ALL.iter().map(|t| t.as_str()).collect();
+    format!(
+        "unknown data type \"{name}\" (expected one of {})",
+        names.join(", ")
+    )
+}
 
 /// Parses `500ms`, `2s`, `5m`, `48h`, `1d` or a bare number of seconds (`3.0`, `60`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -117,14 +418,6 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
-/// Checks a port given as a number (YAML).
-pub(crate) fn check_port(n: u64) -> Result<u16, String> {
-    match u16::try_from(n) {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(format!("invalid port \"{n}\": must be 1-65535")),
-    }
-}
-
 /// Parses a boolean: `1/0`, `true/false`, `yes/no`, `on/off` (any case).
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -144,92 +437,130 @@ pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid number \"{text}\": expected a whole number"))
 }
 
-/// A YAML duration: a string with a unit or a bare number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct DurationValue(pub(crate) Duration);
-
-impl<'de> Deserialize<'de> for DurationValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = DurationValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as 500ms, 2s, 5m, 48h or a number of seconds")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse_duration(v).map(DurationValue).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(DurationValue(Duration::from_secs(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|s| DurationValue(Duration::from_secs(s)))
-                    .map_err(|_| {
-                        E::custom(format!("invalid duration \"{v}\": must not be negative"))
-                    })
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                seconds_to_duration(v)
-                    .map(DurationValue)
-                    .map_err(|r| E::custom(format!("invalid duration \"{v}\": {r}")))
-            }
+/// Splits and checks `nats://a:4222,tls://b:4222`.
+pub(crate) fn parse_nats_urls(text: &str) -> Result<Vec<String>, String> {
+    let mut urls = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let rest = part
+            .strip_prefix("nats://")
+            .or_else(|| part.strip_prefix("tls://"))
+            .ok_or_else(|| format!("invalid url \"{part}\": scheme must be nats:// or tls://"))?;
+        // Skip optional credentials (`user:pass@host`).
+        let host_port = rest
+            .rsplit('@')
+            .next()
+            .unwrap_or(rest)
+            .trim_end_matches('/');
+        let (host, port) = match host_port.strip_prefix('[') {
+            // An IPv6 literal: `[::1]:4222`.
+            Some(v6) => match v6.split_once(']') {
+                Some((h, p)) => (h, p.strip_prefix(':')),
+                None => return Err(format!("invalid url \"{part}\": unclosed [")),
+            },
+            None => match host_port.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("invalid url \"{part}\": no host"));
         }
-        deserializer.deserialize_any(V)
+        if let Some(port) = port {
+            parse_port(port).map_err(|r| format!("invalid url \"{part}\": {r}"))?;
+        }
+        urls.push(part.to_string());
+    }
+    Ok(urls)
+}
+
+/// Stream names and consumer names: no whitespace, `.`, `*`, `>`, path separators.
+pub(crate) fn check_name(name: &str, allow_empty: bool) -> Result<(), String> {
+    if name.is_empty() && !allow_empty {
+        return Err("must not be empty".into());
+    }
+    match name
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        Some(c) => Err(format!("invalid name \"{name}\": must not contain {c:?}")),
+        None => Ok(()),
     }
 }
 
-/// A YAML size: a string with a unit or a bare number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct SizeValue(pub(crate) u64);
-
-impl<'de> Deserialize<'de> for SizeValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = SizeValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size such as 64MiB, 2GiB or a number of bytes")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse_size(v).map(SizeValue).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(SizeValue(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(SizeValue)
-                    .map_err(|_| E::custom(format!("invalid size \"{v}\": must not be negative")))
-            }
-        }
-        deserializer.deserialize_any(V)
+/// Key-value bucket names: letters, digits, `_` and `-`.
+pub(crate) fn check_bucket(name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid bucket name \"{name}\": use letters, digits, _ and -"
+        ))
     }
 }
 
-/// A YAML port: a number or a numeric string, 1–65535.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PortValue(pub(crate) u16);
+/// A subject filter: non-empty dot-separated tokens, `>` only last.
+pub(crate) fn check_subject(subject: &str) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let bad = tokens.iter().enumerate().any(|(i, t)| {
+        t.is_empty()
+            || t.chars().any(char::is_whitespace)
+            || (*t == ">" && i + 1 != tokens.len())
+            || (t.len() > 1 && (t.contains('*') || t.contains('>')))
+    });
+    if bad {
+        Err(format!("invalid subject \"{subject}\""))
+    } else {
+        Ok(())
+    }
+}
 
-impl<'de> Deserialize<'de> for PortValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = PortValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number 1-65535")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse_port(v).map(PortValue).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                check_port(v).map(PortValue).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Err(E::custom(format!("invalid port \"{v}\": must be 1-65535")))
-            }
-        }
-        deserializer.deserialize_any(V)
+/// A host name or address, not a URL.
+pub(crate) fn check_host(host: &str) -> Result<String, String> {
+    let host = host.trim();
+    if host.is_empty() {
+        Err("must not be empty".into())
+    } else if host.contains("://") || host.contains('/') || host.chars().any(char::is_whitespace) {
+        Err(format!(
+            "invalid host \"{host}\": expected a host name or address, not a url"
+        ))
+    } else {
+        Ok(host.to_string())
+    }
+}
+
+/// A ClickHouse database name we can put in SQL unquoted.
+pub(crate) fn check_identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid database name \"{name}\": use letters, digits and _"
+        ))
+    }
+}
+
+/// A level name (Python names accepted: `INFO`, `WARNING`, `CRITICAL`) or a filter directive.
+pub(crate) fn normalize_level(level: &str) -> Result<String, String> {
+    let lower = level.trim().to_ascii_lowercase();
+    if lower.contains('=') || lower.contains(',') {
+        return Ok(level.trim().to_string());
+    }
+    match lower.as_str() {
+        "trace" | "debug" | "info" | "warn" | "error" | "off" => Ok(lower),
+        "warning" => Ok("warn".into()),
+        "critical" | "fatal" => Ok("error".into()),
+        _ => Err(format!(
+            "unknown level \"{level}\" (expected trace, debug, info, warn, error or off)"
+        )),
     }
 }
 

@@ -1,0 +1,553 @@
+//! Every configuration key, declared once (module [`k`]), and [`build`], which reads them into
+//! a [`Config`] and applies the rules that involve several keys.
+//!
+//! A declaration gives the key's dotted name, its kind (how it is read and printed), its
+//! environment variables, the Python service's file keys for it, its default, its rule and one
+//! line of documentation. Precedence, the sources and lines `config` prints, the refusal of
+//! unknown file keys and the docs test all come from it (see `resolve`). Defaults that depend
+//! on the data type or the stream are in `defaults`.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+
+use yaml_serde::Value;
+
+use super::defaults::*;
+use super::resolve::{Key, Resolver};
+use super::{
+    ClickHouseConfig, ColdClickHouseConfig, Config, ConfigError, EmbeddedConfig, HttpConfig,
+    LogConfig, MigrationConfig, NatsConfig, NatsMode, PerType, QualityConfig, RetryConfig,
+    StreamConfig, Streams, TypeBatch,
+};
+use crate::model::DataType;
+
+/// Declares each key once: the doc line (also the key's rustdoc), the constant, the value type,
+/// `(dotted name, kind)`, then its variables, Python service keys, rule and default.
+macro_rules! keys {
+    ($($(#[doc = $doc:literal])+ $id:ident: $t:ty = ($name:literal, $kind:ident)
+        $(.$setter:ident($($arg:expr),*))*;)*) => {$(
+        $(#[doc = $doc])+
+        pub const $id: Key<$t> = Key::new($name, &$kind, concat!($($doc),+).trim_ascii())
+            $(.$setter($($arg),*))*;
+    )*};
+}
+
+/// The declarations. Each is the only place its key is described.
+pub(crate) mod k {
+    use std::net::{IpAddr, SocketAddr};
+    use std::num::{NonZeroU64, NonZeroUsize};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::super::value::*;
+    use super::super::{
+        ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage,
+    };
+    use super::Key;
+    use crate::model::DataType;
+
+    keys! {
+        // ---- nats ----
+        /// NATS servers, comma-separated; the Python service's fallback too.
+        NATS_URL: Vec<String> = ("nats.url", NATS_URLS).env(&["MARKETPRISM_NATS_URL", "NATS_URL"])
+            .python(&["nats.servers"]).default("nats://localhost:4222");
+        /// `jetstream`: durable consumers, acked after the insert; `core`: at-most-once.
+        NATS_MODE: NatsMode = ("nats.mode", MODE).env(&["MARKETPRISM_NATS_MODE"]).default("jetstream");
+        /// Stream name.
+        STREAM_NAME: String = ("nats.streams.*.name", TEXT).check(|s| check_name(s, false));
+        /// Subjects the stream captures.
+        STREAM_SUBJECTS: Vec<String> = ("nats.streams.*.subjects", LIST).check(|s| subjects(s));
+        /// Messages older than this are dropped by NATS.
+        STREAM_MAX_AGE: Duration = ("nats.streams.*.max_age", DURATION);
+        /// Message count limit, -1 = none.
+        STREAM_MAX_MSGS: i64 = ("nats.streams.*.max_msgs", I64).check(max_msgs);
+        /// Size limit.
+        STREAM_MAX_BYTES: NonZeroU64 = ("nats.streams.*.max_bytes", SIZE);
+        /// Nats-Msg-Id dedup window (the collector's value).
+        DUPLICATE_WINDOW: Duration = ("nats.streams.*.duplicate_window", DURATION).default("2m");
+        /// `file`: the stream survives a NATS restart.
+        STORAGE: StreamStorage = ("nats.streams.*.storage", STREAM_STORAGE).default("file");
+        /// `old`: a full stream keeps the newest data.
+        DISCARD: Discard = ("nats.streams.*.discard", STREAM_DISCARD).default("old");
+        /// Replicas; one: the Python service runs one NATS server.
+        REPLICAS: NonZeroUsize = ("nats.streams.*.replicas", ROWS).default("1");
+        /// Durable = prefix + type; not the Python service's (it deletes its own).
+        CONSUMER_PREFIX: String = ("nats.consumer_prefix", TEXT).check(|s| check_name(s, true))
+            .default("marketprism_storage_");
+        /// Redelivery when not acked within this (the Python service's value).
+        ACK_WAIT: Duration = ("nats.ack_wait", DURATION).check(positive).default("1m");
+        /// Time a TCP/TLS connect to a NATS server may take.
+        CONNECT_TIMEOUT: Duration = ("nats.connect_timeout", DURATION)
+            .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("10s");
+        /// One value for every type; default per type from the batch.
+        MAX_ACK_PENDING: NonZeroU64 = ("nats.max_ack_pending", COUNT);
+        /// Messages per pull: amortises the round trip, ~16 MB of books.
+        FETCH_BATCH: NonZeroUsize = ("nats.fetch_batch", ROWS).default("2000");
+        /// Bytes per pull: 16 large messages or thousands of small ones.
+        FETCH_MAX_BYTES: NonZeroU64 = ("nats.fetch_max_bytes", SIZE).check(fits_a_message)
+            .default("16MiB");
+        /// Key-value bucket of the insert journal.
+        JOURNAL_BUCKET: String = ("nats.journal_bucket", TEXT).check(|s| check_bucket(s))
+            .default("marketprism_storage_journal");
+        /// Data types this instance consumes.
+        NATS_TYPES: Vec<DataType> = ("nats.types", TYPES).env(&["MARKETPRISM_NATS_TYPES"])
+            .python(&["subscriptions"])
+            .default("trade,orderbook,funding_rate,open_interest,liquidation,lsr_top_position,lsr_all_account,volatility_index");
+        /// The Python service's switch per type, mapped onto `nats.types`.
+        SUBSCRIBED: bool = ("subscriptions.*_enabled", BOOL);
+
+        // ---- clickhouse ----
+        /// `embedded`: the service starts its own ClickHouse.
+        CH_HOST: ClickHouseHost = ("clickhouse.host", CLICKHOUSE_HOST).env(&["CLICKHOUSE_HOST"])
+            .python(&["hot_storage.clickhouse_host"]).default("embedded");
+        /// HTTP port of an external server.
+        CH_HTTP_PORT: u16 = ("clickhouse.http_port", PORT).env(&["CLICKHOUSE_HTTP_PORT"])
+            .python(&["hot_storage.clickhouse_http_port"]).default("8123");
+        /// HTTPS; plain HTTP suits a server on the same host or network.
+        CH_SECURE: bool = ("clickhouse.secure", BOOL).env(&["CLICKHOUSE_SECURE"]).default("false");
+        /// Hot database (the Python service's name).
+        HOT_DB: String = ("clickhouse.hot_db", TEXT).env(&["CLICKHOUSE_HOT_DB", "CLICKHOUSE_DATABASE"])
+            .python(&["hot_storage.clickhouse_database"]).check(|s| check_identifier(s))
+            .default("marketprism_hot");
+        /// Cold database (the Python service's name).
+        COLD_DB: String = ("clickhouse.cold_db", TEXT).env(&["CLICKHOUSE_COLD_DB"])
+            .check(|s| check_identifier(s)).default("marketprism_cold");
+        /// User.
+        CH_USER: String = ("clickhouse.user", TEXT).env(&["CLICKHOUSE_USER"])
+            .python(&["hot_storage.clickhouse_user"]).check(|s| not_empty(s)).default("default");
+        /// Password (secret).
+        CH_PASSWORD: Secret = ("clickhouse.password", PASSWORD).env(&["CLICKHOUSE_PASSWORD"])
+            .python(&["hot_storage.clickhouse_password"]).default("");
+        /// `none`: over loopback LZ4 costs more than it saves (measured).
+        COMPRESSION: Compression = ("clickhouse.compression", INSERT_COMPRESSION).default("none");
+        /// Time limit of one INSERT; only a stuck server takes 60 s.
+        INSERT_TIMEOUT: Duration = ("clickhouse.insert_timeout", DURATION).check(positive)
+            .default("1m");
+
+        // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
+        /// Server of the cold database.
+        COLD_HOST: String = ("cold_clickhouse.host", HOST).env(&["COLD_CLICKHOUSE_HOST"])
+            .check(|h| not_embedded(h));
+        /// Its HTTP port.
+        COLD_HTTP_PORT: u16 = ("cold_clickhouse.http_port", PORT).env(&["COLD_CLICKHOUSE_HTTP_PORT"])
+            .default("8123");
+        /// HTTPS (default: `clickhouse.secure`).
+        COLD_SECURE: bool = ("cold_clickhouse.secure", BOOL);
+        /// User (default: `clickhouse.user`).
+        COLD_USER: String = ("cold_clickhouse.user", TEXT).env(&["COLD_CLICKHOUSE_USER"]);
+        /// Password (default: `clickhouse.password`).
+        COLD_PASSWORD: Secret = ("cold_clickhouse.password", PASSWORD)
+            .env(&["COLD_CLICKHOUSE_PASSWORD"]);
+
+        // ---- embedded ----
+        /// Data of the embedded servers, like the Python service's `data/`.
+        DATA_DIR: PathBuf = ("embedded.data_dir", PATH).env(&["MARKETPRISM_DATA_DIR"])
+            .default("./data");
+        /// Holds `bin/python` (chDB) and `bin/nats-server`.
+        TOOLS_DIR: PathBuf = ("embedded.tools_dir", PATH).env(&["MARKETPRISM_TOOLS_DIR"])
+            .default("./.venv");
+        /// Loopback: the embedded server has no authentication.
+        LISTEN: SocketAddr = ("embedded.listen", SOCKET).default("127.0.0.1:8123");
+
+        // ---- batch (per type; defaults in `defaults`) ----
+        /// Flush at this many rows.
+        MAX_ROWS: NonZeroUsize = ("batch.types.*.max_rows", ROWS);
+        /// Or at this many bytes.
+        MAX_BYTES: NonZeroU64 = ("batch.types.*.max_bytes", SIZE);
+        /// Or when the oldest row is this old.
+        MAX_AGE: Duration = ("batch.types.*.max_age", DURATION).check(positive);
+        /// Rows buffered + in flight before fetching pauses.
+        MAX_QUEUE: NonZeroUsize = ("batch.types.*.max_queue", ROWS);
+        /// Unacked payload bytes before fetching pauses.
+        MAX_QUEUE_BYTES: NonZeroU64 = ("batch.types.*.max_queue_bytes", SIZE);
+
+        // ---- retry ----
+        /// First wait: most failures are brief.
+        INITIAL_BACKOFF: Duration = ("retry.initial_backoff", DURATION)
+            .python(&["retry.delay_seconds"]).check(positive).default("100ms");
+        /// Largest wait: recovery is noticed within 10 s.
+        MAX_BACKOFF: Duration = ("retry.max_backoff", DURATION).default("10s");
+        /// Each wait = previous × this (the Python service's `backoff_multiplier`).
+        MULTIPLIER: f64 = ("retry.multiplier", F64).python(&["retry.backoff_multiplier"])
+            .check(multiplier).default("2.0");
+
+        // ---- http ----
+        /// Ops HTTP server (the Python service's port).
+        HTTP_PORT: u16 = ("http.port", PORT).env(&["HOT_STORAGE_HTTP_PORT"]).python(&["http_port"])
+            .default("8081");
+        /// Loopback: exposing the controls is a deliberate choice.
+        HTTP_BIND: IpAddr = ("http.bind", IP).default("127.0.0.1");
+        /// Bearer token of the mutating endpoints (secret).
+        HTTP_TOKEN: Secret = ("http.token", TOKEN).env(&["MARKETPRISM_HTTP_TOKEN"]);
+        /// An extra port serving /metrics only.
+        METRICS_PORT: u16 = ("http.metrics_port", PORT).env(&["HOT_STORAGE_METRICS_PORT"])
+            .python(&["metrics_port"]);
+
+        // ---- log ----
+        /// Info: one line per batch, not per message.
+        LOG_LEVEL: String = ("log.level", LEVEL).env(&["LOG_LEVEL"]).python(&["logging.level"])
+            .default("info");
+        /// A filter that wins over log.level.
+        RUST_LOG: String = ("log.rust_log", TEXT).env(&["RUST_LOG"]).env_only();
+        /// Pretty or json.
+        LOG_FORMAT: LogFormat = ("log.format", LOG_FORMAT_KIND).env(&["MARKETPRISM_LOG_JSON"])
+            .env_kind(&LOG_JSON).python(&["logging.format"]).default("pretty");
+
+        // ---- migration ----
+        /// Run the migration loop inside `run` (off, as the Python service).
+        MIGRATION_ENABLED: bool = ("migration.enabled", BOOL).env(&["MIGRATION_ENABLED"])
+            .default("false");
+        /// Span of one window (the Python service's default).
+        WINDOW_HOURS: Duration = ("migration.window_hours", HOURS).env(&["MIGRATION_WINDOW_HOURS"])
+            .check(positive).default("8");
+        /// Rows per table per round at most (the Python service's).
+        BATCH_LIMIT: NonZeroU64 = ("migration.batch_limit", COUNT).env(&["MIGRATION_BATCH_LIMIT"])
+            .default("5000000");
+        /// Only these symbols.
+        SYMBOL_PREFIX: String = ("migration.symbol_prefix", FILTER).env(&["MIGRATION_SYMBOL_PREFIX"]);
+        /// Only this exchange.
+        EXCHANGE: String = ("migration.exchange", FILTER).env(&["MIGRATION_EXCHANGE"]);
+        /// Only this market type.
+        MARKET_TYPE: String = ("migration.market_type", FILTER).env(&["MIGRATION_MARKET_TYPE"]);
+        /// Count only, write and delete nothing.
+        DRY_RUN: bool = ("migration.dry_run", BOOL).env(&["MIGRATION_DRY_RUN"]).default("false");
+        /// Time between rounds (the Python service's advice).
+        INTERVAL: Duration = ("migration.interval", DURATION).check(positive).default("5m");
+        /// Rows younger than this wait: late batches still go to hot.
+        LAG: Duration = ("migration.lag", DURATION).default("10m");
+        /// Migrated windows compared again each round.
+        RECHECK_WINDOWS: u32 = ("migration.recheck_windows", U32).default("2");
+
+        // ---- quality ----
+        /// Data-quality detectors: a few ns per row.
+        QUALITY_ENABLED: bool = ("quality.enabled", BOOL).env(&["MARKETPRISM_QUALITY_ENABLED"])
+            .default("true");
+        /// A price this fraction from the recent median is a jump.
+        PRICE_JUMP: f64 = ("quality.price_jump", F64).check(fraction).default("0.1");
+        /// Markets with sequential trade ids (Deribit's are not).
+        SEQUENTIAL_IDS: Vec<String> = ("quality.sequential_ids", LIST).default("binance,okx");
+
+        // ---- shutdown ----
+        /// Flush, insert and ack after a stop signal within this.
+        SHUTDOWN_GRACE: Duration = ("shutdown.grace_period", DURATION).default("30s");
+    }
+}
+
+/// Keys of the Python service's file that have no meaning here: the key, the reason given in
+/// the warning, and the sub-keys its file has (only those are accepted).
+#[rustfmt::skip]
+pub(crate) const PYTHON_IGNORED: &[(&str, &str, &[&str])] = &[
+    ("nats.max_reconnect_attempts", "we reconnect to NATS forever", &[]),
+    ("nats.reconnect_time_wait", "we reconnect with backoff (retry.*)", &[]),
+    ("batch.high_freq_types", "every type is consumed from JetStream; streams are set in nats.streams", &[]),
+    ("retry.max_retries", "retriable errors are retried forever and nothing is dropped", &[]),
+    ("hot_storage.clickhouse_tcp_port", "we use the HTTP interface only", &[]),
+    ("hot_storage.retention_days", "retention is the tables' TTL (schema)", &[]),
+    ("hot_storage.batch_size", "the Python service ignored it too; use batch.*", &[]),
+    ("hot_storage.flush_interval", "the Python service ignored it too; use batch.*", &[]),
+    ("hot_storage.connection_pool", "connections are pooled by the HTTP client", &["size", "max_retries", "timeout"]),
+    ("hot_storage.performance", "compression is clickhouse.compression; other settings do not apply",
+        &["enable_compression", "compression_method", "compression_level", "max_insert_threads", "insert_quorum"]),
+    ("hot_storage.tables", "tables are always created from the built-in schema", &["schema_file", "auto_create", "auto_optimize"]),
+    ("logging.output", "logs always go to stderr", &[]),
+    ("monitoring", "health is computed continuously; metrics are served on request",
+        &["health_check_interval", "metrics_collection_interval"]),
+    ("performance", "the Python service did not read it",
+        &["max_concurrent_transfers", "transfer_timeout_minutes", "connection_pool_size"]),
+    ("security", "the Python service did not read it; use clickhouse.secure and http.token",
+        &["enable_ssl", "verify_checksums", "encrypt_transfers"]),
+];
+
+/// Python service keys computed from several of its keys rather than read at one path.
+pub(crate) const COMPUTED: [&str; 1] = ["subscriptions"];
+
+/// Reads every key into the validated [`Config`].
+pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
+    let batch = batch(r)?;
+    let nats = nats(r, &batch)?;
+    let clickhouse = ClickHouseConfig {
+        host: r.get(&k::CH_HOST)?,
+        http_port: r.get(&k::CH_HTTP_PORT)?,
+        secure: r.get(&k::CH_SECURE)?,
+        hot_db: r.get(&k::HOT_DB)?,
+        cold_db: r.get(&k::COLD_DB)?,
+        user: r.get(&k::CH_USER)?,
+        password: r.get(&k::CH_PASSWORD)?,
+        compression: r.get(&k::COMPRESSION)?,
+        insert_timeout: r.get(&k::INSERT_TIMEOUT)?,
+    };
+    let cold_clickhouse = cold_clickhouse(r, &clickhouse)?;
+    let embedded = EmbeddedConfig {
+        data_dir: r.get(&k::DATA_DIR)?,
+        tools_dir: r.get(&k::TOOLS_DIR)?,
+        listen: r.get(&k::LISTEN)?,
+    };
+    r.show("clickhouse.url", clickhouse.base_url(&embedded));
+    let retry = RetryConfig {
+        initial_backoff: r.get(&k::INITIAL_BACKOFF)?,
+        max_backoff: r.get(&k::MAX_BACKOFF)?,
+        multiplier: r.get(&k::MULTIPLIER)?,
+    };
+    if retry.max_backoff < retry.initial_backoff {
+        return Err(r.fail("retry.max_backoff", "must be >= retry.initial_backoff"));
+    }
+    let http = HttpConfig {
+        port: r.get(&k::HTTP_PORT)?,
+        bind: r.get(&k::HTTP_BIND)?,
+        token: r.opt(&k::HTTP_TOKEN)?.filter(|t| !t.is_empty()),
+        metrics_port: r.opt(&k::METRICS_PORT)?,
+    };
+    if http.metrics_port == Some(http.port) {
+        let reason = format!(
+            "must differ from http.port ({}); /metrics is served there too",
+            http.port
+        );
+        return Err(r.fail("http.metrics_port", reason));
+    }
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    Ok(Config {
+        nats,
+        clickhouse,
+        cold_clickhouse,
+        embedded,
+        batch,
+        retry,
+        http,
+        log: LogConfig {
+            level: r.get(&k::LOG_LEVEL)?,
+            rust_log: r.opt(&k::RUST_LOG)?,
+            format: r.get(&k::LOG_FORMAT)?,
+        },
+        migration: MigrationConfig {
+            enabled: r.get(&k::MIGRATION_ENABLED)?,
+            window: r.get(&k::WINDOW_HOURS)?,
+            batch_limit: r.get(&k::BATCH_LIMIT)?,
+            symbol_prefix: non_empty(r.opt(&k::SYMBOL_PREFIX)?),
+            exchange: non_empty(r.opt(&k::EXCHANGE)?),
+            market_type: non_empty(r.opt(&k::MARKET_TYPE)?),
+            dry_run: r.get(&k::DRY_RUN)?,
+            interval: r.get(&k::INTERVAL)?,
+            lag: r.get(&k::LAG)?,
+            recheck_windows: r.get(&k::RECHECK_WINDOWS)?,
+        },
+        quality: QualityConfig {
+            enabled: r.get(&k::QUALITY_ENABLED)?,
+            price_jump: r.get(&k::PRICE_JUMP)?,
+            sequential_ids: r.get(&k::SEQUENTIAL_IDS)?,
+        },
+        shutdown_grace: r.get(&k::SHUTDOWN_GRACE)?,
+    })
+}
+
+fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, ConfigError> {
+    let urls = r.get(&k::NATS_URL)?;
+    let mode = r.get(&k::NATS_MODE)?;
+    let streams = Streams {
+        market_data: stream(r, "market_data", &MARKET_DATA)?,
+        high_frequency: stream(r, "high_frequency", &HIGH_FREQUENCY)?,
+    };
+    let (md, hf) = (&streams.market_data, &streams.high_frequency);
+    if md.name == hf.name {
+        let reason = format!("must differ from the market_data stream (\"{}\")", md.name);
+        return Err(ConfigError::invalid(
+            "nats.streams.high_frequency.name",
+            reason,
+        ));
+    }
+    if let Some(s) = hf.subjects.iter().find(|s| md.subjects.contains(s)) {
+        let reason = format!("subject \"{s}\" is also in the market_data stream");
+        return Err(ConfigError::invalid(
+            "nats.streams.high_frequency.subjects",
+            reason,
+        ));
+    }
+    let consumer_prefix = r.get(&k::CONSUMER_PREFIX)?;
+    let ack_wait = r.get(&k::ACK_WAIT)?;
+    let connect_timeout = r.get(&k::CONNECT_TIMEOUT)?;
+    let mark = r.entries.len();
+    let fetch_batch = r.get(&k::FETCH_BATCH)?;
+    let fetch_batch_line = r.entries.split_off(mark); // printed after max_ack_pending
+    // One file value for every type, printed per type; the default exceeds what the pipeline
+    // can hold unacked (see `DEFAULT_MIN_MAX_ACK_PENDING`).
+    let pending = r.peek(&k::MAX_ACK_PENDING, None)?;
+    let max_ack_pending = PerType::try_from_fn(|t| {
+        let derived = (batch.get(t).max_rows.get() as u64)
+            .saturating_mul(6)
+            .saturating_add((fetch_batch.get() as u64).saturating_mul(4))
+            .max(DEFAULT_MIN_MAX_ACK_PENDING);
+        let (value, source) = pending.clone().unwrap_or((
+            NonZeroU64::new(derived).unwrap_or(NonZeroU64::MIN),
+            super::Source::Default,
+        ));
+        r.record(
+            &k::MAX_ACK_PENDING,
+            &format!("nats.max_ack_pending.{t}"),
+            &value,
+            &source,
+        );
+        Ok::<_, ConfigError>(value)
+    })?;
+    r.entries.extend(fetch_batch_line);
+    let fetch_max_bytes = r.get(&k::FETCH_MAX_BYTES)?;
+    let journal_bucket = r.get(&k::JOURNAL_BUCKET)?;
+    subscriptions(r)?;
+    let types = r.get(&k::NATS_TYPES)?;
+    let uncaptured = types
+        .iter()
+        .find(|t| !md.captures(**t) && !hf.captures(**t));
+    if let (NatsMode::JetStream, Some(t)) = (mode, uncaptured) {
+        return Err(ConfigError::invalid(
+            "nats.streams",
+            format!(
+                "no stream captures data type \"{t}\" (add \"{t}.>\" to a stream's subjects or remove it from nats.types)"
+            ),
+        ));
+    }
+    Ok(NatsConfig {
+        urls,
+        mode,
+        streams,
+        consumer_prefix,
+        ack_wait,
+        connect_timeout,
+        max_ack_pending,
+        fetch_batch,
+        fetch_max_bytes,
+        journal_bucket,
+        types,
+    })
+}
+
+/// The Python service's `subscriptions.<type>_enabled` switches → the list `nats.types` reads
+/// under the name `subscriptions` (types switched off are not consumed).
+fn subscriptions(r: &mut Resolver) -> Result<(), ConfigError> {
+    use DataType::*;
+    let switches: [(&str, &[DataType]); 7] = [
+        ("orderbook", &[Orderbook]),
+        ("trade", &[Trade]),
+        ("funding_rate", &[FundingRate]),
+        ("open_interest", &[OpenInterest]),
+        ("liquidation", &[Liquidation]),
+        ("lsr", &[LsrTopPosition, LsrAllAccount]),
+        ("volatility_index", &[VolatilityIndex]),
+    ];
+    let (mut any, mut off) = (false, Vec::new());
+    for (name, types) in switches {
+        if let Some((on, _)) = r.peek(&k::SUBSCRIBED, Some(name))? {
+            any = true;
+            if !on {
+                off.extend_from_slice(types);
+            }
+        }
+    }
+    if any {
+        let on = DataType::ALL.into_iter().filter(|t| !off.contains(t));
+        let names = on.map(|t| Value::String(t.as_str().into())).collect();
+        r.computed.insert("subscriptions", Value::Sequence(names));
+    }
+    Ok(())
+}
+
+fn stream(r: &mut Resolver, which: &str, d: &StreamDefaults) -> Result<StreamConfig, ConfigError> {
+    let at = Some(which);
+    let subjects = d.subjects.iter().map(|s| s.to_string()).collect();
+    let s = StreamConfig {
+        name: r.value(&k::STREAM_NAME, at, &[], Some(d.name.to_string()))?,
+        subjects: r.value(&k::STREAM_SUBJECTS, at, &[], Some(subjects))?,
+        max_age: r.value(&k::STREAM_MAX_AGE, at, &[], Some(d.max_age))?,
+        max_msgs: r.value(&k::STREAM_MAX_MSGS, at, &[], Some(d.max_msgs))?,
+        max_bytes: r.value(&k::STREAM_MAX_BYTES, at, &[], NonZeroU64::new(d.max_bytes))?,
+        duplicate_window: r.value(&k::DUPLICATE_WINDOW, at, &[], None)?,
+        storage: r.value(&k::STORAGE, at, &[], None)?,
+        discard: r.value(&k::DISCARD, at, &[], None)?,
+        replicas: r.value(&k::REPLICAS, at, &[], None)?,
+    };
+    if !s.max_age.is_zero() && s.duplicate_window > s.max_age {
+        let key = format!("nats.streams.{which}.duplicate_window");
+        return Err(r.fail(&key, "must not exceed max_age"));
+    }
+    Ok(s)
+}
+
+fn cold_clickhouse(
+    r: &mut Resolver,
+    hot: &ClickHouseConfig,
+) -> Result<Option<ColdClickHouseConfig>, ConfigError> {
+    let host = r.peek(&k::COLD_HOST, None)?;
+    let others = [
+        r.peek(&k::COLD_HTTP_PORT, None)?.is_some(),
+        r.peek(&k::COLD_SECURE, None)?.is_some(),
+        r.peek(&k::COLD_USER, None)?.is_some(),
+        r.peek(&k::COLD_PASSWORD, None)?.is_some(),
+    ];
+    let Some((host, source)) = host else {
+        if others.contains(&true) {
+            return Err(ConfigError::invalid(
+                "cold_clickhouse.host",
+                "required when another cold_clickhouse key (or COLD_CLICKHOUSE_* variable) is set",
+            ));
+        }
+        r.show("cold_clickhouse.host", "(same server as clickhouse)");
+        return Ok(None);
+    };
+    r.record(&k::COLD_HOST, "cold_clickhouse.host", &host, &source);
+    Ok(Some(ColdClickHouseConfig {
+        host,
+        http_port: r.get(&k::COLD_HTTP_PORT)?,
+        secure: r.value(&k::COLD_SECURE, None, &[], Some(hot.secure))?,
+        user: r.value(&k::COLD_USER, None, &[], Some(hot.user.clone()))?,
+        password: r.value(&k::COLD_PASSWORD, None, &[], Some(hot.password.clone()))?,
+    }))
+}
+
+/// Per type: `batch.types.<type>.<key>` > the Python service's key for that type >
+/// `batch.<key>` > the type's default.
+fn batch(r: &mut Resolver) -> Result<PerType<TypeBatch>, ConfigError> {
+    PerType::try_from_fn(|t| {
+        let at = Some(t.as_str());
+        let d = batch_defaults(t);
+        let (python_rows, python_age): (&[&str], &[&str]) = match t {
+            DataType::Trade => (&["batch.trade_batch_size"], &["batch.flush_interval"]),
+            DataType::Orderbook => (
+                &["batch.max_batch_size"],
+                &["batch.orderbook_flush_interval"],
+            ),
+            _ => (&["batch.low_freq_batch_size"], &[]),
+        };
+        let rows_keys = [python_rows, &["batch.max_rows"]].concat();
+        let max_rows = r.value(&k::MAX_ROWS, at, &rows_keys, NonZeroUsize::new(d.max_rows))?;
+        let max_bytes = r.value(
+            &k::MAX_BYTES,
+            at,
+            &["batch.max_bytes"],
+            NonZeroU64::new(d.max_bytes),
+        )?;
+        let age_keys = [python_age, &["batch.max_age"]].concat();
+        let max_age = r.value(&k::MAX_AGE, at, &age_keys, Some(d.max_age))?;
+        let queue = NonZeroUsize::new(max_rows.get().saturating_mul(DEFAULT_MAX_QUEUE_FACTOR));
+        let max_queue = r.value(&k::MAX_QUEUE, at, &[], queue)?;
+        if max_queue < max_rows {
+            let key = format!("batch.types.{t}.max_queue");
+            return Err(r.fail(
+                &key,
+                format!("must be >= max_rows ({max_queue} < {max_rows})"),
+            ));
+        }
+        let queue_bytes = max_bytes
+            .get()
+            .saturating_mul(DEFAULT_MAX_QUEUE_BYTES_FACTOR);
+        let max_queue_bytes =
+            r.value(&k::MAX_QUEUE_BYTES, at, &[], NonZeroU64::new(queue_bytes))?;
+        if max_queue_bytes < max_bytes {
+            let key = format!("batch.types.{t}.max_queue_bytes");
+            let reason = format!("must be >= max_bytes ({max_queue_bytes} < {max_bytes})");
+            return Err(r.fail(&key, reason));
+        }
+        Ok(TypeBatch {
+            max_rows,
+            max_bytes,
+            max_age,
+            max_queue,
+            max_queue_bytes,
+        })
+    })
+}
