@@ -396,4 +396,16 @@ mod tests {
         );
         assert!(parse_tables(&["dead_letters".into()]).is_err());
     }
+
+    #[test]
+    fn a_flag_overrides_the_configured_filter_and_an_empty_one_clears_it() {
+        let mut cfg = Config::defaults().unwrap();
+        cfg.migration.exchange = Some("okx".into());
+        cfg.migration.market_type = Some("perpetual".into());
+        let f = filters(&cfg, &Some("BTC".into()), &Some(String::new()), &None);
+        assert_eq!(f.symbol_prefix.as_deref(), Some("BTC"));
+        assert_eq!(f.exchange, None);
+        assert_eq!(f.market_type.as_deref(), Some("perpetual"));
+        assert_eq!(filters(&cfg, &None, &None, &None), migration::filters(&cfg));
+    }
 }

@@ -104,3 +104,77 @@ fn refuse_on_errors(found: &[Drift]) -> Result<(), ServiceError> {
     }
     Err(ServiceError::Drift(errors.join("; ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fast(cfg: &mut Config) {
+        cfg.retry.initial_backoff = Duration::from_millis(1);
+        cfg.retry.max_backoff = Duration::from_millis(2);
+    }
+
+    #[tokio::test]
+    async fn until_answered_retries_until_the_server_answers() {
+        let mut cfg = Config::defaults().unwrap();
+        fast(&mut cfg);
+        let calls = Cell::new(0u32);
+        let stop = CancellationToken::new();
+        let out: Result<u32, String> = until_answered(&cfg, &stop, "not ready", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(format!("down {n}"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(out, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn until_answered_returns_the_last_error_at_the_stop() {
+        let cfg = Config::defaults().unwrap();
+        let stop = CancellationToken::new();
+        let calls = Cell::new(0u32);
+        let out: Result<(), String> = until_answered(&cfg, &stop, "not ready", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            if n == 2 {
+                stop.cancel();
+            }
+            async move { Err(format!("down {n}")) }
+        })
+        .await;
+        assert_eq!(out, Err("down 2".to_string()));
+    }
+
+    #[test]
+    fn an_error_drift_refuses_the_start_naming_it() {
+        let d = |severity| Drift {
+            database: "marketprism_hot".into(),
+            table: "trades".into(),
+            item: "non_replicated_deduplication_window".into(),
+            found: "0".into(),
+            needed: ">= 160000".into(),
+            severity,
+            why: "a replay would insert twice",
+            fix: None,
+        };
+        assert!(refuse_on_errors(&[d(drift::Severity::Warning)]).is_ok());
+        let e = refuse_on_errors(&[d(drift::Severity::Error)]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("refusing to start, exactly-once cannot hold: "),
+            "{text}"
+        );
+        assert!(text.contains("trades"), "{text}");
+        assert!(text.contains("run `marketprism-storage init`"), "{text}");
+    }
+}
