@@ -231,7 +231,8 @@ impl Service {
         Ok(())
     }
 
-    /// At-most-once core-NATS mode (`nats.mode: core`).
+    /// At-most-once core-NATS mode (`nats.mode: core`): what the stages return after the stop
+    /// is not an error (nothing is acked, so nothing is left in doubt).
     async fn run_core(
         &self,
         client: &async_nats::Client,
@@ -242,14 +243,14 @@ impl Service {
         tracing::warn!(
             "nats.mode core: at-most-once (messages published while the service is down or buffered at a crash are lost)"
         );
-        let types = self
-            .cfg
+        let cfg = &self.cfg;
+        let types = cfg
             .nats
             .types
             .iter()
-            .map(|t| (*t, build::limits(&self.cfg, *t)))
+            .map(|t| (*t, build::limits(cfg, *t)))
             .collect();
-        let run = pipeline::core::run(
+        let stages = pipeline::core::run(
             types,
             client.clone(),
             sink,
@@ -257,10 +258,9 @@ impl Service {
             stop.clone(),
         );
         started.open();
-        tokio::pin!(run);
-        tokio::select! {
-            r = &mut run => r?,
-            _ = stop.cancelled() => { let _ = tokio::time::timeout(self.cfg.shutdown_grace, &mut run).await; }
+        match until_drained(stages, stop, cfg.shutdown_grace).await {
+            Ended::ByItself(r) => r?,
+            Ended::Drained(_) | Ended::GraceOver => {}
         }
         Ok(())
     }
@@ -282,7 +282,7 @@ impl Service {
         let settings = pipeline_settings(cfg, instance);
         tracing::info!(types = ?settings.types, instance = %settings.instance_id, "starting pipeline");
         let grace = cfg.shutdown_grace;
-        let pipeline = pipeline::run(
+        let stages = pipeline::run(
             settings,
             client.clone(),
             sink,
@@ -290,16 +290,39 @@ impl Service {
             stop.clone(),
         );
         started.open();
-        tokio::pin!(pipeline);
-        tokio::select! {
-            r = &mut pipeline => r?,
-            _ = stop.cancelled() => {
-                match tokio::time::timeout(grace, &mut pipeline).await {
-                    Ok(r) => r?,
-                    Err(_) => tracing::warn!(?grace, "grace period over; exiting with batches unacked (they are re-read on the next start)"),
-                }
-            }
+        match until_drained(stages, stop, grace).await {
+            Ended::ByItself(r) | Ended::Drained(r) => r?,
+            Ended::GraceOver => tracing::warn!(
+                ?grace,
+                "grace period over; exiting with batches unacked (they are re-read on the next start)"
+            ),
         }
         Ok(())
+    }
+}
+
+/// How the stages of one mode ended.
+enum Ended<T> {
+    /// Before the stop (a failure: running stages only end at the stop).
+    ByItself(T),
+    /// After the stop, within the grace period.
+    Drained(T),
+    /// The grace period ran out first; the stages are dropped.
+    GraceOver,
+}
+
+/// Runs `stages` until they end or `stop` fires, then gives them `grace` to drain.
+async fn until_drained<F: std::future::Future>(
+    stages: F,
+    stop: &CancellationToken,
+    grace: std::time::Duration,
+) -> Ended<F::Output> {
+    tokio::pin!(stages);
+    tokio::select! {
+        r = &mut stages => Ended::ByItself(r),
+        () = stop.cancelled() => match tokio::time::timeout(grace, &mut stages).await {
+            Ok(r) => Ended::Drained(r),
+            Err(_) => Ended::GraceOver,
+        },
     }
 }
