@@ -326,3 +326,33 @@ async fn until_drained<F: std::future::Future>(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn stages_end_by_themselves_drain_or_run_out_of_grace() {
+        let stop = CancellationToken::new();
+        let grace = Duration::from_secs(5);
+        let failed = until_drained(async { 1 }, &stop, grace).await;
+        assert!(matches!(failed, Ended::ByItself(1)));
+
+        stop.cancel();
+        let drains = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            2
+        };
+        assert!(matches!(
+            until_drained(drains, &stop, grace).await,
+            Ended::Drained(2)
+        ));
+        let hangs = std::future::pending::<u8>();
+        assert!(matches!(
+            until_drained(hangs, &stop, grace).await,
+            Ended::GraceOver
+        ));
+    }
+}
