@@ -11,6 +11,8 @@
 //! - [`ack`]: the only caller of JetStream ack APIs.
 //! - [`retry`]: the one retry policy (`retry.*`) and loop every NATS/ClickHouse wait uses.
 //! - [`pipeline`]: wires reader and writer per type; stats.
+//! - [`service`]: a validated `Config` → the running service (stages, migration loop, watchers,
+//!   ops) behind one `Service::run`; the parts it is built from (`service::build`).
 //! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
 //! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
@@ -18,7 +20,8 @@
 //! - [`audit`]: streams vs stored rows per type and market (the proof of exactly-once).
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
 //! - [`mod@bench`]: the benchmark (raw ceilings vs the service end to end).
-//! - [`cli`]: the command-line interface.
+//! - [`cli`]: the command-line interface: parses, calls the library, prints (no library module
+//!   imports it).
 
 pub mod ack;
 pub mod audit;
@@ -36,5 +39,6 @@ pub mod publish;
 pub mod quality;
 pub mod retry;
 pub mod schema;
+pub mod service;
 pub mod sink;
 pub mod source;

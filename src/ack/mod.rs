@@ -5,9 +5,10 @@
 //! reply (`double_ack`) so the caller knows the ack floor moved before it journals the next
 //! batch. Under `AckPolicy::All` one ack covers every earlier message of the consumer.
 
-use std::time::Duration;
-
 use async_nats::jetstream::message::Acker;
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::{self, Failure, Policy, Verdict};
 
 /// A message's ack handle, to be consumed after its insert succeeded.
 #[must_use = "an unacked message is redelivered: ack it after the insert, or let recovery handle it"]
@@ -58,31 +59,42 @@ pub async fn ack_confirmed(handle: &AckHandle) -> Result<(), AckError> {
 /// boundaries and deduplicated — and a later ack covers them.
 pub const ACK_ATTEMPTS: u32 = 6;
 
-/// Acks, retrying until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or until `stop`.
-pub async fn ack_until_confirmed(
+/// Acks, retrying on `policy` (`retry.*`) until confirmed, until [`ACK_ATTEMPTS`] attempts
+/// failed, or until `stop`; `on_retry` sees every failed attempt.
+pub async fn ack_retrying(
     handle: &AckHandle,
-    stop: &tokio_util::sync::CancellationToken,
+    stop: &CancellationToken,
+    policy: &Policy,
     mut on_retry: impl FnMut(&AckError),
 ) -> Result<(), AckError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        match ack_confirmed(handle).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                attempt += 1;
-                on_retry(&e);
-                if stop.is_cancelled() || attempt >= ACK_ATTEMPTS {
-                    return Err(e);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return Err(e),
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
+    let mut backoff = policy.backoff();
+    retry::retry_until(
+        stop,
+        &mut backoff,
+        || ack_confirmed(handle),
+        |e, attempt, _| {
+            on_retry(e);
+            if attempt >= ACK_ATTEMPTS {
+                Verdict::GiveUp
+            } else {
+                Verdict::Retry
             }
-        }
-    }
+        },
+    )
+    .await
+    .map_err(|f| match f {
+        Failure::GaveUp(e) | Failure::Stopped { last: e, .. } => e,
+    })
+}
+
+/// [`ack_retrying`] on the default `retry.*` schedule, for a caller that has no policy at hand
+/// yet (the writer, until `pipeline::Settings` carries `retry`).
+pub async fn ack_until_confirmed(
+    handle: &AckHandle,
+    stop: &CancellationToken,
+    on_retry: impl FnMut(&AckError),
+) -> Result<(), AckError> {
+    ack_retrying(handle, stop, &Policy::default(), on_retry).await
 }
 
 /// Acks without waiting for a confirmation (explicit-ack consumers, all but the last handle).

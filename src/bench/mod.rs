@@ -436,7 +436,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     let never = tokio_util::sync::CancellationToken::new();
     never.cancel();
-    crate::pipeline::ensure_streams(&js, &crate::cli::run_stream_specs(&cfg), &never)
+    crate::pipeline::ensure_streams(&js, &crate::service::stream_specs(&cfg), &never)
         .await
         .map_err(err("streams"))?;
     let fetch = cfg.nats.fetch_batch.get();

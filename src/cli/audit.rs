@@ -150,9 +150,9 @@ async fn audit(cfg: &Config, args: &AuditArgs) -> anyhow::Result<AuditReport> {
         .await
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url()))?;
     let js = async_nats::jetstream::new(client);
-    let (hot, embedded) = super::one_shot_clickhouse(cfg).await?;
+    let (hot, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let rows = if args.cold {
-        super::sink_for(cfg, &cfg.cold_endpoint())
+        crate::service::sink_for(cfg, &cfg.cold_endpoint())
     } else if let Some(db) = &args.database {
         hot.on_database(db)
     } else {

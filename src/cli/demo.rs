@@ -128,12 +128,10 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         let stats = stats.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let args = super::run::RunArgs {
-                no_init: false,
-                instance_id: None,
-                migrate: false,
-            };
-            super::run::serve(&cfg, &args, stats, stop).await
+            crate::service::Service::new(cfg, crate::service::RunOptions::default())
+                .with_stats(stats)
+                .run(stop)
+                .await
         })
     };
 
@@ -216,7 +214,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("service task failed: {e}"),
     }
     // The service stopped its embedded ClickHouse: reopen it for the summary.
-    let (sink, embedded) = super::one_shot_clickhouse(&cfg).await?;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(&cfg).await?;
     let mut rows = Vec::new();
     let mut total = 0u64;
     for t in DataType::ALL {

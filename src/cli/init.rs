@@ -8,7 +8,6 @@
 //! refuse to start.
 
 use crate::config::Config;
-use crate::model::DataType;
 use crate::schema::drift::{self, Drift, Expected};
 use crate::schema::{self, Layout, Tier};
 use crate::sink::ddl;
@@ -32,14 +31,6 @@ pub struct InitArgs {
     /// cannot hold.
     #[arg(long)]
     pub check: bool,
-}
-
-/// The deduplication window the configured batch sizes need (`pipeline::window::needed_window`).
-pub fn needed_window(cfg: &Config) -> u64 {
-    crate::pipeline::window::needed_window(DataType::ALL.iter().map(|t| {
-        let b = cfg.batch.get(*t);
-        (b.max_rows.get() as u64, b.max_queue.get() as u64)
-    }))
 }
 
 /// The tables `init` manages in the hot database for this layout (tiered: the tables once,
@@ -108,7 +99,7 @@ async fn upgrade(
     cold_sink: &crate::sink::Sink,
     check_only: bool,
 ) -> anyhow::Result<Vec<Drift>> {
-    let window = needed_window(cfg);
+    let window = crate::service::startup::needed_window(cfg);
     let hot = hot_expected(cfg, args, layout);
     let cold = match &args.tiered {
         Some(_) => Vec::new(),
@@ -138,50 +129,6 @@ async fn upgrade(
         left.extend(ddl::check(cold_sink, &cold, window).await?);
     }
     Ok(left)
-}
-
-/// `run`'s start-up check of the hot tables: logs warnings, and refuses to start (naming the
-/// table and the setting or column) when a drift breaks exactly-once or inserts. Retries
-/// while ClickHouse does not answer, until `stop`.
-pub async fn startup_check(
-    cfg: &Config,
-    sink: &crate::sink::Sink,
-    stop: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let expected = drift::expected_tables(&cfg.clickhouse.hot_db, Tier::Hot, &Layout::Single);
-    let window = needed_window(cfg);
-    let mut delay = std::time::Duration::from_millis(200);
-    let found = loop {
-        match ddl::check(sink, &expected, window).await {
-            Ok(found) => break found,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready for the schema check");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return Err(e.into()),
-                }
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    };
-    for d in found
-        .iter()
-        .filter(|d| d.severity == drift::Severity::Warning)
-    {
-        tracing::warn!(database = %d.database, table = %d.table, item = %d.item, found = %d.found, needed = %d.needed, "schema drift (harmless): {}", d.why);
-    }
-    let errors: Vec<String> = found
-        .iter()
-        .filter(|d| d.severity == drift::Severity::Error)
-        .map(ToString::to_string)
-        .collect();
-    if !errors.is_empty() {
-        anyhow::bail!(
-            "refusing to start, exactly-once cannot hold: {}; run `marketprism-storage init` to upgrade the tables in place (`init --check` lists the drift)",
-            errors.join("; ")
-        );
-    }
-    Ok(())
 }
 
 /// Prints the drift left and fails when any of it breaks exactly-once or inserts.
@@ -224,9 +171,9 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
     let hot = &cfg.clickhouse.hot_db;
     let cold = &cfg.clickhouse.cold_db;
     if args.check && !args.print {
-        let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+        let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
         let cold_sink = match &cfg.cold_clickhouse {
-            Some(_) => super::sink_for(cfg, &cfg.cold_endpoint()),
+            Some(_) => crate::service::sink_for(cfg, &cfg.cold_endpoint()),
             None => sink.clone(),
         };
         let result = upgrade(cfg, args, &layout, &sink, &cold_sink, true).await;
@@ -241,7 +188,7 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
             super::out(&schema::render_script(&ddl));
             return Ok(());
         }
-        let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+        let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
         let result = match crate::sink::ddl::apply(&sink, &ddl).await {
             Ok(created) => upgrade(cfg, args, &Layout::Single, &sink, &sink, false)
                 .await
@@ -264,11 +211,11 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
         )));
         return Ok(());
     }
-    let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let hot_stmts = schema::database_ddl(hot, schema::Tier::Hot, &layout);
     let mut cold_stmts = schema::database_ddl(cold, schema::Tier::Cold, &layout);
     let cold_sink = match &cfg.cold_clickhouse {
-        Some(_) => Some(super::sink_for(cfg, &cfg.cold_endpoint())),
+        Some(_) => Some(crate::service::sink_for(cfg, &cfg.cold_endpoint())),
         None => {
             cold_stmts.clear();
             None

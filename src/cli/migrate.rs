@@ -4,8 +4,9 @@
 //! cycle runs every `--interval` until SIGINT/SIGTERM, serving the migrator's counters on
 //! `--metrics-port` if given. `--dry-run` prints what would move.
 //!
-//! The same loop runs inside the service (`run --migrate`, `migration.enabled`):
-//! [`spawn_migration`] starts it with the counters the service's ops surface exports.
+//! The loop is the library's (`migrate::run_cycles`, assembled by `service::migration`, which
+//! also runs it inside the service); this command turns flags into options and prints the
+//! progress and the report.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -13,17 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::migrate::exec::NoProgress;
 use crate::migrate::plan::fmt_ms;
 use crate::migrate::{
-    Filters, MigTable, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span, exec,
+    Filters, MigTable, MigrationStats, Migrator, MigratorOptions, Progress, Report, Span,
 };
 use crate::ops;
-use crate::pipeline::Stats;
+use crate::service::migration::{self, DEFAULT_CHUNK_MINUTES};
 
 /// Arguments of `migrate` (flags override `MIGRATION_*` and the `migration.*` config keys).
 #[derive(Debug, clap::Args)]
@@ -67,9 +66,6 @@ pub struct MigrateArgs {
     pub metrics_port: Option<u16>,
 }
 
-/// Chunk width of the grid, in minutes: whole hours.
-const DEFAULT_CHUNK_MINUTES: u64 = 60;
-
 /// Parses `--table` values (`trades` or `trade`, `data_quality_events`); none = every
 /// migratable table.
 pub fn parse_tables(names: &[String]) -> anyhow::Result<Vec<MigTable>> {
@@ -89,15 +85,16 @@ pub fn filters(
     exchange: &Option<String>,
     market_type: &Option<String>,
 ) -> Filters {
-    let pick = |flag: &Option<String>, conf: &Option<String>| {
-        flag.clone()
-            .or_else(|| conf.clone())
-            .filter(|s| !s.is_empty())
+    let conf = migration::filters(cfg);
+    // A flag wins even when empty (`--exchange ''` clears the configured filter).
+    let pick = |flag: &Option<String>, conf: Option<String>| match flag {
+        Some(f) => Some(f.clone()).filter(|s| !s.is_empty()),
+        None => conf,
     };
     Filters {
-        symbol_prefix: pick(symbol_prefix, &cfg.migration.symbol_prefix),
-        exchange: pick(exchange, &cfg.migration.exchange),
-        market_type: pick(market_type, &cfg.migration.market_type),
+        symbol_prefix: pick(symbol_prefix, conf.symbol_prefix),
+        exchange: pick(exchange, conf.exchange),
+        market_type: pick(market_type, conf.market_type),
     }
 }
 
@@ -110,75 +107,9 @@ pub fn window(cfg: &Config, flag: Option<f64>) -> anyhow::Result<Duration> {
     }
 }
 
-/// Hot and cold sinks (server settings detected) and whether they share a server; starts the
-/// embedded ClickHouse for the command when configured.
-pub async fn sinks(
-    cfg: &Config,
-) -> anyhow::Result<(
-    crate::sink::Sink,
-    crate::sink::Sink,
-    bool,
-    Option<crate::embedded::EmbeddedClickHouse>,
-)> {
-    let (mut hot, embedded) = super::one_shot_clickhouse(cfg).await?;
-    hot.detect_server().await.context("hot clickhouse")?;
-    let same_server = cfg.cold_clickhouse.is_none();
-    let mut cold = if same_server {
-        hot.on_database(&cfg.clickhouse.cold_db)
-    } else {
-        super::sink_for(cfg, &cfg.cold_endpoint())
-    };
-    if !same_server {
-        cold.detect_server().await.context("cold clickhouse")?;
-    }
-    Ok((hot, cold, same_server, embedded))
-}
-
-/// The migrator options from the configuration alone: every migratable table (the eight
-/// market-data tables and the quality events), hour chunks, the
-/// configured filters. What the service runs; `migrate`'s flags override them.
-pub fn config_options(cfg: &Config) -> MigratorOptions {
-    MigratorOptions {
-        window: cfg.migration.window,
-        chunk: Duration::from_secs(DEFAULT_CHUNK_MINUTES * 60),
-        batch_limit: cfg.migration.batch_limit.get(),
-        filters: filters(cfg, &None, &None, &None),
-        dry_run: cfg.migration.dry_run,
-        lag: cfg.migration.lag,
-        recheck_windows: cfg.migration.recheck_windows,
-        tables: MigTable::ALL.to_vec(),
-        leaf_rows: exec::DEFAULT_LEAF_ROWS,
-        recheck_all: false,
-    }
-}
-
-/// Time between cycles: `migration.interval`, at least 1 s.
-fn config_interval(cfg: &Config) -> Duration {
-    cfg.migration.interval.max(Duration::from_secs(1))
-}
-
-fn log_start(
-    opts: &MigratorOptions,
-    hot: &crate::sink::Sink,
-    cold: &crate::sink::Sink,
-    same_server: bool,
-) {
-    tracing::info!(
-        hot = hot.database(),
-        cold = cold.database(),
-        same_server,
-        window_s = opts.window.as_secs(),
-        chunk_s = opts.chunk.as_secs(),
-        batch_limit = opts.batch_limit,
-        filters = %opts.filters.canonical(),
-        dry_run = opts.dry_run,
-        "migrate"
-    );
-}
-
 /// Runs `migrate`.
 pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
-    let defaults = config_options(cfg);
+    let defaults = migration::options(cfg);
     let opts = MigratorOptions {
         window: window(cfg, args.window_hours)?,
         chunk: Duration::from_secs(args.chunk_minutes.max(1) * 60),
@@ -200,21 +131,16 @@ pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
         Some(port) => Some(ops::bind(SocketAddr::new(cfg.http.bind, port)).await?),
         None => None,
     };
-    let (hot, cold, same_server, embedded) = sinks(cfg).await?;
+    let (hot, cold, same_server, embedded) = migration::sinks(cfg).await?;
     let stats = Arc::new(MigrationStats::new());
     let dry_run = opts.dry_run;
-    log_start(&opts, &hot, &cold, same_server);
-    let migrator = Migrator::new(hot, cold, same_server, opts, stats.clone());
+    let migrator = migration::migrator(hot, cold, same_server, opts, stats);
     let result = if looping {
         let stop = CancellationToken::new();
         spawn_stop_on_signal(stop.clone())?;
-        let server = metrics.map(|listener| serve_metrics(cfg, listener, stats, stop.clone()));
-        let r = cycle_loop(&migrator, interval, &stop, true).await;
-        stop.cancel();
-        if let Some(s) = server {
-            let _ = s.await;
-        }
-        Ok(r)
+        let progress = TermProgress::new();
+        migration::run_standalone(cfg, &migrator, interval, metrics, &progress, &stop).await;
+        Ok(())
     } else {
         once(&migrator, dry_run).await
     };
@@ -236,106 +162,6 @@ fn spawn_stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `/metrics` with only the migrator's counters (and the process's) until `stop`.
-fn serve_metrics(
-    cfg: &Config,
-    listener: tokio::net::TcpListener,
-    stats: Arc<MigrationStats>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(url = %format!("http://{addr}/metrics"), "migration metrics");
-    }
-    // No configured types: the state exports no pipeline families (see `ops::metrics`).
-    let state = ops::OpsState::new(Arc::new(Stats::new(crate::pipeline::stats::now_ms())), [])
-        .with_token(cfg.http.token.as_ref())
-        .with_migration(stats);
-    tokio::spawn(async move {
-        if let Err(e) = ops::serve(listener, ops::metrics_router(state), stop).await {
-            tracing::error!(error = %e, "migration metrics server stopped");
-        }
-    })
-}
-
-/// Starts the migration loop inside the service when `stats` is given (see [`service_stats`]):
-/// a cycle at once, then every `migration.interval`, until `stop`. A failed cycle is logged
-/// and retried at the next interval; a cycle cut by `stop` is safe to cut (every copy carries
-/// a deterministic token, see `docs/migration.md`).
-pub fn spawn_migration(
-    cfg: &Config,
-    stats: Option<Arc<MigrationStats>>,
-    stop: CancellationToken,
-) -> Option<JoinHandle<()>> {
-    let stats = stats?;
-    let mut opts = config_options(cfg);
-    opts.dry_run = false;
-    let interval = config_interval(cfg);
-    let mut hot = super::sink_for(cfg, &cfg.hot_endpoint());
-    // `None`: cold is a database on the hot server.
-    let other_cold = cfg
-        .cold_clickhouse
-        .as_ref()
-        .map(|_| super::sink_for(cfg, &cfg.cold_endpoint()));
-    let cold_db = cfg.clickhouse.cold_db.clone();
-    Some(tokio::spawn(async move {
-        // ClickHouse may still be starting with the service: wait for it like the schema does.
-        if !detect_until_stopped(&mut hot, "hot", &stop).await {
-            return;
-        }
-        let same_server = other_cold.is_none();
-        let cold = match other_cold {
-            None => hot.on_database(&cold_db),
-            Some(mut cold) => {
-                if !detect_until_stopped(&mut cold, "cold", &stop).await {
-                    return;
-                }
-                cold
-            }
-        };
-        log_start(&opts, &hot, &cold, same_server);
-        let migrator = Migrator::new(hot, cold, same_server, opts, stats);
-        cycle_loop(&migrator, interval, &stop, false).await;
-        tracing::info!("migration stopped");
-    }))
-}
-
-/// The migrator's counters when `run` should migrate: `migration.enabled` or `run --migrate`
-/// (unless `migration.dry_run`, which only `migrate --dry-run` can honour).
-pub fn service_stats(cfg: &Config, flag: bool) -> Option<Arc<MigrationStats>> {
-    if !(flag || cfg.migration.enabled) {
-        return None;
-    }
-    if cfg.migration.dry_run {
-        tracing::warn!(
-            "migration.dry_run is set: the service does not migrate (use `migrate --dry-run`)"
-        );
-        return None;
-    }
-    Some(Arc::new(MigrationStats::new()))
-}
-
-/// Detects the server's settings, retrying with backoff; false when `stop` fired first.
-async fn detect_until_stopped(
-    sink: &mut crate::sink::Sink,
-    which: &str,
-    stop: &CancellationToken,
-) -> bool {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match sink.detect_server().await {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "migration: {which} clickhouse not answering");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return false,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 async fn once(migrator: &Migrator, dry_run: bool) -> anyhow::Result<()> {
     let progress = TermProgress::new();
     let started = Instant::now();
@@ -354,52 +180,6 @@ async fn once(migrator: &Migrator, dry_run: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A cycle every `interval` until `stop` (which also cuts a running cycle). `terminal`: show
-/// the progress on stderr (the standalone command); the service logs only the cycle's end.
-async fn cycle_loop(
-    migrator: &Migrator,
-    interval: Duration,
-    stop: &CancellationToken,
-    terminal: bool,
-) {
-    loop {
-        let started = Instant::now();
-        let now = chrono::Utc::now().timestamp_millis();
-        let term = terminal.then(TermProgress::new);
-        let progress: &dyn Progress = match &term {
-            Some(p) => p,
-            None => &NoProgress,
-        };
-        let result = tokio::select! {
-            r = migrator.run_once(now, progress) => r,
-            () = stop.cancelled() => return,
-        };
-        if let Some(p) = &term {
-            p.finish();
-        }
-        match result {
-            Ok(r) => {
-                let copied: u64 = r.tables.iter().map(|t| t.rows_copied).sum();
-                let mismatched: usize = r.tables.iter().map(|t| t.chunks_mismatched).sum();
-                let late: u64 = r.tables.iter().map(|t| t.late_rows).sum();
-                tracing::info!(
-                    cutoff = %fmt_ms(r.cutoff_ms),
-                    rows_copied = copied,
-                    late_rows = late,
-                    chunks_mismatched = mismatched,
-                    secs = started.elapsed().as_secs_f64(),
-                    "migration cycle done"
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "migration cycle failed; retrying next interval"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = stop.cancelled() => return,
-        }
-    }
 }
 
 fn rate(rows: u64, secs: f64) -> String {
@@ -474,6 +254,7 @@ fn render_dry_run(r: &Report) -> String {
 }
 
 struct ProgressState {
+    started: Instant,
     table: String,
     index: usize,
     of: usize,
@@ -482,10 +263,23 @@ struct ProgressState {
     last_log: Instant,
 }
 
+impl ProgressState {
+    fn fresh() -> ProgressState {
+        ProgressState {
+            started: Instant::now(),
+            table: String::new(),
+            index: 0,
+            of: 0,
+            span: None,
+            rows: 0,
+            last_log: Instant::now(),
+        }
+    }
+}
+
 /// Progress on stderr: one updating line on a terminal, a log line every 10 s otherwise.
 struct TermProgress {
     tty: bool,
-    started: Instant,
     state: Mutex<ProgressState>,
 }
 
@@ -493,20 +287,12 @@ impl TermProgress {
     fn new() -> TermProgress {
         TermProgress {
             tty: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            state: Mutex::new(ProgressState {
-                table: String::new(),
-                index: 0,
-                of: 0,
-                span: None,
-                rows: 0,
-                last_log: Instant::now(),
-            }),
+            state: Mutex::new(ProgressState::fresh()),
         }
     }
 
     fn show(&self, s: &mut ProgressState, force: bool) {
-        let secs = self.started.elapsed().as_secs_f64();
+        let secs = s.started.elapsed().as_secs_f64();
         let span = s.span.map(|x| x.to_string()).unwrap_or_default();
         if self.tty {
             let line = format!(
@@ -560,6 +346,16 @@ impl Progress for TermProgress {
             self.show(&mut s, false);
         }
     }
+
+    fn cycle_started(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = ProgressState::fresh();
+        }
+    }
+
+    fn cycle_ended(&self) {
+        self.finish();
+    }
 }
 
 #[cfg(test)]
@@ -567,17 +363,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-
-    #[test]
-    fn service_migrates_when_enabled_or_flagged_but_not_dry() {
-        let mut cfg = Config::defaults().unwrap();
-        assert!(service_stats(&cfg, false).is_none());
-        assert!(service_stats(&cfg, true).is_some());
-        cfg.migration.enabled = true;
-        assert!(service_stats(&cfg, false).is_some());
-        cfg.migration.dry_run = true;
-        assert!(service_stats(&cfg, true).is_none());
-    }
 
     #[test]
     fn run_migrate_flag_and_metrics_port_parse() {
@@ -613,14 +398,14 @@ mod tests {
     }
 
     #[test]
-    fn config_options_follow_the_config() {
+    fn a_flag_overrides_the_configured_filter_and_an_empty_one_clears_it() {
         let mut cfg = Config::defaults().unwrap();
         cfg.migration.exchange = Some("okx".into());
-        let o = config_options(&cfg);
-        assert_eq!(o.window, cfg.migration.window);
-        assert_eq!(o.chunk, Duration::from_secs(3600));
-        assert_eq!(o.tables, MigTable::ALL.to_vec());
-        assert_eq!(o.filters.exchange.as_deref(), Some("okx"));
-        assert!(!o.recheck_all);
+        cfg.migration.market_type = Some("perpetual".into());
+        let f = filters(&cfg, &Some("BTC".into()), &Some(String::new()), &None);
+        assert_eq!(f.symbol_prefix.as_deref(), Some("BTC"));
+        assert_eq!(f.exchange, None);
+        assert_eq!(f.market_type.as_deref(), Some("perpetual"));
+        assert_eq!(filters(&cfg, &None, &None, &None), migration::filters(&cfg));
     }
 }

@@ -1,7 +1,8 @@
 //! The command-line interface: the clap tree and one file per command.
 //!
-//! Commands are the only place that combine configuration, child processes and pipeline
-//! stages. Each returns `anyhow::Result` to `main`, which maps errors to exit codes.
+//! Commands parse their flags, call the library (the service itself is `service::Service`)
+//! and print; logging is set up here (`init_logging`, once the configuration is loaded). Each
+//! returns `anyhow::Result` to `main`, which maps errors to exit codes.
 
 pub mod audit;
 mod bench;
@@ -81,8 +82,6 @@ pub enum Command {
     /// type and market; exit 1 on any difference, 2 on error.
     Audit(audit::AuditArgs),
 }
-
-pub use run::{settings as run_settings, stream_specs as run_stream_specs};
 
 /// Loads and validates the configuration (file + process environment), printing warnings.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
@@ -169,40 +168,4 @@ pub fn out(text: &str) {
     let mut so = std::io::stdout().lock();
     let _ = so.write_all(text.as_bytes());
     let _ = so.flush();
-}
-
-/// A sink on `endpoint`'s database.
-pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> crate::sink::Sink {
-    let mut o = crate::sink::SinkOptions::new(endpoint.base_url.clone(), endpoint.database.clone());
-    o.user = Some(endpoint.user.clone()).filter(|u| !u.is_empty());
-    o.password = Some(endpoint.password.expose().to_string()).filter(|p| !p.is_empty());
-    o.compression = match cfg.clickhouse.compression {
-        config::Compression::None => crate::sink::Compression::None,
-        config::Compression::Lz4 => crate::sink::Compression::Lz4,
-    };
-    o.end_timeout = cfg.clickhouse.insert_timeout;
-    o.backoff = cfg.retry.policy();
-    crate::sink::Sink::new(&o)
-}
-
-/// For one-shot commands: a hot sink, starting the embedded ClickHouse for the duration of the
-/// command when it is configured and not already running (a running `run` owns it otherwise).
-pub async fn one_shot_clickhouse(
-    cfg: &Config,
-) -> anyhow::Result<(
-    crate::sink::Sink,
-    Option<crate::embedded::EmbeddedClickHouse>,
-)> {
-    let sink = sink_for(cfg, &cfg.hot_endpoint());
-    if !cfg.clickhouse.is_embedded() || sink.ping().await.is_ok() {
-        return Ok((sink, None));
-    }
-    let tools = crate::embedded::Tools::locate(&cfg.embedded.tools_dir)?;
-    let server = crate::embedded::EmbeddedClickHouse::start(
-        &tools,
-        &cfg.embedded.data_dir.join("clickhouse"),
-        &cfg.embedded.listen.to_string(),
-    )
-    .await?;
-    Ok((sink, Some(server)))
 }

@@ -109,7 +109,7 @@ pub fn filter(cfg: &Config, args: &QualityArgs, now_ms: i64) -> anyhow::Result<R
 /// Runs the report against the hot database and prints it.
 pub async fn run(cfg: &Config, args: &QualityArgs) -> anyhow::Result<()> {
     let f = filter(cfg, args, chrono::Utc::now().timestamp_millis())?;
-    let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let result = collect(&sink, &f).await;
     if let Some(s) = embedded {
         s.stop().await;

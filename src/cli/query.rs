@@ -14,7 +14,7 @@ pub struct QueryArgs {
 
 /// Runs the statement in the hot database and prints the result.
 pub async fn run(cfg: &Config, args: &QueryArgs) -> anyhow::Result<()> {
-    let (sink, embedded) = super::one_shot_clickhouse(cfg).await?;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let result = match &args.format {
         Some(f) => sink
             .query_bytes(&args.sql, f)

@@ -23,7 +23,7 @@ pub async fn run(cfg: &Config, args: &StreamsArgs) -> anyhow::Result<()> {
         StreamsAction::Ensure => {
             let client = async_nats::connect(cfg.nats.url()).await?;
             let js = async_nats::jetstream::new(client);
-            let specs = super::run::stream_specs(cfg);
+            let specs = crate::service::stream_specs(cfg);
             let never = tokio_util::sync::CancellationToken::new();
             never.cancel(); // one attempt: a CLI user wants the error, not a retry loop
             let results = crate::pipeline::ensure_streams(&js, &specs, &never).await?;

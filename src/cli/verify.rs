@@ -67,7 +67,7 @@ pub async fn run(cfg: &Config, args: &VerifyArgs) -> anyhow::Result<()> {
     );
     let tables = super::migrate::parse_tables(&args.tables)?;
     let filters = super::migrate::filters(cfg, &None, &None, &None);
-    let (hot, cold, _same, embedded) = super::migrate::sinks(cfg).await?;
+    let (hot, cold, _same, embedded) = crate::service::migration::sinks(cfg).await?;
     let checks = verify::compare(&hot, &cold, &tables, span, &filters).await;
     if let Some(s) = embedded {
         s.stop().await;

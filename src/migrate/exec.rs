@@ -141,6 +141,10 @@ pub trait Progress: Send + Sync {
     fn chunk(&self, table: &str, index: usize, of: usize, span: Span, rows_hot: u64);
     /// `rows` more rows of `table` were copied.
     fn copied(&self, table: &str, rows: u64);
+    /// A cycle of [`super::run_cycles`] starts (the counts of a progress line restart).
+    fn cycle_started(&self) {}
+    /// The cycle ended (done, failed or cut by the stop); clear what a line left on screen.
+    fn cycle_ended(&self) {}
 }
 
 /// A [`Progress`] that ignores everything.

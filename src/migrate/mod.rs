@@ -1,5 +1,5 @@
-//! Hot → cold migration: a pure planner ([`plan`]), an executor ([`exec`]) and verification
-//! ([`verify`]), over the tables [`MigTable`] names ([`table`]).
+//! Hot → cold migration: a pure planner ([`plan`]), an executor ([`exec`]), verification
+//! ([`verify`]) and the loop of cycles ([`cycle`]), over the tables [`MigTable`] names ([`table`]).
 //!
 //! Consumes the hot tables (the eight market-data tables and `data_quality_events`; never
 //! `dead_letters`, which stays hot) (read only: **the migrator never deletes a hot row**; hot retention
@@ -18,6 +18,7 @@
 //! fingerprinted again, and only verified chunks move the watermark. Rows copied into chunks
 //! behind the watermark are late rows (`MigrationStats::late_rows_repaired`).
 
+pub mod cycle;
 pub mod exec;
 pub mod plan;
 pub mod table;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::sink::SinkError;
 
+pub use cycle::run_cycles;
 pub use exec::{ChunkStatus, Migrator, MigratorOptions, Progress, Report, TableReport};
 pub use plan::{Filters, Fingerprint, Span};
 pub use table::MigTable;

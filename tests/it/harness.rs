@@ -357,7 +357,7 @@ pub async fn wait_for_streams(client: &async_nats::Client) {
 pub async fn create_streams(client: &async_nats::Client) {
     let cfg = marketprism_storage::config::Config::defaults().unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    let specs = marketprism_storage::cli::run_stream_specs(&cfg);
+    let specs = marketprism_storage::service::stream_specs(&cfg);
     let stop = tokio_util::sync::CancellationToken::new();
     stop.cancel();
     marketprism_storage::pipeline::ensure_streams(&js, &specs, &stop)

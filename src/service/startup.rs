@@ -1,0 +1,180 @@
+//! Start-up against ClickHouse: apply the schema and check the hot tables' drift, each retried
+//! on the `retry.*` schedule while ClickHouse does not answer.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::DataType;
+use crate::retry::{self, Failure, Verdict};
+use crate::schema::drift::{self, Drift};
+use crate::schema::{self, Layout, Tier};
+use crate::sink::Sink;
+
+use super::ServiceError;
+
+/// The deduplication window the configured batch sizes need (`pipeline::window::needed_window`).
+pub fn needed_window(cfg: &Config) -> u64 {
+    crate::pipeline::window::needed_window(DataType::ALL.iter().map(|t| {
+        let b = cfg.batch.get(*t);
+        (b.max_rows.get() as u64, b.max_queue.get() as u64)
+    }))
+}
+
+/// The error of a loop that only ends by success or by `stop`.
+fn last_error<E>(f: Failure<E>) -> E {
+    match f {
+        Failure::GaveUp(e) | Failure::Stopped { last: e, .. } => e,
+    }
+}
+
+/// Runs `op` until it succeeds or `stop` fires (then its last error), logging each failure as
+/// `what` with the wait that follows.
+async fn until_answered<T, E, Fut>(
+    cfg: &Config,
+    stop: &CancellationToken,
+    what: &str,
+    op: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = cfg.retry.policy().backoff();
+    retry::retry_until(stop, &mut backoff, op, |e: &E, _, delay| {
+        tracing::warn!(error = %e, retry_in = ?delay, "{what}");
+        Verdict::Retry
+    })
+    .await
+    .map_err(last_error)
+}
+
+/// Applies the schema, retrying until ClickHouse answers or `stop` fires.
+pub async fn init_schema(
+    cfg: &Config,
+    sink: &Sink,
+    stop: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let ddl = schema::full_ddl(
+        &cfg.clickhouse.hot_db,
+        &cfg.clickhouse.cold_db,
+        &Layout::Single,
+    );
+    until_answered(cfg, stop, "clickhouse not ready for the schema", || {
+        crate::sink::ddl::apply(sink, &ddl)
+    })
+    .await?;
+    Ok(())
+}
+
+/// `run`'s start-up check of the hot tables: logs warnings, and refuses to start (naming the
+/// table and the setting or column) when a drift breaks exactly-once or inserts. Retries
+/// while ClickHouse does not answer, until `stop`.
+pub async fn startup_check(
+    cfg: &Config,
+    sink: &Sink,
+    stop: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let expected = drift::expected_tables(&cfg.clickhouse.hot_db, Tier::Hot, &Layout::Single);
+    let window = needed_window(cfg);
+    let found = until_answered(
+        cfg,
+        stop,
+        "clickhouse not ready for the schema check",
+        || crate::sink::ddl::check(sink, &expected, window),
+    )
+    .await?;
+    refuse_on_errors(&found)
+}
+
+/// Logs the harmless drift; an error-level drift refuses the start.
+fn refuse_on_errors(found: &[Drift]) -> Result<(), ServiceError> {
+    for d in found
+        .iter()
+        .filter(|d| d.severity == drift::Severity::Warning)
+    {
+        tracing::warn!(database = %d.database, table = %d.table, item = %d.item, found = %d.found, needed = %d.needed, "schema drift (harmless): {}", d.why);
+    }
+    let errors: Vec<String> = found
+        .iter()
+        .filter(|d| d.severity == drift::Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ServiceError::Drift(errors.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fast(cfg: &mut Config) {
+        cfg.retry.initial_backoff = Duration::from_millis(1);
+        cfg.retry.max_backoff = Duration::from_millis(2);
+    }
+
+    #[tokio::test]
+    async fn until_answered_retries_until_the_server_answers() {
+        let mut cfg = Config::defaults().unwrap();
+        fast(&mut cfg);
+        let calls = Cell::new(0u32);
+        let stop = CancellationToken::new();
+        let out: Result<u32, String> = until_answered(&cfg, &stop, "not ready", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(format!("down {n}"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(out, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn until_answered_returns_the_last_error_at_the_stop() {
+        let cfg = Config::defaults().unwrap();
+        let stop = CancellationToken::new();
+        let calls = Cell::new(0u32);
+        let out: Result<(), String> = until_answered(&cfg, &stop, "not ready", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            if n == 2 {
+                stop.cancel();
+            }
+            async move { Err(format!("down {n}")) }
+        })
+        .await;
+        assert_eq!(out, Err("down 2".to_string()));
+    }
+
+    #[test]
+    fn an_error_drift_refuses_the_start_naming_it() {
+        let d = |severity| Drift {
+            database: "marketprism_hot".into(),
+            table: "trades".into(),
+            item: "non_replicated_deduplication_window".into(),
+            found: "0".into(),
+            needed: ">= 160000".into(),
+            severity,
+            why: "a replay would insert twice",
+            fix: None,
+        };
+        assert!(refuse_on_errors(&[d(drift::Severity::Warning)]).is_ok());
+        let e = refuse_on_errors(&[d(drift::Severity::Error)]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("refusing to start, exactly-once cannot hold: "),
+            "{text}"
+        );
+        assert!(text.contains("trades"), "{text}");
+        assert!(text.contains("run `marketprism-storage init`"), "{text}");
+    }
+}
