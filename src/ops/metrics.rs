@@ -17,7 +17,6 @@ use std::fmt::Write as _;
 use crate::migrate::{MigTable, MigrationStats};
 use crate::model::DataType;
 use crate::pipeline::stats::{HistogramSnapshot, Stats};
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::process::ProcessSample;
 
@@ -635,26 +634,25 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
             out.sample(m, &[t.as_str()], f(i.stats.of(*t)));
         }
     };
-    let u = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64;
     let sum = |f: &dyn Fn(&crate::pipeline::TypeStats) -> u64| -> u64 {
         i.types.iter().map(|t| f(i.stats.of(*t))).sum()
     };
     match m {
-        Metric::MessagesProcessed => per_type(out, &|s| u(&s.rows_inserted)),
-        Metric::MessagesReceived => per_type(out, &|s| u(&s.received)),
-        Metric::MessagesFailed | Metric::DeadLetters => per_type(out, &|s| u(&s.dead_letters)),
+        Metric::MessagesProcessed => per_type(out, &|s| s.counters().rows_inserted as f64),
+        Metric::MessagesReceived => per_type(out, &|s| s.counters().received as f64),
+        Metric::MessagesFailed | Metric::DeadLetters => {
+            per_type(out, &|s| s.counters().dead_letters as f64)
+        }
         Metric::ValidationErrors => {
             for t in i.types {
-                if let Ok(map) = i.stats.of(*t).rejects.lock() {
-                    for (reason, n) in map.iter() {
-                        out.sample(m, &[t.as_str(), reason], *n as f64);
-                    }
+                for (reason, n) in i.stats.of(*t).rejects() {
+                    out.sample(m, &[t.as_str(), &reason], n as f64);
                 }
             }
         }
         Metric::ErrorRatePercent => {
-            let received = sum(&|s| s.received.load(Relaxed));
-            let failed = sum(&|s| s.dead_letters.load(Relaxed));
+            let received = sum(&|s| s.counters().received);
+            let failed = sum(&|s| s.counters().dead_letters);
             let rate = if received == 0 {
                 0.0
             } else {
@@ -662,16 +660,14 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
             };
             out.sample(m, &[], rate);
         }
-        Metric::BatchQueueSize => per_type(out, &|s| u(&s.queued)),
-        Metric::BatchQueueBytes => per_type(out, &|s| u(&s.queued_bytes)),
-        Metric::ClickhouseInsertErrors => per_type(out, &|s| u(&s.insert_errors)),
-        Metric::BatchInserts => per_type(out, &|s| u(&s.batches)),
-        Metric::BatchSizeTotal => {
-            out.sample(m, &[], sum(&|s| s.rows_inserted.load(Relaxed)) as f64)
-        }
+        Metric::BatchQueueSize => per_type(out, &|s| s.counters().queued as f64),
+        Metric::BatchQueueBytes => per_type(out, &|s| s.counters().queued_bytes as f64),
+        Metric::ClickhouseInsertErrors => per_type(out, &|s| s.counters().insert_errors as f64),
+        Metric::BatchInserts => per_type(out, &|s| s.counters().batches as f64),
+        Metric::BatchSizeTotal => out.sample(m, &[], sum(&|s| s.counters().rows_inserted) as f64),
         Metric::BatchSizeAvg => {
-            let batches = sum(&|s| s.batches.load(Relaxed));
-            let rows = sum(&|s| s.rows_inserted.load(Relaxed));
+            let batches = sum(&|s| s.counters().batches);
+            let rows = sum(&|s| s.counters().rows_inserted);
             let avg = if batches == 0 {
                 0.0
             } else {
@@ -683,14 +679,14 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
             let last = i
                 .types
                 .iter()
-                .map(|t| i.stats.of(*t).last_message_ms.load(Relaxed));
+                .map(|t| i.stats.of(*t).counters().last_message_ms);
             out.sample(m, &[], ms_to_s(last.max().unwrap_or(0)));
         }
         Metric::LastErrorTimestamp => {
             let last = i
                 .types
                 .iter()
-                .map(|t| i.stats.of(*t).last_error_ms.load(Relaxed));
+                .map(|t| i.stats.of(*t).counters().last_error_ms);
             out.sample(m, &[], ms_to_s(last.max().unwrap_or(0)));
         }
         Metric::ProcessCpuPercent => {
@@ -703,32 +699,32 @@ fn samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
                 out.sample(m, &[], p.rss_bytes as f64);
             }
         }
-        Metric::ConsumerPending => per_type(out, &|s| u(&s.consumer_pending)),
-        Metric::Retries => per_type(out, &|s| u(&s.retries)),
-        Metric::RedeliveriesSkipped => per_type(out, &|s| u(&s.redeliveries_skipped)),
-        Metric::Resyncs => per_type(out, &|s| u(&s.resyncs)),
-        Metric::InsertSplits => per_type(out, &|s| u(&s.insert_splits)),
-        Metric::NatsConnected => out.sample(m, &[], flag(i.stats.nats_connected.load(Relaxed))),
-        Metric::ClickhouseUp => out.sample(m, &[], flag(i.stats.clickhouse_up.load(Relaxed))),
-        Metric::ConsumerBound => per_type(out, &|s| flag(s.bound.load(Relaxed))),
+        Metric::ConsumerPending => per_type(out, &|s| s.counters().consumer_pending as f64),
+        Metric::Retries => per_type(out, &|s| s.counters().retries as f64),
+        Metric::RedeliveriesSkipped => per_type(out, &|s| s.counters().redeliveries_skipped as f64),
+        Metric::Resyncs => per_type(out, &|s| s.counters().resyncs as f64),
+        Metric::InsertSplits => per_type(out, &|s| s.counters().insert_splits as f64),
+        Metric::NatsConnected => out.sample(m, &[], flag(i.stats.nats_connected())),
+        Metric::ClickhouseUp => out.sample(m, &[], flag(i.stats.clickhouse_up())),
+        Metric::ConsumerBound => per_type(out, &|s| flag(s.is_bound())),
         Metric::Ready => out.sample(m, &[], flag(i.ready)),
-        Metric::LastInsertTimestamp => per_type(out, &|s| ms_to_s(s.last_insert_ms.load(Relaxed))),
+        Metric::LastInsertTimestamp => per_type(out, &|s| ms_to_s(s.counters().last_insert_ms)),
         Metric::UptimeSeconds => out.sample(m, &[], ms_to_s(i.now_ms - i.stats.started_ms)),
         Metric::InsertDuration => {
             for t in i.types {
-                let h = i.stats.of(*t).histograms.insert_duration_us.snapshot();
+                let h = i.stats.of(*t).histograms().insert_duration_us.snapshot();
                 out.histogram(m, t.as_str(), &h, 1e6);
             }
         }
         Metric::BatchRows => {
             for t in i.types {
-                let h = i.stats.of(*t).histograms.batch_rows.snapshot();
+                let h = i.stats.of(*t).histograms().batch_rows.snapshot();
                 out.histogram(m, t.as_str(), &h, 1.0);
             }
         }
         Metric::PublishToInsert => {
             for t in i.types {
-                let h = i.stats.of(*t).histograms.publish_to_insert_ms.snapshot();
+                let h = i.stats.of(*t).histograms().publish_to_insert_ms.snapshot();
                 out.histogram(m, t.as_str(), &h, 1e3);
             }
         }
@@ -812,7 +808,7 @@ fn quality_samples(m: Metric, i: &ScrapeInput<'_>, out: &mut Exposition) {
 /// The migrator's families. Lag series exist only for tables measured by a cycle: before the
 /// first cycle there is no value to report, and a 0 would claim "caught up".
 fn migration_samples(m: Metric, s: &MigrationStats, out: &mut Exposition) {
-    let u = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64;
+    let c = s.counters();
     match m {
         Metric::ColdReplicationLag => {
             for t in MigTable::ALL {
@@ -822,11 +818,11 @@ fn migration_samples(m: Metric, s: &MigrationStats, out: &mut Exposition) {
                 }
             }
         }
-        Metric::ColdRowsMigrated => out.sample(m, &[], u(&s.rows_migrated)),
-        Metric::ColdChunksVerified => out.sample(m, &[], u(&s.chunks_verified)),
-        Metric::ColdChunksRepaired => out.sample(m, &[], u(&s.chunks_repaired)),
-        Metric::ColdChunksMismatched => out.sample(m, &[], u(&s.chunks_mismatched)),
-        Metric::ColdLastSuccess => out.sample(m, &[], ms_to_s(s.last_success_ms.load(Relaxed))),
+        Metric::ColdRowsMigrated => out.sample(m, &[], c.rows_migrated as f64),
+        Metric::ColdChunksVerified => out.sample(m, &[], c.chunks_verified as f64),
+        Metric::ColdChunksRepaired => out.sample(m, &[], c.chunks_repaired as f64),
+        Metric::ColdChunksMismatched => out.sample(m, &[], c.chunks_mismatched as f64),
+        Metric::ColdLastSuccess => out.sample(m, &[], ms_to_s(c.last_success_ms)),
         Metric::ColdLateRowsRepaired => {
             for t in MigTable::ALL {
                 out.sample(m, &[t.name()], s.late_rows_repaired(t) as f64);
@@ -1149,12 +1145,20 @@ pub(crate) mod tests {
     fn rendered_text_parses_with_consistent_label_sets() {
         let stats = Stats::new(1_700_000_000_000);
         let trade = stats.of(DataType::Trade);
-        trade.rows_inserted.store(12345, Relaxed);
-        trade.received.store(12400, Relaxed);
-        trade.dead_letters.store(55, Relaxed);
+        trade.record_insert(
+            500,
+            0,
+            std::time::Duration::from_millis(4),
+            Some(1_700_000_000_000),
+            1_700_000_001_500,
+        );
+        trade.update(|c| {
+            c.rows_inserted = 12345;
+            c.received = 12400;
+            c.dead_letters = 55;
+        });
         trade.reject("invalid_json");
         trade.reject("missing \"field\"");
-        trade.observe_insert(std::time::Duration::from_millis(4), 500, Some(1500));
         let types = [DataType::Trade, DataType::Orderbook];
         let text = render(&input(&stats, &types));
         let samples = check_exposition(&text);
@@ -1202,11 +1206,13 @@ pub(crate) mod tests {
 
     fn migration_stats() -> MigrationStats {
         let m = MigrationStats::new();
-        m.rows_migrated.store(60_000, Relaxed);
-        m.chunks_verified.store(52, Relaxed);
-        m.chunks_repaired.store(3, Relaxed);
-        m.chunks_mismatched.store(1, Relaxed);
-        m.last_success_ms.store(1_700_000_123_500, Relaxed);
+        m.restore(&crate::migrate::MigrationCounters {
+            rows_migrated: 60_000,
+            chunks_verified: 52,
+            chunks_repaired: 3,
+            chunks_mismatched: 1,
+            last_success_ms: 1_700_000_123_500,
+        });
         m.set_lag_minutes(DataType::Trade, 0);
         m.set_lag_minutes(DataType::Orderbook, 42);
         m
