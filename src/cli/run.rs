@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -142,11 +141,11 @@ pub async fn connect_nats(cfg: &Config, stats: Arc<Stats>) -> anyhow::Result<asy
             async move {
                 match ev {
                     async_nats::Event::Connected => {
-                        s.nats_connected.store(true, Relaxed);
+                        s.set_nats_connected(true);
                         tracing::info!("nats connected");
                     }
                     async_nats::Event::Disconnected => {
-                        s.nats_connected.store(false, Relaxed);
+                        s.set_nats_connected(false);
                         tracing::warn!("nats disconnected; reconnecting");
                     }
                     other => tracing::debug!(event = %other, "nats event"),
@@ -260,7 +259,7 @@ fn spawn_watchers(sink: Arc<crate::sink::Sink>, stats: Arc<Stats>, stop: Cancell
             let up = tokio::time::timeout(Duration::from_secs(2), sink.ping())
                 .await
                 .is_ok_and(|r| r.is_ok());
-            if s.clickhouse_up.swap(up, Relaxed) != up {
+            if s.set_clickhouse_up(up) != up {
                 if up {
                     tracing::info!("clickhouse answering")
                 } else {
@@ -333,7 +332,7 @@ async fn serve_pipeline(
     }
     super::init::startup_check(cfg, &sink, &stop).await?;
     if sink.detect_server().await.is_ok() {
-        stats.clickhouse_up.store(true, Relaxed);
+        stats.set_clickhouse_up(true);
     }
     let sink = Arc::new(sink);
     spawn_watchers(sink.clone(), stats.clone(), stop.clone());
