@@ -16,58 +16,58 @@ use crate::model::DataType;
 #[derive(Debug, Default)]
 pub struct TypeStats {
     /// Messages received from NATS (redeliveries of held messages excluded).
-    pub received: AtomicU64,
+    received: AtomicU64,
     /// Rows inserted (acknowledged by ClickHouse).
-    pub rows_inserted: AtomicU64,
+    rows_inserted: AtomicU64,
     /// Dead letters inserted.
-    pub dead_letters: AtomicU64,
+    dead_letters: AtomicU64,
     /// INSERT statements that succeeded.
-    pub batches: AtomicU64,
+    batches: AtomicU64,
     /// Failed insert attempts (each retry counts).
-    pub insert_errors: AtomicU64,
+    insert_errors: AtomicU64,
     /// Retries of inserts and acks.
-    pub retries: AtomicU64,
+    retries: AtomicU64,
     /// Messages buffered or in flight (not yet acked).
-    pub queued: AtomicU64,
+    queued: AtomicU64,
     /// Estimated bytes buffered or in flight.
-    pub queued_bytes: AtomicU64,
+    queued_bytes: AtomicU64,
     /// Redelivered messages skipped because they were already held or stored.
-    pub redeliveries_skipped: AtomicU64,
+    redeliveries_skipped: AtomicU64,
     /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
-    pub resyncs: AtomicU64,
+    resyncs: AtomicU64,
     /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
-    pub insert_splits: AtomicU64,
+    insert_splits: AtomicU64,
     /// Unix ms of the last message received.
-    pub last_message_ms: AtomicI64,
+    last_message_ms: AtomicI64,
     /// Unix ms of the last successful insert.
-    pub last_insert_ms: AtomicI64,
+    last_insert_ms: AtomicI64,
     /// Unix ms since when inserts have been failing (0 = not failing).
-    pub failing_since_ms: AtomicI64,
+    failing_since_ms: AtomicI64,
     /// Messages pending on the consumer (server's count at the last check).
-    pub consumer_pending: AtomicU64,
+    consumer_pending: AtomicU64,
     /// Whether this instance holds the consumer (false: standby or not started).
-    pub bound: AtomicBool,
+    bound: AtomicBool,
     /// Why the type is not consuming right now while it recovers by itself (lease lost or
     /// being re-acquired, NATS unreachable); `None` while it runs. Shown by `/ready`.
-    pub waiting: Mutex<Option<String>>,
+    waiting: Mutex<Option<String>>,
     /// Why the type stopped for good and will not recover without a restart (a stage task
     /// died, the durable cannot be used); `None` while it can make progress. `/health` turns
     /// non-200 while any type is stuck, so an orchestrator restarts the process.
-    pub stuck: Mutex<Option<String>>,
+    stuck: Mutex<Option<String>>,
     /// Sum of publish→insert latency over inserted batches' first messages, ms.
-    pub latency_ms_sum: AtomicU64,
+    latency_ms_sum: AtomicU64,
     /// Last batch's publish→insert latency (oldest message), ms.
-    pub last_latency_ms: AtomicU64,
+    last_latency_ms: AtomicU64,
     /// Quality events stored with this type's batches (`data_quality_events`).
-    pub quality_events: AtomicU64,
+    quality_events: AtomicU64,
     /// Dead letters by reason kind.
-    pub rejects: Mutex<BTreeMap<String, u64>>,
+    rejects: Mutex<BTreeMap<String, u64>>,
     /// Last error text (insert, ack or NATS).
-    pub last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
     /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
-    pub last_error_ms: AtomicI64,
+    last_error_ms: AtomicI64,
     /// Insert duration, batch size and publish→insert latency distributions.
-    pub histograms: TypeHistograms,
+    histograms: TypeHistograms,
 }
 
 /// The scalar counters of one type at one moment (what [`TypeStats::counters`] reads), with the
@@ -251,7 +251,7 @@ impl TypeStats {
     /// Records the distributions of one successful insert: how long the INSERT took, how many
     /// rows it stored and, when known, the publish→insert latency of the batch's oldest
     /// message in ms.
-    pub fn observe_insert(
+    fn observe_insert(
         &self,
         duration: std::time::Duration,
         rows: u64,
@@ -377,13 +377,6 @@ impl TypeStats {
     }
 }
 
-impl TypeStats {
-    /// Subtracts from a counter, never below zero. (Removed with the public fields.)
-    pub fn sub(c: &AtomicU64, n: u64) {
-        sub(c, n)
-    }
-}
-
 /// Subtracts from a counter, never below zero.
 fn sub(c: &AtomicU64, n: u64) {
     let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
@@ -394,9 +387,9 @@ fn sub(c: &AtomicU64, n: u64) {
 pub struct Stats {
     types: BTreeMap<DataType, TypeStats>,
     /// Whether the NATS connection is up.
-    pub nats_connected: AtomicBool,
+    nats_connected: AtomicBool,
     /// Whether ClickHouse answered the last ping.
-    pub clickhouse_up: AtomicBool,
+    clickhouse_up: AtomicBool,
     /// Process start, unix ms.
     pub started_ms: i64,
     /// The data-quality detectors; [`crate::quality::Quality::snapshot`] gives their per-market
