@@ -174,6 +174,7 @@ const TABLE: &[&str] = &["table"];
 /// sequences; `sum by (data_type, exchange, symbol)` gives the coarser view.
 const MARKET: &[&str] = &["data_type", "exchange", "market_type", "symbol"];
 const DT_KIND: &[&str] = &["data_type", "kind"];
+const VERSION: &[&str] = &["version"];
 
 use Kind::{Counter, Gauge, Histogram};
 use Origin::{New, PythonService};
@@ -641,6 +642,15 @@ pub static METRICS: &[MetricDef] = &[
                 emit(&[t.data_type.as_str()], (folded as u64).into());
             }
         }),
+    },
+    MetricDef {
+        name: "marketprism_storage_build_info",
+        kind: Gauge,
+        labels: VERSION,
+        help: "Always 1; the label carries the version of the running build.",
+        origin: New,
+        scope: Process,
+        read: Read::Series(|_, emit| emit(&[env!("CARGO_PKG_VERSION")], 1u64.into())),
     },
 ];
 
@@ -1177,6 +1187,12 @@ pub(crate) mod tests {
         assert!((rate - 55.0 * 100.0 / 12400.0).abs() < 1e-9);
         assert!(text.contains("marketprism_storage_process_cpu_percent 12.5\n"));
         assert!(text.contains("marketprism_storage_uptime_seconds 10\n"));
+        let build = format!(
+            "marketprism_storage_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == build), "{text}");
+        assert!(text.contains("# TYPE marketprism_storage_build_info gauge\n"));
     }
 
     #[test]
@@ -1296,6 +1312,7 @@ pub(crate) mod tests {
                 "marketprism_storage_process_cpu_percent",
                 "marketprism_storage_process_rss_bytes",
                 "marketprism_storage_uptime_seconds",
+                "marketprism_storage_build_info",
             ])
         );
         assert!(text.contains("marketprism_cold_rows_migrated_total 60000\n"));
