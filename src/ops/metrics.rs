@@ -1204,7 +1204,8 @@ pub(crate) mod tests {
         assert!(!text.contains("NaN"));
     }
 
-    fn migration_stats() -> MigrationStats {
+    /// A migrator that has run: two tables measured, one lagging, one mismatch, late rows.
+    pub(crate) fn migration_stats() -> MigrationStats {
         let m = MigrationStats::new();
         m.restore(&crate::migrate::MigrationCounters {
             rows_migrated: 60_000,
@@ -1215,6 +1216,7 @@ pub(crate) mod tests {
         });
         m.set_lag_minutes(DataType::Trade, 0);
         m.set_lag_minutes(DataType::Orderbook, 42);
+        m.add_late_rows_repaired(DataType::Trade, 7);
         m
     }
 

@@ -292,18 +292,7 @@ async fn stats_has_the_python_service_shape_and_types() {
 
 /// Counters of a migrator that has run: two tables measured, one lagging, one mismatch.
 fn migrated() -> Arc<MigrationStats> {
-    let m = Arc::new(MigrationStats::new());
-    m.restore(&crate::migrate::MigrationCounters {
-        rows_migrated: 60_000,
-        chunks_verified: 52,
-        chunks_repaired: 3,
-        chunks_mismatched: 1,
-        last_success_ms: 1_700_000_123_500,
-    });
-    m.set_lag_minutes(DataType::Trade, 0);
-    m.set_lag_minutes(DataType::Orderbook, 42);
-    m.add_late_rows_repaired(DataType::Trade, 7);
-    m
+    Arc::new(metrics::tests::migration_stats())
 }
 
 #[tokio::test]
