@@ -10,43 +10,86 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::model::DataType;
 
+/// Declares the scalar counters once: each becomes a private atomic of [`TypeStats`] and a
+/// plain field of [`TypeCounters`], copied in both directions by `load` and `store`.
+macro_rules! scalar_counters {
+    ($($(#[doc = $doc:literal])* $name:ident: $atomic:ty => $plain:ty,)*) => {
+        /// The atomics behind [`TypeCounters`].
+        #[derive(Debug, Default)]
+        struct Scalars {
+            $($name: $atomic,)*
+        }
+
+        /// The scalar counters of one type at one moment (what [`TypeStats::counters`] reads).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct TypeCounters {
+            $($(#[doc = $doc])* pub $name: $plain,)*
+        }
+
+        impl Scalars {
+            fn load(&self) -> TypeCounters {
+                TypeCounters {
+                    $($name: self.$name.load(Relaxed),)*
+                }
+            }
+
+            fn store(&self, c: &TypeCounters) {
+                $(self.$name.store(c.$name, Relaxed);)*
+            }
+        }
+    };
+}
+
+scalar_counters! {
+    /// Messages received from NATS (redeliveries of held messages excluded).
+    received: AtomicU64 => u64,
+    /// Rows inserted (acknowledged by ClickHouse).
+    rows_inserted: AtomicU64 => u64,
+    /// Dead letters inserted.
+    dead_letters: AtomicU64 => u64,
+    /// INSERT statements that succeeded.
+    batches: AtomicU64 => u64,
+    /// Failed insert attempts (each retry counts).
+    insert_errors: AtomicU64 => u64,
+    /// Retries of inserts and acks.
+    retries: AtomicU64 => u64,
+    /// Messages buffered or in flight (not yet acked).
+    queued: AtomicU64 => u64,
+    /// Estimated bytes buffered or in flight.
+    queued_bytes: AtomicU64 => u64,
+    /// Redelivered messages skipped because they were already held or stored.
+    redeliveries_skipped: AtomicU64 => u64,
+    /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
+    resyncs: AtomicU64 => u64,
+    /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
+    insert_splits: AtomicU64 => u64,
+    /// Unix ms of the last message received (0 = none yet).
+    last_message_ms: AtomicI64 => i64,
+    /// Unix ms of the last successful insert (0 = none yet).
+    last_insert_ms: AtomicI64 => i64,
+    /// Unix ms since when inserts have been failing (0 = not failing).
+    failing_since_ms: AtomicI64 => i64,
+    /// Messages pending on the consumer (server's count at the last check).
+    consumer_pending: AtomicU64 => u64,
+    /// Whether this instance holds the consumer (false: standby or not started).
+    bound: AtomicBool => bool,
+    /// Sum of publish→insert latency over inserted batches' first messages, ms.
+    latency_ms_sum: AtomicU64 => u64,
+    /// Last batch's publish→insert latency (oldest message), ms.
+    last_latency_ms: AtomicU64 => u64,
+    /// Quality events stored with this type's batches (`data_quality_events`).
+    quality_events: AtomicU64 => u64,
+    /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
+    last_error_ms: AtomicI64 => i64,
+}
+
 /// Counters of one data type. The stages record events with the `record_*`/`set_*` methods,
 /// readers take a [`TypeCounters`] copy with [`TypeStats::counters`]; the atomics stay private,
 /// so one event is always counted the same way (Quickwit's `DocProcessorCounters`).
 #[derive(Debug, Default)]
 pub struct TypeStats {
-    /// Messages received from NATS (redeliveries of held messages excluded).
-    received: AtomicU64,
-    /// Rows inserted (acknowledged by ClickHouse).
-    rows_inserted: AtomicU64,
-    /// Dead letters inserted.
-    dead_letters: AtomicU64,
-    /// INSERT statements that succeeded.
-    batches: AtomicU64,
-    /// Failed insert attempts (each retry counts).
-    insert_errors: AtomicU64,
-    /// Retries of inserts and acks.
-    retries: AtomicU64,
-    /// Messages buffered or in flight (not yet acked).
-    queued: AtomicU64,
-    /// Estimated bytes buffered or in flight.
-    queued_bytes: AtomicU64,
-    /// Redelivered messages skipped because they were already held or stored.
-    redeliveries_skipped: AtomicU64,
-    /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
-    resyncs: AtomicU64,
-    /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
-    insert_splits: AtomicU64,
-    /// Unix ms of the last message received.
-    last_message_ms: AtomicI64,
-    /// Unix ms of the last successful insert.
-    last_insert_ms: AtomicI64,
-    /// Unix ms since when inserts have been failing (0 = not failing).
-    failing_since_ms: AtomicI64,
-    /// Messages pending on the consumer (server's count at the last check).
-    consumer_pending: AtomicU64,
-    /// Whether this instance holds the consumer (false: standby or not started).
-    bound: AtomicBool,
+    /// The scalar counters.
+    c: Scalars,
     /// Why the type is not consuming right now while it recovers by itself (lease lost or
     /// being re-acquired, NATS unreachable); `None` while it runs. Shown by `/ready`.
     waiting: Mutex<Option<String>>,
@@ -54,136 +97,83 @@ pub struct TypeStats {
     /// died, the durable cannot be used); `None` while it can make progress. `/health` turns
     /// non-200 while any type is stuck, so an orchestrator restarts the process.
     stuck: Mutex<Option<String>>,
-    /// Sum of publish→insert latency over inserted batches' first messages, ms.
-    latency_ms_sum: AtomicU64,
-    /// Last batch's publish→insert latency (oldest message), ms.
-    last_latency_ms: AtomicU64,
-    /// Quality events stored with this type's batches (`data_quality_events`).
-    quality_events: AtomicU64,
     /// Dead letters by reason kind.
     rejects: Mutex<BTreeMap<String, u64>>,
     /// Last error text (insert, ack or NATS).
     last_error: Mutex<Option<String>>,
-    /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
-    last_error_ms: AtomicI64,
     /// Insert duration, batch size and publish→insert latency distributions.
     histograms: TypeHistograms,
-}
-
-/// The scalar counters of one type at one moment (what [`TypeStats::counters`] reads), with the
-/// meanings of the [`TypeStats`] events that move them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TypeCounters {
-    /// Messages received from NATS (redeliveries of held messages excluded).
-    pub received: u64,
-    /// Rows inserted (acknowledged by ClickHouse).
-    pub rows_inserted: u64,
-    /// Dead letters inserted.
-    pub dead_letters: u64,
-    /// INSERT statements that succeeded.
-    pub batches: u64,
-    /// Failed insert attempts (each retry counts).
-    pub insert_errors: u64,
-    /// Retries of inserts and acks.
-    pub retries: u64,
-    /// Messages buffered or in flight (not yet acked).
-    pub queued: u64,
-    /// Estimated bytes buffered or in flight.
-    pub queued_bytes: u64,
-    /// Redelivered messages skipped because they were already held or stored.
-    pub redeliveries_skipped: u64,
-    /// Times the reader re-synchronised from the ack floor.
-    pub resyncs: u64,
-    /// Splits of batches into more INSERTs.
-    pub insert_splits: u64,
-    /// Unix ms of the last message received (0 = none yet).
-    pub last_message_ms: i64,
-    /// Unix ms of the last successful insert (0 = none yet).
-    pub last_insert_ms: i64,
-    /// Unix ms since when inserts have been failing (0 = not failing).
-    pub failing_since_ms: i64,
-    /// Messages pending on the consumer (server's count at the last check).
-    pub consumer_pending: u64,
-    /// Whether this instance holds the consumer.
-    pub bound: bool,
-    /// Sum of publish→insert latency over inserted batches, ms.
-    pub latency_ms_sum: u64,
-    /// Last batch's publish→insert latency, ms.
-    pub last_latency_ms: u64,
-    /// Quality events stored with this type's batches.
-    pub quality_events: u64,
-    /// Unix ms of the last error recorded (0 = none yet).
-    pub last_error_ms: i64,
 }
 
 impl TypeStats {
     /// One message received: counted, queued (with its payload size) until acked or dropped,
     /// and its publish time kept as the last message's time.
     pub fn record_received(&self, bytes: u64, published_ms: i64) {
-        self.received.fetch_add(1, Relaxed);
-        self.queued.fetch_add(1, Relaxed);
-        self.queued_bytes.fetch_add(bytes, Relaxed);
-        self.last_message_ms.store(published_ms, Relaxed);
+        self.c.received.fetch_add(1, Relaxed);
+        self.c.queued.fetch_add(1, Relaxed);
+        self.c.queued_bytes.fetch_add(bytes, Relaxed);
+        self.c.last_message_ms.store(published_ms, Relaxed);
     }
 
     /// Messages that left the queue (acked, or dropped to be re-read); never below zero.
     pub fn release_queued(&self, count: u64, bytes: u64) {
-        sub(&self.queued, count);
-        sub(&self.queued_bytes, bytes);
+        sub(&self.c.queued, count);
+        sub(&self.c.queued_bytes, bytes);
     }
 
     /// Nothing is queued any more (a new run or a resync re-reads what was held).
     pub fn clear_queued(&self) {
-        self.queued.store(0, Relaxed);
-        self.queued_bytes.store(0, Relaxed);
+        self.c.queued.store(0, Relaxed);
+        self.c.queued_bytes.store(0, Relaxed);
     }
 
     /// Messages queued now (the reader's back-pressure reads it per pull).
     pub fn queued(&self) -> u64 {
-        self.queued.load(Relaxed)
+        self.c.queued.load(Relaxed)
     }
 
     /// Payload bytes queued now.
     pub fn queued_bytes(&self) -> u64 {
-        self.queued_bytes.load(Relaxed)
+        self.c.queued_bytes.load(Relaxed)
     }
 
     /// The server's count of messages pending on the consumer.
     pub fn set_consumer_pending(&self, pending: u64) {
-        self.consumer_pending.store(pending, Relaxed);
+        self.c.consumer_pending.store(pending, Relaxed);
     }
 
     /// Whether this instance holds the type's consumer.
     pub fn set_bound(&self, bound: bool) {
-        self.bound.store(bound, Relaxed);
+        self.c.bound.store(bound, Relaxed);
     }
 
     /// Whether this instance holds the type's consumer.
     pub fn is_bound(&self) -> bool {
-        self.bound.load(Relaxed)
+        self.c.bound.load(Relaxed)
     }
 
     /// One resynchronisation of the reader from the ack floor.
     pub fn record_resync(&self) {
-        self.resyncs.fetch_add(1, Relaxed);
+        self.c.resyncs.fetch_add(1, Relaxed);
     }
 
     /// One redelivery skipped; returns how many were skipped so far, this one included.
     pub fn record_redelivery_skipped(&self) -> u64 {
-        self.redeliveries_skipped.fetch_add(1, Relaxed) + 1
+        self.c.redeliveries_skipped.fetch_add(1, Relaxed) + 1
     }
 
     /// One retry of an insert or an ack.
     pub fn record_retry(&self) {
-        self.retries.fetch_add(1, Relaxed);
+        self.c.retries.fetch_add(1, Relaxed);
     }
 
     /// One failed insert attempt: counted, its error kept, and the start of the failing run
     /// marked (what `/ready` reports after its bound).
     pub fn record_insert_failure(&self, error: impl Into<String>) {
-        self.insert_errors.fetch_add(1, Relaxed);
+        self.c.insert_errors.fetch_add(1, Relaxed);
         self.error(error);
         let _ = self
+            .c
             .failing_since_ms
             .compare_exchange(0, now_ms(), Relaxed, Relaxed);
     }
@@ -199,15 +189,15 @@ impl TypeStats {
         first_published_ms: Option<i64>,
         now: i64,
     ) {
-        self.failing_since_ms.store(0, Relaxed);
-        self.rows_inserted.fetch_add(rows, Relaxed);
-        self.dead_letters.fetch_add(dead_letters, Relaxed);
-        self.batches.fetch_add(1, Relaxed);
-        self.last_insert_ms.store(now, Relaxed);
+        self.c.failing_since_ms.store(0, Relaxed);
+        self.c.rows_inserted.fetch_add(rows, Relaxed);
+        self.c.dead_letters.fetch_add(dead_letters, Relaxed);
+        self.c.batches.fetch_add(1, Relaxed);
+        self.c.last_insert_ms.store(now, Relaxed);
         let latency = first_published_ms.map(|first| {
             let lat = u64::try_from(now.saturating_sub(first)).unwrap_or(0);
-            self.last_latency_ms.store(lat, Relaxed);
-            self.latency_ms_sum.fetch_add(lat, Relaxed);
+            self.c.last_latency_ms.store(lat, Relaxed);
+            self.c.latency_ms_sum.fetch_add(lat, Relaxed);
             lat
         });
         self.observe_insert(duration, rows, latency);
@@ -215,12 +205,12 @@ impl TypeStats {
 
     /// Quality events stored with a batch.
     pub fn record_quality_events(&self, n: u64) {
-        self.quality_events.fetch_add(n, Relaxed);
+        self.c.quality_events.fetch_add(n, Relaxed);
     }
 
     /// Splits of a batch into more INSERTs.
     pub fn record_splits(&self, n: u64) {
-        self.insert_splits.fetch_add(n, Relaxed);
+        self.c.insert_splits.fetch_add(n, Relaxed);
     }
 
     /// Counts one rejection of `kind`.
@@ -240,7 +230,7 @@ impl TypeStats {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(text.into());
         }
-        self.last_error_ms.store(now_ms(), Relaxed);
+        self.c.last_error_ms.store(now_ms(), Relaxed);
     }
 
     /// The latest error text, if any.
@@ -296,76 +286,13 @@ impl TypeStats {
 
     /// The scalar counters now (each read on its own: a copy, not a transaction).
     pub fn counters(&self) -> TypeCounters {
-        TypeCounters {
-            received: self.received.load(Relaxed),
-            rows_inserted: self.rows_inserted.load(Relaxed),
-            dead_letters: self.dead_letters.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            insert_errors: self.insert_errors.load(Relaxed),
-            retries: self.retries.load(Relaxed),
-            queued: self.queued.load(Relaxed),
-            queued_bytes: self.queued_bytes.load(Relaxed),
-            redeliveries_skipped: self.redeliveries_skipped.load(Relaxed),
-            resyncs: self.resyncs.load(Relaxed),
-            insert_splits: self.insert_splits.load(Relaxed),
-            last_message_ms: self.last_message_ms.load(Relaxed),
-            last_insert_ms: self.last_insert_ms.load(Relaxed),
-            failing_since_ms: self.failing_since_ms.load(Relaxed),
-            consumer_pending: self.consumer_pending.load(Relaxed),
-            bound: self.bound.load(Relaxed),
-            latency_ms_sum: self.latency_ms_sum.load(Relaxed),
-            last_latency_ms: self.last_latency_ms.load(Relaxed),
-            quality_events: self.quality_events.load(Relaxed),
-            last_error_ms: self.last_error_ms.load(Relaxed),
-        }
+        self.c.load()
     }
 
     /// Overwrites the scalar counters with `c` — for fixtures (tests, the status-page
     /// screenshot) that show given values; the stages record events instead.
     pub fn restore(&self, c: &TypeCounters) {
-        let TypeCounters {
-            received,
-            rows_inserted,
-            dead_letters,
-            batches,
-            insert_errors,
-            retries,
-            queued,
-            queued_bytes,
-            redeliveries_skipped,
-            resyncs,
-            insert_splits,
-            last_message_ms,
-            last_insert_ms,
-            failing_since_ms,
-            consumer_pending,
-            bound,
-            latency_ms_sum,
-            last_latency_ms,
-            quality_events,
-            last_error_ms,
-        } = *c;
-        self.received.store(received, Relaxed);
-        self.rows_inserted.store(rows_inserted, Relaxed);
-        self.dead_letters.store(dead_letters, Relaxed);
-        self.batches.store(batches, Relaxed);
-        self.insert_errors.store(insert_errors, Relaxed);
-        self.retries.store(retries, Relaxed);
-        self.queued.store(queued, Relaxed);
-        self.queued_bytes.store(queued_bytes, Relaxed);
-        self.redeliveries_skipped
-            .store(redeliveries_skipped, Relaxed);
-        self.resyncs.store(resyncs, Relaxed);
-        self.insert_splits.store(insert_splits, Relaxed);
-        self.last_message_ms.store(last_message_ms, Relaxed);
-        self.last_insert_ms.store(last_insert_ms, Relaxed);
-        self.failing_since_ms.store(failing_since_ms, Relaxed);
-        self.consumer_pending.store(consumer_pending, Relaxed);
-        self.bound.store(bound, Relaxed);
-        self.latency_ms_sum.store(latency_ms_sum, Relaxed);
-        self.last_latency_ms.store(last_latency_ms, Relaxed);
-        self.quality_events.store(quality_events, Relaxed);
-        self.last_error_ms.store(last_error_ms, Relaxed);
+        self.c.store(c);
     }
 
     /// Applies `f` to a copy of the counters and stores the result (fixtures; see
