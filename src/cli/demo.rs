@@ -60,7 +60,7 @@ const EXAMPLES: [(&str, &str); 3] = [
 fn progress_line(stats: &Stats, started: Instant, published: u64) -> String {
     let mut parts = Vec::new();
     for t in DataType::ALL {
-        let n = stats.of(t).rows_inserted.load(Relaxed);
+        let n = stats.of(t).counters().rows_inserted;
         parts.push(format!("{}={n}", t.table()));
     }
     format!(
@@ -197,8 +197,8 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             let stored: u64 = DataType::ALL
                 .iter()
                 .map(|t| {
-                    stats.of(*t).rows_inserted.load(Relaxed)
-                        + stats.of(*t).dead_letters.load(Relaxed)
+                    let c = stats.of(*t).counters();
+                    c.rows_inserted + c.dead_letters
                 })
                 .sum();
             if stored >= total_published {

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::schema::{self, quote};
@@ -288,8 +287,7 @@ impl Migrator {
         }
         if report.all_verified() && !self.opts.dry_run {
             self.stats
-                .last_success_ms
-                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                .record_cycle_verified(chrono::Utc::now().timestamp_millis());
         }
         Ok(report)
     }
@@ -509,9 +507,7 @@ impl Migrator {
                 Step::Copy => {
                     self.copy_span(t, s, h).await?;
                     copied += h.rows;
-                    self.stats
-                        .rows_migrated
-                        .fetch_add(h.rows, Ordering::Relaxed);
+                    self.stats.record_rows_migrated(h.rows);
                     progress.copied(t.name(), h.rows);
                 }
                 Step::Bisect => {
@@ -529,7 +525,7 @@ impl Migrator {
                     let n = diff.missing();
                     copied += n;
                     excess += diff.excess;
-                    self.stats.rows_migrated.fetch_add(n, Ordering::Relaxed);
+                    self.stats.record_rows_migrated(n);
                     progress.copied(t.name(), n);
                 }
             }
@@ -612,7 +608,7 @@ impl Migrator {
             rep.rows_hot += h.rows;
             if h == k {
                 if h.rows > 0 {
-                    self.stats.chunks_verified.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_chunk_verified();
                 }
                 outcome.push((c, true));
                 continue;
@@ -657,17 +653,16 @@ impl Migrator {
             match status {
                 ChunkStatus::Mismatch => {
                     rep.chunks_mismatched += 1;
-                    self.stats.chunks_mismatched.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_chunk_mismatched();
                     tracing::error!(table = t.name(), chunk = %c, hot = %h, cold = %k, "chunk still differs after repair");
                 }
                 ChunkStatus::Repaired => {
                     rep.chunks_repaired += 1;
-                    self.stats.chunks_repaired.fetch_add(1, Ordering::Relaxed);
-                    self.stats.chunks_verified.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_chunk_repaired();
                     tracing::warn!(table = t.name(), chunk = %c, rows = copied, "repaired: cold lacked rows of a chunk it already held (late rows or an interrupted copy)");
                 }
                 _ => {
-                    self.stats.chunks_verified.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_chunk_verified();
                 }
             }
             outcome.push((c, status != ChunkStatus::Mismatch));

@@ -21,16 +21,16 @@
 pub mod cycle;
 pub mod exec;
 pub mod plan;
+pub mod stats;
 pub mod table;
 pub mod verify;
-
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::sink::SinkError;
 
 pub use cycle::run_cycles;
 pub use exec::{ChunkStatus, Migrator, MigratorOptions, Progress, Report, TableReport};
 pub use plan::{Filters, Fingerprint, Span};
+pub use stats::{MigrationCounters, MigrationStats};
 pub use table::MigTable;
 
 /// The state table holding one watermark per (table, filters), in the cold database.
@@ -66,87 +66,4 @@ pub enum MigrateError {
         /// Rows cold has too many.
         excess: u64,
     },
-}
-
-/// Counters for the ops surface (`/metrics`): atomics, bumped by the executor, read by anyone.
-///
-/// The Python service exported `marketprism_cold_replication_lag_minutes{table}`; [`Self::lag_minutes`]
-/// is the value for that name (see `docs/migration.md` for its definition here).
-#[derive(Debug, Default)]
-pub struct MigrationStats {
-    /// Rows copied into cold (repairs included), since start.
-    pub rows_migrated: AtomicU64,
-    /// Chunks whose hot and cold fingerprints were compared equal, since start.
-    pub chunks_verified: AtomicU64,
-    /// Chunks that needed a repair (cold held some but not all of their rows), since start.
-    pub chunks_repaired: AtomicU64,
-    /// Chunks left mismatched after repair attempts, since start.
-    pub chunks_mismatched: AtomicU64,
-    /// Unix time in ms of the end of the last cycle in which every table verified; 0 = never.
-    pub last_success_ms: AtomicI64,
-    /// Per table (indexed like [`MigTable::ALL`]): rows found in hot behind the watermark
-    /// (late, back-filled) and copied into cold, since start.
-    late_rows_repaired: [AtomicU64; MigTable::ALL.len()],
-    /// Per table (indexed like [`MigTable::ALL`]): minutes between `now − window` and the end
-    /// of the verified prefix in cold, at the end of the last cycle; -1 = not measured yet.
-    lag_minutes: [AtomicI64; MigTable::ALL.len()],
-}
-
-impl MigrationStats {
-    /// Zeroed counters, lag unknown (-1).
-    pub fn new() -> MigrationStats {
-        let s = MigrationStats::default();
-        for l in &s.lag_minutes {
-            l.store(-1, Ordering::Relaxed);
-        }
-        s
-    }
-
-    /// `marketprism_cold_replication_lag_minutes{table}`: -1 when not measured yet. Takes a
-    /// [`MigTable`] or a [`crate::model::DataType`].
-    pub fn lag_minutes(&self, t: impl Into<MigTable>) -> i64 {
-        self.lag_minutes
-            .get(t.into().index())
-            .map_or(-1, |a| a.load(Ordering::Relaxed))
-    }
-
-    /// `marketprism_cold_late_rows_repaired_total{table}`.
-    pub fn late_rows_repaired(&self, t: impl Into<MigTable>) -> u64 {
-        self.late_rows_repaired
-            .get(t.into().index())
-            .map_or(0, |a| a.load(Ordering::Relaxed))
-    }
-
-    /// Counts `n` late rows of one table copied into cold.
-    pub fn add_late_rows_repaired(&self, t: impl Into<MigTable>, n: u64) {
-        if let Some(a) = self.late_rows_repaired.get(t.into().index()) {
-            a.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Records the lag of one table.
-    pub fn set_lag_minutes(&self, t: impl Into<MigTable>, minutes: i64) {
-        if let Some(a) = self.lag_minutes.get(t.into().index()) {
-            a.store(minutes, Ordering::Relaxed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::DataType;
-
-    #[test]
-    fn stats_lag_per_table() {
-        let s = MigrationStats::new();
-        assert_eq!(s.lag_minutes(DataType::Trade), -1);
-        s.set_lag_minutes(DataType::Trade, 7);
-        assert_eq!(s.lag_minutes(DataType::Trade), 7);
-        assert_eq!(s.lag_minutes(DataType::Orderbook), -1);
-        assert_eq!(s.lag_minutes(MigTable::QualityEvents), -1);
-        s.set_lag_minutes(MigTable::QualityEvents, 3);
-        assert_eq!(s.lag_minutes(MigTable::QualityEvents), 3);
-        assert_eq!(s.lag_minutes(DataType::VolatilityIndex), -1);
-    }
 }

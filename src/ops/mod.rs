@@ -62,9 +62,6 @@ pub use summary::{Snapshot, summary_line};
 /// The status page, embedded in the binary.
 pub const STATUS_PAGE: &str = include_str!("status.html");
 
-/// The `Content-Type` of the Prometheus text format.
-const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// Errors of the ops server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -357,7 +354,7 @@ async fn api_status(State(state): State<OpsState>) -> Json<serde_json::Value> {
 
 async fn metrics_handler(State(state): State<OpsState>) -> Response {
     (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         state.render_metrics(),
     )
         .into_response()

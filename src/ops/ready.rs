@@ -90,10 +90,10 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
     if !i.started {
         reasons.push("service: starting".to_string());
     }
-    if !i.stats.nats_connected.load(Relaxed) {
+    if !i.stats.nats_connected() {
         reasons.push("nats: not connected".to_string());
     }
-    if !i.stats.clickhouse_up.load(Relaxed) {
+    if !i.stats.clickhouse_up() {
         reasons.push("clickhouse: not answering".to_string());
     }
     for t in i.types {
@@ -102,18 +102,15 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
             reasons.push(format!("{t}: stuck (restart needed): {why}"));
         } else if let Some(why) = s.waiting_reason() {
             reasons.push(format!("{t}: {why}"));
-        } else if !s.bound.load(Relaxed) {
+        } else if !s.is_bound() {
             reasons.push(format!("{t}: consumer not bound"));
         }
-        let since = s.failing_since_ms.load(Relaxed);
+        let since = s.counters().failing_since_ms;
         if since > 0 {
             let failing_ms = u64::try_from(i.now_ms.saturating_sub(since)).unwrap_or(0);
             if Duration::from_millis(failing_ms) > i.failing_bound {
                 let err = s
-                    .last_error
-                    .lock()
-                    .ok()
-                    .and_then(|e| e.clone())
+                    .last_error()
                     .unwrap_or_else(|| "no error text".to_string());
                 reasons.push(format!(
                     "{t}: inserts failing for {} s: {err}",
@@ -148,10 +145,10 @@ mod tests {
 
     fn healthy(now: i64) -> Stats {
         let s = Stats::new(now);
-        s.nats_connected.store(true, Relaxed);
-        s.clickhouse_up.store(true, Relaxed);
+        s.set_nats_connected(true);
+        s.set_clickhouse_up(true);
         for t in DataType::ALL {
-            s.of(t).bound.store(true, Relaxed);
+            s.of(t).set_bound(true);
         }
         s
     }
@@ -177,12 +174,11 @@ mod tests {
     fn each_reason_is_named() {
         let now = 1_000_000;
         let s = healthy(0);
-        s.nats_connected.store(false, Relaxed);
-        s.clickhouse_up.store(false, Relaxed);
-        s.of(DataType::Orderbook).bound.store(false, Relaxed);
+        s.set_nats_connected(false);
+        s.set_clickhouse_up(false);
+        s.of(DataType::Orderbook).set_bound(false);
         s.of(DataType::Trade)
-            .failing_since_ms
-            .store(now - 75_000, Relaxed);
+            .update(|c| c.failing_since_ms = now - 75_000);
         s.of(DataType::Trade)
             .error("Code: 241. MEMORY_LIMIT_EXCEEDED");
         check_reasons(
@@ -202,15 +198,14 @@ mod tests {
         let now = 1_000_000;
         let s = healthy(0);
         s.of(DataType::Trade)
-            .failing_since_ms
-            .store(now - 59_000, Relaxed);
+            .update(|c| c.failing_since_ms = now - 59_000);
         check_reasons(&s, now, &[]);
     }
 
     #[test]
     fn waiting_and_stuck_types_name_the_reason() {
         let s = healthy(0);
-        s.of(DataType::Trade).bound.store(false, Relaxed);
+        s.of(DataType::Trade).set_bound(false);
         s.of(DataType::Trade).set_waiting(Some(
             "consumer lease lost (refresh lease x: timed out); re-acquiring".into(),
         ));
@@ -234,7 +229,7 @@ mod tests {
     #[test]
     fn unconfigured_types_do_not_count() {
         let s = healthy(0);
-        s.of(DataType::VolatilityIndex).bound.store(false, Relaxed);
+        s.of(DataType::VolatilityIndex).set_bound(false);
         check_reasons(&s, 1000, &[]);
     }
 

@@ -1,13 +1,11 @@
 //! The JSON bodies of `/health`, `/stats` and `/api/v1/status`, with the Python service's keys (so its
 //! scripts and probes keep working) plus ours. Pure: counters and readiness in, JSON out.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use serde_json::{Map, Value, json};
 
 use crate::migrate::{MigTable, MigrationStats};
 use crate::model::DataType;
-use crate::pipeline::stats::{Stats, TypeStats};
+use crate::pipeline::stats::{Stats, TypeCounters, TypeStats};
 
 use super::ready::Readiness;
 
@@ -40,7 +38,7 @@ impl ReportInputs<'_> {
     fn bound_count(&self) -> usize {
         self.types
             .iter()
-            .filter(|t| self.stats.of(**t).bound.load(Relaxed))
+            .filter(|t| self.stats.of(**t).is_bound())
             .count()
     }
 
@@ -52,16 +50,12 @@ impl ReportInputs<'_> {
         }
     }
 
-    fn sum(&self, f: impl Fn(&TypeStats) -> u64) -> u64 {
-        self.types.iter().map(|t| f(self.stats.of(*t))).sum()
-    }
-
-    fn max_ms(&self, f: impl Fn(&TypeStats) -> i64) -> i64 {
+    /// The counters of every configured type, in order.
+    fn counters(&self) -> Vec<TypeCounters> {
         self.types
             .iter()
-            .map(|t| f(self.stats.of(*t)))
-            .max()
-            .unwrap_or(0)
+            .map(|t| self.stats.of(*t).counters())
+            .collect()
     }
 }
 
@@ -86,12 +80,7 @@ pub fn health(i: &ReportInputs<'_>) -> Value {
     let consumers: Map<String, Value> = i
         .types
         .iter()
-        .map(|t| {
-            (
-                t.as_str().to_string(),
-                json!(i.stats.of(*t).bound.load(Relaxed)),
-            )
-        })
+        .map(|t| (t.as_str().to_string(), json!(i.stats.of(*t).is_bound())))
         .collect();
     json!({
         "status": i.status(),
@@ -99,8 +88,8 @@ pub fn health(i: &ReportInputs<'_>) -> Value {
         "service": SERVICE,
         "version": VERSION,
         "uptime": (i.now_ms - i.stats.started_ms).max(0) as f64 / 1000.0,
-        "nats_connected": i.stats.nats_connected.load(Relaxed),
-        "clickhouse_up": i.stats.clickhouse_up.load(Relaxed),
+        "nats_connected": i.stats.nats_connected(),
+        "clickhouse_up": i.stats.clickhouse_up(),
         "subscriptions": i.bound_count(),
         "is_running": i.is_running,
         "consumers": consumers,
@@ -119,37 +108,36 @@ pub fn ready(i: &ReportInputs<'_>) -> Value {
 
 fn type_stats(s: &TypeStats) -> Value {
     let rejects: Map<String, Value> = s
-        .rejects
-        .lock()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
-        .unwrap_or_default();
-    let batches = s.batches.load(Relaxed);
-    let latency_avg = if batches == 0 {
+        .rejects()
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let c = s.counters();
+    let latency_avg = if c.batches == 0 {
         0.0
     } else {
-        s.latency_ms_sum.load(Relaxed) as f64 / batches as f64
+        c.latency_ms_sum as f64 / c.batches as f64
     };
-    let failing = s.failing_since_ms.load(Relaxed);
     json!({
-        "received": s.received.load(Relaxed),
-        "inserted": s.rows_inserted.load(Relaxed),
-        "dead_letters": s.dead_letters.load(Relaxed),
+        "received": c.received,
+        "inserted": c.rows_inserted,
+        "dead_letters": c.dead_letters,
         "rejects_by_kind": rejects,
-        "batches": batches,
-        "insert_errors": s.insert_errors.load(Relaxed),
-        "queued": s.queued.load(Relaxed),
-        "queued_bytes": s.queued_bytes.load(Relaxed),
-        "consumer_pending": s.consumer_pending.load(Relaxed),
-        "redeliveries_skipped": s.redeliveries_skipped.load(Relaxed),
-        "resyncs": s.resyncs.load(Relaxed),
-        "last_message": epoch_s(s.last_message_ms.load(Relaxed)),
-        "last_insert": epoch_s(s.last_insert_ms.load(Relaxed)),
-        "last_error": s.last_error.lock().ok().and_then(|e| e.clone()),
-        "last_error_time": epoch_s(s.last_error_ms.load(Relaxed)),
-        "failing_since": epoch_s(failing),
-        "retries": s.retries.load(Relaxed),
-        "bound": s.bound.load(Relaxed),
-        "latency_ms_last": s.last_latency_ms.load(Relaxed),
+        "batches": c.batches,
+        "insert_errors": c.insert_errors,
+        "queued": c.queued,
+        "queued_bytes": c.queued_bytes,
+        "consumer_pending": c.consumer_pending,
+        "redeliveries_skipped": c.redeliveries_skipped,
+        "resyncs": c.resyncs,
+        "last_message": epoch_s(c.last_message_ms),
+        "last_insert": epoch_s(c.last_insert_ms),
+        "last_error": s.last_error(),
+        "last_error_time": epoch_s(c.last_error_ms),
+        "failing_since": epoch_s(c.failing_since_ms),
+        "retries": c.retries,
+        "bound": c.bound,
+        "latency_ms_last": c.last_latency_ms,
         "latency_ms_avg": latency_avg,
     })
 }
@@ -164,12 +152,13 @@ pub fn migration(m: &MigrationStats) -> Value {
             (lag >= 0).then(|| (t.name().to_string(), json!(lag)))
         })
         .collect();
+    let c = m.counters();
     json!({
-        "rows_migrated": m.rows_migrated.load(Relaxed),
-        "chunks_verified": m.chunks_verified.load(Relaxed),
-        "chunks_repaired": m.chunks_repaired.load(Relaxed),
-        "chunks_mismatched": m.chunks_mismatched.load(Relaxed),
-        "last_success": epoch_s(m.last_success_ms.load(Relaxed)),
+        "rows_migrated": c.rows_migrated,
+        "chunks_verified": c.chunks_verified,
+        "chunks_repaired": c.chunks_repaired,
+        "chunks_mismatched": c.chunks_mismatched,
+        "last_success": epoch_s(c.last_success_ms),
         "lag_minutes": lag,
         "late_rows_repaired": MigTable::ALL
             .iter()
@@ -187,21 +176,23 @@ pub fn migration(m: &MigrationStats) -> Value {
 /// `messages_processed` counts rows *inserted* (the Python service counted enqueued messages),
 /// `messages_failed` dead letters and `validation_errors` rejections of every kind.
 pub fn stats(i: &ReportInputs<'_>) -> Value {
-    let received = i.sum(|s| s.received.load(Relaxed));
-    let inserted = i.sum(|s| s.rows_inserted.load(Relaxed));
-    let batches = i.sum(|s| s.batches.load(Relaxed));
-    let rejections = i.sum(|s| {
-        s.rejects
-            .lock()
-            .map(|m| m.values().sum::<u64>())
-            .unwrap_or(0)
-    });
+    let counters = i.counters();
+    let sum = |f: fn(&TypeCounters) -> u64| -> u64 { counters.iter().map(f).sum() };
+    let max_ms = |f: fn(&TypeCounters) -> i64| counters.iter().map(f).max().unwrap_or(0);
+    let received = sum(|c| c.received);
+    let inserted = sum(|c| c.rows_inserted);
+    let batches = sum(|c| c.batches);
+    let rejections: u64 = i
+        .types
+        .iter()
+        .map(|t| i.stats.of(*t).rejects().values().sum::<u64>())
+        .sum();
     let types: Map<String, Value> = i
         .types
         .iter()
         .map(|t| (t.as_str().to_string(), type_stats(i.stats.of(*t))))
         .collect();
-    let nats = i.stats.nats_connected.load(Relaxed);
+    let nats = i.stats.nats_connected();
     let mut body = json!({
         "timestamp": iso(i.now_ms),
         "service": SERVICE,
@@ -211,22 +202,22 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
             "is_running": i.is_running,
             "subscriptions_count": i.bound_count(),
             "nats_connected": nats,
-            "clickhouse_up": i.stats.clickhouse_up.load(Relaxed),
+            "clickhouse_up": i.stats.clickhouse_up(),
         },
         "message_stats": {
             "messages_received": received,
             "messages_processed": inserted,
-            "messages_failed": i.sum(|s| s.dead_letters.load(Relaxed)),
+            "messages_failed": sum(|c| c.dead_letters),
             "validation_errors": rejections,
-            "retry_attempts": i.sum(|s| s.retries.load(Relaxed)),
-            "insert_errors": i.sum(|s| s.insert_errors.load(Relaxed)),
-            "last_message_time": epoch_s(i.max_ms(|s| s.last_message_ms.load(Relaxed))),
-            "last_error_time": epoch_s(i.max_ms(|s| s.last_error_ms.load(Relaxed))),
+            "retry_attempts": sum(|c| c.retries),
+            "insert_errors": sum(|c| c.insert_errors),
+            "last_message_time": epoch_s(max_ms(|c| c.last_message_ms)),
+            "last_error_time": epoch_s(max_ms(|c| c.last_error_ms)),
             "batch_inserts": batches,
             "batch_size_total": inserted,
             "batch_size_avg": if batches == 0 { 0.0 } else { inserted as f64 / batches as f64 },
-            "queued": i.sum(|s| s.queued.load(Relaxed)),
-            "consumer_pending": i.sum(|s| s.consumer_pending.load(Relaxed)),
+            "queued": sum(|c| c.queued),
+            "consumer_pending": sum(|c| c.consumer_pending),
         },
         "health_check": {
             "status": i.status(),
@@ -311,9 +302,11 @@ mod tests {
     #[test]
     fn stats_has_the_python_service_keys() {
         let stats = Stats::new(0);
-        stats.of(DataType::Trade).rows_inserted.store(7, Relaxed);
-        stats.of(DataType::Trade).batches.store(2, Relaxed);
-        stats.of(DataType::Trade).latency_ms_sum.store(300, Relaxed);
+        stats.of(DataType::Trade).update(|c| {
+            c.rows_inserted = 7;
+            c.batches = 2;
+            c.latency_ms_sum = 300;
+        });
         let r = Readiness {
             reasons: vec!["nats: not connected".into()],
         };

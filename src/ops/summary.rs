@@ -12,53 +12,23 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::model::DataType;
-use crate::pipeline::stats::{Stats, now_ms};
-
-/// The counters of one type that the summary compares between intervals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TypeSnapshot {
-    /// Messages received.
-    pub received: u64,
-    /// Rows inserted.
-    pub inserted: u64,
-    /// Dead letters.
-    pub dead_letters: u64,
-    /// Failed insert attempts.
-    pub insert_errors: u64,
-    /// Retries.
-    pub retries: u64,
-}
+use crate::pipeline::stats::{Stats, TypeCounters, now_ms};
 
 /// The counters of every type at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Per type.
-    pub types: BTreeMap<DataType, TypeSnapshot>,
+    pub types: BTreeMap<DataType, TypeCounters>,
 }
 
 impl Snapshot {
     /// Reads the counters now.
     pub fn take(stats: &Stats) -> Snapshot {
         Snapshot {
-            types: stats
-                .iter()
-                .map(|(t, s)| {
-                    (
-                        t,
-                        TypeSnapshot {
-                            received: s.received.load(Relaxed),
-                            inserted: s.rows_inserted.load(Relaxed),
-                            dead_letters: s.dead_letters.load(Relaxed),
-                            insert_errors: s.insert_errors.load(Relaxed),
-                            retries: s.retries.load(Relaxed),
-                        },
-                    )
-                })
-                .collect(),
+            types: stats.iter().map(|(t, s)| (t, s.counters())).collect(),
         }
     }
 }
@@ -74,32 +44,29 @@ pub fn summary_line(stats: &Stats, previous: &Snapshot, elapsed: Duration) -> St
     let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let active: Vec<DataType> = DataType::ALL
         .into_iter()
-        .filter(|t| {
-            let s = stats.of(*t);
-            s.bound.load(Relaxed) || s.received.load(Relaxed) > 0
-        })
+        .filter(|t| now.types.get(t).is_some_and(|c| c.bound || c.received > 0))
         .collect();
-    let delta = |t: DataType, f: fn(&TypeSnapshot) -> u64| {
+    let delta = |t: DataType, f: fn(&TypeCounters) -> u64| {
         let cur = now.types.get(&t).map(f).unwrap_or(0);
         let old = previous.types.get(&t).map(f).unwrap_or(0);
         cur.saturating_sub(old)
     };
-    let total: u64 = active.iter().map(|t| delta(*t, |s| s.inserted)).sum();
+    let total: u64 = active.iter().map(|t| delta(*t, |s| s.rows_inserted)).sum();
     let mut line = format!("{:.1} rows/s", rate(total));
     if !active.is_empty() {
         let per: Vec<String> = active
             .iter()
-            .map(|t| format!("{t} {:.1}", rate(delta(*t, |s| s.inserted))))
+            .map(|t| format!("{t} {:.1}", rate(delta(*t, |s| s.rows_inserted))))
             .collect();
         let _ = write!(line, " ({})", per.join(", "));
         let pending: Vec<String> = active
             .iter()
-            .map(|t| format!("{t}={}", stats.of(*t).consumer_pending.load(Relaxed)))
+            .map(|t| format!("{t}={}", stats.of(*t).counters().consumer_pending))
             .collect();
         let _ = write!(line, "; pending {}", pending.join(" "));
     }
     let sum =
-        |f: fn(&TypeSnapshot) -> u64| -> u64 { DataType::ALL.iter().map(|t| delta(*t, f)).sum() };
+        |f: fn(&TypeCounters) -> u64| -> u64 { DataType::ALL.iter().map(|t| delta(*t, f)).sum() };
     let _ = write!(
         line,
         "; last {} s: +{} dead letters, +{} insert errors, +{} retries",
@@ -112,7 +79,7 @@ pub fn summary_line(stats: &Stats, previous: &Snapshot, elapsed: Duration) -> St
     let failing: Vec<String> = DataType::ALL
         .iter()
         .filter_map(|t| {
-            let since = stats.of(*t).failing_since_ms.load(Relaxed);
+            let since = now.types.get(t).map_or(0, |c| c.failing_since_ms);
             (since > 0).then(|| format!("{t} {} s", now_ms.saturating_sub(since).max(0) / 1000))
         })
         .collect();
@@ -123,8 +90,8 @@ pub fn summary_line(stats: &Stats, previous: &Snapshot, elapsed: Duration) -> St
     let _ = write!(
         line,
         "; nats {}, clickhouse {}",
-        up(stats.nats_connected.load(Relaxed)),
-        up(stats.clickhouse_up.load(Relaxed)),
+        up(stats.nats_connected()),
+        up(stats.clickhouse_up()),
     );
     line
 }
@@ -136,20 +103,26 @@ mod tests {
     #[test]
     fn rates_lag_and_errors_over_the_interval() {
         let stats = Stats::new(0);
-        stats.nats_connected.store(true, Relaxed);
+        stats.set_nats_connected(true);
         let trade = stats.of(DataType::Trade);
         let book = stats.of(DataType::Orderbook);
-        trade.bound.store(true, Relaxed);
-        book.bound.store(true, Relaxed);
-        trade.rows_inserted.store(1000, Relaxed);
-        trade.retries.store(5, Relaxed);
+        trade.set_bound(true);
+        book.set_bound(true);
+        trade.update(|c| {
+            c.rows_inserted = 1000;
+            c.retries = 5;
+        });
         let prev = Snapshot::take(&stats);
-        trade.rows_inserted.store(13_345, Relaxed);
-        book.rows_inserted.store(2_000, Relaxed);
-        book.consumer_pending.store(12, Relaxed);
-        trade.dead_letters.store(2, Relaxed);
-        trade.insert_errors.store(1, Relaxed);
-        trade.retries.store(8, Relaxed);
+        trade.update(|c| {
+            c.rows_inserted = 13_345;
+            c.dead_letters = 2;
+            c.insert_errors = 1;
+            c.retries = 8;
+        });
+        book.update(|c| {
+            c.rows_inserted = 2_000;
+            c.consumer_pending = 12;
+        });
         let line = summary_line(&stats, &prev, Duration::from_secs(10));
         assert_eq!(
             line,
@@ -173,8 +146,7 @@ mod tests {
         let stats = Stats::new(0);
         stats
             .of(DataType::Trade)
-            .failing_since_ms
-            .store(now_ms() - 75_000, Relaxed);
+            .update(|c| c.failing_since_ms = now_ms() - 75_000);
         let line = summary_line(&stats, &Snapshot::take(&stats), Duration::from_secs(10));
         assert!(line.contains("; inserts failing: trade 75 s;"), "{line}");
     }

@@ -1,7 +1,5 @@
 //! Router tests, in-process with `oneshot`: every endpoint in healthy and degraded states.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
@@ -14,18 +12,20 @@ const TYPES: [DataType; 2] = [DataType::Trade, DataType::Orderbook];
 /// Counters of a healthy service: connected, both consumers bound, some traffic.
 fn healthy() -> Arc<Stats> {
     let s = Arc::new(Stats::new(now_ms() - 90_500));
-    s.nats_connected.store(true, Relaxed);
-    s.clickhouse_up.store(true, Relaxed);
+    s.set_nats_connected(true);
+    s.set_clickhouse_up(true);
     for t in TYPES {
-        s.of(t).bound.store(true, Relaxed);
+        s.of(t).set_bound(true);
     }
     let trade = s.of(DataType::Trade);
-    trade.received.store(12_400, Relaxed);
-    trade.rows_inserted.store(12_345, Relaxed);
-    trade.dead_letters.store(55, Relaxed);
-    trade.batches.store(25, Relaxed);
-    trade.last_message_ms.store(now_ms() - 1_000, Relaxed);
-    trade.last_insert_ms.store(now_ms() - 900, Relaxed);
+    trade.update(|c| {
+        c.received = 12_400;
+        c.rows_inserted = 12_345;
+        c.dead_letters = 55;
+        c.batches = 25;
+        c.last_message_ms = now_ms() - 1_000;
+        c.last_insert_ms = now_ms() - 900;
+    });
     trade.reject("invalid_json");
     s
 }
@@ -77,7 +77,7 @@ async fn health_when_healthy() {
 #[tokio::test]
 async fn nats_down_is_not_ready_but_alive() {
     let stats = healthy();
-    stats.nats_connected.store(false, Relaxed);
+    stats.set_nats_connected(false);
     let state = OpsState::new(stats, TYPES);
     let (code, v) = get_json(&state, "/health").await;
     assert_eq!(code, StatusCode::OK);
@@ -112,7 +112,7 @@ async fn a_stuck_type_fails_health_and_is_named_by_ready() {
 #[tokio::test]
 async fn clickhouse_down_is_not_ready() {
     let stats = healthy();
-    stats.clickhouse_up.store(false, Relaxed);
+    stats.set_clickhouse_up(false);
     let state = OpsState::new(stats, TYPES);
     let (code, v) = get_json(&state, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
@@ -127,7 +127,7 @@ async fn clickhouse_down_is_not_ready() {
 async fn type_failing_longer_than_the_bound_is_named() {
     let stats = healthy();
     let trade = stats.of(DataType::Trade);
-    trade.failing_since_ms.store(now_ms() - 75_400, Relaxed);
+    trade.update(|c| c.failing_since_ms = now_ms() - 75_400);
     trade.error("Code: 252. TOO_MANY_PARTS");
     let state = OpsState::new(stats.clone(), TYPES);
     let (code, v) = get_json(&state, "/ready").await;
@@ -144,7 +144,7 @@ async fn type_failing_longer_than_the_bound_is_named() {
 #[tokio::test]
 async fn unbound_consumer_and_latches() {
     let stats = healthy();
-    stats.of(DataType::Orderbook).bound.store(false, Relaxed);
+    stats.of(DataType::Orderbook).set_bound(false);
     let started = Latch::new();
     let stop = CancellationToken::new();
     let state = OpsState::new(stats.clone(), TYPES)
@@ -157,7 +157,7 @@ async fn unbound_consumer_and_latches() {
         serde_json::json!(["service: starting", "orderbook: consumer not bound"])
     );
     started.open();
-    stats.of(DataType::Orderbook).bound.store(true, Relaxed);
+    stats.of(DataType::Orderbook).set_bound(true);
     assert_eq!(get_json(&state, "/ready").await.0, StatusCode::OK);
     stop.cancel();
     let (code, v) = get_json(&state, "/ready").await;
@@ -292,16 +292,7 @@ async fn stats_has_the_python_service_shape_and_types() {
 
 /// Counters of a migrator that has run: two tables measured, one lagging, one mismatch.
 fn migrated() -> Arc<MigrationStats> {
-    let m = Arc::new(MigrationStats::new());
-    m.rows_migrated.store(60_000, Relaxed);
-    m.chunks_verified.store(52, Relaxed);
-    m.chunks_repaired.store(3, Relaxed);
-    m.chunks_mismatched.store(1, Relaxed);
-    m.last_success_ms.store(1_700_000_123_500, Relaxed);
-    m.set_lag_minutes(DataType::Trade, 0);
-    m.set_lag_minutes(DataType::Orderbook, 42);
-    m.add_late_rows_repaired(DataType::Trade, 7);
-    m
+    Arc::new(metrics::tests::migration_stats())
 }
 
 #[tokio::test]
@@ -417,7 +408,7 @@ async fn api_status_answers_200_after_messages() {
         12_345
     );
     assert!(v["timestamp"].is_string());
-    stats.clickhouse_up.store(false, Relaxed);
+    stats.set_clickhouse_up(false);
     let (code, v) = get_json(&state, "/api/v1/status").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["data"]["health"]["ok"], false);

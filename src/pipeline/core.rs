@@ -7,7 +7,6 @@
 //! counter) so an insert retried after a timeout is not doubled.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -76,7 +75,7 @@ pub async fn run(
             stats.clone(),
             stop.clone(),
         )));
-        stats.of(dt).bound.store(true, Relaxed);
+        stats.of(dt).set_bound(true);
     }
     for t in tasks {
         let _ = t.await;
@@ -108,9 +107,8 @@ async fn read(
                 seq += 1;
                 let now = now_ms();
                 let st = stats.of(dt);
-                st.received.fetch_add(1, Relaxed);
-                st.queued.fetch_add(1, Relaxed);
-                st.last_message_ms.store(now, Relaxed);
+                // Core mode has no byte bound: its queue counts messages only.
+                st.record_received(0, now);
                 let bytes = m.payload.len();
                 let raw = RawMsg { subject: m.subject, stream_seq: seq, published_ms: now, payload: m.payload };
                 batcher.push(seq, raw, bytes, now, None, Instant::now());

@@ -26,7 +26,7 @@ pub mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -268,11 +268,11 @@ async fn run_type(ctx: TypeCtx) {
         tracing::info!(data_type = %dt, durable = %ctx.spec.durable, instance = ctx.leases.instance(), "consumer lease held");
         let started = std::time::Instant::now();
         let end = run_term(&ctx, &mut lease).await;
-        st.bound.store(false, Relaxed);
+        st.set_bound(false);
         match end {
             TermEnd::Stopped => {
                 // Bounded, and skipped with NATS down: the lease then simply expires.
-                if ctx.stats.nats_connected.load(Relaxed) {
+                if ctx.stats.nats_connected() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
                         .await;
                 }
@@ -359,8 +359,7 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     let fence = CancellationToken::new();
     // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
     let st = ctx.stats.of(dt);
-    st.queued.store(0, Relaxed);
-    st.queued_bytes.store(0, Relaxed);
+    st.clear_queued();
     let stored_through = Arc::new(AtomicU64::new(0));
     let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel(1);

@@ -36,7 +36,7 @@ use crate::source::journal::{Journal, JournalEntry, select, stream_epoch};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
 use super::decoder::{RawBatch, RawMsg, StageCmd};
-use super::stats::{Stats, TypeStats};
+use super::stats::Stats;
 
 /// How long the recovery read waits for the next message before asking whether any is left.
 const RECOVERY_IDLE: Duration = Duration::from_secs(5);
@@ -112,14 +112,14 @@ impl Reader {
                     tracing::error!(data_type = %self.data_type, error = %e, "durable cannot be used");
                     let st = self.stats.of(self.data_type);
                     st.error(e.to_string());
-                    st.bound.store(false, Relaxed);
+                    st.set_bound(false);
                     st.set_stuck(e.to_string());
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(data_type = %self.data_type, error = %e, "reader error; resynchronising");
                     self.stats.of(self.data_type).error(e.to_string());
-                    self.stats.of(self.data_type).bound.store(false, Relaxed);
+                    self.stats.of(self.data_type).set_bound(false);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.stop.cancelled() => {}
@@ -157,8 +157,7 @@ impl Reader {
         if batcher.has_pending_cuts() {
             if let Some(part) = batcher.discard_open() {
                 let st = self.stats.of(self.data_type);
-                TypeStats::sub(&st.queued, part.count);
-                TypeStats::sub(&st.queued_bytes, part.bytes as u64);
+                st.release_queued(part.count, part.bytes as u64);
                 tracing::info!(data_type = %self.data_type, first = part.first_seq, last = part.last_seq,
                     count = part.count, "part of a journaled batch not sent (re-read later)");
             }
@@ -180,12 +179,9 @@ impl Reader {
 
     fn push(&self, batcher: &mut Batcher<RawMsg, AckHandle>, d: Delivery, now: Instant) {
         let st = self.stats.of(self.data_type);
-        st.received.fetch_add(1, Relaxed);
-        st.queued.fetch_add(1, Relaxed);
-        st.queued_bytes.fetch_add(d.payload.len() as u64, Relaxed);
         // The server's receive time: no clock read per message.
-        st.last_message_ms.store(d.published_ms, Relaxed);
-        st.consumer_pending.store(d.pending, Relaxed);
+        st.record_received(d.payload.len() as u64, d.published_ms);
+        st.set_consumer_pending(d.pending);
         let ack = d.acker.map(|a| AckHandle::new(a, d.stream_seq));
         let bytes = d.payload.len();
         let raw = RawMsg {
@@ -200,12 +196,11 @@ impl Reader {
     async fn sync_and_consume(&mut self) -> Result<Flow, SourceError> {
         let dt = self.data_type;
         let st = self.stats.of(dt);
-        st.resyncs.fetch_add(1, Relaxed);
+        st.record_resync();
         self.drain_writer().await?;
         // Nothing is in flight now: what a failed run still counted as unacked (a batcher
         // dropped with an error) is re-read from the ack floor, so it no longer counts.
-        st.queued.store(0, Relaxed);
-        st.queued_bytes.store(0, Relaxed);
+        st.clear_queued();
 
         let mut consumer = bind_consumer(&self.js, &self.spec).await?;
         // The stream's epoch (a recreated stream restarts its sequences at 1) and its last
@@ -230,8 +225,8 @@ impl Reader {
         let acked_floor = info.ack_floor.stream_sequence;
         let delivered = info.delivered.stream_sequence;
         let ack_all = info.config.ack_policy == AckPolicy::All;
-        st.consumer_pending.store(info.num_pending, Relaxed);
-        st.bound.store(true, Relaxed);
+        st.set_consumer_pending(info.num_pending);
+        st.set_bound(true);
 
         let loaded = self.journal.get(&self.spec.durable).await?;
         let sel = select(loaded.entries, epoch, loaded.written_ns, stream_last);
@@ -316,9 +311,8 @@ impl Reader {
             // max_queue_bytes unacked payload bytes, stop pulling (the server keeps the rest)
             // until the writer acks. Not while a journaled boundary is still ahead: that batch
             // cannot close before its messages arrive.
-            let full = (usize::try_from(st.queued.load(Relaxed)).unwrap_or(usize::MAX)
-                >= self.max_queue
-                || st.queued_bytes.load(Relaxed) >= self.max_queue_bytes)
+            let full = (usize::try_from(st.queued()).unwrap_or(usize::MAX) >= self.max_queue
+                || st.queued_bytes() >= self.max_queue_bytes)
                 && !batcher.has_pending_cuts();
             tokio::select! {
                 biased;
@@ -365,7 +359,7 @@ impl Reader {
                     }
                     expected += 1;
                     if d.stream_seq <= last_seen {
-                        let skipped = st.redeliveries_skipped.fetch_add(1, Relaxed) + 1;
+                        let skipped = st.record_redelivery_skipped();
                         // Under AckPolicy::All one ack covers every earlier message: ack only
                         // the newest stored redelivery of a run (every 1000th, and the last).
                         if let Some(a) = d.acker.filter(|_| d.stream_seq <= self.stored_through.load(Relaxed)) {

@@ -1,7 +1,8 @@
 //! Counters the pipeline keeps per data type, read by the ops surface and the CLI.
 //!
-//! Plain atomics: stages bump them, readers snapshot them. Metric names and HTTP shapes live in
-//! `ops`; this module knows nothing of HTTP.
+//! Atomics behind methods: stages record events (`record_insert`, `record_received`, …),
+//! readers copy them ([`TypeStats::counters`]); no other module touches an atomic of these
+//! counters. Metric names and HTTP shapes live in `ops`; this module knows nothing of HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,65 +10,209 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::model::DataType;
 
-/// Counters of one data type.
+/// Declares the scalar counters once: each becomes a private atomic of [`TypeStats`] and a
+/// plain field of [`TypeCounters`], copied in both directions by `load` and `store`.
+macro_rules! scalar_counters {
+    ($($(#[doc = $doc:literal])* $name:ident: $atomic:ty => $plain:ty,)*) => {
+        /// The atomics behind [`TypeCounters`].
+        #[derive(Debug, Default)]
+        struct Scalars {
+            $($name: $atomic,)*
+        }
+
+        /// The scalar counters of one type at one moment (what [`TypeStats::counters`] reads).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct TypeCounters {
+            $($(#[doc = $doc])* pub $name: $plain,)*
+        }
+
+        impl Scalars {
+            fn load(&self) -> TypeCounters {
+                TypeCounters {
+                    $($name: self.$name.load(Relaxed),)*
+                }
+            }
+
+            fn store(&self, c: &TypeCounters) {
+                $(self.$name.store(c.$name, Relaxed);)*
+            }
+        }
+    };
+}
+
+scalar_counters! {
+    /// Messages received from NATS (redeliveries of held messages excluded).
+    received: AtomicU64 => u64,
+    /// Rows inserted (acknowledged by ClickHouse).
+    rows_inserted: AtomicU64 => u64,
+    /// Dead letters inserted.
+    dead_letters: AtomicU64 => u64,
+    /// INSERT statements that succeeded.
+    batches: AtomicU64 => u64,
+    /// Failed insert attempts (each retry counts).
+    insert_errors: AtomicU64 => u64,
+    /// Retries of inserts and acks.
+    retries: AtomicU64 => u64,
+    /// Messages buffered or in flight (not yet acked).
+    queued: AtomicU64 => u64,
+    /// Estimated bytes buffered or in flight.
+    queued_bytes: AtomicU64 => u64,
+    /// Redelivered messages skipped because they were already held or stored.
+    redeliveries_skipped: AtomicU64 => u64,
+    /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
+    resyncs: AtomicU64 => u64,
+    /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
+    insert_splits: AtomicU64 => u64,
+    /// Unix ms of the last message received (0 = none yet).
+    last_message_ms: AtomicI64 => i64,
+    /// Unix ms of the last successful insert (0 = none yet).
+    last_insert_ms: AtomicI64 => i64,
+    /// Unix ms since when inserts have been failing (0 = not failing).
+    failing_since_ms: AtomicI64 => i64,
+    /// Messages pending on the consumer (server's count at the last check).
+    consumer_pending: AtomicU64 => u64,
+    /// Whether this instance holds the consumer (false: standby or not started).
+    bound: AtomicBool => bool,
+    /// Sum of publish→insert latency over inserted batches' first messages, ms.
+    latency_ms_sum: AtomicU64 => u64,
+    /// Last batch's publish→insert latency (oldest message), ms.
+    last_latency_ms: AtomicU64 => u64,
+    /// Quality events stored with this type's batches (`data_quality_events`).
+    quality_events: AtomicU64 => u64,
+    /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
+    last_error_ms: AtomicI64 => i64,
+}
+
+/// Counters of one data type. The stages record events with the `record_*`/`set_*` methods,
+/// readers take a [`TypeCounters`] copy with [`TypeStats::counters`]; the atomics stay private,
+/// so one event is always counted the same way (Quickwit's `DocProcessorCounters`).
 #[derive(Debug, Default)]
 pub struct TypeStats {
-    /// Messages received from NATS (redeliveries of held messages excluded).
-    pub received: AtomicU64,
-    /// Rows inserted (acknowledged by ClickHouse).
-    pub rows_inserted: AtomicU64,
-    /// Dead letters inserted.
-    pub dead_letters: AtomicU64,
-    /// INSERT statements that succeeded.
-    pub batches: AtomicU64,
-    /// Failed insert attempts (each retry counts).
-    pub insert_errors: AtomicU64,
-    /// Retries of inserts and acks.
-    pub retries: AtomicU64,
-    /// Messages buffered or in flight (not yet acked).
-    pub queued: AtomicU64,
-    /// Estimated bytes buffered or in flight.
-    pub queued_bytes: AtomicU64,
-    /// Redelivered messages skipped because they were already held or stored.
-    pub redeliveries_skipped: AtomicU64,
-    /// Times the reader re-synchronised from the ack floor (start, lost deliveries, errors).
-    pub resyncs: AtomicU64,
-    /// Splits of batches into more INSERTs (by partition, in halves, bad-row isolation).
-    pub insert_splits: AtomicU64,
-    /// Unix ms of the last message received.
-    pub last_message_ms: AtomicI64,
-    /// Unix ms of the last successful insert.
-    pub last_insert_ms: AtomicI64,
-    /// Unix ms since when inserts have been failing (0 = not failing).
-    pub failing_since_ms: AtomicI64,
-    /// Messages pending on the consumer (server's count at the last check).
-    pub consumer_pending: AtomicU64,
-    /// Whether this instance holds the consumer (false: standby or not started).
-    pub bound: AtomicBool,
+    /// The scalar counters.
+    c: Scalars,
     /// Why the type is not consuming right now while it recovers by itself (lease lost or
     /// being re-acquired, NATS unreachable); `None` while it runs. Shown by `/ready`.
-    pub waiting: Mutex<Option<String>>,
+    waiting: Mutex<Option<String>>,
     /// Why the type stopped for good and will not recover without a restart (a stage task
     /// died, the durable cannot be used); `None` while it can make progress. `/health` turns
     /// non-200 while any type is stuck, so an orchestrator restarts the process.
-    pub stuck: Mutex<Option<String>>,
-    /// Sum of publish→insert latency over inserted batches' first messages, ms.
-    pub latency_ms_sum: AtomicU64,
-    /// Last batch's publish→insert latency (oldest message), ms.
-    pub last_latency_ms: AtomicU64,
-    /// Quality events stored with this type's batches (`data_quality_events`).
-    pub quality_events: AtomicU64,
+    stuck: Mutex<Option<String>>,
     /// Dead letters by reason kind.
-    pub rejects: Mutex<BTreeMap<String, u64>>,
+    rejects: Mutex<BTreeMap<String, u64>>,
     /// Last error text (insert, ack or NATS).
-    pub last_error: Mutex<Option<String>>,
-    /// Unix ms of the last error recorded with [`TypeStats::error`] (0 = none yet).
-    pub last_error_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
     /// Insert duration, batch size and publish→insert latency distributions.
-    pub histograms: TypeHistograms,
+    histograms: TypeHistograms,
 }
 
 impl TypeStats {
+    /// One message received: counted, queued (with its payload size) until acked or dropped,
+    /// and its publish time kept as the last message's time.
+    pub fn record_received(&self, bytes: u64, published_ms: i64) {
+        self.c.received.fetch_add(1, Relaxed);
+        self.c.queued.fetch_add(1, Relaxed);
+        self.c.queued_bytes.fetch_add(bytes, Relaxed);
+        self.c.last_message_ms.store(published_ms, Relaxed);
+    }
+
+    /// Messages that left the queue (acked, or dropped to be re-read); never below zero.
+    pub fn release_queued(&self, count: u64, bytes: u64) {
+        sub(&self.c.queued, count);
+        sub(&self.c.queued_bytes, bytes);
+    }
+
+    /// Nothing is queued any more (a new run or a resync re-reads what was held).
+    pub fn clear_queued(&self) {
+        self.c.queued.store(0, Relaxed);
+        self.c.queued_bytes.store(0, Relaxed);
+    }
+
+    /// Messages queued now (the reader's back-pressure reads it per pull).
+    pub fn queued(&self) -> u64 {
+        self.c.queued.load(Relaxed)
+    }
+
+    /// Payload bytes queued now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.c.queued_bytes.load(Relaxed)
+    }
+
+    /// The server's count of messages pending on the consumer.
+    pub fn set_consumer_pending(&self, pending: u64) {
+        self.c.consumer_pending.store(pending, Relaxed);
+    }
+
+    /// Whether this instance holds the type's consumer.
+    pub fn set_bound(&self, bound: bool) {
+        self.c.bound.store(bound, Relaxed);
+    }
+
+    /// Whether this instance holds the type's consumer.
+    pub fn is_bound(&self) -> bool {
+        self.c.bound.load(Relaxed)
+    }
+
+    /// One resynchronisation of the reader from the ack floor.
+    pub fn record_resync(&self) {
+        self.c.resyncs.fetch_add(1, Relaxed);
+    }
+
+    /// One redelivery skipped; returns how many were skipped so far, this one included.
+    pub fn record_redelivery_skipped(&self) -> u64 {
+        self.c.redeliveries_skipped.fetch_add(1, Relaxed) + 1
+    }
+
+    /// One retry of an insert or an ack.
+    pub fn record_retry(&self) {
+        self.c.retries.fetch_add(1, Relaxed);
+    }
+
+    /// One failed insert attempt: counted, its error kept, and the start of the failing run
+    /// marked (what `/ready` reports after its bound).
+    pub fn record_insert_failure(&self, error: impl Into<String>) {
+        self.c.insert_errors.fetch_add(1, Relaxed);
+        self.error(error);
+        let _ = self
+            .c
+            .failing_since_ms
+            .compare_exchange(0, now_ms(), Relaxed, Relaxed);
+    }
+
+    /// One successful insert of a batch at `now` (unix ms): `rows` rows and `dead_letters`
+    /// dead letters stored in `duration`; `first_published_ms` (the batch's oldest message, if
+    /// known) gives the publish→insert latency. Ends a failing run.
+    pub fn record_insert(
+        &self,
+        rows: u64,
+        dead_letters: u64,
+        duration: std::time::Duration,
+        first_published_ms: Option<i64>,
+        now: i64,
+    ) {
+        self.c.failing_since_ms.store(0, Relaxed);
+        self.c.rows_inserted.fetch_add(rows, Relaxed);
+        self.c.dead_letters.fetch_add(dead_letters, Relaxed);
+        self.c.batches.fetch_add(1, Relaxed);
+        self.c.last_insert_ms.store(now, Relaxed);
+        let latency = first_published_ms.map(|first| {
+            let lat = u64::try_from(now.saturating_sub(first)).unwrap_or(0);
+            self.c.last_latency_ms.store(lat, Relaxed);
+            self.c.latency_ms_sum.fetch_add(lat, Relaxed);
+            lat
+        });
+        self.observe_insert(duration, rows, latency);
+    }
+
+    /// Quality events stored with a batch.
+    pub fn record_quality_events(&self, n: u64) {
+        self.c.quality_events.fetch_add(n, Relaxed);
+    }
+
+    /// Splits of a batch into more INSERTs.
+    pub fn record_splits(&self, n: u64) {
+        self.c.insert_splits.fetch_add(n, Relaxed);
+    }
+
     /// Counts one rejection of `kind`.
     pub fn reject(&self, kind: &str) {
         if let Ok(mut m) = self.rejects.lock() {
@@ -75,17 +220,28 @@ impl TypeStats {
         }
     }
 
+    /// Rejections by reason kind.
+    pub fn rejects(&self) -> BTreeMap<String, u64> {
+        self.rejects.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// Records the latest error and its time.
     pub fn error(&self, text: impl Into<String>) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(text.into());
         }
-        self.last_error_ms.store(now_ms(), Relaxed);
+        self.c.last_error_ms.store(now_ms(), Relaxed);
     }
 
-    /// Records one successful insert: how long the INSERT took, how many rows it stored and,
-    /// when known, the publish→insert latency of the batch's oldest message in ms.
-    pub fn observe_insert(
+    /// The latest error text, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Records the distributions of one successful insert: how long the INSERT took, how many
+    /// rows it stored and, when known, the publish→insert latency of the batch's oldest
+    /// message in ms.
+    fn observe_insert(
         &self,
         duration: std::time::Duration,
         rows: u64,
@@ -97,6 +253,11 @@ impl TypeStats {
         if let Some(ms) = publish_to_insert_ms {
             self.histograms.publish_to_insert_ms.observe(ms);
         }
+    }
+
+    /// The insert distributions.
+    pub fn histograms(&self) -> &TypeHistograms {
+        &self.histograms
     }
 
     /// Sets (or clears, with `None`) why the type is waiting to recover.
@@ -123,15 +284,29 @@ impl TypeStats {
         self.stuck.lock().ok().and_then(|s| s.clone())
     }
 
-    /// Subtracts from a counter, never below zero.
-    pub fn sub(c: &AtomicU64, n: u64) {
-        let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    /// The scalar counters now (each read on its own: a copy, not a transaction).
+    pub fn counters(&self) -> TypeCounters {
+        self.c.load()
     }
 
-    /// Adds to a counter.
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Relaxed);
+    /// Overwrites the scalar counters with `c` — for fixtures (tests, the status-page
+    /// screenshot) that show given values; the stages record events instead.
+    pub fn restore(&self, c: &TypeCounters) {
+        self.c.store(c);
     }
+
+    /// Applies `f` to a copy of the counters and stores the result (fixtures; see
+    /// [`TypeStats::restore`]).
+    pub fn update(&self, f: impl FnOnce(&mut TypeCounters)) {
+        let mut c = self.counters();
+        f(&mut c);
+        self.restore(&c);
+    }
+}
+
+/// Subtracts from a counter, never below zero.
+fn sub(c: &AtomicU64, n: u64) {
+    let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
 }
 
 /// Counters of every data type.
@@ -139,9 +314,9 @@ impl TypeStats {
 pub struct Stats {
     types: BTreeMap<DataType, TypeStats>,
     /// Whether the NATS connection is up.
-    pub nats_connected: AtomicBool,
+    nats_connected: AtomicBool,
     /// Whether ClickHouse answered the last ping.
-    pub clickhouse_up: AtomicBool,
+    clickhouse_up: AtomicBool,
     /// Process start, unix ms.
     pub started_ms: i64,
     /// The data-quality detectors; [`crate::quality::Quality::snapshot`] gives their per-market
@@ -173,6 +348,26 @@ impl Stats {
     /// All types with their counters.
     pub fn iter(&self) -> impl Iterator<Item = (DataType, &TypeStats)> {
         self.types.iter().map(|(t, s)| (*t, s))
+    }
+
+    /// Whether the NATS connection is up.
+    pub fn nats_connected(&self) -> bool {
+        self.nats_connected.load(Relaxed)
+    }
+
+    /// Records the NATS connection state.
+    pub fn set_nats_connected(&self, up: bool) {
+        self.nats_connected.store(up, Relaxed);
+    }
+
+    /// Whether ClickHouse answered the last ping.
+    pub fn clickhouse_up(&self) -> bool {
+        self.clickhouse_up.load(Relaxed)
+    }
+
+    /// Records whether ClickHouse answers; returns the previous state.
+    pub fn set_clickhouse_up(&self, up: bool) -> bool {
+        self.clickhouse_up.swap(up, Relaxed)
     }
 }
 
@@ -260,7 +455,7 @@ impl Histogram {
     }
 }
 
-/// The distributions kept per data type, recorded by [`TypeStats::observe_insert`].
+/// The distributions kept per data type, recorded by [`TypeStats::record_insert`].
 #[derive(Debug)]
 pub struct TypeHistograms {
     /// Duration of successful INSERTs, microseconds.
@@ -291,6 +486,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn histogram_buckets_are_inclusive_and_cumulative() {
@@ -305,20 +501,102 @@ mod tests {
     }
 
     #[test]
-    fn observe_insert_fills_the_three_histograms() {
+    fn record_insert_counts_rows_latency_and_fills_the_three_histograms() {
         let t = TypeStats::default();
-        t.observe_insert(std::time::Duration::from_millis(3), 500, Some(1_200));
-        t.observe_insert(std::time::Duration::from_millis(3), 500, None);
-        assert_eq!(t.histograms.insert_duration_us.snapshot().count(), 2);
-        assert_eq!(t.histograms.batch_rows.snapshot().sum, 1000);
-        assert_eq!(t.histograms.publish_to_insert_ms.snapshot().count(), 1);
+        t.record_insert_failure("Code: 241");
+        assert!(t.counters().failing_since_ms > 0);
+        t.record_insert(500, 2, Duration::from_millis(3), Some(8_800), 10_000);
+        t.record_insert(500, 0, Duration::from_millis(3), None, 10_500);
+        let c = t.counters();
+        assert_eq!(
+            (c.rows_inserted, c.dead_letters, c.batches, c.insert_errors),
+            (1000, 2, 2, 1)
+        );
+        assert_eq!((c.last_insert_ms, c.failing_since_ms), (10_500, 0));
+        assert_eq!((c.last_latency_ms, c.latency_ms_sum), (1_200, 1_200));
+        let h = t.histograms();
+        assert_eq!(h.insert_duration_us.snapshot().count(), 2);
+        assert_eq!(h.batch_rows.snapshot().sum, 1000);
+        assert_eq!(h.publish_to_insert_ms.snapshot().count(), 1);
+    }
+
+    #[test]
+    fn the_queue_follows_receive_and_release_and_never_goes_negative() {
+        let t = TypeStats::default();
+        t.record_received(100, 7);
+        t.record_received(50, 9);
+        let c = t.counters();
+        assert_eq!((c.received, c.queued, c.queued_bytes), (2, 2, 150));
+        assert_eq!(c.last_message_ms, 9);
+        t.release_queued(1, 100);
+        assert_eq!((t.queued(), t.queued_bytes()), (1, 50));
+        t.release_queued(5, 500);
+        assert_eq!((t.queued(), t.queued_bytes()), (0, 0));
+        t.record_received(10, 11);
+        t.clear_queued();
+        assert_eq!(
+            (t.queued(), t.queued_bytes(), t.counters().received),
+            (0, 0, 3)
+        );
+    }
+
+    #[test]
+    fn the_failing_run_starts_at_the_first_failure() {
+        let t = TypeStats::default();
+        t.record_insert_failure("first");
+        let since = t.counters().failing_since_ms;
+        t.update(|c| c.failing_since_ms = 5);
+        t.record_insert_failure("second");
+        assert!(since > 0);
+        assert_eq!(t.counters().failing_since_ms, 5);
+        assert_eq!(t.counters().insert_errors, 2);
+        assert_eq!(t.last_error().as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn restore_round_trips_the_counters() {
+        let t = TypeStats::default();
+        let c = TypeCounters {
+            received: 1,
+            rows_inserted: 2,
+            dead_letters: 3,
+            batches: 4,
+            insert_errors: 5,
+            retries: 6,
+            queued: 7,
+            queued_bytes: 8,
+            redeliveries_skipped: 9,
+            resyncs: 10,
+            insert_splits: 11,
+            last_message_ms: 12,
+            last_insert_ms: 13,
+            failing_since_ms: 14,
+            consumer_pending: 15,
+            bound: true,
+            latency_ms_sum: 16,
+            last_latency_ms: 17,
+            quality_events: 18,
+            last_error_ms: 19,
+        };
+        t.restore(&c);
+        assert_eq!(t.counters(), c);
     }
 
     #[test]
     fn error_records_its_time() {
         let t = TypeStats::default();
-        assert_eq!(t.last_error_ms.load(Relaxed), 0);
+        assert_eq!(t.counters().last_error_ms, 0);
         t.error("boom");
-        assert!(t.last_error_ms.load(Relaxed) > 0);
+        assert!(t.counters().last_error_ms > 0);
+    }
+
+    #[test]
+    fn connection_flags() {
+        let s = Stats::new(0);
+        assert!(!s.nats_connected() && !s.clickhouse_up());
+        s.set_nats_connected(true);
+        assert!(!s.set_clickhouse_up(true));
+        assert!(s.set_clickhouse_up(true));
+        assert!(s.nats_connected() && s.clickhouse_up());
     }
 }

@@ -80,11 +80,7 @@ pub(crate) struct Writer {
 /// Counts a failed insert attempt and marks since when the type's inserts have been failing
 /// (what `/ready` reports after its bound).
 fn note_insert_failure(st: &TypeStats, e: &sink::SinkError) {
-    st.insert_errors.fetch_add(1, Relaxed);
-    st.error(e.to_string());
-    if st.failing_since_ms.load(Relaxed) == 0 {
-        st.failing_since_ms.store(now_ms(), Relaxed);
-    }
+    st.record_insert_failure(e.to_string());
 }
 
 impl Writer {
@@ -108,8 +104,7 @@ impl Writer {
                 StageCmd::Batch(b) if self.broken => {
                     // Dropped: re-read after the resync, and counted as queued again then.
                     let st = self.st();
-                    TypeStats::sub(&st.queued, b.count);
-                    TypeStats::sub(&st.queued_bytes, b.bytes as u64);
+                    st.release_queued(b.count, b.bytes as u64);
                     true
                 }
                 StageCmd::AckOnly(_) if self.broken => true,
@@ -158,27 +153,14 @@ impl Writer {
             }
         };
         let st = self.st();
-        st.failing_since_ms.store(0, Relaxed);
-        st.rows_inserted.fetch_add(inserted_rows, Relaxed);
-        st.dead_letters.fetch_add(dead, Relaxed);
-        st.batches.fetch_add(1, Relaxed);
-        let now = now_ms();
-        st.last_insert_ms.store(now, Relaxed);
-        let mut latency = None;
-        if b.first_published_ms != i64::MAX {
-            let lat = u64::try_from(now.saturating_sub(b.first_published_ms)).unwrap_or(0);
-            st.last_latency_ms.store(lat, Relaxed);
-            st.latency_ms_sum.fetch_add(lat, Relaxed);
-            latency = Some(lat);
-        }
-        st.observe_insert(t0.elapsed(), inserted_rows, latency);
+        let first_published = (b.first_published_ms != i64::MAX).then_some(b.first_published_ms);
+        st.record_insert(inserted_rows, dead, t0.elapsed(), first_published, now_ms());
         self.stored_through.fetch_max(b.last_seq, Relaxed);
         tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
             rows = inserted_rows, dead, %token, "batch stored");
         let acked = self.ack(&b.acks).await;
         let st = self.st();
-        TypeStats::sub(&st.queued, b.count);
-        TypeStats::sub(&st.queued_bytes, b.bytes as u64);
+        st.release_queued(b.count, b.bytes as u64);
         acked
     }
 
@@ -228,7 +210,7 @@ impl Writer {
         }
         let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
             let st = self.stats.of(dt);
-            st.retries.fetch_add(1, Relaxed);
+            st.record_retry();
             note_insert_failure(st, e);
             tracing::warn!(data_type = %dt, attempt, ?delay, error = %e, "insert failed; retrying");
         };
@@ -250,14 +232,8 @@ impl Writer {
                 )
                 .await?;
             let stored = b.quality.len() - iso.rejected.len();
-            self.stats
-                .of(dt)
-                .quality_events
-                .fetch_add(stored as u64, Relaxed);
-            self.stats
-                .of(dt)
-                .insert_splits
-                .fetch_add(iso.splits, Relaxed);
+            self.stats.of(dt).record_quality_events(stored as u64);
+            self.stats.of(dt).record_splits(iso.splits);
         }
         let isolation = self
             .sink
@@ -273,7 +249,7 @@ impl Writer {
             )
             .await?;
         let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
-        self.st().insert_splits.fetch_add(isolation.splits, Relaxed);
+        self.st().record_splits(isolation.splits);
         let mut dead = b.dead.clone();
         for rej in isolation.rejected {
             let msg = b
@@ -302,7 +278,7 @@ impl Writer {
                     &mut on_retry,
                 )
                 .await?;
-            self.st().insert_splits.fetch_add(iso.splits, Relaxed);
+            self.st().record_splits(iso.splits);
             if let Some(first) = iso.rejected.into_iter().next() {
                 let rows = dead.len() - iso.inserted_rows as usize;
                 return Err(sink::SinkError::Refused {
@@ -381,7 +357,7 @@ impl Writer {
         let st = self.stats.of(self.data_type);
         let dt = self.data_type;
         let res = ack_until_confirmed(last, &self.stop, |e| {
-            st.retries.fetch_add(1, Relaxed);
+            st.record_retry();
             st.error(e.to_string());
             tracing::warn!(data_type = %dt, error = %e, "ack not confirmed; retrying");
         })

@@ -210,9 +210,7 @@ impl Service {
         }
         startup::startup_check(cfg, &sink, stop).await?;
         if sink.detect_server().await.is_ok() {
-            stats
-                .clickhouse_up
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            stats.set_clickhouse_up(true);
         }
         let sink = Arc::new(sink);
         watchers::spawn(sink.clone(), stats.clone(), stop.clone());

@@ -5,7 +5,6 @@
 //! its leases and resynchronises once it is back.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -45,11 +44,11 @@ pub async fn connect(
             async move {
                 match ev {
                     async_nats::Event::Connected => {
-                        s.nats_connected.store(true, Relaxed);
+                        s.set_nats_connected(true);
                         tracing::info!("nats connected");
                     }
                     async_nats::Event::Disconnected => {
-                        s.nats_connected.store(false, Relaxed);
+                        s.set_nats_connected(false);
                         tracing::warn!("nats disconnected; reconnecting");
                     }
                     other => tracing::debug!(event = %other, "nats event"),

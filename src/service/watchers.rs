@@ -2,7 +2,6 @@
 //! summary log line.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,7 @@ pub fn spawn(sink: Arc<Sink>, stats: Arc<Stats>, stop: CancellationToken) {
             let up = tokio::time::timeout(PROBE_EVERY, sink.ping())
                 .await
                 .is_ok_and(|r| r.is_ok());
-            if s.clickhouse_up.swap(up, Relaxed) != up {
+            if s.set_clickhouse_up(up) != up {
                 if up {
                     tracing::info!("clickhouse answering")
                 } else {

@@ -6,11 +6,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use marketprism_storage::config::Secret;
-use marketprism_storage::migrate::MigrationStats;
+use marketprism_storage::migrate::{MigrationCounters, MigrationStats};
 use marketprism_storage::model::DataType;
 use marketprism_storage::ops::{self, OpsState};
 use marketprism_storage::pipeline::Stats;
@@ -142,19 +141,21 @@ async fn status_page_renders_the_counters() {
         return;
     };
     let stats = Arc::new(Stats::new(now_ms() - 3_723_000));
-    stats.nats_connected.store(true, Relaxed);
-    stats.clickhouse_up.store(false, Relaxed);
+    stats.set_nats_connected(true);
+    stats.set_clickhouse_up(false);
     let trade = stats.of(DataType::Trade);
-    trade.bound.store(true, Relaxed);
-    trade.rows_inserted.store(12_345, Relaxed);
-    trade.consumer_pending.store(4_321, Relaxed);
-    trade.dead_letters.store(7, Relaxed);
-    trade.retries.store(3, Relaxed);
-    trade.queued.store(250, Relaxed);
-    trade.last_message_ms.store(now_ms() - 2_000, Relaxed);
+    trade.set_bound(true);
+    trade.update(|c| {
+        c.rows_inserted = 12_345;
+        c.consumer_pending = 4_321;
+        c.dead_letters = 7;
+        c.retries = 3;
+        c.queued = 250;
+        c.last_message_ms = now_ms() - 2_000;
+    });
     trade.error("Code: 241. DB::Exception: Memory limit exceeded <test>");
     let book = stats.of(DataType::Orderbook);
-    book.rows_inserted.store(987_654, Relaxed);
+    book.update(|c| c.rows_inserted = 987_654);
     let secret = Secret::new("page-token");
     let state = OpsState::new(stats.clone(), [DataType::Trade, DataType::Orderbook])
         .with_token(Some(&secret));
@@ -221,11 +222,13 @@ async fn status_page_shows_the_migration() {
     };
     let stats = Arc::new(Stats::new(now_ms() - 60_000));
     let migration = Arc::new(MigrationStats::new());
-    migration.rows_migrated.store(1_234_567, Relaxed);
-    migration.chunks_verified.store(52, Relaxed);
-    migration.chunks_repaired.store(3, Relaxed);
-    migration.chunks_mismatched.store(1, Relaxed);
-    migration.last_success_ms.store(now_ms() - 125_000, Relaxed);
+    migration.restore(&MigrationCounters {
+        rows_migrated: 1_234_567,
+        chunks_verified: 52,
+        chunks_repaired: 3,
+        chunks_mismatched: 1,
+        last_success_ms: now_ms() - 125_000,
+    });
     migration.set_lag_minutes(DataType::Trade, 0);
     migration.set_lag_minutes(DataType::Orderbook, 42);
     let state =
@@ -297,8 +300,8 @@ async fn screenshot() {
         return;
     };
     let stats = Arc::new(Stats::new(now_ms() - 26 * 3_600_000 - 17 * 60_000));
-    stats.nats_connected.store(true, Relaxed);
-    stats.clickhouse_up.store(true, Relaxed);
+    stats.set_nats_connected(true);
+    stats.set_clickhouse_up(true);
     // (type, rows/s, base rows, pending, dead letters, retries, latency ms)
     let plan: [(DataType, u64, u64, u64, u64, u64, u64); 8] = [
         (DataType::Trade, 1850, 172_406_311, 412, 3, 0, 640),
@@ -312,22 +315,23 @@ async fn screenshot() {
     ];
     for (t, _, base, pending, dead, retries, lat) in plan {
         let s = stats.of(t);
-        s.bound.store(true, Relaxed);
-        s.rows_inserted.store(base, Relaxed);
-        s.consumer_pending.store(pending, Relaxed);
-        s.dead_letters.store(dead, Relaxed);
-        s.retries.store(retries, Relaxed);
-        s.last_latency_ms.store(lat, Relaxed);
-        s.batches.store(base / 500 + 1, Relaxed);
-        s.last_message_ms.store(now_ms() - 300, Relaxed);
+        s.set_bound(true);
+        s.update(|c| {
+            c.rows_inserted = base;
+            c.consumer_pending = pending;
+            c.dead_letters = dead;
+            c.retries = retries;
+            c.last_latency_ms = lat;
+            c.batches = base / 500 + 1;
+            c.last_message_ms = now_ms() - 300;
+        });
     }
     stats
         .of(DataType::LsrAllAccount)
         .error("Code: 242. DB::Exception: Table is in readonly mode (retried, then stored)");
     stats
         .of(DataType::VolatilityIndex)
-        .last_message_ms
-        .store(now_ms() - 41_000, Relaxed);
+        .update(|c| c.last_message_ms = now_ms() - 41_000);
     // Counters grow in real time while the page polls.
     let bump = {
         let stats = stats.clone();
@@ -337,11 +341,12 @@ async fn screenshot() {
                 let secs = t0.elapsed().as_secs_f64();
                 for (t, rate, base, ..) in plan {
                     let s = stats.of(t);
-                    s.rows_inserted
-                        .store(base + (rate as f64 * secs) as u64, Relaxed);
-                    if rate > 0 {
-                        s.last_message_ms.store(now_ms() - 200, Relaxed);
-                    }
+                    s.update(|c| {
+                        c.rows_inserted = base + (rate as f64 * secs) as u64;
+                        if rate > 0 {
+                            c.last_message_ms = now_ms() - 200;
+                        }
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
