@@ -77,7 +77,7 @@ pub(crate) mod k {
         ACK_WAIT: Duration = ("nats.ack_wait", DURATION).check(positive).default("1m");
         /// Time a TCP/TLS connect to a NATS server may take.
         CONNECT_TIMEOUT: Duration = ("nats.connect_timeout", DURATION)
-            .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("10s");
+            .env(&["MARKETPRISM_NATS_CONNECT_TIMEOUT"]).check(positive).default("5s");
         /// One value for every type; default per type from the batch.
         MAX_ACK_PENDING: NonZeroU64 = ("nats.max_ack_pending", COUNT);
         /// Messages per pull: amortises the round trip, ~16 MB of books.

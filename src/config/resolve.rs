@@ -161,8 +161,24 @@ fn read(path: &Path) -> Result<Value, ConfigError> {
     // An empty file (or one with only comments) is `Null`: an empty configuration.
     yaml_serde::from_str(&text).map_err(|e| ConfigError::File {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: without_quoted_values(&e.to_string()),
     })
+}
+
+/// A YAML error without the values it quotes between backticks (e.g. "invalid type: integer
+/// `…` as u128"): the value may be a password or a token, and the position names it anyway.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut quoted = true;
+    for part in parts {
+        out.push_str(if quoted { "`…`" } else { part });
+        quoted = !quoted;
+    }
+    out
 }
 
 /// The state of one load: the document, the environment, and what was found.
@@ -279,8 +295,10 @@ impl<'a> Resolver<'a> {
     }
 
     /// The environment, else the first set of the key, its Python service keys and
-    /// `fallbacks` in the file. A file value is parsed even when a variable wins (a malformed
-    /// file is refused whatever the environment says); the rule applies to the winner only.
+    /// `fallbacks` in the file. When a variable wins, the file's value is still parsed and a
+    /// malformed one (a `syntax` kind: the wrong type, not a number) refused, as a malformed
+    /// file is whatever the environment says; a file value that only breaks a rule (an
+    /// unknown host form, a log level, a zero) is overridden, as before the key table.
     fn find<T>(
         &mut self,
         key: &Key<T>,
@@ -304,10 +322,7 @@ impl<'a> Resolver<'a> {
                     continue;
                 };
                 match &in_file {
-                    None => {
-                        let value = (key.kind.parse)(&node).map_err(|e| self.bad(key, path, e))?;
-                        in_file = Some((path.to_string(), value));
-                    }
+                    None => in_file = Some((path.to_string(), node)),
                     Some((ours, _)) if key.python.contains(&path) => {
                         let ours = ours.clone();
                         self.warn(format!(
@@ -332,10 +347,17 @@ impl<'a> Resolver<'a> {
             };
             let value = (kind.parse)(&Value::String(text)).map_err(env_err)?;
             (key.check)(&value).map_err(env_err)?;
+            if let Some((path, node)) = &in_file
+                && let Err(e) = (key.kind.parse)(node)
+                && ((key.kind.syntax && e != MUST_BE_POSITIVE) || e.starts_with("invalid type"))
+            {
+                return Err(self.bad(key, path, e));
+            }
             return Ok(Some((value, Source::Env(var.to_string()))));
         }
         match in_file {
-            Some((path, value)) => {
+            Some((path, node)) => {
+                let value = (key.kind.parse)(&node).map_err(|e| self.bad(key, &path, e))?;
                 (key.check)(&value).map_err(|reason| ConfigError::invalid(path, reason))?;
                 let source = self.file.clone().map_or(Source::Default, Source::File);
                 Ok(Some((value, source)))
@@ -346,8 +368,10 @@ impl<'a> Resolver<'a> {
 
     /// The node at a dotted path, if set (`null` and a Python service's empty list are unset).
     fn node(&self, path: &str) -> Option<Value> {
-        if let Some(v) = self.computed.get(path) {
-            return Some(v.clone());
+        // A computed key is what its Python service keys say, nothing else (an empty
+        // `subscriptions:` section sets nothing).
+        if COMPUTED.contains(&path) {
+            return self.computed.get(path).cloned();
         }
         let mut node = &self.doc;
         for part in path.split('.') {

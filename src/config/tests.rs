@@ -763,7 +763,7 @@ fn every_key_is_documented_where_operators_look() {
 #[test]
 fn nats_connect_timeout_is_one_declaration() {
     let c = Config::defaults().unwrap();
-    assert_eq!(c.nats.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.nats.connect_timeout, Duration::from_secs(5));
     let env = [("MARKETPRISM_NATS_CONNECT_TIMEOUT", "2500ms")];
     let l = check("nats:\n  connect_timeout: 3s\n", &env).unwrap();
     assert_eq!(l.config.nats.connect_timeout, Duration::from_millis(2500));
@@ -811,4 +811,50 @@ fn env_only_and_python_only_keys_stay_where_they_belong() {
     assert!(l.warnings[0].contains(
         "Python service key \"hot_storage.clickhouse_user\" is ignored: \"clickhouse.user\" is set"
     ));
+}
+
+#[test]
+fn environment_overrides_a_file_value_that_only_breaks_a_rule() {
+    // The file's value is refused on its own, but a variable that wins replaces it (as before
+    // the key table): an operator fixes a bad file from the environment.
+    for (yaml, var, value) in [
+        ("log:\n  level: verbose\n", "LOG_LEVEL", "debug"),
+        (
+            "nats:\n  url: ftp://x\n",
+            "MARKETPRISM_NATS_URL",
+            "nats://n:4222",
+        ),
+        (
+            "migration:\n  batch_limit: 0\n",
+            "MIGRATION_BATCH_LIMIT",
+            "10",
+        ),
+    ] {
+        assert!(check(yaml, &[]).is_err(), "{yaml}");
+        assert!(check(yaml, &[(var, value)]).is_ok(), "{yaml} with {var}");
+    }
+    // A malformed file value (the wrong type) is refused whatever the environment says.
+    assert!(check("log:\n  level: [a, b]\n", &[("LOG_LEVEL", "debug")]).is_err());
+}
+
+#[test]
+fn an_empty_subscriptions_section_sets_nothing() {
+    let l = check("subscriptions: {}\n", &[]).unwrap();
+    assert_eq!(l.config.nats.types.len(), 8);
+    let l = check("subscriptions:\n  trade_enabled:\n", &[]).unwrap();
+    assert_eq!(l.config.nats.types.len(), 8);
+}
+
+#[test]
+fn unquoted_numeric_secrets_are_refused_not_rewritten() {
+    let e = check_err("hot_storage:\n  clickhouse_password: 1.50\n", &[]);
+    assert!(e.contains("write the secret in quotes"), "{e}");
+    assert!(!e.contains("1.5"), "{e}");
+    let e = check_err("http:\n  token: true\n", &[]);
+    assert!(e.contains("write the secret in quotes"), "{e}");
+    let l = check("clickhouse:\n  password: \"0123\"\n", &[]).unwrap();
+    assert_eq!(l.config.clickhouse.password.expose(), "0123");
+    // A value YAML itself cannot hold is refused without being echoed.
+    let e = check_err("clickhouse:\n  password: 123456789012345678901234\n", &[]);
+    assert!(!e.contains("123456789012345678901234"), "{e}");
 }

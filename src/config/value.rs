@@ -115,7 +115,7 @@ kinds! {
     syntax FILTER: String = |v| Ok(scalar(v)?.trim().to_string()),
         |s| if s.is_empty() { "(none)".into() } else { s.clone() };
     /// A bearer token; empty = none.
-    syntax TOKEN: Secret = |v| Ok(Secret::new(scalar(v)?)),
+    syntax TOKEN: Secret = |v| Ok(Secret::new(secret_text(v)?)),
         |s| if s.is_empty() { "(none)".into() } else { s.masked().into() };
     rule IP: IpAddr = |v| {
         let s = scalar(v)?;
@@ -162,7 +162,7 @@ kinds! {
 
 /// A password: an empty variable is an (empty) password, and it prints masked.
 pub(crate) const PASSWORD: Kind<Secret> = Kind {
-    parse: |v| Ok(Secret::new(scalar(v)?)),
+    parse: |v| Ok(Secret::new(secret_text(v)?)),
     show: |s| s.masked().into(),
     empty_env_is_value: true,
     syntax: true,
@@ -178,6 +178,20 @@ pub(crate) fn what(v: &Value) -> &'static str {
         Value::Sequence(_) => "sequence",
         Value::Mapping(_) => "mapping",
         Value::Tagged(_) => "tagged value",
+    }
+}
+
+/// A secret as written: a YAML string. An unquoted number or boolean is refused: the YAML
+/// value tree keeps its value, not its text (`0123` would become `123`, `1.50` `1.5`), and a
+/// password that changed silently fails every login.
+fn secret_text(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Err(
+            "write the secret in quotes: an unquoted number or boolean is not kept as written"
+                .into(),
+        ),
+        other => scalar(other),
     }
 }
 
