@@ -14,20 +14,19 @@
 //! - [`service`]: a validated `Config` → the running service (stages, migration loop, watchers,
 //!   ops) behind one `Service::run`; the parts it is built from (`service::build`).
 //! - [`ops`]: the operations HTTP surface (`/health`, `/ready`, `/stats`, `/metrics`, status page).
-//! - [`publish`]: synthetic collector traffic (generator + paced NATS publisher) for tests and demos.
 //! - [`quality`]: data-quality detectors (gaps, duplicates, crossed books, silences) + report.
 //! - [`migrate`]: hot → cold migration: pure planner, executor, verification.
 //! - [`audit`]: streams vs stored rows per type and market (the proof of exactly-once).
 //! - [`embedded`]: start/stop the embedded ClickHouse and nats-server children.
-//! - [`mod@bench`]: the benchmark (raw ceilings vs the service end to end).
-//! - [`cli`]: the command-line interface: parses, calls the library, prints (no library module
-//!   imports it).
+//!
+//! The command-line interface (`src/cli/`), the synthetic collector traffic (`src/publish/`) and
+//! the benchmark (`src/bench/`) are modules of the `marketprism-storage` binary, not of this
+//! library: the service ships without its load generator, and no library module can import the
+//! CLI.
 
 pub mod ack;
 pub mod audit;
 pub mod batch;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod embedded;
@@ -35,7 +34,6 @@ pub mod migrate;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
-pub mod publish;
 pub mod quality;
 pub mod retry;
 pub mod schema;

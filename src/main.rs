@@ -1,4 +1,9 @@
 //! Thin entry point: parse the CLI, run the command, map errors to exit codes.
+//!
+//! The binary holds what the service library does not ship: the command-line interface
+//! (`cli`), the synthetic collector traffic (`publish`) and the benchmark (`bench`). The
+//! library's modules are re-exported at this crate's root so the three read `crate::config`,
+//! `crate::pipeline`, … exactly as library code does.
 
 use clap::Parser;
 
@@ -6,7 +11,17 @@ use clap::Parser;
 /// of the service's CPU on them (perf, 1M-trade drain), mimalloc a fraction of that.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use marketprism_storage::cli::{self, Cli};
+
+mod bench;
+mod cli;
+mod publish;
+
+use marketprism_storage::{
+    audit, config, decode, embedded, migrate, model, ops, pipeline, quality, schema, service, sink,
+    source,
+};
+
+use cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -37,42 +37,6 @@ pub struct Message {
     pub msg_id: Option<String>,
 }
 
-/// A deliberate defect for tests of rejection paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum InvalidKind {
-    /// The type's main value is negative (trade/liquidation price, best bid price, funding
-    /// mark price, open interest, long/short ratio, volatility index).
-    NegativePrice,
-    /// `side` is `"hold"` (trade and liquidation only).
-    BadSide,
-    /// `ts_ms` is removed.
-    MissingTimestamp,
-    /// The type's main quantity/value is the string `"abc"`.
-    NonNumericQuantity,
-    /// The payload is cut in half, so it is not JSON at all.
-    MalformedJson,
-}
-
-impl InvalidKind {
-    /// Every kind.
-    pub const ALL: [InvalidKind; 5] = [
-        InvalidKind::NegativePrice,
-        InvalidKind::BadSide,
-        InvalidKind::MissingTimestamp,
-        InvalidKind::NonNumericQuantity,
-        InvalidKind::MalformedJson,
-    ];
-
-    /// Whether this defect exists for messages of `data_type`.
-    pub fn applies_to(self, data_type: DataType) -> bool {
-        match self {
-            InvalidKind::BadSide => matches!(data_type, DataType::Trade | DataType::Liquidation),
-            _ => true,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Venue {
     BinanceSpot,
@@ -205,6 +169,7 @@ pub struct Generator {
 
 impl Generator {
     /// A generator with [`DEFAULT_DEPTH`] levels per orderbook side.
+    #[cfg(test)]
     pub fn new(seed: u64) -> Self {
         Self::with_depth(seed, DEFAULT_DEPTH)
     }
@@ -224,11 +189,13 @@ impl Generator {
     }
 
     /// Levels per orderbook side.
+    #[cfg(test)]
     pub fn depth(&self) -> usize {
         self.depth
     }
 
     /// The subjects messages of `data_type` are published on, in round-robin order.
+    #[cfg(test)]
     pub fn subjects(&self, data_type: DataType) -> Vec<String> {
         let t = type_index(data_type);
         markets(data_type)
@@ -280,75 +247,6 @@ impl Generator {
             payload: Bytes::copy_from_slice(self.buf.as_bytes()),
             msg_id,
         }
-    }
-
-    /// A message of `data_type` carrying the defect `kind`, or `None` when the defect does not
-    /// exist for that type (see [`InvalidKind::applies_to`]). Subject and Msg-Id are those of a
-    /// valid message.
-    pub fn invalid(
-        &mut self,
-        data_type: DataType,
-        kind: InvalidKind,
-        now_ms: i64,
-    ) -> Option<Message> {
-        if !kind.applies_to(data_type) {
-            return None;
-        }
-        let mut msg = self.next(data_type, now_ms);
-        if kind == InvalidKind::MalformedJson {
-            msg.payload = msg.payload.slice(..msg.payload.len() / 2);
-            return Some(msg);
-        }
-        let mut value: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
-        let obj = value.as_object_mut()?;
-        let main_num = match data_type {
-            DataType::Trade | DataType::Liquidation => "price",
-            DataType::Orderbook => "bids",
-            DataType::FundingRate => "current_funding_rate",
-            DataType::OpenInterest => "open_interest_value",
-            DataType::LsrTopPosition | DataType::LsrAllAccount => "long_short_ratio",
-            DataType::VolatilityIndex => "vol_index",
-        };
-        match kind {
-            InvalidKind::NegativePrice => {
-                let field = if data_type == DataType::FundingRate {
-                    "mark_price"
-                } else {
-                    main_num
-                };
-                match obj.get_mut(field)? {
-                    serde_json::Value::Array(levels) => {
-                        let level = levels.first_mut()?.as_array_mut()?;
-                        let price = level.first_mut()?;
-                        *price = serde_json::Value::String(format!("-{}", price.as_str()?));
-                    }
-                    serde_json::Value::String(s) => *s = format!("-{s}"),
-                    v => *v = serde_json::json!(-1.5),
-                }
-            }
-            InvalidKind::BadSide => {
-                obj.insert("side".into(), "hold".into());
-            }
-            InvalidKind::MissingTimestamp => {
-                obj.remove("ts_ms");
-            }
-            InvalidKind::NonNumericQuantity => {
-                let field = match data_type {
-                    DataType::Trade | DataType::Liquidation => "quantity",
-                    _ => main_num,
-                };
-                match obj.get_mut(field)? {
-                    serde_json::Value::Array(levels) => {
-                        let level = levels.first_mut()?.as_array_mut()?;
-                        *level.get_mut(1)? = "abc".into();
-                    }
-                    v => *v = "abc".into(),
-                }
-            }
-            InvalidKind::MalformedJson => {}
-        }
-        msg.payload = Bytes::from(serde_json::to_vec(&value).ok()?);
-        Some(msg)
     }
 
     /// Picks the instrument of the next liquidation: bursts of 1–6 on one instrument and side.
@@ -1379,43 +1277,6 @@ mod tests {
         assert!(repeats > 50, "{repeats}");
         let distinct: std::collections::BTreeSet<_> = subjects.iter().collect();
         assert_eq!(distinct.len(), 4);
-    }
-
-    #[test]
-    fn invalid_messages_carry_exactly_their_defect() {
-        let mut g = Generator::new(5);
-        for t in DataType::ALL {
-            for kind in InvalidKind::ALL {
-                let Some(m) = g.invalid(t, kind, NOW) else {
-                    assert!(!kind.applies_to(t));
-                    continue;
-                };
-                let parsed: Result<Value, _> = serde_json::from_slice(&m.payload);
-                match kind {
-                    InvalidKind::MalformedJson => assert!(parsed.is_err(), "{t}"),
-                    InvalidKind::MissingTimestamp => {
-                        assert!(parsed.unwrap().get("ts_ms").is_none());
-                    }
-                    InvalidKind::BadSide => assert_eq!(parsed.unwrap()["side"], "hold"),
-                    InvalidKind::NegativePrice => {
-                        let text = String::from_utf8(m.payload.to_vec()).unwrap();
-                        assert!(
-                            text.contains(":\"-") || text.contains(":-") || text.contains("[\"-"),
-                            "{t}: {text}"
-                        );
-                    }
-                    InvalidKind::NonNumericQuantity => {
-                        let text = String::from_utf8(m.payload.to_vec()).unwrap();
-                        assert!(text.contains("\"abc\""), "{t}: {text}");
-                    }
-                }
-                assert_eq!(m.data_type, t);
-            }
-        }
-        assert!(
-            g.invalid(DataType::FundingRate, InvalidKind::BadSide, NOW)
-                .is_none()
-        );
     }
 }
 

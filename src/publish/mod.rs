@@ -17,8 +17,8 @@ use futures::stream::FuturesUnordered;
 
 use crate::model::DataType;
 
-pub use generator::{DEFAULT_DEPTH, Generator, InvalidKind, MAX_DEPTH, Message};
-pub use mix::{Mix, MixError, Pacer};
+pub use generator::{DEFAULT_DEPTH, Generator, Message};
+pub use mix::{Mix, Pacer};
 
 /// PubAck futures outstanding at once in [`Transport::JetStream`] mode.
 pub const JETSTREAM_WINDOW: usize = 1024;
@@ -289,23 +289,6 @@ pub async fn publish(
     sender.finish(&mut stats).await?;
     stats.elapsed = start.elapsed();
     progress(&stats);
-    Ok(stats)
-}
-
-/// Publishes prepared `messages` in order with `transport`, as fast as possible, then flushes.
-pub async fn publish_messages(
-    client: &async_nats::Client,
-    messages: &[Message],
-    transport: Transport,
-) -> Result<PublishStats, PublishError> {
-    let start = Instant::now();
-    let mut stats = PublishStats::default();
-    let mut sender = Sender::new(client, transport);
-    for msg in messages {
-        sender.send(msg.clone(), &mut stats).await?;
-    }
-    sender.finish(&mut stats).await?;
-    stats.elapsed = start.elapsed();
     Ok(stats)
 }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use marketprism_storage::audit::{self, AuditOptions, AuditReport, AuditTarget, End, NoProgress};
 use marketprism_storage::config::Config;
 use marketprism_storage::model::DataType;
-use marketprism_storage::publish::Generator;
 use marketprism_storage::sink::{Sink, SinkOptions};
 
 use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
@@ -151,13 +150,16 @@ async fn audit_names_exactly_the_rows_deleted_duplicated_and_forged_behind_the_s
     let poison_seq = publish_one(&client, "trade.binance.spot.BTC-USDT", poison.clone()).await;
     let poison2_seq = publish_one(&client, "trade.okx.spot.BTC-USDT", poison).await;
     publish_trades(&client, N / 2, N, now).await;
-    // A few messages of two more types, from the collector-shaped generator.
-    let mut g = Generator::new(7);
+    // A few messages of two more types, the collector's examples one second apart.
     let js = async_nats::jetstream::new(client.clone());
     for i in 0..40 {
-        for t in [DataType::FundingRate, DataType::Orderbook] {
-            let m = g.next(t, now - 100_000 + i * 1000);
-            js.publish(m.subject, m.payload)
+        let examples = crate::ingest::collector_messages(now - 40_000 + i * 1000);
+        for prefix in ["funding_rate.", "orderbook."] {
+            let (subject, body, _) = examples
+                .iter()
+                .find(|(s, _, _)| s.starts_with(prefix))
+                .unwrap();
+            js.publish(subject.clone(), body.clone().into())
                 .await
                 .unwrap()
                 .await

@@ -44,7 +44,7 @@ fn iso(ms: i64) -> String {
 }
 
 /// The MarketPrism collector's example payloads (reference §2.2) with timestamps from `now`.
-fn collector_messages(now: i64) -> Vec<(String, String, Option<String>)> {
+pub(crate) fn collector_messages(now: i64) -> Vec<(String, String, Option<String>)> {
     let t = now - 60_000;
     vec![
         (
