@@ -8,7 +8,6 @@
 //! also runs it inside the service); this command turns flags into options and prints the
 //! progress and the report.
 
-use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,7 +259,6 @@ struct ProgressState {
     of: usize,
     span: Option<Span>,
     rows: u64,
-    last_log: Instant,
 }
 
 impl ProgressState {
@@ -272,59 +270,55 @@ impl ProgressState {
             of: 0,
             span: None,
             rows: 0,
-            last_log: Instant::now(),
         }
     }
 }
 
-/// Progress on stderr: one updating line on a terminal, a log line every 10 s otherwise.
+/// Progress on stderr ([`super::progress::Progress`]): one updating line on a terminal, a log
+/// event every 10 s (and at each new table) otherwise.
 struct TermProgress {
-    tty: bool,
+    line: super::progress::Progress,
     state: Mutex<ProgressState>,
 }
 
 impl TermProgress {
     fn new() -> TermProgress {
         TermProgress {
-            tty: std::io::stderr().is_terminal(),
+            line: super::progress::Progress::stderr(),
             state: Mutex::new(ProgressState::fresh()),
         }
     }
 
-    fn show(&self, s: &mut ProgressState, force: bool) {
+    fn show(&self, s: &ProgressState, force: bool) {
         let secs = s.started.elapsed().as_secs_f64();
         let span = s.span.map(|x| x.to_string()).unwrap_or_default();
-        if self.tty {
-            let line = format!(
-                "\r\x1b[2K{} chunk {}/{} {span}  {} rows  {} rows/s",
-                s.table,
-                s.index,
-                s.of,
-                s.rows,
-                rate(s.rows, secs)
-            );
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(line.as_bytes());
-            let _ = e.flush();
-        } else if force || s.last_log.elapsed() >= Duration::from_secs(10) {
-            s.last_log = Instant::now();
-            tracing::info!(
-                table = %s.table,
-                chunk = %format!("{}/{}", s.index, s.of),
-                span = %span,
-                rows = s.rows,
-                rows_per_s = %rate(s.rows, secs),
-                "migrating"
-            );
-        }
+        self.line.update_with(
+            force,
+            || {
+                format!(
+                    "{} chunk {}/{} {span}  {} rows  {} rows/s",
+                    s.table,
+                    s.index,
+                    s.of,
+                    s.rows,
+                    rate(s.rows, secs)
+                )
+            },
+            |_| {
+                tracing::info!(
+                    table = %s.table,
+                    chunk = %format!("{}/{}", s.index, s.of),
+                    span = %span,
+                    rows = s.rows,
+                    rows_per_s = %rate(s.rows, secs),
+                    "migrating"
+                );
+            },
+        );
     }
 
     fn finish(&self) {
-        if self.tty {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(b"\r\x1b[2K");
-            let _ = e.flush();
-        }
+        self.line.finish(None);
     }
 }
 
@@ -336,14 +330,14 @@ impl Progress for TermProgress {
             s.index = index;
             s.of = of;
             s.span = Some(span);
-            self.show(&mut s, new_table);
+            self.show(&s, new_table);
         }
     }
 
     fn copied(&self, _table: &str, rows: u64) {
         if let Ok(mut s) = self.state.lock() {
             s.rows += rows;
-            self.show(&mut s, false);
+            self.show(&s, false);
         }
     }
 

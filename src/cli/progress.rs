@@ -2,7 +2,7 @@
 //!
 //! On a terminal: one line that redraws in place (indicatif, at most 10 redraws a second), with
 //! the elapsed time in front. Otherwise (logs, CI, a pipe): the same text as a plain line at most
-//! every 10 s, and always at the end, so a captured log shows the run without a flood of lines.
+//! every 10 s, so a captured log shows the run without a flood of lines.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -13,26 +13,29 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How often a non-terminal stderr gets a progress line.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
-/// One progress line.
+/// One progress line; after [`Progress::finish`] the next update starts a new one (the
+/// standalone migration loop draws one per cycle).
 pub struct Progress {
-    bar: Option<ProgressBar>,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
     last_plain: Mutex<Option<Instant>>,
+}
+
+fn new_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    // The template is a constant and parses; a plain spinner style if it ever did not.
+    let style = ProgressStyle::with_template("[{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar
 }
 
 impl Progress {
     /// A progress line on stderr: drawn in place on a terminal, plain lines otherwise.
     pub fn stderr() -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-            // The template is a constant: it cannot fail to parse; the default is a plain
-            // message if it ever did.
-            let style = ProgressStyle::with_template("[{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
-            bar.set_style(style);
-            bar
-        });
         Progress {
-            bar,
+            tty: std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
             last_plain: Mutex::new(None),
         }
     }
@@ -40,30 +43,42 @@ impl Progress {
     /// Shows `line()` now on a terminal; otherwise at most every 10 s (the first call prints).
     /// `line` is only called when something is drawn.
     pub fn update(&self, line: impl FnOnce() -> String) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(line());
+        self.update_with(false, line, |l| eprintln!("{l}"));
+    }
+
+    /// [`Self::update`] with the plain (non-terminal) output given by `plain` (e.g. a log
+    /// event with fields), and `force` to emit it now whatever the 10 s spacing says.
+    pub fn update_with(
+        &self,
+        force: bool,
+        line: impl FnOnce() -> String,
+        plain: impl FnOnce(String),
+    ) {
+        if self.tty {
+            if let Ok(mut bar) = self.bar.lock() {
+                bar.get_or_insert_with(new_bar).set_message(line());
+            }
             return;
         }
         let Ok(mut last) = self.last_plain.lock() else {
             return;
         };
-        if last.is_some_and(|t| t.elapsed() < PLAIN_EVERY) {
+        if !force && last.is_some_and(|t| t.elapsed() < PLAIN_EVERY) {
             return;
         }
         *last = Some(Instant::now());
-        eprintln!("{}", line());
+        plain(line());
     }
 
-    /// Clears the line on a terminal; otherwise prints `line` once more if given.
+    /// Clears the line on a terminal; then prints `line` once if given (on any stderr).
     pub fn finish(&self, line: Option<String>) {
-        match (&self.bar, line) {
-            (Some(bar), Some(line)) => {
-                bar.finish_and_clear();
-                eprintln!("{line}");
-            }
-            (Some(bar), None) => bar.finish_and_clear(),
-            (None, Some(line)) => eprintln!("{line}"),
-            (None, None) => {}
+        if let Ok(mut bar) = self.bar.lock()
+            && let Some(bar) = bar.take()
+        {
+            bar.finish_and_clear();
+        }
+        if let Some(line) = line {
+            eprintln!("{line}");
         }
     }
 }
