@@ -73,10 +73,9 @@ fn progress_line(stats: &Stats, started: Instant, published: u64) -> String {
 /// Runs the demo until `--duration` or Ctrl-C, then prints the summary.
 pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let tools = Tools::locate(&cfg.embedded.tools_dir)?;
-    let nats_dir = cfg.embedded.data_dir.join("nats");
     let nats = EmbeddedNats::start(
         &tools,
-        &nats_dir,
+        &cfg.embedded.data_dir.join("nats"),
         args.nats_port,
         Some(args.nats_monitor_port),
     )
@@ -87,8 +86,43 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             args.nats_port
         )
     })?;
+    let cfg = demo_config(cfg, args, &nats.url);
+    super::out(&banner(&cfg, args, &nats.url));
+
+    let stop = CancellationToken::new();
+    let stats = Arc::new(Stats::new(now_ms()));
+    let service = {
+        let (cfg, stats, stop) = (cfg.clone(), stats.clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::service::Service::new(cfg, crate::service::RunOptions::default())
+                .with_stats(stats)
+                .run(stop)
+                .await
+        })
+    };
+    let client = async_nats::connect(&nats.url).await?;
+    if let Err(e) = wait_for_streams(&cfg, &client, &service).await {
+        stop.cancel();
+        let r = service.await;
+        anyhow::bail!("{e}: {r:?}");
+    }
+    let started = Instant::now();
+    let published = publish_until_done(&client, args, &stats, started).await;
+    stop.cancel();
+    match service.await {
+        Ok(r) => r?,
+        Err(e) => anyhow::bail!("service task failed: {e}"),
+    }
+    summary(&cfg, published, started).await?;
+    nats.stop().await;
+    Ok(())
+}
+
+/// The configuration of the demo's service: the embedded NATS, the ports asked for, and stream
+/// limits that fit the machine.
+fn demo_config(cfg: &Config, args: &DemoArgs, nats_url: &str) -> Config {
     let mut cfg = cfg.clone();
-    cfg.nats.urls = vec![nats.url.clone()];
+    cfg.nats.urls = vec![nats_url.to_string()];
     // The demo's own nats-server holds only the demo's traffic. JetStream refuses a stream whose
     // max_bytes exceeds its store (75 % of the free disk by default), so the production sizes
     // (20 GiB + 2 GiB) would fail on a machine with less than ~30 GB free. Were the service ever
@@ -103,13 +137,17 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(p) = args.http_port {
         cfg.http.port = p;
     }
-    let ch_url = cfg.clickhouse.base_url(&cfg.embedded);
-    super::out(&format!(
+    cfg
+}
+
+/// Where everything is, printed first.
+fn banner(cfg: &Config, args: &DemoArgs, nats_url: &str) -> String {
+    format!(
         "MarketPrism Storage demo\n  status page http://{}/\n  NATS        {} (monitoring http://127.0.0.1:{}/jsz)\n  ClickHouse  {} ({})\n  data        {}\n  Ctrl-C to stop{}\n\n",
         cfg.http.addr(),
-        nats.url,
+        nats_url,
         args.nats_monitor_port,
-        ch_url,
+        cfg.clickhouse.base_url(&cfg.embedded),
         if cfg.clickhouse.is_embedded() {
             "embedded"
         } else {
@@ -119,24 +157,15 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         args.duration
             .map(|d| format!(" (or after {d:?})"))
             .unwrap_or_default(),
-    ));
+    )
+}
 
-    let stop = CancellationToken::new();
-    let stats = Arc::new(Stats::new(now_ms()));
-    let service = {
-        let cfg = cfg.clone();
-        let stats = stats.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            crate::service::Service::new(cfg, crate::service::RunOptions::default())
-                .with_stats(stats)
-                .run(stop)
-                .await
-        })
-    };
-
-    // Publish only once the streams exist, or core-published trades and books are lost.
-    let client = async_nats::connect(&nats.url).await?;
+/// Publish only once the streams exist, or core-published trades and books are lost.
+async fn wait_for_streams(
+    cfg: &Config,
+    client: &async_nats::Client,
+    service: &tokio::task::JoinHandle<Result<(), crate::service::ServiceError>>,
+) -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(client.clone());
     let ready = Instant::now();
     while js
@@ -149,13 +178,22 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             .is_err()
     {
         if ready.elapsed() > Duration::from_secs(60) || service.is_finished() {
-            stop.cancel();
-            let r = service.await;
-            anyhow::bail!("the service did not create its streams within 60 s: {r:?}");
+            anyhow::bail!("the service did not create its streams within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
 
+/// Publishes the collector's mix with a live progress line until `--duration`, or Ctrl-C;
+/// then (unless interrupted) gives the last batches up to 5 s to land. Returns how many
+/// messages were published.
+async fn publish_until_done(
+    client: &async_nats::Client,
+    args: &DemoArgs,
+    stats: &Stats,
+    started: Instant,
+) -> u64 {
     let opts = PublishOptions {
         mix: Mix::realistic(),
         rate: Rate::Total(args.rate),
@@ -166,7 +204,6 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         seed: now_ms().unsigned_abs(),
         depth: publish::DEFAULT_DEPTH,
     };
-    let started = Instant::now();
     let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publisher = {
         let client = client.clone();
@@ -180,7 +217,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let mut interrupted = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => line.update(|| progress_line(&stats, started, published.load(Relaxed))),
+            _ = tick.tick() => line.update(|| progress_line(stats, started, published.load(Relaxed))),
             _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
             _ = async { while !publisher.is_finished() { tokio::time::sleep(Duration::from_millis(100)).await } } => break,
         }
@@ -189,7 +226,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     if let Ok(Ok(Ok(s))) = tokio::time::timeout(Duration::from_secs(1), publisher).await {
         published.store(s.total(), Relaxed);
     }
-    let total_published = published.load(Relaxed);
+    let total = published.load(Relaxed);
     // Let the last batches land (max_age) before stopping: the summary should show them.
     if !interrupted {
         let until = Instant::now() + Duration::from_secs(5);
@@ -201,20 +238,20 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
                     c.rows_inserted + c.dead_letters
                 })
                 .sum();
-            if stored >= total_published {
+            if stored >= total {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    line.finish(Some(progress_line(&stats, started, total_published)));
-    stop.cancel();
-    match service.await {
-        Ok(r) => r?,
-        Err(e) => anyhow::bail!("service task failed: {e}"),
-    }
+    line.finish(Some(progress_line(stats, started, total)));
+    total
+}
+
+/// Rows per table and three queries to paste, from the stored data.
+async fn summary(cfg: &Config, published: u64, started: Instant) -> anyhow::Result<()> {
     // The service stopped its embedded ClickHouse: reopen it for the summary.
-    let (sink, embedded) = crate::service::one_shot_clickhouse(&cfg).await?;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let mut rows = Vec::new();
     let mut total = 0u64;
     for t in DataType::ALL {
@@ -227,7 +264,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     let dead = sink.fetch_count("SELECT count() FROM dead_letters").await?;
     rows.push(vec!["dead_letters".into(), dead.to_string()]);
     let mut out = format!(
-        "\npublished {total_published} messages in {:.0} s; {total} rows stored\n\n",
+        "\npublished {published} messages in {:.0} s; {total} rows stored\n\n",
         started.elapsed().as_secs_f64()
     );
     out.push_str(&super::table::render(&["table", "rows"], &rows));
@@ -250,6 +287,5 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(s) = embedded {
         s.stop().await;
     }
-    nats.stop().await;
     Ok(())
 }
