@@ -9,7 +9,8 @@ use marketprism_storage::config::Config;
 use marketprism_storage::model::DataType;
 use marketprism_storage::sink::{Sink, SinkOptions};
 
-use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
+use crate::harness::stack_with_streams;
+use crate::harness::{Service, TestClickHouse, TestNats, wait_until};
 
 fn trade_body(i: u64, ts: i64) -> String {
     format!(
@@ -137,10 +138,7 @@ fn cli_audit(svc: &Service, args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_names_exactly_the_rows_deleted_duplicated_and_forged_behind_the_service() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     const N: u64 = 20_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, N / 2, now).await;
@@ -384,10 +382,7 @@ async fn audit_names_exactly_the_rows_deleted_duplicated_and_forged_behind_the_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "throughput measurement, ~2 min: run with --ignored --release"]
 async fn audit_throughput_of_1m_trades() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     const N: u64 = 1_000_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, N, now).await;
@@ -419,10 +414,7 @@ async fn audit_throughput_of_1m_trades() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_of_a_live_stream_matches_up_to_the_ack_floor_and_ends_at_the_tail() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     let mut svc = Service::new(&nats, &ch, "");
     svc.start();
     assert!(wait_until(60, || schema_ready(&ch)).await);
@@ -466,10 +458,7 @@ async fn a_row_clickhouse_refused_is_matched_to_its_dead_letter_not_reported_mis
     // Since the sink stores refused rows as byte-exact dead letters with their stream
     // sequence, the audit matches them by sequence like any dead letter; dead letters of
     // older versions (stream_seq 0, the row's text) are still matched by payload.
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     let mut svc = Service::new(&nats, &ch, "");
     svc.start();
     assert!(wait_until(60, || schema_ready(&ch)).await);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
+use crate::harness::stack_with_streams;
+use crate::harness::{Service, wait_until};
 use crate::ingest::{publish_trades, tail};
 use crate::proxy::{Fault as Wire, Proxy};
 
@@ -66,10 +67,7 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
     );
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let mut nats = TestNats::start().await;
-    let mut ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (mut nats, mut ch, client) = stack_with_streams().await;
     let now = chrono::Utc::now().timestamp_millis();
     let t0 = Instant::now();
     publish_trades(&client, 0, backlog, now).await;

@@ -12,6 +12,7 @@ use rand::Rng;
 use crate::harness::{
     Service, TestClickHouse, TestNats, create_streams, http_get, wait_for_streams, wait_until,
 };
+use crate::harness::{stack_with_streams, started_stack};
 use crate::ingest::{assert_exactly_once, publish_trades, tail, trade_body};
 
 const DURABLE: &str = "marketprism_storage_trade";
@@ -79,10 +80,7 @@ async fn nats_outage(nats: &mut TestNats, svc: &mut Service, secs: u64) {
 /// 15 s), the first while a backlog drains, each followed by new messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_of_3s_20s_and_70s_does_not_stop_ingestion() {
-    let mut nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (mut nats, ch, client) = stack_with_streams().await;
     const BACKLOG: u64 = 150_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, BACKLOG, now).await;
@@ -125,12 +123,7 @@ async fn nats_outage_of_3s_20s_and_70s_does_not_stop_ingestion() {
 /// dropped them as duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_and_recreated_stream_stores_the_new_messages() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, ch, mut svc, client) = started_stack("").await;
     const N: u64 = 20_000;
     const M: u64 = 15_000;
     let now = chrono::Utc::now().timestamp_millis();
@@ -204,10 +197,7 @@ async fn journal_entry(client: &async_nats::Client, json: &str) {
 /// an upgrade must replay it with its stored token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_a_journaled_batch_is_partly_reread_inserts_it_whole_later() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, 1000, now).await;
     durable_with_unacked(&client, 500, 500).await;
@@ -312,10 +302,7 @@ async fn epochless_journal_entries_older_than_the_stream_are_not_cut_points() {
 /// revision fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_bumps_the_journal_revision_so_a_stale_writer_is_fenced() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     journal_entry(&client, "[]").await;
     let js = jetstream::new(client.clone());
     let kv = js.get_key_value(JOURNAL).await.unwrap();
@@ -372,12 +359,7 @@ async fn sigterm_exits_within(svc: &mut Service, bound: Duration, state: &str) {
 /// ack retries): with NATS down, SIGTERM must still end the process within the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_nats_down_exits_within_the_grace_period() {
-    let mut nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "shutdown:\n  grace_period: 5s\n");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (mut nats, ch, mut svc, client) = started_stack("shutdown:\n  grace_period: 5s\n").await;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, 5_000, now).await;
     assert!(wait_until(60, || async { trades(&ch).await == 5_000 }).await);
@@ -398,10 +380,7 @@ async fn sigterm_with_nats_down_exits_within_the_grace_period() {
 /// policy and the fix, and left unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_ack_durable_is_refused_at_start_and_left_unchanged() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     let js = jetstream::new(client.clone());
     let stream = js.get_stream("MARKET_DATA_HF").await.unwrap();
     stream
@@ -460,10 +439,7 @@ fn vm_hwm_kb(pid: i32) -> u64 {
 /// while the service's unacked bytes stay under `max_queue_bytes` + one pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_of_900kb_messages_is_stored_exactly_within_the_byte_budget() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     const N: u64 = 300;
     const SIZE: usize = 900 * 1024;
     let now = chrono::Utc::now().timestamp_millis();
@@ -602,12 +578,7 @@ async fn sigkill_during_the_recovery_read_stores_every_row_once() {
 /// start over from the journal. Every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_lease_and_rewritten_journal_fence_the_stages_and_recover() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, ch, mut svc, client) = started_stack("").await;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, 10_000, now).await;
     assert!(wait_until(60, || async { trades(&ch).await == 10_000 }).await);
@@ -655,12 +626,7 @@ async fn lost_lease_and_rewritten_journal_fence_the_stages_and_recover() {
 /// the stop); nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_clickhouse_down_exits_within_the_grace_period() {
-    let nats = TestNats::start().await;
-    let mut ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "shutdown:\n  grace_period: 5s\n");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, mut ch, mut svc, client) = started_stack("shutdown:\n  grace_period: 5s\n").await;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, 5_000, now).await;
     assert!(wait_until(60, || async { trades(&ch).await == 5_000 }).await);

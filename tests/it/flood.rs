@@ -3,19 +3,13 @@
 
 use std::time::Duration;
 
-use crate::harness::{
-    Service, TestClickHouse, TestNats, http_get, publish_acked, wait_for_streams, wait_until,
-};
+use crate::harness::started_stack;
+use crate::harness::{http_get, publish_acked, wait_until};
 use crate::ingest::tail;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_symbol_flood_is_stored_exactly_with_bounded_quality_series() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, ch, mut svc, client) = started_stack("").await;
     const N: u64 = 20_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_acked(

@@ -352,6 +352,28 @@ pub async fn wait_for_streams(client: &async_nats::Client) {
     assert!(ok, "streams not created within 60 s");
 }
 
+/// The start of most tests: nats-server, the embedded ClickHouse, the service (with `extra`
+/// configuration) running, a client, and the streams the service created.
+pub async fn started_stack(extra: &str) -> (TestNats, TestClickHouse, Service, async_nats::Client) {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::new(&nats, &ch, extra);
+    svc.start();
+    let client = nats.client().await;
+    wait_for_streams(&client).await;
+    (nats, ch, svc, client)
+}
+
+/// nats-server and the embedded ClickHouse with the streams created by the test, the service
+/// not started (to fill a backlog, a journal or a durable before it runs).
+pub async fn stack_with_streams() -> (TestNats, TestClickHouse, async_nats::Client) {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    create_streams(&client).await;
+    (nats, ch, client)
+}
+
 /// Creates the streams the way the service does, without the service (to fill a backlog
 /// while it is down).
 pub async fn create_streams(client: &async_nats::Client) {

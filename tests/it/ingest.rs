@@ -6,9 +6,8 @@ use async_nats::HeaderMap;
 use marketprism_storage::model::DataType;
 use rand::Rng;
 
-use crate::harness::{
-    Service, TestClickHouse, TestNats, create_streams, wait_for_streams, wait_until,
-};
+use crate::harness::{Service, TestClickHouse, TestNats, create_streams, wait_until};
+use crate::harness::{stack_with_streams, started_stack};
 
 /// Publishes like the MarketPrism collector: core NATS for trade/orderbook, JetStream with
 /// `Nats-Msg-Id` (and an awaited PubAck) for the rest.
@@ -127,12 +126,7 @@ async fn query(ch: &TestClickHouse, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_eight_types_land_with_exact_values_and_bad_messages_become_dead_letters() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, ch, mut svc, client) = started_stack("").await;
     let now = chrono::Utc::now().timestamp_millis();
     let t = now - 60_000;
     for (subject, body, id) in collector_messages(now) {
@@ -347,12 +341,7 @@ async fn sigkill_at_random_moments_while_draining_a_backlog_stores_every_row_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_and_a_20s_clickhouse_outage_lose_nothing() {
-    let mut nats = TestNats::start().await;
-    let mut ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (mut nats, mut ch, mut svc, client) = started_stack("").await;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, 20_000, now).await;
     assert!(
@@ -392,10 +381,7 @@ async fn nats_restart_and_a_20s_clickhouse_outage_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_while_draining_a_backlog_loses_and_duplicates_nothing() {
-    let mut nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (mut nats, ch, client) = stack_with_streams().await;
     const N: u64 = 150_000;
     let now = chrono::Utc::now().timestamp_millis();
     publish_trades(&client, 0, N, now).await;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::harness::{Service, TestClickHouse, TestNats, create_streams};
+use crate::harness::Service;
+use crate::harness::stack_with_streams;
 use crate::ingest::{assert_exactly_once, tail};
 
 /// Trades published.
@@ -72,10 +73,7 @@ fn strip_ansi(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_over_300_exchanges_span_at_most_100_partitions_through_sigkills() {
     let started = std::time::Instant::now();
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    create_streams(&client).await;
+    let (nats, ch, client) = stack_with_streams().await;
     let now = chrono::Utc::now().timestamp_millis();
     publish(&client, now).await;
     let mut svc = Service::new(&nats, &ch, "");

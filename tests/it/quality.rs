@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use crate::harness::{Service, TestClickHouse, TestNats, wait_for_streams, wait_until};
+use crate::harness::started_stack;
+use crate::harness::{TestClickHouse, wait_until};
 
 fn trade(id: u64, t: i64) -> String {
     format!(
@@ -70,12 +71,7 @@ fn market<'a>(r: &'a serde_json::Value, data_type: &str) -> &'a serde_json::Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holes_repeats_and_crossed_books_are_labelled_exactly_and_restarts_add_no_false_gap() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let client = nats.client().await;
-    wait_for_streams(&client).await;
+    let (_nats, ch, mut svc, client) = started_stack("").await;
     let base = chrono::Utc::now().timestamp_millis() - 120_000;
 
     // Ids 1..=20 without 6, 7, 8 and 15; 10 sent twice.
