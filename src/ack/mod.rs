@@ -5,8 +5,6 @@
 //! reply (`double_ack`) so the caller knows the ack floor moved before it journals the next
 //! batch. Under `AckPolicy::All` one ack covers every earlier message of the consumer.
 
-use std::time::Duration;
-
 use async_nats::jetstream::message::Acker;
 
 /// A message's ack handle, to be consumed after its insert succeeded.
@@ -58,31 +56,32 @@ pub async fn ack_confirmed(handle: &AckHandle) -> Result<(), AckError> {
 /// boundaries and deduplicated — and a later ack covers them.
 pub const ACK_ATTEMPTS: u32 = 6;
 
-/// Acks, retrying until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or until `stop`.
+/// Acks, retrying on `backoff` until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or
+/// until `stop`. `on_retry` sees every failed attempt.
 pub async fn ack_until_confirmed(
     handle: &AckHandle,
     stop: &tokio_util::sync::CancellationToken,
+    backoff: &mut crate::retry::Backoff,
     mut on_retry: impl FnMut(&AckError),
 ) -> Result<(), AckError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        match ack_confirmed(handle).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                attempt += 1;
-                on_retry(&e);
-                if stop.is_cancelled() || attempt >= ACK_ATTEMPTS {
-                    return Err(e);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return Err(e),
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
+    use crate::retry::{Failure, Verdict};
+    crate::retry::retry_until(
+        stop,
+        backoff,
+        || ack_confirmed(handle),
+        |e, attempt, _| {
+            on_retry(e);
+            if attempt >= ACK_ATTEMPTS {
+                Verdict::GiveUp
+            } else {
+                Verdict::Retry
             }
-        }
-    }
+        },
+    )
+    .await
+    .map_err(|f| match f {
+        Failure::GaveUp(e) | Failure::Stopped { last: e, .. } => e,
+    })
 }
 
 /// Acks without waiting for a confirmation (explicit-ack consumers, all but the last handle).

@@ -96,6 +96,7 @@ pub fn settings(cfg: &Config, instance_id: String) -> Settings {
         journal_bucket: cfg.nats.journal_bucket.clone(),
         lease_bucket: format!("{}_leases", cfg.nats.journal_bucket),
         instance_id,
+        retry: cfg.retry.policy(),
     }
 }
 
@@ -348,7 +349,7 @@ async fn serve_pipeline(
             .iter()
             .filter_map(|t| s.limits.get(t).map(|l| (*t, *l)))
             .collect();
-        let run = pipeline::core::run(types, client.clone(), sink, stats, stop.clone());
+        let run = pipeline::core::run(types, s.retry, client.clone(), sink, stats, stop.clone());
         started.open();
         tokio::pin!(run);
         tokio::select! {

@@ -12,6 +12,7 @@
 //! (`schema::required_window`) holds whatever the payloads say. A raw batch that is exactly a
 //! journaled batch is never cut: journaled batches are only inserted whole.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use crate::batch::Batch;
 use crate::decode;
 use crate::model::{DataType, DeadLetterRow, Record};
 
+use super::StageEnd;
 use super::stats::{Stats, now_ms};
 
 /// A message as the reader keeps it until it is decoded.
@@ -77,6 +79,8 @@ pub struct DecodedBatch {
 pub enum StageCmd<B> {
     /// Start over from a new ack floor with the journal as loaded.
     Reset {
+        /// The reader's run this starts (the writer's `Progress` names it back).
+        run: u64,
         /// Every journaled batch of the current stream epoch (recent history included).
         journaled: Vec<crate::source::journal::JournalEntry>,
         /// The consumer's ack floor.
@@ -132,7 +136,7 @@ pub const MAX_PARTITIONS_PER_BATCH: usize = crate::sink::MAX_PARTITIONS_PER_INSE
 pub fn partition_cuts<K: std::hash::Hash + Eq>(keys: &[Option<K>], max: usize) -> Vec<usize> {
     let max = max.max(1);
     let mut cuts = Vec::new();
-    let mut seen: std::collections::HashSet<&K> = std::collections::HashSet::new();
+    let mut seen: HashSet<&K> = HashSet::new();
     for (i, k) in keys.iter().enumerate() {
         if let Some(k) = k
             && !seen.contains(k)
@@ -293,69 +297,91 @@ fn assemble(
 /// 100k-row batch never stalls the runtime's workers.
 const INLINE_DECODE: usize = 2_000;
 
-/// Runs the stage until the reader hangs up or the writer is gone.
-pub async fn run(
-    mut rx: mpsc::Receiver<StageCmd<RawBatch>>,
-    tx: mpsc::Sender<StageCmd<DecodedBatch>>,
+/// One type's decode stage (build with [`Decoder::new`], run with [`Decoder::run`]).
+pub(crate) struct Decoder {
     stats: Arc<Stats>,
-) {
-    // Boundaries journaled when the stage was last reset: a raw batch that is exactly one of
-    // them is a journaled batch re-formed on replay and is decoded whole.
-    let mut journaled: std::collections::HashSet<(u64, u64, u64)> = Default::default();
-    while let Some(cmd) = rx.recv().await {
-        let out = match cmd {
-            StageCmd::Batch(b) => {
-                let dt = b.data_type;
-                let whole = journaled.contains(&(b.first_seq, b.last_seq, b.count));
-                let decoded = if b.items.len() <= INLINE_DECODE {
-                    decode_batches(b, &stats, whole)
-                } else {
-                    let st = stats.clone();
-                    match tokio::task::spawn_blocking(move || decode_batches(b, &st, whole)).await {
-                        Ok(d) => d,
-                        Err(e) => {
-                            // A panic in decode is a bug; the batch stays unacked and is
-                            // re-read after a restart.
-                            tracing::error!(data_type = %dt, error = %e, "decode task failed");
-                            stats.of(dt).error(format!("decode task failed: {e}"));
-                            return;
-                        }
-                    }
-                };
-                if decoded.len() > 1 {
-                    tracing::debug!(data_type = %dt, pieces = decoded.len(),
-                        "batch spans more than {MAX_PARTITIONS_PER_BATCH} partitions; cut by stream sequence");
-                }
-                for d in decoded {
-                    if tx.send(StageCmd::Batch(d)).await.is_err() {
-                        return;
-                    }
-                }
-                continue;
-            }
-            StageCmd::Reset {
-                journaled: entries,
-                floor,
-                epoch,
-                revision,
-            } => {
-                journaled = entries
-                    .iter()
-                    .map(|e| (e.first_seq, e.last_seq, e.count))
-                    .collect();
+    /// Boundaries journaled when the stage was last reset: a raw batch that is exactly one of
+    /// them is a journaled batch re-formed on replay and is decoded whole.
+    journaled: HashSet<(u64, u64, u64)>,
+}
+
+impl Decoder {
+    /// A decoder counting into `stats`.
+    pub(super) fn new(stats: Arc<Stats>) -> Self {
+        Decoder {
+            stats,
+            journaled: HashSet::new(),
+        }
+    }
+
+    /// Runs the stage until the reader hangs up ([`StageEnd::Drained`]), the writer is gone
+    /// ([`StageEnd::Disconnected`]) or a decode task failed ([`StageEnd::Stuck`]).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<StageCmd<RawBatch>>,
+        tx: mpsc::Sender<StageCmd<DecodedBatch>>,
+    ) -> StageEnd {
+        while let Some(cmd) = rx.recv().await {
+            let out = match cmd {
+                StageCmd::Batch(b) => match self.decode(b).await {
+                    Ok(decoded) => decoded,
+                    Err(end) => return end,
+                },
                 StageCmd::Reset {
-                    journaled: entries,
+                    run,
+                    journaled,
                     floor,
                     epoch,
                     revision,
+                } => {
+                    self.journaled = journaled
+                        .iter()
+                        .map(|e| (e.first_seq, e.last_seq, e.count))
+                        .collect();
+                    vec![StageCmd::Reset {
+                        run,
+                        journaled,
+                        floor,
+                        epoch,
+                        revision,
+                    }]
+                }
+                StageCmd::AckOnly(h) => vec![StageCmd::AckOnly(h)],
+                StageCmd::Sync(s) => vec![StageCmd::Sync(s)],
+            };
+            for cmd in out {
+                if tx.send(cmd).await.is_err() {
+                    return StageEnd::Disconnected;
                 }
             }
-            StageCmd::AckOnly(h) => StageCmd::AckOnly(h),
-            StageCmd::Sync(s) => StageCmd::Sync(s),
-        };
-        if tx.send(out).await.is_err() {
-            return;
         }
+        StageEnd::Drained
+    }
+
+    /// One raw batch → its decoded batches (inline when small, on the blocking pool when large).
+    async fn decode(&self, b: RawBatch) -> Result<Vec<StageCmd<DecodedBatch>>, StageEnd> {
+        let dt = b.data_type;
+        let whole = self.journaled.contains(&(b.first_seq, b.last_seq, b.count));
+        let decoded = if b.items.len() <= INLINE_DECODE {
+            decode_batches(b, &self.stats, whole)
+        } else {
+            let st = self.stats.clone();
+            match tokio::task::spawn_blocking(move || decode_batches(b, &st, whole)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // A panic in decode is a bug; the batch stays unacked and is re-read after
+                    // a restart.
+                    tracing::error!(data_type = %dt, error = %e, "decode task failed");
+                    self.stats.of(dt).error(format!("decode task failed: {e}"));
+                    return Err(StageEnd::Stuck(format!("decode task failed: {e}")));
+                }
+            }
+        };
+        if decoded.len() > 1 {
+            tracing::debug!(data_type = %dt, pieces = decoded.len(),
+                "batch spans more than {MAX_PARTITIONS_PER_BATCH} partitions; cut by stream sequence");
+        }
+        Ok(decoded.into_iter().map(StageCmd::Batch).collect())
     }
 }
 
