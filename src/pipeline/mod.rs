@@ -275,6 +275,7 @@ struct TypeCtx {
 }
 
 /// How one run of a type's stages (one lease) ended.
+#[derive(Debug, PartialEq, Eq)]
 enum TermEnd {
     /// Shutdown: the stages drained (or the grace period cut them off).
     Stopped,
@@ -284,6 +285,18 @@ enum TermEnd {
     Fenced(String),
     /// A stage ended by itself (a panic, or a state a retry cannot fix): stuck until restarted.
     Died(String),
+}
+
+/// What the end of stage `name` (outside a shutdown) means for the type's run: fenced,
+/// dead, or `None` while it only saw a neighbour end and `others_running` — that neighbour's
+/// own end, next from the set, says why.
+fn term_of(name: &str, end: StageEnd, others_running: bool) -> Option<TermEnd> {
+    match end {
+        StageEnd::Fenced(why) => Some(TermEnd::Fenced(why)),
+        StageEnd::Stuck(why) => Some(TermEnd::Died(why)),
+        StageEnd::Drained | StageEnd::Stopped | StageEnd::Disconnected if others_running => None,
+        other => Some(TermEnd::Died(format!("{name} task ended ({other:?})"))),
+    }
 }
 
 /// A run of the stages that lasted this long counts as a success: the next fencing starts the
@@ -459,13 +472,8 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
                     }
                 };
                 let name = names.get(&id).copied().unwrap_or("stage");
-                match end {
-                    StageEnd::Fenced(why) => break TermEnd::Fenced(why),
-                    StageEnd::Stuck(why) => break TermEnd::Died(why),
-                    // A neighbour ended first: its own end (next from the set) says why.
-                    StageEnd::Drained | StageEnd::Stopped | StageEnd::Disconnected
-                        if !stages.is_empty() => {}
-                    other => break TermEnd::Died(format!("{name} task ended ({other:?})")),
+                if let Some(term) = term_of(name, end, !stages.is_empty()) {
+                    break term;
                 }
             }
         }
@@ -489,4 +497,32 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
         }
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StageEnd, TermEnd, term_of};
+
+    #[test]
+    fn a_stage_end_names_the_cause_not_the_echo() {
+        let fenced = || StageEnd::Fenced("the journal was changed by another owner".into());
+        assert_eq!(
+            term_of("writer", fenced(), true),
+            Some(TermEnd::Fenced(
+                "the journal was changed by another owner".into()
+            ))
+        );
+        assert_eq!(
+            term_of("reader", StageEnd::Stuck("durable x unusable".into()), true),
+            Some(TermEnd::Died("durable x unusable".into()))
+        );
+        // A neighbour hung up: wait for its own end.
+        assert_eq!(term_of("reader", StageEnd::Disconnected, true), None);
+        assert_eq!(term_of("writer", StageEnd::Drained, true), None);
+        // ...unless nothing is left to say why.
+        assert_eq!(
+            term_of("decoder", StageEnd::Drained, false),
+            Some(TermEnd::Died("decoder task ended (Drained)".into()))
+        );
+    }
 }

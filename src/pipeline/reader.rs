@@ -16,6 +16,15 @@
 //! what is kept is written back before anything is re-read: the journal's revision changes, so
 //! the writer of an earlier owner is fenced at its next journal write.
 //!
+//! Shape: one [`Run`] per resync, in three named steps — `resync` (drain the writer, read the
+//! floor and the journal, take the journal over, `Reset` downstream), `catch_up` (the recovery
+//! read) and `consume` (the durable pull, one small step per event). Every step says
+//! [`Step::Go`] or `Step::End(Flow)`, and every way out of a run that is not an error hands its
+//! batches over in one place (`sync_and_consume`). The writer's `Progress` (a `watch`) is the
+//! only thing the reader learns from downstream: what is stored (redeliveries up to it are
+//! acked) and whether an ack was lost (the run ends in a resync). Errors are retried on the
+//! retry policy; the stage ends with a `StageEnd`.
+//!
 //! Memory is bounded twice: pulls ask for at most `fetch_batch` messages and `fetch_max_bytes`
 //! bytes, and the reader stops pulling while `max_queue` messages or `max_queue_bytes` payload
 //! bytes of its type are received but not acked.
@@ -569,6 +578,34 @@ impl Reader {
         }
     }
 
+    /// The stream and an ordered consumer of this type's messages from `floor + 1` (no acks:
+    /// the durable's ack floor covers what it reads).
+    async fn open_recovery(
+        &self,
+        floor: u64,
+    ) -> Result<(jetstream::stream::Stream, pull::Ordered), SourceError> {
+        let stream = self
+            .js
+            .get_stream(&self.spec.stream)
+            .await
+            .map_err(api_err(format!("get stream {}", self.spec.stream)))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.data_type.subject_filter(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(api_err("create recovery consumer"))?;
+        let msgs = consumer
+            .messages()
+            .await
+            .map_err(api_err("read recovery consumer"))?;
+        Ok((stream, msgs))
+    }
+
     /// Reads stream sequences (floor, delivered] of this type with an ordered consumer.
     /// Returns the highest sequence read.
     async fn recover(
@@ -578,25 +615,7 @@ impl Reader {
         delivered: u64,
     ) -> Result<u64, Halt> {
         let dt = self.data_type;
-        let stream = self
-            .js
-            .get_stream(&self.spec.stream)
-            .await
-            .map_err(api_err(format!("get stream {}", self.spec.stream)))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: dt.subject_filter(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: floor + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(api_err("create recovery consumer"))?;
-        let mut msgs = consumer
-            .messages()
-            .await
-            .map_err(api_err("read recovery consumer"))?;
+        let (stream, mut msgs) = self.open_recovery(floor).await?;
         let mut last = floor;
         let mut n = 0u64;
         // Messages of this type left in the stream after the last one read (the server's count).
@@ -669,8 +688,60 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 #[cfg(test)]
 mod floor_tests {
-    use super::effective_floor;
+    use super::{effective_floor, replay_batcher};
+    use crate::batch::Limits;
+    use crate::model::DataType;
     use crate::source::journal::JournalEntry;
+    use std::time::{Duration, Instant};
+
+    /// The (first, last, count) of the batches `replay_batcher(journaled, floor)` closes when
+    /// the messages `seqs` are pushed (thresholds far away: only the cuts close batches), and
+    /// whether a cut is still pending after them.
+    fn replayed(
+        journaled: &[JournalEntry],
+        floor: u64,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> (Vec<(u64, u64, u64)>, bool) {
+        let limits = Limits {
+            max_rows: 1_000_000,
+            max_bytes: usize::MAX,
+            max_age: Duration::from_secs(3600),
+        };
+        let mut b = replay_batcher(DataType::Trade, limits, true, journaled, floor);
+        let now = Instant::now();
+        for seq in seqs {
+            let msg = super::RawMsg {
+                subject: async_nats::Subject::from("trade.x.spot.BTC-USDT"),
+                stream_seq: seq,
+                published_ms: 0,
+                payload: bytes::Bytes::from_static(b"{}"),
+            };
+            b.push(seq, msg, 2, 0, None, now);
+        }
+        let mut out = Vec::new();
+        while let Some(c) = b.pop_closed() {
+            out.push((c.first_seq, c.last_seq, c.count));
+        }
+        (out, b.has_pending_cuts())
+    }
+
+    #[test]
+    fn replay_cuts_at_the_journaled_boundaries_above_the_floor() {
+        // In-doubt batches re-formed whole, the gap before them on its own, the batch below
+        // the floor ignored; after the last boundary the thresholds rule again.
+        let j = [e(1, 10), e(14, 20), e(21, 30)];
+        assert_eq!(
+            replayed(&j, 10, 11..=35),
+            (vec![(11, 13, 3), (14, 20, 7), (21, 30, 10)], false)
+        );
+        // Stopped inside a journaled batch: its cut is still ahead (the part is dropped).
+        assert_eq!(
+            replayed(&j, 10, 11..=25),
+            (vec![(11, 13, 3), (14, 20, 7)], true)
+        );
+        // Nothing above the floor: no cut at all.
+        assert_eq!(replayed(&j, 30, 31..=40), (vec![], false));
+    }
 
     fn e(first: u64, last: u64) -> JournalEntry {
         JournalEntry {

@@ -356,44 +356,18 @@ impl Writer {
             .entry_of(batch)
             .map(|e| e.halved.clone())
             .unwrap_or_default();
-        // The journal log of this batch's halvings (disjoint field borrows: the sink and the
-        // stats are borrowed by the insert at the same time).
-        macro_rules! halvings {
-            () => {
-                (
-                    &halved[..],
-                    &mut JournalHalvings {
-                        ledger: &mut self.ledger,
-                        batch,
-                        policy: &self.retry,
-                        stop: &self.stop,
-                        st: self.stats.of(dt),
-                        data_type: dt,
-                    } as &mut dyn sink::HalvingLog,
-                )
-            };
-        }
-        let mut on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
-            let st = self.stats.of(dt);
-            st.retries.fetch_add(1, Relaxed);
-            note_insert_failure(st, e);
-            tracing::warn!(data_type = %dt, attempt, ?delay, error = %e, "insert failed; retrying");
-        };
         // Quality events first: a crash after them re-detects the same events on replay (the
         // rows are not stored yet, so the restored state is the same) and the token drops them.
         if !b.quality.is_empty() {
             let qt = crate::quality::events_token(token);
             let iso = self
-                .sink
-                .insert_isolating(
+                .insert_table(
                     crate::schema::QUALITY_EVENTS_TABLE,
                     &b.quality,
                     &qt,
                     sink::quality_event_partition,
                     sink::encode_quality_events,
-                    halvings!(),
-                    &self.stop,
-                    &mut on_retry,
+                    (batch, &halved),
                 )
                 .await?;
             let stored = b.quality.len() - iso.rejected.len();
@@ -407,16 +381,13 @@ impl Writer {
                 .fetch_add(iso.splits, Relaxed);
         }
         let isolation = self
-            .sink
-            .insert_isolating(
+            .insert_table(
                 dt.table(),
                 &b.rows,
                 token,
                 sink::record_partition,
                 |rows| sink::encode_block(dt, rows),
-                halvings!(),
-                &self.stop,
-                &mut on_retry,
+                (batch, &halved),
             )
             .await?;
         let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
@@ -437,16 +408,13 @@ impl Writer {
         dead.sort_by_key(|d| d.stream_seq);
         if !dead.is_empty() {
             let iso = self
-                .sink
-                .insert_isolating(
+                .insert_table(
                     crate::schema::DEAD_LETTERS_TABLE,
                     &dead,
                     &sink::dead_letter_token(token),
                     sink::dead_letter_partition,
                     sink::encode_dead_letters,
-                    halvings!(),
-                    &self.stop,
-                    &mut on_retry,
+                    (batch, &halved),
                 )
                 .await?;
             self.st().insert_splits.fetch_add(iso.splits, Relaxed);
@@ -460,6 +428,48 @@ impl Writer {
             }
         }
         Ok((inserted_rows, dead.len() as u64))
+    }
+
+    /// One isolating insert of `rows` into `table` under `token`, its size halvings journaled
+    /// in the entry of `batch` (`halved`: those journaled already), retriable errors counted and
+    /// retried inside the sink.
+    #[allow(clippy::too_many_arguments)] // the sink's own arguments, minus what the writer owns
+    async fn insert_table<'r, R: Clone, K: Ord>(
+        &mut self,
+        table: &str,
+        rows: &'r [R],
+        token: &str,
+        partition: impl Fn(&'r R) -> K,
+        encode: impl Fn(&[R]) -> Result<bytes::Bytes, sink::EncodeError>,
+        (batch, halved): ((u64, u64, u64), &[String]),
+    ) -> Result<sink::Isolation, sink::SinkError> {
+        let dt = self.data_type;
+        let st = self.stats.of(dt);
+        let mut log = JournalHalvings {
+            ledger: &mut self.ledger,
+            batch,
+            policy: &self.retry,
+            stop: &self.stop,
+            st,
+            data_type: dt,
+        };
+        let on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
+            st.retries.fetch_add(1, Relaxed);
+            note_insert_failure(st, e);
+            tracing::warn!(data_type = %dt, attempt, ?delay, error = %e, "insert failed; retrying");
+        };
+        self.sink
+            .insert_isolating(
+                table,
+                rows,
+                token,
+                partition,
+                encode,
+                (halved, &mut log),
+                &self.stop,
+                on_retry,
+            )
+            .await
     }
 
     /// Finds the batch's journaled token, or journals it with a new one.
