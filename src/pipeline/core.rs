@@ -20,11 +20,11 @@ use crate::model::DataType;
 use crate::sink::Sink;
 use crate::source::{SourceError, api_err};
 
-use super::StageEnd;
 use super::decoder::{Decoder, RawMsg, StageCmd};
 use super::reader::WriterCmd;
 use super::stats::{Stats, now_ms};
 use super::writer::Writer;
+use super::{StageEnd, sleep_until};
 
 /// Runs one core subscription per type until `stop`; held batches are tried again on
 /// `retry` (`retry.*`).
@@ -99,7 +99,7 @@ async fn read(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+            _ = sleep_until(deadline) => {
                 batcher.poll_age(Instant::now());
             }
             m = sub.next() => {

@@ -73,23 +73,27 @@ pub struct DecodedBatch {
     pub quality: Vec<crate::quality::QualityEvent>,
 }
 
+/// Where a reader run starts: the decoder and the writer start over from it.
+#[derive(Debug)]
+pub struct Reset {
+    /// The reader's run this starts (the writer's `Progress` names it back).
+    pub run: u64,
+    /// Every journaled batch of the current stream epoch (recent history included).
+    pub journaled: Vec<crate::source::journal::JournalEntry>,
+    /// The consumer's ack floor.
+    pub floor: u64,
+    /// The stream's epoch (`source::journal::stream_epoch`; 0 without a stream).
+    pub epoch: u64,
+    /// The journal entry's revision as read (a write must replace exactly this one).
+    pub revision: u64,
+}
+
 /// What flows from the reader to the decoder, and from the decoder to the writer, in order.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one command per batch: boxing would buy nothing
 pub enum StageCmd<B> {
     /// Start over from a new ack floor with the journal as loaded.
-    Reset {
-        /// The reader's run this starts (the writer's `Progress` names it back).
-        run: u64,
-        /// Every journaled batch of the current stream epoch (recent history included).
-        journaled: Vec<crate::source::journal::JournalEntry>,
-        /// The consumer's ack floor.
-        floor: u64,
-        /// The stream's epoch (`source::journal::stream_epoch`; 0 without a stream).
-        epoch: u64,
-        /// The journal entry's revision as read (a write must replace exactly this one).
-        revision: u64,
-    },
+    Reset(Reset),
     /// A batch to decode / to insert then ack.
     Batch(B),
     /// A redelivered message already stored: ack it (moves the floor past recovered batches).
@@ -327,24 +331,13 @@ impl Decoder {
                     Ok(decoded) => decoded,
                     Err(end) => return end,
                 },
-                StageCmd::Reset {
-                    run,
-                    journaled,
-                    floor,
-                    epoch,
-                    revision,
-                } => {
-                    self.journaled = journaled
+                StageCmd::Reset(reset) => {
+                    self.journaled = reset
+                        .journaled
                         .iter()
                         .map(|e| (e.first_seq, e.last_seq, e.count))
                         .collect();
-                    vec![StageCmd::Reset {
-                        run,
-                        journaled,
-                        floor,
-                        epoch,
-                        revision,
-                    }]
+                    vec![StageCmd::Reset(reset)]
                 }
                 StageCmd::AckOnly(h) => vec![StageCmd::AckOnly(h)],
                 StageCmd::Sync(s) => vec![StageCmd::Sync(s)],

@@ -98,6 +98,14 @@ pub(crate) enum StageEnd {
     Stuck(String),
 }
 
+/// Sleeps until `deadline` (a batch's age limit); never wakes without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Ensures the streams, logging what was found, retrying on the default retry policy until
 /// it works or `stop` is set (see [`ensure_streams_with`] for a configured one).
 pub async fn ensure_streams(

@@ -45,10 +45,10 @@ use crate::retry::{self, Failure, Verdict, retry_until};
 use crate::source::journal::{Journal, JournalEntry, select, stream_epoch};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
-use super::decoder::{RawBatch, RawMsg, StageCmd};
+use super::decoder::{RawBatch, RawMsg, Reset, StageCmd};
 use super::stats::{Stats, TypeStats};
 use super::writer::Progress;
-use super::{StageEnd, TypeCtx};
+use super::{StageEnd, TypeCtx, sleep_until};
 
 /// How long the recovery read waits for the next message before asking whether any is left.
 const RECOVERY_IDLE: Duration = Duration::from_secs(5);
@@ -363,13 +363,13 @@ impl Reader {
             tracing::info!(data_type = %dt, batches = in_doubt, floor, delivered,
                 "re-forming journaled batches from the stream");
         }
-        self.send(StageCmd::Reset {
+        self.send(StageCmd::Reset(Reset {
             run: id,
             journaled,
             floor,
             epoch,
             revision,
-        })
+        }))
         .await?;
         Ok(Run {
             id,
@@ -675,14 +675,6 @@ impl Reader {
         }
         tracing::info!(data_type = %dt, messages = n, from = floor + 1, to = last, "recovered unacked messages");
         Ok(last)
-    }
-}
-
-/// Sleeps until `deadline`; never wakes without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -42,7 +42,7 @@ use crate::source::SourceError;
 use crate::source::journal::{Journal, JournalEntry};
 
 use super::StageEnd;
-use super::decoder::{DecodedBatch, StageCmd};
+use super::decoder::{DecodedBatch, Reset, StageCmd};
 use super::stats::{Stats, TypeStats, now_ms};
 
 /// How many acked batches the journal keeps besides the ones in doubt.
@@ -90,6 +90,14 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// Starts over from the journal as the reader loaded it.
+    fn reset(&mut self, r: Reset) {
+        self.entries = r.journaled;
+        self.floor = r.floor;
+        self.epoch = r.epoch;
+        self.revision = r.revision;
+    }
+
     /// The journaled entry that is exactly this batch (same first, last and count).
     fn entry_of(&self, (first, last, count): (u64, u64, u64)) -> Option<&JournalEntry> {
         self.entries
@@ -215,22 +223,13 @@ impl Writer {
     /// One command, in order.
     async fn handle(&mut self, cmd: StageCmd<DecodedBatch>) -> Result<(), StageEnd> {
         match cmd {
-            StageCmd::Reset {
-                run,
-                journaled,
-                floor,
-                epoch,
-                revision,
-            } => {
-                self.ledger.entries = journaled;
-                self.ledger.floor = floor;
-                self.ledger.epoch = epoch;
-                self.ledger.revision = revision;
+            StageCmd::Reset(reset) => {
                 self.publish(Progress {
-                    run,
-                    stored_through: floor,
+                    run: reset.run,
+                    stored_through: reset.floor,
                     ack_lost: false,
                 });
+                self.ledger.reset(reset);
             }
             StageCmd::Batch(b) if self.progress.ack_lost => {
                 // Dropped: re-read after the resync, and counted as queued again then.
