@@ -30,7 +30,7 @@ pub mod reader;
 pub mod stats;
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -425,19 +425,17 @@ async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
     }
 }
 
-/// Runs the type's three stages under one lease until shutdown, fencing or a stage's end.
-async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
-    let dt = ctx.data_type;
-    let stop = &ctx.stop;
-    // Cancelled on shutdown (parent): the stages drain.
-    let type_stop = stop.child_token();
-    // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
-    let st = ctx.stats.of(dt);
-    st.queued.store(0, Relaxed);
-    st.queued_bytes.store(0, Relaxed);
-    // Wired downstream first: reader → decoder → writer, each channel of capacity one.
+/// The type's three stages, each on its own task, wired downstream first (writer, decoder,
+/// reader) over channels of capacity one; and the name of each task.
+fn spawn_stages(
+    ctx: &TypeCtx,
+    type_stop: &CancellationToken,
+) -> (
+    tokio::task::JoinSet<StageEnd>,
+    HashMap<tokio::task::Id, &'static str>,
+) {
     let (writer, progress) = writer::Writer::new(
-        dt,
+        ctx.data_type,
         ctx.spec.durable.clone(),
         Some(ctx.journal.clone()),
         ctx.sink.clone(),
@@ -450,10 +448,24 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     let (tx, rx) = mpsc::channel(1);
     let reader = reader::Reader::new(ctx, type_stop.clone(), tx, progress);
     let mut stages = tokio::task::JoinSet::new();
-    let mut names = std::collections::HashMap::new();
+    let mut names = HashMap::new();
     names.insert(stages.spawn(writer.run(drx)).id(), "writer");
     names.insert(stages.spawn(decoder.run(rx, dtx)).id(), "decoder");
     names.insert(stages.spawn(reader.run()).id(), "reader");
+    (stages, names)
+}
+
+/// Runs the type's three stages under one lease until shutdown, fencing or a stage's end.
+async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
+    let dt = ctx.data_type;
+    let stop = &ctx.stop;
+    // Cancelled on shutdown (parent): the stages drain.
+    let type_stop = stop.child_token();
+    // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
+    let st = ctx.stats.of(dt);
+    st.queued.store(0, Relaxed);
+    st.queued_bytes.store(0, Relaxed);
+    let (mut stages, names) = spawn_stages(ctx, &type_stop);
     let end = loop {
         tokio::select! {
             biased;

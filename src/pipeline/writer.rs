@@ -391,8 +391,25 @@ impl Writer {
             .await?;
         let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
         self.st().insert_splits.fetch_add(isolation.splits, Relaxed);
+        let dead = self.dead_letters_of(b, isolation.rejected);
+        if !dead.is_empty() {
+            self.store_dead_letters(&dead, token, (batch, &halved))
+                .await?;
+        }
+        Ok((inserted_rows, dead.len() as u64))
+    }
+
+    /// The batch's dead letters: its rejected messages, and a dead letter made from the message
+    /// of each row ClickHouse refused on its own, in stream order (a replay encodes the same
+    /// rows in the same order).
+    fn dead_letters_of(
+        &self,
+        b: &DecodedBatch,
+        refused: Vec<sink::RejectedRow>,
+    ) -> Vec<crate::model::DeadLetterRow> {
+        let dt = self.data_type;
         let mut dead = b.dead.clone();
-        for rej in isolation.rejected {
+        for rej in refused {
             let msg = b
                 .row_messages
                 .get(rej.index)
@@ -403,30 +420,38 @@ impl Writer {
                 dead.push(super::decoder::dead_letter(dt, m, reason));
             }
         }
-        // Stream order, so a replay encodes the same rows in the same order.
         dead.sort_by_key(|d| d.stream_seq);
-        if !dead.is_empty() {
-            let iso = self
-                .insert_table(
-                    crate::schema::DEAD_LETTERS_TABLE,
-                    &dead,
-                    &sink::dead_letter_token(token),
-                    sink::dead_letter_partition,
-                    sink::encode_dead_letters,
-                    (batch, &halved),
-                )
-                .await?;
-            self.st().insert_splits.fetch_add(iso.splits, Relaxed);
-            if let Some(first) = iso.rejected.into_iter().next() {
-                let rows = dead.len() - iso.inserted_rows as usize;
-                return Err(sink::SinkError::Refused {
-                    table: crate::schema::DEAD_LETTERS_TABLE.to_owned(),
-                    rows,
-                    first: Box::new(first.error),
-                });
-            }
+        dead
+    }
+
+    /// Inserts the dead letters; one ClickHouse refuses even alone fails the store
+    /// ([`sink::SinkError::Refused`]): the batch is held, never acked without it.
+    async fn store_dead_letters(
+        &mut self,
+        dead: &[crate::model::DeadLetterRow],
+        token: &str,
+        halvings: ((u64, u64, u64), &[String]),
+    ) -> Result<(), sink::SinkError> {
+        let iso = self
+            .insert_table(
+                crate::schema::DEAD_LETTERS_TABLE,
+                dead,
+                &sink::dead_letter_token(token),
+                sink::dead_letter_partition,
+                sink::encode_dead_letters,
+                halvings,
+            )
+            .await?;
+        self.st().insert_splits.fetch_add(iso.splits, Relaxed);
+        if let Some(first) = iso.rejected.into_iter().next() {
+            let rows = dead.len() - iso.inserted_rows as usize;
+            return Err(sink::SinkError::Refused {
+                table: crate::schema::DEAD_LETTERS_TABLE.to_owned(),
+                rows,
+                first: Box::new(first.error),
+            });
         }
-        Ok((inserted_rows, dead.len() as u64))
+        Ok(())
     }
 
     /// One isolating insert of `rows` into `table` under `token`, its size halvings journaled
