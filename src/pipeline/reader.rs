@@ -148,6 +148,19 @@ struct Run {
     skip_ack: Option<AckHandle>,
 }
 
+/// Where the recovery read stands.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// The durable's last delivered sequence: the read covers up to it.
+    delivered: u64,
+    /// Highest sequence read so far (the floor before the first).
+    last: u64,
+    /// Messages read so far.
+    read: u64,
+    /// Messages of this type left in the stream after the last one read (the server's count).
+    left: Option<u64>,
+}
+
 /// One type's reader stage (build with [`Reader::new`], run with [`Reader::run`]).
 pub(crate) struct Reader {
     data_type: DataType,
@@ -606,6 +619,49 @@ impl Reader {
         Ok((stream, msgs))
     }
 
+    /// The next message of the recovery read, or `None` when the read may end before
+    /// `delivered`: only when the server says nothing is left (the tail was removed by the
+    /// stream's limits). Every message up to `delivered` must be read — the caller treats all
+    /// of them as held — so a stall is an error, and the resync retries.
+    async fn next_recovered(
+        &self,
+        msgs: &mut pull::Ordered,
+        stream: &jetstream::stream::Stream,
+        at: &Recovery,
+    ) -> Result<Option<jetstream::Message>, Halt> {
+        let Recovery {
+            delivered,
+            last,
+            read,
+            left,
+        } = *at;
+        let failed = |detail: String| -> Halt {
+            SourceError::Api {
+                what: "recovery read".into(),
+                detail,
+            }
+            .into()
+        };
+        let next = match tokio::time::timeout(RECOVERY_IDLE, msgs.next()).await {
+            Ok(next) => next,
+            Err(_) if left == Some(0) => return Ok(None),
+            Err(_) if read == 0 && self.gone_before(stream, delivered).await => return Ok(None),
+            Err(_) => {
+                return Err(failed(format!(
+                    "no message for {RECOVERY_IDLE:?} after sequence {last} (need up to {delivered})"
+                )));
+            }
+        };
+        match next {
+            None if left == Some(0) => Ok(None),
+            None => Err(failed(format!(
+                "stream ended after sequence {last} (need up to {delivered})"
+            ))),
+            Some(Err(e)) => Err(failed(e.to_string())),
+            Some(Ok(m)) => Ok(Some(m)),
+        }
+    }
+
     /// Reads stream sequences (floor, delivered] of this type with an ordered consumer.
     /// Returns the highest sequence read.
     async fn recover(
@@ -616,63 +672,29 @@ impl Reader {
     ) -> Result<u64, Halt> {
         let dt = self.data_type;
         let (stream, mut msgs) = self.open_recovery(floor).await?;
-        let mut last = floor;
-        let mut n = 0u64;
-        // Messages of this type left in the stream after the last one read (the server's count).
-        let mut left: Option<u64> = None;
-        loop {
-            // Every message up to `delivered` must be read: the caller treats all of them as
-            // held. The read may only end early when the server says nothing is left (the tail
-            // was removed by the stream's limits); a stall is an error and the resync retries.
-            let next = match tokio::time::timeout(RECOVERY_IDLE, msgs.next()).await {
-                Ok(n) => n,
-                Err(_) if left == Some(0) => break,
-                Err(_) if n == 0 && self.gone_before(&stream, delivered).await => break,
-                Err(_) => {
-                    return Err(SourceError::Api {
-                        what: "recovery read".into(),
-                        detail: format!(
-                            "no message for {RECOVERY_IDLE:?} after sequence {last} (need up to {delivered})"
-                        ),
-                    }
-                    .into());
-                }
-            };
-            let msg = match next {
-                None if left == Some(0) => break,
-                None => {
-                    return Err(SourceError::Api {
-                        what: "recovery read".into(),
-                        detail: format!(
-                            "stream ended after sequence {last} (need up to {delivered})"
-                        ),
-                    }
-                    .into());
-                }
-                Some(Err(e)) => {
-                    return Err(SourceError::Api {
-                        what: "recovery read".into(),
-                        detail: e.to_string(),
-                    }
-                    .into());
-                }
-                Some(Ok(m)) => m,
-            };
+        let mut at = Recovery {
+            delivered,
+            last: floor,
+            read: 0,
+            left: None,
+        };
+        while let Some(msg) = self.next_recovered(&mut msgs, &stream, &at).await? {
             let mut d = Delivery::from_jetstream(msg)?;
             if d.stream_seq > delivered {
                 break;
             }
-            left = Some(d.pending);
+            at.left = Some(d.pending);
             d.acker = None; // Ordered consumers do not ack; the durable's ack floor covers these.
             d.pending = 0;
-            last = d.stream_seq;
-            n += 1;
+            at.last = d.stream_seq;
+            at.read += 1;
             self.push(batcher, d, Instant::now());
             self.send_closed(batcher).await?;
-            if last >= delivered || self.stop.is_cancelled() {
+            if at.last >= delivered || self.stop.is_cancelled() {
                 break;
             }
         }
+        let (n, last) = (at.read, at.last);
         tracing::info!(data_type = %dt, messages = n, from = floor + 1, to = last, "recovered unacked messages");
         Ok(last)
     }
