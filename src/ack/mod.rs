@@ -6,9 +6,6 @@
 //! batch. Under `AckPolicy::All` one ack covers every earlier message of the consumer.
 
 use async_nats::jetstream::message::Acker;
-use tokio_util::sync::CancellationToken;
-
-use crate::retry::{self, Failure, Policy, Verdict};
 
 /// A message's ack handle, to be consumed after its insert succeeded.
 #[must_use = "an unacked message is redelivered: ack it after the insert, or let recovery handle it"]
@@ -59,18 +56,18 @@ pub async fn ack_confirmed(handle: &AckHandle) -> Result<(), AckError> {
 /// boundaries and deduplicated — and a later ack covers them.
 pub const ACK_ATTEMPTS: u32 = 6;
 
-/// Acks, retrying on `policy` (`retry.*`) until confirmed, until [`ACK_ATTEMPTS`] attempts
-/// failed, or until `stop`; `on_retry` sees every failed attempt.
-pub async fn ack_retrying(
+/// Acks, retrying on `backoff` until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or
+/// until `stop`. `on_retry` sees every failed attempt.
+pub async fn ack_until_confirmed(
     handle: &AckHandle,
-    stop: &CancellationToken,
-    policy: &Policy,
+    stop: &tokio_util::sync::CancellationToken,
+    backoff: &mut crate::retry::Backoff,
     mut on_retry: impl FnMut(&AckError),
 ) -> Result<(), AckError> {
-    let mut backoff = policy.backoff();
-    retry::retry_until(
+    use crate::retry::{Failure, Verdict};
+    crate::retry::retry_until(
         stop,
-        &mut backoff,
+        backoff,
         || ack_confirmed(handle),
         |e, attempt, _| {
             on_retry(e);
@@ -85,16 +82,6 @@ pub async fn ack_retrying(
     .map_err(|f| match f {
         Failure::GaveUp(e) | Failure::Stopped { last: e, .. } => e,
     })
-}
-
-/// [`ack_retrying`] on the default `retry.*` schedule, for a caller that has no policy at hand
-/// yet (the writer, until `pipeline::Settings` carries `retry`).
-pub async fn ack_until_confirmed(
-    handle: &AckHandle,
-    stop: &CancellationToken,
-    on_retry: impl FnMut(&AckError),
-) -> Result<(), AckError> {
-    ack_retrying(handle, stop, &Policy::default(), on_retry).await
 }
 
 /// Acks without waiting for a confirmation (explicit-ack consumers, all but the last handle).

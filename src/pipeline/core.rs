@@ -19,14 +19,17 @@ use crate::model::DataType;
 use crate::sink::Sink;
 use crate::source::{SourceError, api_err};
 
-use super::decoder::{self, RawMsg, StageCmd};
+use super::decoder::{Decoder, RawMsg, StageCmd};
 use super::reader::WriterCmd;
 use super::stats::{Stats, now_ms};
 use super::writer::Writer;
+use super::{StageEnd, sleep_until};
 
-/// Runs one core subscription per type until `stop`.
+/// Runs one core subscription per type until `stop`; held batches are tried again on
+/// `retry` (`retry.*`).
 pub async fn run(
     types: Vec<(DataType, Limits)>,
+    retry: crate::retry::Policy,
     client: async_nats::Client,
     sink: Arc<Sink>,
     stats: Arc<Stats>,
@@ -34,6 +37,7 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     let nonce = format!("{:x}", rand::random::<u64>());
     let mut tasks = Vec::new();
+    let mut stages = Vec::new();
     let dts: Vec<DataType> = types.iter().map(|(t, _)| *t).collect();
     if let Some(h) =
         crate::quality::restore::start(sink.clone(), stats.quality.clone(), &dts, &stop).await
@@ -45,29 +49,21 @@ pub async fn run(
             .subscribe(dt.subject_filter())
             .await
             .map_err(api_err(format!("subscribe {}", dt.subject_filter())))?;
-        let (tx, rx) = mpsc::channel(1);
+        // Core mode has no journal and no acks: the writer's progress is never needed.
+        let (writer, _progress) = Writer::new(
+            dt,
+            format!("core-{nonce}-{dt}"),
+            None,
+            sink.clone(),
+            stats.clone(),
+            stop.clone(),
+            retry,
+        );
         let (dtx, drx) = mpsc::channel(1);
-        // Core mode has no acks, so nothing ever asks for a resync.
-        let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = Writer {
-            data_type: dt,
-            durable: format!("core-{nonce}-{dt}"),
-            sink: sink.clone(),
-            journal: None,
-            stats: stats.clone(),
-            stop: stop.clone(),
-            stored_through: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            journaled: Vec::new(),
-            floor: 0,
-            needs_resync: needs_resync.clone(),
-            broken: false,
-            epoch: 0,
-            journal_rev: 0,
-            fence: CancellationToken::new(),
-        };
-        tasks.push(tokio::spawn(writer.run(drx)));
-        tasks.push(tokio::spawn(decoder::run(rx, dtx, stats.clone())));
-        tasks.push(tokio::spawn(read(
+        let (tx, rx) = mpsc::channel(1);
+        stages.push(tokio::spawn(writer.run(drx)));
+        stages.push(tokio::spawn(Decoder::new(stats.clone()).run(rx, dtx)));
+        stages.push(tokio::spawn(read(
             dt,
             limits,
             sub,
@@ -76,6 +72,9 @@ pub async fn run(
             stop.clone(),
         )));
         stats.of(dt).set_bound(true);
+    }
+    for t in stages {
+        let _ = t.await;
     }
     for t in tasks {
         let _ = t.await;
@@ -90,7 +89,7 @@ async fn read(
     tx: mpsc::Sender<WriterCmd>,
     stats: Arc<Stats>,
     stop: CancellationToken,
-) {
+) -> StageEnd {
     let mut batcher: Batcher<RawMsg, AckHandle> = Batcher::new(dt, limits);
     // A local sequence stands in for the stream sequence: it only has to order the batch.
     let mut seq = 0u64;
@@ -99,7 +98,7 @@ async fn read(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+            _ = sleep_until(deadline) => {
                 batcher.poll_age(Instant::now());
             }
             m = sub.next() => {
@@ -116,12 +115,15 @@ async fn read(
         }
         while let Some(b) = batcher.pop_closed() {
             if tx.send(StageCmd::Batch(b)).await.is_err() {
-                return;
+                return StageEnd::Disconnected;
             }
         }
     }
     batcher.close();
     while let Some(b) = batcher.pop_closed() {
-        let _ = tx.send(StageCmd::Batch(b)).await;
+        if tx.send(StageCmd::Batch(b)).await.is_err() {
+            return StageEnd::Disconnected;
+        }
     }
+    StageEnd::Stopped
 }

@@ -12,6 +12,7 @@
 //! (`schema::required_window`) holds whatever the payloads say. A raw batch that is exactly a
 //! journaled batch is never cut: journaled batches are only inserted whole.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use crate::batch::Batch;
 use crate::decode;
 use crate::model::{DataType, DeadLetterRow, Record};
 
+use super::StageEnd;
 use super::stats::{Stats, now_ms};
 
 /// A message as the reader keeps it until it is decoded.
@@ -71,21 +73,27 @@ pub struct DecodedBatch {
     pub quality: Vec<crate::quality::QualityEvent>,
 }
 
+/// Where a reader run starts: the decoder and the writer start over from it.
+#[derive(Debug)]
+pub struct Reset {
+    /// The reader's run this starts (the writer's `Progress` names it back).
+    pub run: u64,
+    /// Every journaled batch of the current stream epoch (recent history included).
+    pub journaled: Vec<crate::source::journal::JournalEntry>,
+    /// The consumer's ack floor.
+    pub floor: u64,
+    /// The stream's epoch (`source::journal::stream_epoch`; 0 without a stream).
+    pub epoch: u64,
+    /// The journal entry's revision as read (a write must replace exactly this one).
+    pub revision: u64,
+}
+
 /// What flows from the reader to the decoder, and from the decoder to the writer, in order.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one command per batch: boxing would buy nothing
 pub enum StageCmd<B> {
     /// Start over from a new ack floor with the journal as loaded.
-    Reset {
-        /// Every journaled batch of the current stream epoch (recent history included).
-        journaled: Vec<crate::source::journal::JournalEntry>,
-        /// The consumer's ack floor.
-        floor: u64,
-        /// The stream's epoch (`source::journal::stream_epoch`; 0 without a stream).
-        epoch: u64,
-        /// The journal entry's revision as read (a write must replace exactly this one).
-        revision: u64,
-    },
+    Reset(Reset),
     /// A batch to decode / to insert then ack.
     Batch(B),
     /// A redelivered message already stored: ack it (moves the floor past recovered batches).
@@ -132,7 +140,7 @@ pub const MAX_PARTITIONS_PER_BATCH: usize = crate::sink::MAX_PARTITIONS_PER_INSE
 pub fn partition_cuts<K: std::hash::Hash + Eq>(keys: &[Option<K>], max: usize) -> Vec<usize> {
     let max = max.max(1);
     let mut cuts = Vec::new();
-    let mut seen: std::collections::HashSet<&K> = std::collections::HashSet::new();
+    let mut seen: HashSet<&K> = HashSet::new();
     for (i, k) in keys.iter().enumerate() {
         if let Some(k) = k
             && !seen.contains(k)
@@ -293,69 +301,80 @@ fn assemble(
 /// 100k-row batch never stalls the runtime's workers.
 const INLINE_DECODE: usize = 2_000;
 
-/// Runs the stage until the reader hangs up or the writer is gone.
-pub async fn run(
-    mut rx: mpsc::Receiver<StageCmd<RawBatch>>,
-    tx: mpsc::Sender<StageCmd<DecodedBatch>>,
+/// One type's decode stage (build with [`Decoder::new`], run with [`Decoder::run`]).
+pub(crate) struct Decoder {
     stats: Arc<Stats>,
-) {
-    // Boundaries journaled when the stage was last reset: a raw batch that is exactly one of
-    // them is a journaled batch re-formed on replay and is decoded whole.
-    let mut journaled: std::collections::HashSet<(u64, u64, u64)> = Default::default();
-    while let Some(cmd) = rx.recv().await {
-        let out = match cmd {
-            StageCmd::Batch(b) => {
-                let dt = b.data_type;
-                let whole = journaled.contains(&(b.first_seq, b.last_seq, b.count));
-                let decoded = if b.items.len() <= INLINE_DECODE {
-                    decode_batches(b, &stats, whole)
-                } else {
-                    let st = stats.clone();
-                    match tokio::task::spawn_blocking(move || decode_batches(b, &st, whole)).await {
-                        Ok(d) => d,
-                        Err(e) => {
-                            // A panic in decode is a bug; the batch stays unacked and is
-                            // re-read after a restart.
-                            tracing::error!(data_type = %dt, error = %e, "decode task failed");
-                            stats.of(dt).error(format!("decode task failed: {e}"));
-                            return;
-                        }
-                    }
-                };
-                if decoded.len() > 1 {
-                    tracing::debug!(data_type = %dt, pieces = decoded.len(),
-                        "batch spans more than {MAX_PARTITIONS_PER_BATCH} partitions; cut by stream sequence");
-                }
-                for d in decoded {
-                    if tx.send(StageCmd::Batch(d)).await.is_err() {
-                        return;
-                    }
-                }
-                continue;
-            }
-            StageCmd::Reset {
-                journaled: entries,
-                floor,
-                epoch,
-                revision,
-            } => {
-                journaled = entries
-                    .iter()
-                    .map(|e| (e.first_seq, e.last_seq, e.count))
-                    .collect();
-                StageCmd::Reset {
-                    journaled: entries,
-                    floor,
-                    epoch,
-                    revision,
-                }
-            }
-            StageCmd::AckOnly(h) => StageCmd::AckOnly(h),
-            StageCmd::Sync(s) => StageCmd::Sync(s),
-        };
-        if tx.send(out).await.is_err() {
-            return;
+    /// Boundaries journaled when the stage was last reset: a raw batch that is exactly one of
+    /// them is a journaled batch re-formed on replay and is decoded whole.
+    journaled: HashSet<(u64, u64, u64)>,
+}
+
+impl Decoder {
+    /// A decoder counting into `stats`.
+    pub(super) fn new(stats: Arc<Stats>) -> Self {
+        Decoder {
+            stats,
+            journaled: HashSet::new(),
         }
+    }
+
+    /// Runs the stage until the reader hangs up ([`StageEnd::Drained`]), the writer is gone
+    /// ([`StageEnd::Disconnected`]) or a decode task failed ([`StageEnd::Stuck`]).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<StageCmd<RawBatch>>,
+        tx: mpsc::Sender<StageCmd<DecodedBatch>>,
+    ) -> StageEnd {
+        while let Some(cmd) = rx.recv().await {
+            let out = match cmd {
+                StageCmd::Batch(b) => match self.decode(b).await {
+                    Ok(decoded) => decoded,
+                    Err(end) => return end,
+                },
+                StageCmd::Reset(reset) => {
+                    self.journaled = reset
+                        .journaled
+                        .iter()
+                        .map(|e| (e.first_seq, e.last_seq, e.count))
+                        .collect();
+                    vec![StageCmd::Reset(reset)]
+                }
+                StageCmd::AckOnly(h) => vec![StageCmd::AckOnly(h)],
+                StageCmd::Sync(s) => vec![StageCmd::Sync(s)],
+            };
+            for cmd in out {
+                if tx.send(cmd).await.is_err() {
+                    return StageEnd::Disconnected;
+                }
+            }
+        }
+        StageEnd::Drained
+    }
+
+    /// One raw batch → its decoded batches (inline when small, on the blocking pool when large).
+    async fn decode(&self, b: RawBatch) -> Result<Vec<StageCmd<DecodedBatch>>, StageEnd> {
+        let dt = b.data_type;
+        let whole = self.journaled.contains(&(b.first_seq, b.last_seq, b.count));
+        let decoded = if b.items.len() <= INLINE_DECODE {
+            decode_batches(b, &self.stats, whole)
+        } else {
+            let st = self.stats.clone();
+            match tokio::task::spawn_blocking(move || decode_batches(b, &st, whole)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // A panic in decode is a bug; the batch stays unacked and is re-read after
+                    // a restart.
+                    tracing::error!(data_type = %dt, error = %e, "decode task failed");
+                    self.stats.of(dt).error(format!("decode task failed: {e}"));
+                    return Err(StageEnd::Stuck(format!("decode task failed: {e}")));
+                }
+            }
+        };
+        if decoded.len() > 1 {
+            tracing::debug!(data_type = %dt, pieces = decoded.len(),
+                "batch spans more than {MAX_PARTITIONS_PER_BATCH} partitions; cut by stream sequence");
+        }
+        Ok(decoded.into_iter().map(StageCmd::Batch).collect())
     }
 }
 

@@ -16,6 +16,13 @@
 //! acked any more, it is re-read — and the lease is re-acquired with backoff, after which the
 //! reader resynchronises from the ack floor; `/ready` names the type and the reason meanwhile.
 //! A stage that ends by itself (a panic) marks the type stuck, and `/health` fails.
+//!
+//! Each stage is a small actor built by its constructor (`Reader::new`, `Decoder::new`,
+//! `Writer::new`) and run on its own task; it reports how it ended as a `StageEnd`, which
+//! the supervisor turns into the type's next state. Downstream the stages talk only through
+//! the ordered command channel (`decoder::StageCmd`); upstream the writer publishes one value it
+//! owns, `writer::Progress` (what it stored, whether an ack was lost), on a `watch` channel.
+//! Every wait for NATS or ClickHouse walks the one retry policy (`retry.*`, [`Settings::retry`]).
 
 pub mod core;
 pub mod decoder;
@@ -24,9 +31,8 @@ pub mod stats;
 pub mod window;
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -35,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::Limits;
 use crate::model::DataType;
+use crate::retry::{self, Failure, Verdict, retry_until};
 use crate::sink::Sink;
 use crate::source::journal::Journal;
 use crate::source::lease::{LEASE_REFRESH, Lease, Leases};
@@ -68,19 +75,63 @@ pub struct Settings {
     pub lease_bucket: String,
     /// This instance's id (stable across restarts of the same instance).
     pub instance_id: String,
+    /// The schedule of every retry of the stages and their supervisor (`retry.*`): NATS
+    /// calls, journal writes, acks, lease re-acquisition, a held batch.
+    pub retry: retry::Policy,
 }
 
-/// Ensures the streams, logging what was found. Retries until it works or `stop` is set.
+/// How a stage's task ended: what its supervisor decides the type's next state on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StageEnd {
+    /// Its input ended and everything received was handled (the end of a drain).
+    Drained,
+    /// A shutdown ended it before it handled everything: what it held is not acked and is
+    /// re-read at the next start.
+    Stopped,
+    /// The next stage hung up (it ended first, for a reason of its own).
+    Disconnected,
+    /// The journal was rewritten by another owner: nothing the stages hold may be journaled,
+    /// inserted or acked any more (fenced).
+    Fenced(String),
+    /// It cannot make progress until the service is restarted (a durable that cannot be used,
+    /// a failed decode task).
+    Stuck(String),
+}
+
+/// Sleeps until `deadline` (a batch's age limit); never wakes without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ensures the streams, logging what was found, retrying on the default retry policy until
+/// it works or `stop` is set (see [`ensure_streams_with`] for a configured one).
 pub async fn ensure_streams(
     js: &jetstream::Context,
     specs: &[StreamSpec],
     stop: &CancellationToken,
 ) -> Result<Vec<(String, Ensured)>, SourceError> {
+    ensure_streams_with(js, specs, &retry::Policy::default(), stop).await
+}
+
+/// Ensures the streams, logging what was found. Retries on `policy` until it works or `stop`
+/// is set.
+pub async fn ensure_streams_with(
+    js: &jetstream::Context,
+    specs: &[StreamSpec],
+    policy: &retry::Policy,
+    stop: &CancellationToken,
+) -> Result<Vec<(String, Ensured)>, SourceError> {
     let mut out = Vec::new();
     for spec in specs {
-        let ensured = retry_nats(stop, &format!("ensure stream {}", spec.name), || {
-            streams::ensure(js, spec)
-        })
+        let ensured = retry_nats(
+            stop,
+            policy,
+            &format!("ensure stream {}", spec.name),
+            || streams::ensure(js, spec),
+        )
         .await?;
         match &ensured {
             Ensured::Created => {
@@ -102,33 +153,29 @@ pub async fn ensure_streams(
     Ok(out)
 }
 
-/// Retries a NATS operation with capped backoff until it succeeds or `stop` is set.
-async fn retry_nats<T, F, Fut>(
+/// Retries a NATS operation on `policy` until it succeeds or `stop` is set. A durable that
+/// cannot be used (`SourceError::DurableUnusable`) is returned at once: no retry fixes it, and
+/// we never change a durable.
+async fn retry_nats<T, Fut>(
     stop: &CancellationToken,
+    policy: &retry::Policy,
     what: &str,
-    mut f: F,
+    op: impl FnMut() -> Fut,
 ) -> Result<T, SourceError>
 where
-    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SourceError>>,
 {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
-                if stop.is_cancelled() {
-                    return Err(e);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return Err(e),
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+    retry_until(stop, &mut policy.backoff(), op, |e, _, delay| {
+        if matches!(e, SourceError::DurableUnusable { .. }) {
+            return Verdict::GiveUp;
         }
-    }
+        tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
+        Verdict::Retry
+    })
+    .await
+    .map_err(|f| match f {
+        Failure::GaveUp(e) | Failure::Stopped { last: e, .. } => e,
+    })
 }
 
 /// Binds (creating when missing) every type's durable once before anything starts, so an
@@ -143,21 +190,13 @@ async fn check_durables(
         let Some(spec) = settings.consumers.get(t) else {
             continue;
         };
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match crate::source::bind_consumer(js, spec).await {
-                Ok(_) => break,
-                Err(e @ SourceError::DurableUnusable { .. }) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "bind durable {} failed", spec.durable);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return Err(e),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        retry_nats(
+            stop,
+            &settings.retry,
+            &format!("bind durable {}", spec.durable),
+            || crate::source::bind_consumer(js, spec),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -172,12 +211,13 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), SourceError> {
     let js = jetstream::new(client);
-    ensure_streams(&js, &settings.streams, &stop).await?;
-    let journal = retry_nats(&stop, "open journal", || {
+    let policy = settings.retry;
+    ensure_streams_with(&js, &settings.streams, &policy, &stop).await?;
+    let journal = retry_nats(&stop, &policy, "open journal", || {
         Journal::open(&js, &settings.journal_bucket)
     })
     .await?;
-    let leases = retry_nats(&stop, "open leases", || {
+    let leases = retry_nats(&stop, &policy, "open leases", || {
         Leases::open(&js, &settings.lease_bucket, &settings.instance_id)
     })
     .await?;
@@ -207,6 +247,7 @@ pub async fn run(
             spec: spec.clone(),
             limits: *limits,
             fetch_batch: settings.fetch_batch,
+            retry: policy,
             journal: journal.clone(),
             leases: leases.clone(),
             sink: sink.clone(),
@@ -223,6 +264,7 @@ pub async fn run(
     Ok(())
 }
 
+/// Everything one type's supervisor and stages need, for the life of the process.
 struct TypeCtx {
     data_type: DataType,
     max_queue: usize,
@@ -232,6 +274,7 @@ struct TypeCtx {
     limits: Limits,
     fetch_batch: usize,
     fetch_max_bytes: usize,
+    retry: retry::Policy,
     journal: Journal,
     leases: Leases,
     sink: Arc<Sink>,
@@ -240,6 +283,7 @@ struct TypeCtx {
 }
 
 /// How one run of a type's stages (one lease) ended.
+#[derive(Debug, PartialEq, Eq)]
 enum TermEnd {
     /// Shutdown: the stages drained (or the grace period cut them off).
     Stopped,
@@ -251,6 +295,22 @@ enum TermEnd {
     Died(String),
 }
 
+/// What the end of stage `name` (outside a shutdown) means for the type's run: fenced,
+/// dead, or `None` while it only saw a neighbour end and `others_running` — that neighbour's
+/// own end, next from the set, says why.
+fn term_of(name: &str, end: StageEnd, others_running: bool) -> Option<TermEnd> {
+    match end {
+        StageEnd::Fenced(why) => Some(TermEnd::Fenced(why)),
+        StageEnd::Stuck(why) => Some(TermEnd::Died(why)),
+        StageEnd::Drained | StageEnd::Stopped | StageEnd::Disconnected if others_running => None,
+        other => Some(TermEnd::Died(format!("{name} task ended ({other:?})"))),
+    }
+}
+
+/// A run of the stages that lasted this long counts as a success: the next fencing starts the
+/// re-acquire backoff from its first delay again.
+const RUN_RESETS_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Supervises one type for the life of the process: acquire the lease, run the stages,
 /// and whenever the lease (or NATS) is lost, fence the old stages and start over. Losing the
 /// lease or NATS is a state to recover from, never an exit; only a shutdown or a stage that
@@ -258,7 +318,7 @@ enum TermEnd {
 async fn run_type(ctx: TypeCtx) {
     let dt = ctx.data_type;
     let st = ctx.stats.of(dt);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = ctx.retry.backoff();
     loop {
         let Some(mut lease) = acquire_lease(&ctx).await else {
             st.set_waiting(None);
@@ -280,18 +340,20 @@ async fn run_type(ctx: TypeCtx) {
                 return;
             }
             TermEnd::Fenced(why) => {
-                tracing::warn!(data_type = %dt, reason = %why,
+                if started.elapsed() > RUN_RESETS_BACKOFF {
+                    backoff.reset();
+                }
+                let delay = backoff.next().unwrap_or(ctx.retry.cap);
+                tracing::warn!(data_type = %dt, reason = %why, retry_in = ?delay,
                     "stages stopped and fenced (what they held is re-read); re-acquiring the consumer");
                 st.error(why.clone());
                 st.set_waiting(Some(format!("{why}; re-acquiring the consumer")));
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_millis(200);
-                }
+                // Not `retry_until`: the next attempt is a whole new run of the stages, whose
+                // success is only known once it has lasted (`RUN_RESETS_BACKOFF`).
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = ctx.stop.cancelled() => { st.set_waiting(None); return; }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             TermEnd::Died(why) => {
                 tracing::error!(data_type = %dt, reason = %why,
@@ -308,45 +370,89 @@ async fn run_type(ctx: TypeCtx) {
     }
 }
 
-/// Takes the type's lease, retrying with backoff (another holder: every refresh period).
-/// `None` on shutdown.
+/// Takes the type's lease: errors are retried on the retry policy; while another instance
+/// holds it, it is asked again every refresh period (the holder's renewal rhythm, not a
+/// backoff). `None` on shutdown.
 async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
     let dt = ctx.data_type;
     let st = ctx.stats.of(dt);
     let mut said_standby = false;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = ctx.retry.backoff();
     loop {
-        let res = tokio::select! {
-            r = ctx.leases.acquire(&ctx.spec.durable) => r,
-            _ = ctx.stop.cancelled() => return None,
-        };
-        let wait = match res {
-            Ok(l) => return Some(l),
-            Err(SourceError::Leased { holder, .. }) => {
-                if !said_standby {
-                    tracing::info!(data_type = %dt, %holder, "standby: another instance holds this consumer");
-                    said_standby = true;
+        let res = retry_until(
+            &ctx.stop,
+            &mut backoff,
+            || async {
+                tokio::select! {
+                    r = ctx.leases.acquire(&ctx.spec.durable) => r.map(Some),
+                    _ = ctx.stop.cancelled() => Ok(None),
                 }
-                st.set_waiting(Some(format!(
-                    "standby: consumer lease held by instance {holder}"
-                )));
-                LEASE_REFRESH
-            }
-            Err(e) => {
+            },
+            |e, _, delay| {
+                if matches!(e, SourceError::Leased { .. }) {
+                    return Verdict::GiveUp;
+                }
                 tracing::warn!(data_type = %dt, error = %e, retry_in = ?delay, "lease not acquired; retrying");
                 if st.waiting_reason().is_none() {
                     st.set_waiting(Some(format!("acquiring the consumer lease: {e}")));
                 }
-                let d = delay;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                d
+                Verdict::Retry
+            },
+        )
+        .await;
+        match res {
+            Ok(lease) => return lease,
+            Err(Failure::Stopped { .. }) => return None,
+            Err(Failure::GaveUp(e)) => {
+                // Waiting for another holder is not a failure: the next error starts the
+                // schedule over.
+                backoff.reset();
+                if let SourceError::Leased { holder, .. } = &e {
+                    if !said_standby {
+                        tracing::info!(data_type = %dt, %holder, "standby: another instance holds this consumer");
+                        said_standby = true;
+                    }
+                    st.set_waiting(Some(format!(
+                        "standby: consumer lease held by instance {holder}"
+                    )));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE_REFRESH) => {}
+                    _ = ctx.stop.cancelled() => return None,
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = ctx.stop.cancelled() => return None,
         }
     }
+}
+
+/// The type's three stages, each on its own task, wired downstream first (writer, decoder,
+/// reader) over channels of capacity one; and the name of each task.
+fn spawn_stages(
+    ctx: &TypeCtx,
+    type_stop: &CancellationToken,
+) -> (
+    tokio::task::JoinSet<StageEnd>,
+    HashMap<tokio::task::Id, &'static str>,
+) {
+    let (writer, progress) = writer::Writer::new(
+        ctx.data_type,
+        ctx.spec.durable.clone(),
+        Some(ctx.journal.clone()),
+        ctx.sink.clone(),
+        ctx.stats.clone(),
+        type_stop.clone(),
+        ctx.retry,
+    );
+    let (dtx, drx) = mpsc::channel(1);
+    let decoder = decoder::Decoder::new(ctx.stats.clone());
+    let (tx, rx) = mpsc::channel(1);
+    let reader = reader::Reader::new(ctx, type_stop.clone(), tx, progress);
+    let mut stages = tokio::task::JoinSet::new();
+    let mut names = HashMap::new();
+    names.insert(stages.spawn(writer.run(drx)).id(), "writer");
+    names.insert(stages.spawn(decoder.run(rx, dtx)).id(), "decoder");
+    names.insert(stages.spawn(reader.run()).id(), "reader");
+    (stages, names)
 }
 
 /// Runs the type's three stages under one lease until shutdown, fencing or a stage's end.
@@ -355,62 +461,14 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     let stop = &ctx.stop;
     // Cancelled on shutdown (parent): the stages drain.
     let type_stop = stop.child_token();
-    // Cancelled by the writer when its journal write was refused (another owner).
-    let fence = CancellationToken::new();
     // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
     let st = ctx.stats.of(dt);
     st.clear_queued();
-    let stored_through = Arc::new(AtomicU64::new(0));
-    let needs_resync = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel(1);
-    let (dtx, drx) = mpsc::channel(1);
-    let writer = writer::Writer {
-        data_type: dt,
-        durable: ctx.spec.durable.clone(),
-        sink: ctx.sink.clone(),
-        journal: Some(ctx.journal.clone()),
-        stats: ctx.stats.clone(),
-        stop: type_stop.clone(),
-        stored_through: stored_through.clone(),
-        journaled: Vec::new(),
-        floor: 0,
-        needs_resync: needs_resync.clone(),
-        broken: false,
-        epoch: 0,
-        journal_rev: 0,
-        fence: fence.clone(),
-    };
-    let reader = reader::Reader {
-        data_type: dt,
-        js: ctx.js.clone(),
-        spec: ctx.spec.clone(),
-        limits: ctx.limits,
-        fetch_batch: ctx.fetch_batch,
-        fetch_max_bytes: ctx.fetch_max_bytes,
-        max_queue: ctx.max_queue,
-        max_queue_bytes: ctx.max_queue_bytes,
-        journal: ctx.journal.clone(),
-        stats: ctx.stats.clone(),
-        stop: type_stop.clone(),
-        to_writer: tx,
-        stored_through,
-        needs_resync,
-    };
-    let mut stages = tokio::task::JoinSet::new();
-    let mut names = std::collections::HashMap::new();
-    names.insert(stages.spawn(writer.run(drx)).id(), "writer");
-    names.insert(
-        stages.spawn(decoder::run(rx, dtx, ctx.stats.clone())).id(),
-        "decoder",
-    );
-    names.insert(stages.spawn(reader.run()).id(), "reader");
+    let (mut stages, names) = spawn_stages(ctx, &type_stop);
     let end = loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break TermEnd::Stopped,
-            _ = fence.cancelled() => {
-                break TermEnd::Fenced("the journal was changed by another owner".into());
-            }
             _ = tokio::time::sleep(LEASE_REFRESH) => {
                 let res = tokio::select! {
                     r = ctx.leases.refresh(lease) => r,
@@ -421,19 +479,21 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
                 }
             }
             Some(done) = stages.join_next_with_id() => {
-                let (id, what) = match &done {
-                    Ok((id, ())) => (*id, "ended".to_string()),
-                    Err(e) if e.is_panic() => (e.id(), format!("panicked: {e}")),
-                    Err(e) => (e.id(), format!("was cancelled: {e}")),
-                };
-                let name = names.get(&id).copied().unwrap_or("stage");
                 if stop.is_cancelled() {
                     break TermEnd::Stopped;
                 }
-                if fence.is_cancelled() {
-                    break TermEnd::Fenced("the journal was changed by another owner".into());
+                let (id, end) = match done {
+                    Ok((id, end)) => (id, end),
+                    Err(e) => {
+                        let name = names.get(&e.id()).copied().unwrap_or("stage");
+                        let what = if e.is_panic() { "panicked" } else { "was cancelled" };
+                        break TermEnd::Died(format!("{name} task {what}: {e}"));
+                    }
+                };
+                let name = names.get(&id).copied().unwrap_or("stage");
+                if let Some(term) = term_of(name, end, !stages.is_empty()) {
+                    break term;
                 }
-                break TermEnd::Died(format!("{name} task {what}"));
             }
         }
     };
@@ -456,4 +516,32 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
         }
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StageEnd, TermEnd, term_of};
+
+    #[test]
+    fn a_stage_end_names_the_cause_not_the_echo() {
+        let fenced = || StageEnd::Fenced("the journal was changed by another owner".into());
+        assert_eq!(
+            term_of("writer", fenced(), true),
+            Some(TermEnd::Fenced(
+                "the journal was changed by another owner".into()
+            ))
+        );
+        assert_eq!(
+            term_of("reader", StageEnd::Stuck("durable x unusable".into()), true),
+            Some(TermEnd::Died("durable x unusable".into()))
+        );
+        // A neighbour hung up: wait for its own end.
+        assert_eq!(term_of("reader", StageEnd::Disconnected, true), None);
+        assert_eq!(term_of("writer", StageEnd::Drained, true), None);
+        // ...unless nothing is left to say why.
+        assert_eq!(
+            term_of("decoder", StageEnd::Drained, false),
+            Some(TermEnd::Died("decoder task ended (Drained)".into()))
+        );
+    }
 }

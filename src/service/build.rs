@@ -83,6 +83,7 @@ pub fn pipeline_settings(cfg: &Config, instance_id: String) -> Settings {
         journal_bucket: cfg.nats.journal_bucket.clone(),
         lease_bucket: format!("{}_leases", cfg.nats.journal_bucket),
         instance_id,
+        retry: cfg.retry.policy(),
     }
 }
 

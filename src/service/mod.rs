@@ -250,6 +250,7 @@ impl Service {
             .collect();
         let stages = pipeline::core::run(
             types,
+            cfg.retry.policy(),
             client.clone(),
             sink,
             self.stats.clone(),
