@@ -56,18 +56,19 @@ pub async fn ack_confirmed(handle: &AckHandle) -> Result<(), AckError> {
 /// boundaries and deduplicated — and a later ack covers them.
 pub const ACK_ATTEMPTS: u32 = 6;
 
-/// Acks, retrying on `backoff` until confirmed, until [`ACK_ATTEMPTS`] attempts failed, or
-/// until `stop`. `on_retry` sees every failed attempt.
+/// Acks, retrying on `policy` until confirmed, until [`ACK_ATTEMPTS`] attempts of this call
+/// failed, or until `stop`. `on_retry` sees every failed attempt.
 pub async fn ack_until_confirmed(
     handle: &AckHandle,
     stop: &tokio_util::sync::CancellationToken,
-    backoff: &mut crate::retry::Backoff,
+    policy: &crate::retry::Policy,
     mut on_retry: impl FnMut(&AckError),
 ) -> Result<(), AckError> {
     use crate::retry::{Failure, Verdict};
+    // A walk of its own: the attempt limit counts this ack's failures only.
     crate::retry::retry_until(
         stop,
-        backoff,
+        &mut policy.backoff(),
         || ack_confirmed(handle),
         |e, attempt, _| {
             on_retry(e);

@@ -531,7 +531,7 @@ impl Writer {
         }
         let st = self.stats.of(self.data_type);
         let dt = self.data_type;
-        let res = ack_until_confirmed(last, &self.stop, &mut self.retry.backoff(), |e| {
+        let res = ack_until_confirmed(last, &self.stop, &self.retry, |e| {
             st.record_retry();
             st.error(e.to_string());
             tracing::warn!(data_type = %dt, error = %e, "ack not confirmed; retrying");
