@@ -12,7 +12,7 @@ STAMP       := $(VENV)/.installed
 CARGO       ?= cargo
 BIN         := target/release/marketprism-storage
 
-.PHONY: setup build demo run test lint unit it bench chaos clean
+.PHONY: setup build demo run test lint unit it bench chaos structure clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,10 @@ chaos: setup
 
 bench: setup build
 	$(BIN) bench $(BENCH_ARGS)
+
+# Lines per module, longest functions, import circles between modules (scripts/structure-report.py).
+structure:
+	python3 scripts/structure-report.py src
 
 clean:
 	rm -rf target $(VENV) data

@@ -39,8 +39,14 @@ pub struct DemoArgs {
 }
 
 /// Stream size limits of the demo's embedded NATS (see `run`).
-const DEMO_HF_MAX_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(2 << 30).unwrap();
-const DEMO_MD_MAX_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(256 << 20).unwrap();
+const DEMO_HF_MAX_BYTES: std::num::NonZeroU64 = match std::num::NonZeroU64::new(2 << 30) {
+    Some(n) => n,
+    None => std::num::NonZeroU64::MIN,
+};
+const DEMO_MD_MAX_BYTES: std::num::NonZeroU64 = match std::num::NonZeroU64::new(256 << 20) {
+    Some(n) => n,
+    None => std::num::NonZeroU64::MIN,
+};
 
 const EXAMPLES: [(&str, &str); 3] = [
     (

@@ -168,93 +168,87 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
         Some(c) => Layout::Cluster(c.clone()),
         None => Layout::Single,
     };
-    let hot = &cfg.clickhouse.hot_db;
-    let cold = &cfg.clickhouse.cold_db;
     if args.check && !args.print {
-        let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
-        let cold_sink = match &cfg.cold_clickhouse {
-            Some(_) => crate::service::sink_for(cfg, &cfg.cold_endpoint()),
-            None => sink.clone(),
-        };
-        let result = upgrade(cfg, args, &layout, &sink, &cold_sink, true).await;
-        if let Some(s) = embedded {
-            s.stop().await;
-        }
-        return report_drift(&result?, true);
+        return check_only(cfg, args, &layout).await;
     }
     if let Some(policy) = &args.tiered {
-        let ddl = schema::tiered_ddl(hot, policy);
-        if args.print {
-            super::out(&schema::render_script(&ddl));
-            return Ok(());
-        }
-        let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
-        let result = match crate::sink::ddl::apply(&sink, &ddl).await {
-            Ok(created) => upgrade(cfg, args, &Layout::Single, &sink, &sink, false)
-                .await
-                .map(|left| (created, left)),
-            Err(e) => Err(e.into()),
-        };
-        if let Some(s) = embedded {
-            s.stop().await;
-        }
-        let (created, left) = result?;
-        super::out(&format!(
-            "{} statements applied, {created} objects created (the rest existed)\n",
-            ddl.len()
-        ));
-        return report_drift(&left, false);
+        return init_tiered(cfg, args, policy).await;
     }
     if args.print {
         super::out(&schema::render_script(&schema::full_ddl(
-            hot, cold, &layout,
+            &cfg.clickhouse.hot_db,
+            &cfg.clickhouse.cold_db,
+            &layout,
         )));
         return Ok(());
     }
+    init_full(cfg, args, &layout).await
+}
+
+/// `init --check`: reports the drift, changes nothing.
+async fn check_only(cfg: &Config, args: &InitArgs, layout: &Layout) -> anyhow::Result<()> {
     let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
-    let hot_stmts = schema::database_ddl(hot, schema::Tier::Hot, &layout);
-    let mut cold_stmts = schema::database_ddl(cold, schema::Tier::Cold, &layout);
     let cold_sink = match &cfg.cold_clickhouse {
-        Some(_) => Some(crate::service::sink_for(cfg, &cfg.cold_endpoint())),
+        Some(_) => crate::service::sink_for(cfg, &cfg.cold_endpoint()),
+        None => sink.clone(),
+    };
+    let result = upgrade(cfg, args, layout, &sink, &cold_sink, true).await;
+    if let Some(s) = embedded {
+        s.stop().await;
+    }
+    report_drift(&result?, true)
+}
+
+/// `init --tiered POLICY`: one set of tables whose old parts move to the cold volume.
+async fn init_tiered(cfg: &Config, args: &InitArgs, policy: &str) -> anyhow::Result<()> {
+    let ddl = schema::tiered_ddl(&cfg.clickhouse.hot_db, policy);
+    if args.print {
+        super::out(&schema::render_script(&ddl));
+        return Ok(());
+    }
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
+    let result = match crate::sink::ddl::apply(&sink, &ddl).await {
+        Ok(created) => upgrade(cfg, args, &Layout::Single, &sink, &sink, false)
+            .await
+            .map(|left| (created, left)),
+        Err(e) => Err(e.into()),
+    };
+    if let Some(s) = embedded {
+        s.stop().await;
+    }
+    let (created, left) = result?;
+    super::out(&format!(
+        "{} statements applied, {created} objects created (the rest existed)\n",
+        ddl.len()
+    ));
+    report_drift(&left, false)
+}
+
+/// `init`: the hot and cold databases (cold on its own server when configured), a table of
+/// what exists afterwards, then the in-place upgrades.
+async fn init_full(cfg: &Config, args: &InitArgs, layout: &Layout) -> anyhow::Result<()> {
+    let hot = &cfg.clickhouse.hot_db;
+    let cold = &cfg.clickhouse.cold_db;
+    let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
+    let mut all = schema::database_ddl(hot, schema::Tier::Hot, layout);
+    let cold_stmts = schema::database_ddl(cold, schema::Tier::Cold, layout);
+    let (cold_sink, cold_stmts) = match &cfg.cold_clickhouse {
+        Some(_) => (
+            Some(crate::service::sink_for(cfg, &cfg.cold_endpoint())),
+            cold_stmts,
+        ),
         None => {
-            cold_stmts.clear();
-            None
+            all.extend(cold_stmts);
+            (None, Vec::new())
         }
     };
-    let mut all = hot_stmts;
-    if cold_sink.is_none() {
-        all.extend(schema::database_ddl(cold, schema::Tier::Cold, &layout));
-    }
     let created = crate::sink::ddl::apply(&sink, &all).await?;
     let mut created_cold = 0;
     if let Some(cs) = &cold_sink {
         created_cold = crate::sink::ddl::apply(cs, &cold_stmts).await?;
     }
-    let mut rows = Vec::new();
-    for db in [hot, cold] {
-        let s = if db == cold {
-            cold_sink.as_ref().unwrap_or(&sink)
-        } else {
-            &sink
-        };
-        let s = &s.on_database("system");
-        for t in schema::table_names(db == hot) {
-            let n = s
-                .fetch_count(&format!(
-                    "SELECT count() FROM system.tables WHERE database = '{db}' AND name = '{t}'"
-                ))
-                .await?;
-            rows.push(vec![
-                db.clone(),
-                t.to_string(),
-                if n == 1 {
-                    "ok".into()
-                } else {
-                    "MISSING".into()
-                },
-            ]);
-        }
-    }
+    let cold_or_hot = cold_sink.as_ref().unwrap_or(&sink);
+    let rows = table_states(&[(hot, true, &sink), (cold, false, cold_or_hot)]).await?;
     super::out(&super::table::render(
         &["database", "table", "state"],
         &rows,
@@ -264,15 +258,7 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
         all.len() + cold_stmts.len(),
         created + created_cold
     ));
-    let left = upgrade(
-        cfg,
-        args,
-        &layout,
-        &sink,
-        cold_sink.as_ref().unwrap_or(&sink),
-        false,
-    )
-    .await;
+    let left = upgrade(cfg, args, layout, &sink, cold_or_hot, false).await;
     if let Some(s) = embedded {
         s.stop().await;
     }
@@ -280,4 +266,27 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
         anyhow::bail!("some tables are missing after init");
     }
     report_drift(&left?, false)
+}
+
+/// `[database, table, ok|MISSING]` for every table `init` manages in each `(database, hot,
+/// server)`.
+async fn table_states(
+    dbs: &[(&String, bool, &crate::sink::Sink)],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut rows = Vec::new();
+    for (db, is_hot, sink) in dbs {
+        let s = &sink.on_database("system");
+        for t in schema::table_names(*is_hot) {
+            let n = s
+                .fetch_count(&format!(
+                    "SELECT count() FROM system.tables WHERE database = {} AND name = {}",
+                    schema::quote(db),
+                    schema::quote(t)
+                ))
+                .await?;
+            let state = if n == 1 { "ok" } else { "MISSING" };
+            rows.push(vec![db.to_string(), t.to_string(), state.into()]);
+        }
+    }
+    Ok(rows)
 }
