@@ -137,8 +137,14 @@ pub async fn run(cfg: &Config, args: &MigrateArgs) -> anyhow::Result<()> {
     let result = if looping {
         let stop = CancellationToken::new();
         spawn_stop_on_signal(stop.clone())?;
-        let progress = TermProgress::new();
-        migration::run_standalone(cfg, &migrator, interval, metrics, &progress, &stop).await;
+        // The loop runs as a service: a progress line on a terminal, and off one only the
+        // end-of-cycle log (a "migrating" event every 10 s of every cycle would flood its log).
+        let term = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(TermProgress::new);
+        let progress: &dyn crate::migrate::exec::Progress = match &term {
+            Some(p) => p,
+            None => &crate::migrate::exec::NoProgress,
+        };
+        migration::run_standalone(cfg, &migrator, interval, metrics, progress, &stop).await;
         Ok(())
     } else {
         once(&migrator, dry_run).await
