@@ -15,7 +15,8 @@ use crate::sink::ddl;
 /// Arguments of `init`.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
-    /// Generate the ON CLUSTER variant (ReplicatedMergeTree + Distributed) for this cluster.
+    /// Generate the ON CLUSTER variant (ReplicatedMergeTree + Distributed) for this cluster
+    /// (default: `clickhouse.cluster`; one server when that is empty too).
     #[arg(long)]
     pub cluster: Option<String>,
     /// Print the DDL instead of applying it.
@@ -99,7 +100,7 @@ async fn upgrade(
     cold_sink: &crate::sink::Sink,
     check_only: bool,
 ) -> anyhow::Result<Vec<Drift>> {
-    let window = crate::service::startup::needed_window(cfg);
+    let window = crate::service::startup::needed_windows(cfg);
     let hot = hot_expected(cfg, args, layout);
     let cold = match &args.tiered {
         Some(_) => Vec::new(),
@@ -166,7 +167,7 @@ fn report_drift(left: &[Drift], check_only: bool) -> anyhow::Result<()> {
 pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
     let layout = match &args.cluster {
         Some(c) => Layout::Cluster(c.clone()),
-        None => Layout::Single,
+        None => cfg.clickhouse.layout(),
     };
     if args.check && !args.print {
         return check_only(cfg, args, &layout).await;
@@ -188,6 +189,12 @@ pub async fn run(cfg: &Config, args: &InitArgs) -> anyhow::Result<()> {
 /// `init --check`: reports the drift, changes nothing.
 async fn check_only(cfg: &Config, args: &InitArgs, layout: &Layout) -> anyhow::Result<()> {
     let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
+    if let Err(e) = known_cluster(&sink, layout).await {
+        if let Some(s) = embedded {
+            s.stop().await;
+        }
+        return Err(e);
+    }
     let cold_sink = match &cfg.cold_clickhouse {
         Some(_) => crate::service::sink_for(cfg, &cfg.cold_endpoint()),
         None => sink.clone(),
@@ -230,6 +237,12 @@ async fn init_full(cfg: &Config, args: &InitArgs, layout: &Layout) -> anyhow::Re
     let hot = &cfg.clickhouse.hot_db;
     let cold = &cfg.clickhouse.cold_db;
     let (sink, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
+    if let Err(e) = known_cluster(&sink, layout).await {
+        if let Some(s) = embedded {
+            s.stop().await;
+        }
+        return Err(e);
+    }
     let mut all = schema::database_ddl(hot, schema::Tier::Hot, layout);
     let cold_stmts = schema::database_ddl(cold, schema::Tier::Cold, layout);
     let (cold_sink, cold_stmts) = match &cfg.cold_clickhouse {
@@ -266,6 +279,26 @@ async fn init_full(cfg: &Config, args: &InitArgs, layout: &Layout) -> anyhow::Re
         anyhow::bail!("some tables are missing after init");
     }
     report_drift(&left?, false)
+}
+
+/// Fails, naming the cluster and the ones the server has, when the layout's cluster is not in
+/// the server's `system.clusters` (the `ON CLUSTER` DDL would fail on its first statement).
+async fn known_cluster(sink: &crate::sink::Sink, layout: &Layout) -> anyhow::Result<()> {
+    let Layout::Cluster(name) = layout else {
+        return Ok(());
+    };
+    let known = ddl::clusters(sink).await?;
+    if !known.iter().any(|k| k == name) {
+        anyhow::bail!(
+            "clickhouse.cluster (or --cluster): the server defines no cluster \"{name}\" in system.clusters (it has: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `[database, table, ok|MISSING]` for every table `init` manages in each `(database, hot,

@@ -122,6 +122,16 @@ pub(crate) mod k {
         /// Time limit of one INSERT; only a stuck server takes 60 s.
         INSERT_TIMEOUT: Duration = ("clickhouse.insert_timeout", DURATION).check(positive)
             .default("1m");
+        /// Cluster (remote_servers) of the ON CLUSTER schema; empty: one server.
+        CH_CLUSTER: String = ("clickhouse.cluster", FILTER).env(&["CLICKHOUSE_CLUSTER"])
+            .check(|s| check_cluster(s)).default("");
+        /// Replicas of a shard that must have a block before its INSERT returns; 0: off.
+        INSERT_QUORUM: u32 = ("clickhouse.insert_quorum", U32).check(quorum).default("0");
+        /// Quorum INSERTs into one table may overlap (8 writers share dead_letters).
+        INSERT_QUORUM_PARALLEL: bool = ("clickhouse.insert_quorum_parallel", BOOL).default("true");
+        /// Time a quorum write may take; ClickHouse's default.
+        INSERT_QUORUM_TIMEOUT: Duration = ("clickhouse.insert_quorum_timeout", DURATION)
+            .check(positive).default("10m");
 
         // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
         /// Server of the cold database.
@@ -262,6 +272,7 @@ pub(crate) const COMPUTED: [&str; 1] = ["subscriptions"];
 
 /// Reads every key into the validated [`Config`].
 pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let batch = batch(r)?;
     let nats = nats(r, &batch)?;
     let clickhouse = ClickHouseConfig {
@@ -274,7 +285,12 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
         password: r.get(&k::CH_PASSWORD)?,
         compression: r.get(&k::COMPRESSION)?,
         insert_timeout: r.get(&k::INSERT_TIMEOUT)?,
+        cluster: non_empty(Some(r.get(&k::CH_CLUSTER)?)),
+        insert_quorum: r.get(&k::INSERT_QUORUM)?,
+        insert_quorum_parallel: r.get(&k::INSERT_QUORUM_PARALLEL)?,
+        insert_quorum_timeout: r.get(&k::INSERT_QUORUM_TIMEOUT)?,
     };
+    cluster_rules(r, &clickhouse, &nats)?;
     let cold_clickhouse = cold_clickhouse(r, &clickhouse)?;
     let embedded = EmbeddedConfig {
         data_dir: r.get(&k::DATA_DIR)?,
@@ -303,7 +319,6 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
         );
         return Err(r.fail("http.metrics_port", reason));
     }
-    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     Ok(Config {
         nats,
         clickhouse,
@@ -466,6 +481,39 @@ fn stream(r: &mut Resolver, which: &str, d: &StreamDefaults) -> Result<StreamCon
         return Err(r.fail(&key, "must not exceed max_age"));
     }
     Ok(s)
+}
+
+/// The rules of a cluster: a quorum needs one, and every stream must bound the age of a replay
+/// (`max_age`) well inside the replicated tables' `replicated_deduplication_window_seconds`
+/// (see `schema::needed_window_seconds`): a stream without an age limit could re-send a batch
+/// whose hashes the replicas have already dropped, and it would be stored twice.
+fn cluster_rules(
+    r: &mut Resolver,
+    ch: &ClickHouseConfig,
+    nats: &NatsConfig,
+) -> Result<(), ConfigError> {
+    if ch.cluster.is_none() {
+        if ch.insert_quorum > 1 {
+            return Err(r.fail(
+                "clickhouse.insert_quorum",
+                "needs clickhouse.cluster (replicas to reach a quorum on)",
+            ));
+        }
+        return Ok(());
+    }
+    if nats.mode == NatsMode::Core {
+        return Ok(()); // at-most-once: nothing is ever re-sent
+    }
+    for (which, s) in [
+        ("market_data", &nats.streams.market_data),
+        ("high_frequency", &nats.streams.high_frequency),
+    ] {
+        if let Err(reason) = crate::schema::replay_fits_window(s.max_age) {
+            let key = format!("nats.streams.{which}.max_age");
+            return Err(r.fail(&key, reason));
+        }
+    }
+    Ok(())
 }
 
 fn cold_clickhouse(

@@ -400,12 +400,28 @@ pub struct ClickHouseConfig {
     pub compression: Compression,
     /// Time limit of one INSERT request.
     pub insert_timeout: Duration,
+    /// The cluster of the `ON CLUSTER` schema (`remote_servers`); `None`: one server.
+    pub cluster: Option<String>,
+    /// Replicas of a shard that must hold a block before its INSERT returns (`< 2`: off).
+    pub insert_quorum: u32,
+    /// `insert_quorum_parallel`: quorum INSERTs into one table may overlap.
+    pub insert_quorum_parallel: bool,
+    /// `insert_quorum_timeout`.
+    pub insert_quorum_timeout: Duration,
 }
 
 impl ClickHouseConfig {
     /// Whether the service must start its embedded ClickHouse.
     pub fn is_embedded(&self) -> bool {
         self.host == ClickHouseHost::Embedded
+    }
+
+    /// The schema flavour: `ON CLUSTER` with replicated tables when `clickhouse.cluster` is set.
+    pub fn layout(&self) -> crate::schema::Layout {
+        match &self.cluster {
+            Some(c) => crate::schema::Layout::Cluster(c.clone()),
+            None => crate::schema::Layout::Single,
+        }
     }
 
     /// `http(s)://host:port`, or `http://<embedded.listen>` for the embedded server.

@@ -858,3 +858,55 @@ fn unquoted_numeric_secrets_are_refused_not_rewritten() {
     let e = check_err("clickhouse:\n  password: 123456789012345678901234\n", &[]);
     assert!(!e.contains("123456789012345678901234"), "{e}");
 }
+
+#[test]
+fn a_cluster_sets_the_layout_and_the_insert_quorum_needs_one() {
+    let c = check("clickhouse:\n  cluster: mp\n  insert_quorum: 2\n", &[])
+        .unwrap()
+        .config;
+    assert_eq!(c.clickhouse.cluster.as_deref(), Some("mp"));
+    assert_eq!(
+        c.clickhouse.layout(),
+        crate::schema::Layout::Cluster("mp".into())
+    );
+    assert_eq!(c.clickhouse.insert_quorum, 2);
+    assert!(c.clickhouse.insert_quorum_parallel);
+    assert_eq!(c.clickhouse.insert_quorum_timeout, Duration::from_secs(600));
+    let c = check("", &[("CLICKHOUSE_CLUSTER", "prod-1.eu")])
+        .unwrap()
+        .config;
+    assert_eq!(c.clickhouse.cluster.as_deref(), Some("prod-1.eu"));
+    assert_eq!(Config::defaults().unwrap().clickhouse.cluster, None);
+    assert_eq!(
+        Config::defaults().unwrap().clickhouse.layout(),
+        crate::schema::Layout::Single
+    );
+    let e = check_err("clickhouse:\n  insert_quorum: 2\n", &[]);
+    assert!(
+        e.contains("clickhouse.insert_quorum") && e.contains("clickhouse.cluster"),
+        "{e}"
+    );
+    let e = check_err("clickhouse:\n  cluster: \"mp`x\"\n", &[]);
+    assert!(e.contains("clickhouse.cluster"), "{e}");
+}
+
+/// A stream without an age limit could re-send a batch older than the replicas keep its
+/// hashes (`replicated_deduplication_window_seconds`): refused, naming the key.
+#[test]
+fn a_cluster_refuses_streams_without_an_age_limit() {
+    let yaml =
+        "clickhouse:\n  cluster: mp\nnats:\n  streams:\n    market_data:\n      max_age: 0s\n";
+    let e = check_err(yaml, &[]);
+    assert!(e.contains("nats.streams.market_data.max_age"), "{e}");
+    assert!(e.contains("replicated_deduplication_window_seconds"), "{e}");
+    // One server keeps hashes by count only; core mode never re-sends.
+    assert!(
+        check(
+            "nats:\n  streams:\n    market_data:\n      max_age: 0s\n",
+            &[]
+        )
+        .is_ok()
+    );
+    let core = format!("{yaml}  mode: core\n");
+    assert!(check(&core, &[]).is_ok(), "{core}");
+}

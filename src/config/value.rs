@@ -292,6 +292,29 @@ pub(crate) fn not_empty(s: &str) -> Result<(), String> {
     }
 }
 
+/// Rule: a ClickHouse cluster name as `remote_servers` spells it (empty: none).
+pub(crate) fn check_cluster(name: &str) -> Result<(), String> {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cluster name \"{name}\": use letters, digits, _, - and ."
+        ))
+    }
+}
+
+/// Rule: an insert quorum is off (0, 1) or a replica count ClickHouse takes (2..=255).
+pub(crate) fn quorum(n: &u32) -> Result<(), String> {
+    if *n <= 255 {
+        Ok(())
+    } else {
+        Err("must be at most 255 (replicas of one shard)".into())
+    }
+}
+
 /// Rule: a backoff multiplier.
 pub(crate) fn multiplier(m: &f64) -> Result<(), String> {
     if m.is_finite() && *m >= 1.0 {

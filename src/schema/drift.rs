@@ -22,7 +22,28 @@ use crate::model::DataType;
 use super::{
     Column, DEAD_LETTERS, DEAD_LETTERS_TABLE, DEDUP_WINDOW_SECONDS, Layout, MIGRATION_CHUNKS_TABLE,
     MIGRATION_STATE_TABLE, QUALITY_EVENTS, QUALITY_EVENTS_TABLE, Tier, columns, order_by,
+    sharding_key,
 };
+
+/// What the deduplicated tables must remember: `blocks` entries (the window) and, on replicated
+/// tables, hashes for `seconds` (`replicated_deduplication_window_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Blocks (`pipeline::window::needed_window`).
+    pub blocks: u64,
+    /// Seconds (`schema::needed_window_seconds`).
+    pub seconds: u64,
+}
+
+impl From<u64> for Windows {
+    /// `blocks` with the default age limit [`DEDUP_WINDOW_SECONDS`].
+    fn from(blocks: u64) -> Self {
+        Windows {
+            blocks,
+            seconds: DEDUP_WINDOW_SECONDS,
+        }
+    }
+}
 
 /// Setting name of the deduplication window of a plain `MergeTree`.
 pub const NON_REPLICATED_WINDOW: &str = "non_replicated_deduplication_window";
@@ -94,6 +115,9 @@ pub struct Expected {
     pub sorting_key: Option<&'static str>,
     /// Whether inserts into it rely on `insert_deduplication_token`.
     pub dedup: bool,
+    /// A cluster's routing table: its `Distributed` sharding key (the rows of a retry must go
+    /// to the shards they went to).
+    pub sharding_key: Option<&'static str>,
     /// `Some(true)`: rows must expire (hot); `Some(false)`: rows must stay (cold).
     pub ttl: Option<bool>,
     /// `ON CLUSTER` for the fixes.
@@ -144,6 +168,7 @@ pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
             columns: cols,
             sorting_key: key,
             dedup: true,
+            sharding_key: None,
             ttl,
             cluster: cluster.clone(),
             // Without it the pipeline runs with quality detection off (docs/quality.md).
@@ -158,6 +183,7 @@ pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
             out.push(Expected {
                 sorting_key: None,
                 dedup: false,
+                sharding_key: Some(sharding_key(name)),
                 ttl: None,
                 ..base
             });
@@ -173,6 +199,7 @@ pub fn expected_tables(db: &str, tier: Tier, layout: &Layout) -> Vec<Expected> {
                 columns: &[],
                 sorting_key: None,
                 dedup: false,
+                sharding_key: None,
                 ttl: None,
                 cluster: cluster.clone(),
                 optional: false,
@@ -284,9 +311,15 @@ fn alter(e: &Expected, action: &str) -> String {
     format!("ALTER TABLE `{}`.`{}`{on} {action}", e.database, e.table)
 }
 
-/// Compares what exists with what we expect. `window` is the deduplication window every
-/// deduplicated table needs (at least [`super::DEDUP_WINDOW`]; see `pipeline::window::needed_window`).
-pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drift> {
+/// Compares what exists with what we expect. `windows` is what every deduplicated table must
+/// remember: the block window (at least [`super::DEDUP_WINDOW`]; see
+/// `pipeline::window::needed_window`) and, on replicated tables, the age limit (at least
+/// [`DEDUP_WINDOW_SECONDS`]; see [`super::needed_window_seconds`]).
+pub fn diff(expected: &[Expected], state: &ServerState, windows: impl Into<Windows>) -> Vec<Drift> {
+    let Windows {
+        blocks: window,
+        seconds: window_seconds,
+    } = windows.into();
     let mut out = Vec::new();
     for e in expected {
         let drift = |item: &str, found: String, needed: String, severity, why, fix| Drift {
@@ -368,22 +401,25 @@ pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drif
             }
             if seconds {
                 let found = setting_value(t, state, REPLICATED_WINDOW_SECONDS);
-                if found.is_none_or(|v| v < DEDUP_WINDOW_SECONDS) {
+                if found.is_none_or(|v| v < window_seconds) {
                     out.push(drift(
                         REPLICATED_WINDOW_SECONDS,
                         found.map_or("unknown".into(), |v| v.to_string()),
-                        format!(">= {DEDUP_WINDOW_SECONDS}"),
+                        format!(">= {window_seconds}"),
                         Severity::Error,
-                        "a replay older than this would be inserted twice",
+                        "a replay older than this (up to twice the streams' max_age) would be inserted twice",
                         Some(alter(
                             e,
                             &format!(
-                                "MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"
+                                "MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = {window_seconds}"
                             ),
                         )),
                     ));
                 }
             }
+        }
+        if let Some(key) = e.sharding_key {
+            out.extend(sharding_drift(e, t, key));
         }
         out.extend(column_drift(e, t));
         if let Some(key) = e.sorting_key
@@ -421,6 +457,83 @@ pub fn diff(expected: &[Expected], state: &ServerState, window: u64) -> Vec<Drif
         }
     }
     out
+}
+
+/// A routing table that is not `Distributed`, or whose sharding key is not a function of the
+/// row (`rand()`), breaks retries: a re-sent row could land on another shard, whose replicas
+/// have never seen the token. Another deterministic key only moves rows between shards.
+fn sharding_drift(e: &Expected, t: &FoundTable, key: &str) -> Vec<Drift> {
+    let drift = |item: &str, found: String, needed: String, severity, why| Drift {
+        database: e.database.clone(),
+        table: e.table.clone(),
+        item: item.to_string(),
+        found,
+        needed,
+        severity,
+        why,
+        fix: None,
+    };
+    if t.engine != "Distributed" {
+        return vec![drift(
+            "engine",
+            t.engine.clone(),
+            "Distributed".into(),
+            Severity::Error,
+            "the writer inserts here with distributed_foreground_insert; the rows must reach the replicated <table>_local tables",
+        )];
+    }
+    let found = distributed_sharding_key(&t.engine_full).unwrap_or_default();
+    if found == key {
+        return Vec::new();
+    }
+    let nondeterministic = ["rand", "now", "generateUUID", "randCanonical"]
+        .iter()
+        .any(|f| found.contains(f));
+    if found.is_empty() || nondeterministic {
+        vec![drift(
+            "sharding key",
+            if found.is_empty() {
+                "none".into()
+            } else {
+                found
+            },
+            key.to_string(),
+            Severity::Error,
+            "a retried row may go to another shard, which has not seen its token: stored twice; recreate the Distributed table (it holds no rows)",
+        )]
+    } else {
+        vec![drift(
+            "sharding key",
+            found,
+            key.to_string(),
+            Severity::Warning,
+            "fine while it is a function of the row only and never changes while batches are in doubt",
+        )]
+    }
+}
+
+/// The fourth argument of `Distributed(cluster, db, table, key[, policy])` in an `engine_full`.
+pub fn distributed_sharding_key(engine_full: &str) -> Option<String> {
+    let args = engine_full.strip_prefix("Distributed(")?;
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in args.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => {
+                parts.push(args.get(start..i)?.trim());
+                break;
+            }
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(args.get(start..i)?.trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.get(3).map(|s| s.to_string())
 }
 
 fn setting_value(t: &FoundTable, state: &ServerState, name: &str) -> Option<u64> {
@@ -700,6 +813,112 @@ mod tests {
                     Some(format!("ALTER TABLE `h`.`trades_local` ON CLUSTER `mp` MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}").as_str())
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn replicated_tables_need_twice_the_longest_stream_age() {
+        let e: Vec<Expected> = expected_tables("h", Tier::Hot, &Layout::Cluster("mp".into()))
+            .into_iter()
+            .filter(|x| x.table == "trades_local")
+            .collect();
+        let mut s = ServerState::default();
+        s.tables.insert(
+            ("h".into(), "trades_local".into()),
+            FoundTable {
+                engine: "ReplicatedMergeTree".into(),
+                engine_full: format!("ReplicatedMergeTree('/p', '{{replica}}') ORDER BY x TTL t SETTINGS {REPLICATED_WINDOW} = {DEDUP_WINDOW}, {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"),
+                sorting_key: order_by(DataType::Trade).into(),
+                columns: columns(DataType::Trade)
+                    .iter()
+                    .map(|c| FoundColumn {
+                        name: c.name.into(),
+                        ty: normalize_type(c.ty),
+                    })
+                    .collect(),
+            },
+        );
+        assert_eq!(diff(&e, &s, DEDUP_WINDOW), vec![]);
+        // Streams keeping messages 5 days need 10 days of hashes: `init` raises it.
+        let w = Windows {
+            blocks: DEDUP_WINDOW,
+            seconds: 864_000,
+        };
+        let d = diff(&e, &s, w);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].item, REPLICATED_WINDOW_SECONDS);
+        assert_eq!(d[0].severity, Severity::Error);
+        assert_eq!(
+            d[0].fix.as_deref(),
+            Some(format!("ALTER TABLE `h`.`trades_local` ON CLUSTER `mp` MODIFY SETTING {REPLICATED_WINDOW_SECONDS} = 864000").as_str())
+        );
+    }
+
+    #[test]
+    fn a_routing_table_must_shard_by_a_function_of_the_row() {
+        let e: Vec<Expected> = expected_tables("h", Tier::Hot, &Layout::Cluster("mp".into()))
+            .into_iter()
+            .filter(|x| x.table == "trades" || x.table == DEAD_LETTERS_TABLE)
+            .collect();
+        let table = |engine: &str, engine_full: String, cols: &[Column]| FoundTable {
+            engine: engine.into(),
+            engine_full,
+            sorting_key: String::new(),
+            columns: cols
+                .iter()
+                .map(|c| FoundColumn {
+                    name: c.name.into(),
+                    ty: normalize_type(c.ty),
+                })
+                .collect(),
+        };
+        let state = |trades_key: &str, dl_engine: &str| {
+            let mut s = ServerState::default();
+            s.tables.insert(
+                ("h".into(), "trades".into()),
+                table(
+                    "Distributed",
+                    format!("Distributed('mp', 'h', 'trades_local', {trades_key})"),
+                    columns(DataType::Trade),
+                ),
+            );
+            s.tables.insert(
+                ("h".into(), DEAD_LETTERS_TABLE.into()),
+                table(
+                    dl_engine,
+                    "Distributed('mp', 'h', 'dead_letters_local', cityHash64(subject))".into(),
+                    DEAD_LETTERS,
+                ),
+            );
+            s
+        };
+        let ours = state("cityHash64(exchange, market_type, symbol)", "Distributed");
+        assert_eq!(diff(&e, &ours, DEDUP_WINDOW), vec![]);
+        let got = |s: &ServerState| -> Vec<(String, String, Severity)> {
+            diff(&e, s, DEDUP_WINDOW)
+                .into_iter()
+                .map(|d| (d.table, d.item, d.severity))
+                .collect()
+        };
+        let t = |t: &str, i: &str, s| (t.to_string(), i.to_string(), s);
+        assert_eq!(
+            got(&state("rand()", "Distributed")),
+            [t("trades", "sharding key", Severity::Error)]
+        );
+        assert_eq!(
+            got(&state("cityHash64(exchange, symbol)", "MergeTree")),
+            [
+                t("trades", "sharding key", Severity::Warning),
+                t(DEAD_LETTERS_TABLE, "engine", Severity::Error)
+            ]
+        );
+        assert_eq!(
+            distributed_sharding_key("Distributed('mp', 'h', 't', cityHash64(a, b), 'policy')"),
+            Some("cityHash64(a, b)".into())
+        );
+        assert_eq!(
+            distributed_sharding_key("Distributed('mp', 'h', 't')"),
+            None
         );
     }
 

@@ -235,9 +235,52 @@ pub const DEDUP_WINDOW: u64 = 160_000;
 
 /// `replicated_deduplication_window_seconds` on clusters: hashes older than this (relative to
 /// the table's newest insert) are dropped even inside the window. ClickHouse 26.x defaults to
-/// 3600 s; a replay older than that would insert twice, so clusters keep 7 days, longer than
-/// any message stays in the streams (48 h by default) and so longer than any replay.
+/// 3600 s; a replay older than that would insert twice, so clusters keep at least 7 days, and
+/// at least twice the longest `max_age` of the streams ([`needed_window_seconds`]): a batch is
+/// only ever re-sent from messages still in its stream, so no replay is older than that.
 pub const DEDUP_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The `replicated_deduplication_window_seconds` a cluster's tables need for streams whose
+/// messages live at most `max_ages`: twice the longest (a replay re-sends only messages still
+/// in their stream, first inserted no earlier than they were published, so it is never older
+/// than `max_age`; the factor 2 is the margin for the clocks of NATS and ClickHouse), and at
+/// least [`DEDUP_WINDOW_SECONDS`]. `init` raises the tables to it and `run` refuses to start
+/// below it (`drift`).
+pub fn needed_window_seconds(max_ages: impl IntoIterator<Item = std::time::Duration>) -> u64 {
+    max_ages
+        .into_iter()
+        .map(|a| {
+            a.as_secs()
+                .saturating_add(u64::from(a.subsec_nanos() > 0))
+                .saturating_mul(2)
+        })
+        .fold(DEDUP_WINDOW_SECONDS, u64::max)
+}
+
+/// Whether a stream's `max_age` bounds the age of a replay on a cluster: 0 (no age limit)
+/// does not, since a message kept for longer than the replicas keep its hashes would be stored
+/// twice when re-sent. The reason is for the key's error message.
+pub fn replay_fits_window(max_age: std::time::Duration) -> Result<(), String> {
+    if max_age.is_zero() {
+        return Err(format!(
+            "must be set (not 0 = unlimited) with clickhouse.cluster: a replay older than the replicated tables' {} would be stored twice",
+            drift::REPLICATED_WINDOW_SECONDS
+        ));
+    }
+    Ok(())
+}
+
+/// The `Distributed` sharding key of a table: a function of the row alone, so a re-sent batch
+/// sends each row to the shard it went to the first time and that shard's replicated table
+/// recognises the token. Market tables (and the quality events) shard by market, so a market's
+/// rows stay together on one shard; dead letters (no market columns) by subject.
+pub fn sharding_key(table: &str) -> &'static str {
+    if table == DEAD_LETTERS_TABLE {
+        "cityHash64(subject)"
+    } else {
+        "cityHash64(exchange, market_type, symbol)"
+    }
+}
 
 /// A ClickHouse string literal: `'…'` with `\` and `'` escaped (and control characters as
 /// escapes), so any value is data, never SQL.
@@ -327,7 +370,7 @@ pub enum Layout {
     /// One server (or the embedded engine): plain `MergeTree` tables.
     Single,
     /// A cluster: `ReplicatedMergeTree` local tables `<t>_local` plus `Distributed` tables
-    /// `<t>` sharded by `cityHash64(exchange, symbol)`, all `ON CLUSTER <name>`.
+    /// `<t>` sharded by market ([`sharding_key`]), all `ON CLUSTER <name>`.
     Cluster(String),
 }
 
@@ -404,8 +447,9 @@ fn create_table(db: &str, spec: &TableSpec<'_>, layout: &Layout) -> Vec<String> 
                 o = spec.order_by,
             ),
             format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.`{name}` ON CLUSTER `{cluster}` AS `{db}`.`{name}_local`\nENGINE = Distributed(`{cluster}`, `{db}`, `{name}_local`, cityHash64(exchange, symbol))",
+                "CREATE TABLE IF NOT EXISTS `{db}`.`{name}` ON CLUSTER `{cluster}` AS `{db}`.`{name}_local`\nENGINE = Distributed(`{cluster}`, `{db}`, `{name}_local`, {key})",
                 name = spec.name,
+                key = sharding_key(spec.name),
             ),
         ],
     }
@@ -598,6 +642,57 @@ mod tests {
             &Layout::Cluster("mp".into()),
         );
         check_golden("cluster.sql", &render_script(&ddl));
+    }
+
+    /// The Python service's golden DDL sharded every table by `cityHash64(exchange, symbol)`,
+    /// which `dead_letters` has no columns for: its `ON CLUSTER` statement could never run.
+    #[test]
+    fn every_sharding_key_names_columns_of_its_table() {
+        for tier in [Tier::Hot, Tier::Cold] {
+            for st in database_ddl("h", tier, &Layout::Cluster("mp".into())) {
+                let Some((head, engine)) = st.split_once("\nENGINE = Distributed(") else {
+                    continue;
+                };
+                let table = head.split('`').nth(3).unwrap_or_default().to_string();
+                let key = sharding_key(&table);
+                assert!(engine.ends_with(&format!(", {key})")), "{st}");
+                let cols: Vec<&str> = match table.as_str() {
+                    DEAD_LETTERS_TABLE => DEAD_LETTERS.iter().map(|c| c.name).collect(),
+                    QUALITY_EVENTS_TABLE => QUALITY_EVENTS.iter().map(|c| c.name).collect(),
+                    t => DataType::ALL
+                        .iter()
+                        .find(|d| d.table() == t)
+                        .map(|d| columns(*d).iter().map(|c| c.name).collect())
+                        .unwrap_or_default(),
+                };
+                let args = key
+                    .strip_prefix("cityHash64(")
+                    .and_then(|k| k.strip_suffix(')'))
+                    .unwrap_or_default();
+                for a in args.split(", ") {
+                    assert!(cols.contains(&a), "{table}: {a} is not a column");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replays_fit_the_window_only_with_a_bounded_stream_age() {
+        use std::time::Duration;
+        assert!(replay_fits_window(Duration::ZERO).is_err());
+        assert!(replay_fits_window(Duration::from_secs(1)).is_ok());
+        let day = Duration::from_secs(86_400);
+        assert_eq!(needed_window_seconds([]), DEDUP_WINDOW_SECONDS);
+        assert_eq!(needed_window_seconds([2 * day, day]), DEDUP_WINDOW_SECONDS);
+        assert_eq!(
+            needed_window_seconds([2 * day, 4 * day]),
+            8 * 86_400,
+            "twice the longest"
+        );
+        assert_eq!(
+            needed_window_seconds([Duration::from_millis(3_500_000_500)]),
+            2 * 3_500_001
+        );
     }
 
     #[test]

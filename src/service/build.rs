@@ -109,6 +109,15 @@ pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> Sink {
     };
     o.end_timeout = cfg.clickhouse.insert_timeout;
     o.backoff = cfg.retry.policy();
+    o.cluster = cfg
+        .clickhouse
+        .cluster
+        .as_ref()
+        .map(|_| crate::sink::ClusterInsert {
+            quorum: cfg.clickhouse.insert_quorum,
+            quorum_parallel: cfg.clickhouse.insert_quorum_parallel,
+            quorum_timeout: cfg.clickhouse.insert_quorum_timeout,
+        });
     Sink::new(&o)
 }
 

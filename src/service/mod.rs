@@ -53,6 +53,16 @@ pub enum ServiceError {
         "refusing to start, exactly-once cannot hold: {0}; run `marketprism-storage init` to upgrade the tables in place (`init --check` lists the drift)"
     )]
     Drift(String),
+    /// `clickhouse.cluster` names a cluster the server does not define.
+    #[error(
+        "clickhouse.cluster: the server defines no cluster \"{cluster}\" in system.clusters (it has: {known}); use a name from its <remote_servers>, or leave the key empty for one server"
+    )]
+    UnknownCluster {
+        /// The configured name.
+        cluster: String,
+        /// The clusters the server has, comma-separated (`none` when it has none).
+        known: String,
+    },
     /// A server's settings could not be read (`which`: hot or cold).
     #[error("{which} clickhouse")]
     Detect {
@@ -205,6 +215,7 @@ impl Service {
             .quality
             .configure(cfg.quality.enabled, cfg.quality.settings());
         let mut sink = sink_for(cfg, &cfg.hot_endpoint());
+        startup::check_cluster(cfg, &sink, stop).await?;
         if !self.opts.no_init {
             startup::init_schema(cfg, &sink, stop).await?;
         }

@@ -6,8 +6,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::model::DataType;
 use crate::retry::{self, Failure, Verdict};
-use crate::schema::drift::{self, Drift};
-use crate::schema::{self, Layout, Tier};
+use crate::schema::drift::{self, Drift, Windows};
+use crate::schema::{self, Tier};
 use crate::sink::Sink;
 
 use super::ServiceError;
@@ -18,6 +18,51 @@ pub fn needed_window(cfg: &Config) -> u64 {
         let b = cfg.batch.get(*t);
         (b.max_rows.get() as u64, b.max_queue.get() as u64)
     }))
+}
+
+/// What the deduplicated tables must remember for this configuration: the block window of
+/// [`needed_window`] and, on a cluster, the age limit that covers the oldest replay the streams
+/// allow (`schema::needed_window_seconds`).
+pub fn needed_windows(cfg: &Config) -> Windows {
+    let s = &cfg.nats.streams;
+    Windows {
+        blocks: needed_window(cfg),
+        seconds: schema::needed_window_seconds([s.market_data.max_age, s.high_frequency.max_age]),
+    }
+}
+
+/// Refuses a `clickhouse.cluster` the server does not list in `system.clusters`, naming the
+/// key and the clusters it has. Nothing to check on one server.
+pub async fn check_cluster(
+    cfg: &Config,
+    sink: &Sink,
+    stop: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let Some(cluster) = &cfg.clickhouse.cluster else {
+        return Ok(());
+    };
+    let known = until_answered(
+        cfg,
+        stop,
+        "clickhouse not ready for the cluster check",
+        || crate::sink::ddl::clusters(sink),
+    )
+    .await?;
+    cluster_known(cluster, &known)
+}
+
+fn cluster_known(cluster: &str, known: &[String]) -> Result<(), ServiceError> {
+    if known.iter().any(|k| k == cluster) {
+        return Ok(());
+    }
+    Err(ServiceError::UnknownCluster {
+        cluster: cluster.to_string(),
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
+    })
 }
 
 /// The error of a loop that only ends by success or by `stop`.
@@ -48,7 +93,8 @@ where
     .map_err(last_error)
 }
 
-/// Applies the schema, retrying until ClickHouse answers or `stop` fires.
+/// Applies the schema (`ON CLUSTER` when `clickhouse.cluster` is set), retrying until
+/// ClickHouse answers or `stop` fires.
 pub async fn init_schema(
     cfg: &Config,
     sink: &Sink,
@@ -57,7 +103,7 @@ pub async fn init_schema(
     let ddl = schema::full_ddl(
         &cfg.clickhouse.hot_db,
         &cfg.clickhouse.cold_db,
-        &Layout::Single,
+        &cfg.clickhouse.layout(),
     );
     until_answered(cfg, stop, "clickhouse not ready for the schema", || {
         crate::sink::ddl::apply(sink, &ddl)
@@ -74,8 +120,9 @@ pub async fn startup_check(
     sink: &Sink,
     stop: &CancellationToken,
 ) -> Result<(), ServiceError> {
-    let expected = drift::expected_tables(&cfg.clickhouse.hot_db, Tier::Hot, &Layout::Single);
-    let window = needed_window(cfg);
+    let expected =
+        drift::expected_tables(&cfg.clickhouse.hot_db, Tier::Hot, &cfg.clickhouse.layout());
+    let window = needed_windows(cfg);
     let found = until_answered(
         cfg,
         stop,
@@ -153,6 +200,30 @@ mod tests {
         })
         .await;
         assert_eq!(out, Err("down 2".to_string()));
+    }
+
+    #[test]
+    fn an_unknown_cluster_refuses_the_start_naming_the_key() {
+        let known = vec!["default".to_string(), "mp".to_string()];
+        assert!(cluster_known("mp", &known).is_ok());
+        let text = cluster_known("mp2", &known).unwrap_err().to_string();
+        assert!(text.starts_with("clickhouse.cluster: "), "{text}");
+        assert!(
+            text.contains("\"mp2\"") && text.contains("default, mp"),
+            "{text}"
+        );
+        let text = cluster_known("mp", &[]).unwrap_err().to_string();
+        assert!(text.contains("(it has: none)"), "{text}");
+    }
+
+    #[test]
+    fn cluster_windows_cover_twice_the_longest_stream_age() {
+        let mut cfg = Config::defaults().unwrap();
+        // The defaults (48 h streams) fit in the 7 days the DDL sets.
+        assert_eq!(needed_windows(&cfg).seconds, schema::DEDUP_WINDOW_SECONDS);
+        cfg.nats.streams.market_data.max_age = Duration::from_secs(5 * 24 * 3600);
+        assert_eq!(needed_windows(&cfg).seconds, 10 * 24 * 3600);
+        assert_eq!(needed_windows(&cfg).blocks, needed_window(&cfg));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::schema;
 use crate::schema::drift::{
     Drift, Expected, FoundColumn, FoundTable, NON_REPLICATED_WINDOW, REPLICATED_WINDOW,
-    REPLICATED_WINDOW_SECONDS, ServerState, diff,
+    REPLICATED_WINDOW_SECONDS, ServerState, Windows, diff,
 };
 
 use super::{Sink, SinkError};
@@ -137,17 +137,34 @@ pub async fn read_server(sink: &Sink, databases: &[&str]) -> Result<ServerState,
     Ok(state)
 }
 
-/// Reads the server and compares it with `expected`.
+/// Reads the server and compares it with `expected`; `windows` is what the deduplicated tables
+/// must remember (a block count converts with the default age limit).
 pub async fn check(
     sink: &Sink,
     expected: &[Expected],
-    window: u64,
+    windows: impl Into<Windows>,
 ) -> Result<Vec<Drift>, DriftError> {
+    let window = windows.into();
     let mut dbs: Vec<&str> = expected.iter().map(|e| e.database.as_str()).collect();
     dbs.sort_unstable();
     dbs.dedup();
     let state = read_server(sink, &dbs).await?;
     Ok(diff(expected, &state, window))
+}
+
+/// The names of the clusters the server knows (`system.clusters`), sorted.
+pub async fn clusters(sink: &Sink) -> Result<Vec<String>, DriftError> {
+    #[derive(serde::Deserialize)]
+    struct C {
+        cluster: String,
+    }
+    let rows: Vec<C> = json_rows(
+        &sink.on_database("system"),
+        "system.clusters",
+        "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster",
+    )
+    .await?;
+    Ok(rows.into_iter().map(|c| c.cluster).collect())
 }
 
 /// Runs the fix of every drift that has one, in order, each statement once (widened columns

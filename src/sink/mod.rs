@@ -70,6 +70,39 @@ pub enum Compression {
     Lz4,
 }
 
+/// How the INSERTs of a cluster are sent (`clickhouse.cluster`, `clickhouse.insert_quorum*`):
+/// into the `Distributed` tables with `distributed_foreground_insert=1`, so that a 200 means
+/// every shard's part of the block is written (on `quorum` replicas when it is 2 or more), not
+/// queued on the node we talk to. See `docs/production.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterInsert {
+    /// `insert_quorum`; below 2 no quorum is asked for.
+    pub quorum: u32,
+    /// `insert_quorum_parallel`.
+    pub quorum_parallel: bool,
+    /// `insert_quorum_timeout`.
+    pub quorum_timeout: Duration,
+}
+
+impl ClusterInsert {
+    /// The settings every INSERT into a cluster carries, besides the token ones.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![("distributed_foreground_insert", "1".to_string())];
+        if self.quorum >= 2 {
+            v.push(("insert_quorum", self.quorum.to_string()));
+            v.push((
+                "insert_quorum_parallel",
+                u8::from(self.quorum_parallel).to_string(),
+            ));
+            v.push((
+                "insert_quorum_timeout",
+                self.quorum_timeout.as_millis().to_string(),
+            ));
+        }
+        v
+    }
+}
+
 /// Everything the sink needs, as plain values (the config module maps its types onto this).
 #[derive(Clone, PartialEq)]
 pub struct SinkOptions {
@@ -89,6 +122,8 @@ pub struct SinkOptions {
     pub end_timeout: Duration,
     /// Delays between retries of a retriable error.
     pub backoff: crate::retry::Policy,
+    /// `Some` on a cluster: the settings that make a 200 mean "written on every shard".
+    pub cluster: Option<ClusterInsert>,
 }
 
 impl fmt::Debug for SinkOptions {
@@ -103,6 +138,7 @@ impl fmt::Debug for SinkOptions {
             .field("send_timeout", &self.send_timeout)
             .field("end_timeout", &self.end_timeout)
             .field("backoff", &self.backoff)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -119,6 +155,7 @@ impl SinkOptions {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             end_timeout: DEFAULT_END_TIMEOUT,
             backoff: crate::retry::Policy::default(),
+            cluster: None,
         }
     }
 }
@@ -133,6 +170,8 @@ pub struct Sink {
     backoff: crate::retry::Policy,
     /// Whether the server knows `deduplicate_insert` (26.2+); see [`Sink::detect_server`].
     send_deduplicate_insert: bool,
+    /// The cluster settings of every INSERT ([`ClusterInsert::settings`]); empty on one server.
+    cluster_settings: Vec<(&'static str, String)>,
 }
 
 impl fmt::Debug for Sink {
@@ -140,6 +179,7 @@ impl fmt::Debug for Sink {
         f.debug_struct("Sink")
             .field("database", &self.database)
             .field("send_deduplicate_insert", &self.send_deduplicate_insert)
+            .field("cluster_settings", &self.cluster_settings)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +208,7 @@ impl Sink {
             end_timeout: options.end_timeout,
             backoff: options.backoff,
             send_deduplicate_insert: false,
+            cluster_settings: options.cluster.map(|c| c.settings()).unwrap_or_default(),
         }
     }
 
@@ -212,6 +253,10 @@ impl Sink {
     ///   `deduplicate_insert=backward_compatible_choice`).
     /// - `deduplicate_insert=enable`: only on servers that know it (see
     ///   [`Sink::detect_server`]).
+    /// - on a cluster, `distributed_foreground_insert=1` (and the quorum settings when
+    ///   configured): `table` is then the `Distributed` table, which splits the block by its
+    ///   sharding key and forwards each shard's rows with these settings, token included, and
+    ///   answers only once every shard has written them ([`ClusterInsert`]).
     pub async fn insert(
         &self,
         table: &str,
@@ -371,7 +416,7 @@ impl Sink {
 
     /// The settings every INSERT of ours carries (see [`Sink::insert`] for why each is there):
     /// one list, so the three insert paths cannot drift apart on what makes a retry a no-op.
-    fn insert_settings<'a>(&self, token: &'a str) -> Vec<(&'static str, &'a str)> {
+    fn insert_settings<'a>(&'a self, token: &'a str) -> Vec<(&'static str, &'a str)> {
         let mut v = vec![
             ("insert_deduplication_token", token),
             ("async_insert", "0"),
@@ -380,6 +425,7 @@ impl Sink {
         if self.send_deduplicate_insert {
             v.push(("deduplicate_insert", "enable"));
         }
+        v.extend(self.cluster_settings.iter().map(|(k, v)| (*k, v.as_str())));
         v
     }
 
@@ -464,6 +510,50 @@ mod tests {
         );
         is_send(&f);
         is_send(&sink.insert_with_retry("trades", Bytes::new(), 0, "t", &cancel, |_, _, _| {}));
+    }
+
+    #[test]
+    fn cluster_inserts_are_foreground_with_the_quorum_when_asked() {
+        let token = "mp2:d:1:1-2:2";
+        let mut o = SinkOptions::new("http://h:8123", "db");
+        let single = Sink::new(&o);
+        assert_eq!(
+            single.insert_settings(token),
+            [
+                ("insert_deduplication_token", token),
+                ("async_insert", "0"),
+                ("insert_deduplicate", "1"),
+            ]
+        );
+        o.cluster = Some(ClusterInsert {
+            quorum: 0,
+            quorum_parallel: true,
+            quorum_timeout: Duration::from_secs(600),
+        });
+        let s = Sink::new(&o);
+        assert_eq!(
+            s.insert_settings(token)[3..],
+            [("distributed_foreground_insert", "1")]
+        );
+        o.cluster = Some(ClusterInsert {
+            quorum: 2,
+            quorum_parallel: false,
+            quorum_timeout: Duration::from_secs(30),
+        });
+        let s = Sink::new(&o);
+        assert_eq!(
+            s.insert_settings(token)[3..],
+            [
+                ("distributed_foreground_insert", "1"),
+                ("insert_quorum", "2"),
+                ("insert_quorum_parallel", "0"),
+                ("insert_quorum_timeout", "30000"),
+            ]
+        );
+        assert_eq!(
+            s.insert_settings(token)[0],
+            ("insert_deduplication_token", token)
+        );
     }
 
     #[test]

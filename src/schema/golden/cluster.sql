@@ -24,7 +24,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`trades` ON CLUSTER `mp` AS `marketprism_hot`.`trades_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `trades_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `trades_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`orderbooks_local` ON CLUSTER `mp`
 (
@@ -52,7 +52,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`orderbooks` ON CLUSTER `mp` AS `marketprism_hot`.`orderbooks_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `orderbooks_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `orderbooks_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`funding_rates_local` ON CLUSTER `mp`
 (
@@ -76,7 +76,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`funding_rates` ON CLUSTER `mp` AS `marketprism_hot`.`funding_rates_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `funding_rates_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `funding_rates_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`open_interests_local` ON CLUSTER `mp`
 (
@@ -98,7 +98,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`open_interests` ON CLUSTER `mp` AS `marketprism_hot`.`open_interests_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `open_interests_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `open_interests_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`liquidations_local` ON CLUSTER `mp`
 (
@@ -121,7 +121,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`liquidations` ON CLUSTER `mp` AS `marketprism_hot`.`liquidations_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `liquidations_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `liquidations_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_top_positions_local` ON CLUSTER `mp`
 (
@@ -143,7 +143,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_top_positions` ON CLUSTER `mp` AS `marketprism_hot`.`lsr_top_positions_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_top_positions_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_top_positions_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_all_accounts_local` ON CLUSTER `mp`
 (
@@ -165,7 +165,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`lsr_all_accounts` ON CLUSTER `mp` AS `marketprism_hot`.`lsr_all_accounts_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_all_accounts_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `lsr_all_accounts_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`volatility_indices_local` ON CLUSTER `mp`
 (
@@ -187,7 +187,7 @@ TTL toDateTime(timestamp) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_hot`.`volatility_indices_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `volatility_indices_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `volatility_indices_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events_local` ON CLUSTER `mp`
 (
@@ -212,7 +212,7 @@ TTL toDateTime(event_time) + INTERVAL 3 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_hot`.`data_quality_events_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `data_quality_events_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `data_quality_events_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters_local` ON CLUSTER `mp`
 (
@@ -230,7 +230,7 @@ TTL toDateTime(received_at) + INTERVAL 30 DAY DELETE
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_hot`.`dead_letters` ON CLUSTER `mp` AS `marketprism_hot`.`dead_letters_local`
-ENGINE = Distributed(`mp`, `marketprism_hot`, `dead_letters_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_hot`, `dead_letters_local`, cityHash64(subject));
 
 CREATE DATABASE IF NOT EXISTS `marketprism_cold` ON CLUSTER `mp`;
 
@@ -255,7 +255,7 @@ ORDER BY (timestamp, exchange, symbol, trade_id)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`trades` ON CLUSTER `mp` AS `marketprism_cold`.`trades_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `trades_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `trades_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks_local` ON CLUSTER `mp`
 (
@@ -281,7 +281,7 @@ ORDER BY (timestamp, exchange, symbol, last_update_id)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`orderbooks` ON CLUSTER `mp` AS `marketprism_cold`.`orderbooks_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `orderbooks_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `orderbooks_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates_local` ON CLUSTER `mp`
 (
@@ -303,7 +303,7 @@ ORDER BY (timestamp, exchange, symbol)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`funding_rates` ON CLUSTER `mp` AS `marketprism_cold`.`funding_rates_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `funding_rates_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `funding_rates_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests_local` ON CLUSTER `mp`
 (
@@ -323,7 +323,7 @@ ORDER BY (timestamp, exchange, symbol)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`open_interests` ON CLUSTER `mp` AS `marketprism_cold`.`open_interests_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `open_interests_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `open_interests_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations_local` ON CLUSTER `mp`
 (
@@ -344,7 +344,7 @@ ORDER BY (timestamp, exchange, symbol)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`liquidations` ON CLUSTER `mp` AS `marketprism_cold`.`liquidations_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `liquidations_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `liquidations_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions_local` ON CLUSTER `mp`
 (
@@ -364,7 +364,7 @@ ORDER BY (timestamp, exchange, symbol, period)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_top_positions` ON CLUSTER `mp` AS `marketprism_cold`.`lsr_top_positions_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_top_positions_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_top_positions_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts_local` ON CLUSTER `mp`
 (
@@ -384,7 +384,7 @@ ORDER BY (timestamp, exchange, symbol, period)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`lsr_all_accounts` ON CLUSTER `mp` AS `marketprism_cold`.`lsr_all_accounts_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_all_accounts_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `lsr_all_accounts_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices_local` ON CLUSTER `mp`
 (
@@ -404,7 +404,7 @@ ORDER BY (timestamp, exchange, symbol)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`volatility_indices` ON CLUSTER `mp` AS `marketprism_cold`.`volatility_indices_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `volatility_indices_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `volatility_indices_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events_local` ON CLUSTER `mp`
 (
@@ -428,7 +428,7 @@ ORDER BY (event_time, data_type, exchange, symbol, kind)
 SETTINGS index_granularity = 8192, replicated_deduplication_window = 160000, replicated_deduplication_window_seconds = 604800;
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`data_quality_events` ON CLUSTER `mp` AS `marketprism_cold`.`data_quality_events_local`
-ENGINE = Distributed(`mp`, `marketprism_cold`, `data_quality_events_local`, cityHash64(exchange, symbol));
+ENGINE = Distributed(`mp`, `marketprism_cold`, `data_quality_events_local`, cityHash64(exchange, market_type, symbol));
 
 CREATE TABLE IF NOT EXISTS `marketprism_cold`.`migration_state` ON CLUSTER `mp`
 (
