@@ -14,6 +14,11 @@ Usage:
 
 Once listening it prints exactly one line `ready http://HOST:PORT` on stdout.
 
+A ClickHouse configuration file `DIR/clickhouse-config.xml`, when present, is
+loaded by the engine (e.g. `<remote_servers>` to define a cluster whose one
+shard is this server: `system.clusters`, `Distributed` tables). Without it
+the engine runs with chDB's built-in defaults.
+
 Exit codes: 0 after SIGTERM/SIGINT (clean drain), 2 bad command line,
 3 data dir locked by another process, 1 any other start-up failure.
 
@@ -70,6 +75,8 @@ EXIT_LOCKED = 3
 # How long an orphaned holder of the data dir may take to stop before a new server gives up.
 ORPHAN_STOP_TIMEOUT = 60.0
 SERVER_DISPLAY_NAME = "marketprism-embedded-chdb"
+# An optional ClickHouse configuration file in the data dir (see the module doc).
+CONFIG_FILE_NAME = "clickhouse-config.xml"
 # Insert bodies are written to temp files in DIR/BODY_DIR_NAME, then inserted
 # with `INSERT ... FROM INFILE` (see Engine.insert for why not send_insert).
 BODY_DIR_NAME = "insert-bodies"
@@ -1175,7 +1182,12 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s chserver: %(message)s")
     lock_fd = lock_data_dir(args.data_dir)
     body_dir = prepare_body_dir(args.data_dir)
-    engine = None if args.blackhole else Engine(os.path.join(args.data_dir, "chdb"))
+    engine_path = os.path.join(args.data_dir, "chdb")
+    config_file = os.path.join(args.data_dir, CONFIG_FILE_NAME)
+    if os.path.exists(config_file):
+        # chDB passes connection-string parameters to the engine as start-up arguments.
+        engine_path += "?config-file=" + config_file
+    engine = None if args.blackhole else Engine(engine_path)
     version = engine.version if engine else "26.9.0.0"
     server = Server(args.listen, engine, version, engine.timezone if engine else "UTC", body_dir)
 

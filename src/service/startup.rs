@@ -95,16 +95,38 @@ where
 
 /// Applies the schema (`ON CLUSTER` when `clickhouse.cluster` is set), retrying until
 /// ClickHouse answers or `stop` fires.
+///
+/// On a cluster only when a table is missing on the node we talk to: `ON CLUSTER` DDL waits for
+/// every host of the cluster (`distributed_ddl_task_timeout`, 180 s by default, then fails),
+/// so running it at every start would keep the service from starting while any replica is
+/// down, for tables that exist. `init` always runs it (a new replica gets its tables).
 pub async fn init_schema(
     cfg: &Config,
     sink: &Sink,
     stop: &CancellationToken,
 ) -> Result<(), ServiceError> {
-    let ddl = schema::full_ddl(
-        &cfg.clickhouse.hot_db,
-        &cfg.clickhouse.cold_db,
-        &cfg.clickhouse.layout(),
-    );
+    let layout = cfg.clickhouse.layout();
+    let ddl = schema::full_ddl(&cfg.clickhouse.hot_db, &cfg.clickhouse.cold_db, &layout);
+    if let schema::Layout::Cluster(cluster) = &layout {
+        let tables: Vec<(String, String)> = [
+            (&cfg.clickhouse.hot_db, Tier::Hot),
+            (&cfg.clickhouse.cold_db, Tier::Cold),
+        ]
+        .into_iter()
+        .flat_map(|(db, tier)| drift::expected_tables(db, tier, &layout))
+        .map(|e| (e.database, e.table))
+        .collect();
+        let missing = until_answered(cfg, stop, "clickhouse not ready for the schema", || {
+            crate::sink::ddl::missing_tables(sink, &tables)
+        })
+        .await?;
+        if missing.is_empty() {
+            tracing::info!(%cluster, "every table exists on this node: ON CLUSTER DDL skipped (`init` runs it)");
+            return Ok(());
+        }
+        let names: Vec<String> = missing.iter().map(|(d, t)| format!("{d}.{t}")).collect();
+        tracing::info!(%cluster, missing = %names.join(", "), "creating the schema ON CLUSTER");
+    }
     until_answered(cfg, stop, "clickhouse not ready for the schema", || {
         crate::sink::ddl::apply(sink, &ddl)
     })

@@ -152,6 +152,35 @@ pub async fn check(
     Ok(diff(expected, &state, window))
 }
 
+/// The `(database, table)`s of `tables` the server does not have.
+pub async fn missing_tables(
+    sink: &Sink,
+    tables: &[(String, String)],
+) -> Result<Vec<(String, String)>, DriftError> {
+    #[derive(serde::Deserialize)]
+    struct T {
+        database: String,
+        name: String,
+    }
+    let mut dbs: Vec<&str> = tables.iter().map(|(d, _)| d.as_str()).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    let found: Vec<T> = json_rows(
+        &sink.on_database("system"),
+        "system.tables",
+        &format!(
+            "SELECT database, name FROM system.tables WHERE database IN ({})",
+            quote_list(&dbs)
+        ),
+    )
+    .await?;
+    Ok(tables
+        .iter()
+        .filter(|(d, t)| !found.iter().any(|f| &f.database == d && &f.name == t))
+        .cloned()
+        .collect())
+}
+
 /// The names of the clusters the server knows (`system.clusters`), sorted.
 pub async fn clusters(sink: &Sink) -> Result<Vec<String>, DriftError> {
     #[derive(serde::Deserialize)]

@@ -45,6 +45,23 @@ impl TestClickHouse {
         }
     }
 
+    /// [`TestClickHouse::start`] with a ClickHouse configuration file (`remote_servers`, …)
+    /// that the embedded engine loads from its data dir (kept across restarts).
+    pub async fn start_with_config(xml: &str) -> TestClickHouse {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("clickhouse-config.xml"), xml).unwrap();
+        let server = EmbeddedClickHouse::start(&tools(), dir.path(), "127.0.0.1:0")
+            .await
+            .unwrap();
+        let (port, url) = (server.port, server.url.clone());
+        TestClickHouse {
+            server: Some(server),
+            dir,
+            port,
+            url,
+        }
+    }
+
     /// A client of the official crate pointed at it.
     pub fn client(&self) -> clickhouse::Client {
         clickhouse::Client::default().with_url(&self.url)

@@ -12,6 +12,7 @@
 
 mod audit;
 mod chaos;
+mod cluster;
 mod demo;
 mod faults_ch;
 mod faults_nats;

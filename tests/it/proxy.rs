@@ -65,6 +65,8 @@ pub struct Counts {
 struct State {
     rule: Mutex<Rule>,
     counts: Counts,
+    /// Every request's URI (path and query), in arrival order.
+    uris: Mutex<Vec<String>>,
     upstream: String,
     client: Client<HttpConnector, Either<Incoming, Full<Bytes>>>,
 }
@@ -73,6 +75,7 @@ impl State {
     /// The fault for a request to `uri` (counting it against a limited rule).
     fn fault_for(&self, uri: &str) -> Fault {
         self.counts.requests.fetch_add(1, Relaxed);
+        self.uris.lock().unwrap().push(uri.to_string());
         let mut rule = self.rule.lock().unwrap();
         if rule.fault == Fault::Pass || rule.only.as_deref().is_some_and(|o| !uri.contains(o)) {
             return Fault::Pass;
@@ -133,6 +136,7 @@ impl Proxy {
                 remaining: None,
             }),
             counts: Counts::default(),
+            uris: Mutex::new(Vec::new()),
             upstream: format!("http://127.0.0.1:{upstream_port}"),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -181,6 +185,13 @@ impl Proxy {
     /// What the proxy saw so far.
     pub fn counts(&self) -> &Counts {
         &self.state.counts
+    }
+
+    /// The URIs (path and query, percent-encoded as sent) of the requests so far whose URI
+    /// contains `part` (the crate sends the statement and the settings as URL parameters).
+    pub fn uris(&self, part: &str) -> Vec<String> {
+        let all = self.state.uris.lock().unwrap();
+        all.iter().filter(|u| u.contains(part)).cloned().collect()
     }
 }
 
