@@ -355,14 +355,15 @@ pub fn diff(expected: &[Expected], state: &ServerState, windows: impl Into<Windo
             continue;
         };
         if t.engine == "Distributed" && e.dedup {
-            // A cluster's routing table where we expected a plain table (`run` does not know
-            // the layout): the local tables deduplicate; `init --check --cluster` checks them.
+            // A cluster's routing table where we expected a plain table (a configuration
+            // without `clickhouse.cluster`): the local tables deduplicate, and only the
+            // cluster layout checks them and sends the foreground-insert settings.
             out.push(drift(
                 "engine",
                 t.engine.clone(),
                 "MergeTree".into(),
                 Severity::Warning,
-                "deduplication happens in its local tables: check them with `init --check --cluster NAME`",
+                "a cluster's table: set clickhouse.cluster, so that inserts wait for the shards and `init --check` checks the local tables",
                 None,
             ));
             out.extend(column_drift(e, t));
