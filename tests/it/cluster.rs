@@ -174,6 +174,15 @@ async fn cluster_distributed_inserts_store_every_row_once_through_lost_answers_a
     let client = nats.client().await;
     wait_for_streams(&client).await;
     publish_trades(&client, 0, 3000).await;
+    // A dead letter goes through the Distributed `dead_letters` (sharded by subject).
+    crate::harness::publish_acked(
+        &client,
+        [(
+            "trade.binance.spot.BTC-USDT".to_string(),
+            "{not json".to_string(),
+        )],
+    )
+    .await;
     assert_exactly_once(&ch, &svc, 3000).await;
     assert!(proxy.counts().dropped_after_commit.load(Relaxed) >= 6);
 
@@ -187,6 +196,7 @@ async fn cluster_distributed_inserts_store_every_row_once_through_lost_answers_a
     svc.start();
     assert_exactly_once(&ch, &svc, 6000).await;
 
+    assert_eq!(ch.count("marketprism_hot.dead_letters_local").await, 1);
     let log = svc.log_text();
     assert!(log.contains("ON CLUSTER DDL skipped"), "{}", tail(&log));
     let inserts = proxy.uris("INSERT");
@@ -236,5 +246,52 @@ async fn cluster_the_server_does_not_define_fails_the_start_naming_the_key() {
         ch.query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot'")
             .await,
         "0"
+    );
+}
+
+/// `marketprism-storage <args>` against `ch` with `clickhouse.cluster` = `cluster`.
+fn init(ch: &TestClickHouse, cluster: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MARKETPRISM_TOOLS_DIR", crate::harness::tools_dir())
+        .env("CLICKHOUSE_HOST", "127.0.0.1")
+        .env("CLICKHOUSE_HTTP_PORT", ch.port.to_string())
+        .env("CLICKHOUSE_CLUSTER", cluster)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_init_prints_the_on_cluster_ddl_and_checks_the_cluster_and_its_tables() {
+    let ch = cluster_clickhouse().await;
+    let out = init(&ch, CLUSTER, &["init", "--print"]);
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        ddl.contains(
+            "CREATE TABLE IF NOT EXISTS `marketprism_hot`.`trades_local` ON CLUSTER `mp_it`"
+        ),
+        "{ddl}"
+    );
+    assert!(ddl.contains("cityHash64(exchange, market_type, symbol)"));
+
+    // `init --check` reads the shard's local tables and the Distributed ones: nothing wrong.
+    let out = init(&ch, CLUSTER, &["init", "--check"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("sharding key"), "{text}");
+
+    let out = init(&ch, "nope", &["init", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("clickhouse.cluster") && err.contains("\"nope\"") && err.contains(CLUSTER),
+        "{err}"
     );
 }
