@@ -287,17 +287,7 @@ async fn known_cluster(sink: &crate::sink::Sink, layout: &Layout) -> anyhow::Res
     let Layout::Cluster(name) = layout else {
         return Ok(());
     };
-    let known = ddl::clusters(sink).await?;
-    if !known.iter().any(|k| k == name) {
-        anyhow::bail!(
-            "clickhouse.cluster (or --cluster): the server defines no cluster \"{name}\" in system.clusters (it has: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
-    }
+    crate::service::startup::cluster_known(name, &ddl::clusters(sink).await?)?;
     Ok(())
 }
 

@@ -663,6 +663,22 @@ mod tests {
     use super::*;
     use crate::schema::DEDUP_WINDOW;
 
+    /// A table of `engine` with our columns `cols`.
+    fn found(engine: &str, engine_full: String, cols: &[Column]) -> FoundTable {
+        FoundTable {
+            engine: engine.into(),
+            engine_full,
+            sorting_key: String::new(),
+            columns: cols
+                .iter()
+                .map(|c| FoundColumn {
+                    name: c.name.into(),
+                    ty: normalize_type(c.ty),
+                })
+                .collect(),
+        }
+    }
+
     /// The state a fresh `init` leaves, built from our own column list.
     fn ours(db: &str, tier: Tier) -> ServerState {
         let mut s = ServerState::default();
@@ -779,16 +795,12 @@ mod tests {
         s.tables.insert(
             ("h".into(), "trades_local".into()),
             FoundTable {
-                engine: "ReplicatedMergeTree".into(),
-                engine_full: "ReplicatedMergeTree('/p', '{replica}') ORDER BY x TTL t SETTINGS index_granularity = 8192".into(),
                 sorting_key: order_by(DataType::Trade).into(),
-                columns: columns(DataType::Trade)
-                    .iter()
-                    .map(|c| FoundColumn {
-                        name: c.name.into(),
-                        ty: normalize_type(c.ty),
-                    })
-                    .collect(),
+                ..found(
+                    "ReplicatedMergeTree",
+                    "ReplicatedMergeTree('/p', '{replica}') ORDER BY x TTL t SETTINGS index_granularity = 8192".into(),
+                    columns(DataType::Trade),
+                )
             },
         );
         let only: Vec<Expected> = e
@@ -827,16 +839,12 @@ mod tests {
         s.tables.insert(
             ("h".into(), "trades_local".into()),
             FoundTable {
-                engine: "ReplicatedMergeTree".into(),
-                engine_full: format!("ReplicatedMergeTree('/p', '{{replica}}') ORDER BY x TTL t SETTINGS {REPLICATED_WINDOW} = {DEDUP_WINDOW}, {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"),
                 sorting_key: order_by(DataType::Trade).into(),
-                columns: columns(DataType::Trade)
-                    .iter()
-                    .map(|c| FoundColumn {
-                        name: c.name.into(),
-                        ty: normalize_type(c.ty),
-                    })
-                    .collect(),
+                ..found(
+                    "ReplicatedMergeTree",
+                    format!("ReplicatedMergeTree('/p', '{{replica}}') ORDER BY x TTL t SETTINGS {REPLICATED_WINDOW} = {DEDUP_WINDOW}, {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"),
+                    columns(DataType::Trade),
+                )
             },
         );
         assert_eq!(diff(&e, &s, DEDUP_WINDOW), vec![]);
@@ -861,23 +869,11 @@ mod tests {
             .into_iter()
             .filter(|x| x.table == "trades" || x.table == DEAD_LETTERS_TABLE)
             .collect();
-        let table = |engine: &str, engine_full: String, cols: &[Column]| FoundTable {
-            engine: engine.into(),
-            engine_full,
-            sorting_key: String::new(),
-            columns: cols
-                .iter()
-                .map(|c| FoundColumn {
-                    name: c.name.into(),
-                    ty: normalize_type(c.ty),
-                })
-                .collect(),
-        };
         let state = |trades_key: &str, dl_engine: &str| {
             let mut s = ServerState::default();
             s.tables.insert(
                 ("h".into(), "trades".into()),
-                table(
+                found(
                     "Distributed",
                     format!("Distributed('mp', 'h', 'trades_local', {trades_key})"),
                     columns(DataType::Trade),
@@ -885,7 +881,7 @@ mod tests {
             );
             s.tables.insert(
                 ("h".into(), DEAD_LETTERS_TABLE.into()),
-                table(
+                found(
                     dl_engine,
                     "Distributed('mp', 'h', 'dead_letters_local', cityHash64(subject))".into(),
                     DEAD_LETTERS,

@@ -51,7 +51,8 @@ pub async fn check_cluster(
     cluster_known(cluster, &known)
 }
 
-fn cluster_known(cluster: &str, known: &[String]) -> Result<(), ServiceError> {
+/// `Ok` when `cluster` is one of the server's `known` clusters; else the error naming the key.
+pub fn cluster_known(cluster: &str, known: &[String]) -> Result<(), ServiceError> {
     if known.iter().any(|k| k == cluster) {
         return Ok(());
     }
