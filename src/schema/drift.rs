@@ -126,6 +126,30 @@ pub struct Expected {
     pub optional: bool,
 }
 
+impl Expected {
+    /// A drift of this table.
+    fn drift(
+        &self,
+        item: &str,
+        found: String,
+        needed: String,
+        severity: Severity,
+        why: &'static str,
+        fix: Option<String>,
+    ) -> Drift {
+        Drift {
+            database: self.database.clone(),
+            table: self.table.clone(),
+            item: item.to_string(),
+            found,
+            needed,
+            severity,
+            why,
+            fix,
+        }
+    }
+}
+
 /// Name, columns, sorting key, TTL expectation of one table.
 type TableShape = (
     &'static str,
@@ -322,15 +346,8 @@ pub fn diff(expected: &[Expected], state: &ServerState, windows: impl Into<Windo
     } = windows.into();
     let mut out = Vec::new();
     for e in expected {
-        let drift = |item: &str, found: String, needed: String, severity, why, fix| Drift {
-            database: e.database.clone(),
-            table: e.table.clone(),
-            item: item.to_string(),
-            found,
-            needed,
-            severity,
-            why,
-            fix,
+        let drift = |item: &str, found, needed, severity, why, fix| {
+            e.drift(item, found, needed, severity, why, fix)
         };
         let Some(t) = state.tables.get(&(e.database.clone(), e.table.clone())) else {
             let (severity, why) = if e.optional {
@@ -464,15 +481,8 @@ pub fn diff(expected: &[Expected], state: &ServerState, windows: impl Into<Windo
 /// row (`rand()`), breaks retries: a re-sent row could land on another shard, whose replicas
 /// have never seen the token. Another deterministic key only moves rows between shards.
 fn sharding_drift(e: &Expected, t: &FoundTable, key: &str) -> Vec<Drift> {
-    let drift = |item: &str, found: String, needed: String, severity, why| Drift {
-        database: e.database.clone(),
-        table: e.table.clone(),
-        item: item.to_string(),
-        found,
-        needed,
-        severity,
-        why,
-        fix: None,
+    let drift = |item: &str, found, needed, severity, why| {
+        e.drift(item, found, needed, severity, why, None)
     };
     if t.engine != "Distributed" {
         return vec![drift(
@@ -545,15 +555,8 @@ fn setting_value(t: &FoundTable, state: &ServerState, name: &str) -> Option<u64>
 
 fn column_drift(e: &Expected, t: &FoundTable) -> Vec<Drift> {
     let mut out = Vec::new();
-    let drift = |c: &str, found: String, needed: String, severity, why, fix| Drift {
-        database: e.database.clone(),
-        table: e.table.clone(),
-        item: format!("column {c}"),
-        found,
-        needed,
-        severity,
-        why,
-        fix,
+    let drift = |c: &str, found, needed, severity, why, fix| {
+        e.drift(&format!("column {c}"), found, needed, severity, why, fix)
     };
     let mut modify = Vec::new();
     let mut modified: Vec<(String, String, String)> = Vec::new();
@@ -679,6 +682,23 @@ mod tests {
         }
     }
 
+    /// A server holding only `h.trades_local`, replicated, with `settings` in its engine.
+    fn replicated_trades(settings: &str) -> ServerState {
+        let mut s = ServerState::default();
+        s.tables.insert(
+            ("h".into(), "trades_local".into()),
+            FoundTable {
+                sorting_key: order_by(DataType::Trade).into(),
+                ..found(
+                    "ReplicatedMergeTree",
+                    format!("ReplicatedMergeTree('/p', '{{replica}}') ORDER BY x TTL t SETTINGS {settings}"),
+                    columns(DataType::Trade),
+                )
+            },
+        );
+        s
+    }
+
     /// The state a fresh `init` leaves, built from our own column list.
     fn ours(db: &str, tier: Tier) -> ServerState {
         let mut s = ServerState::default();
@@ -788,21 +808,10 @@ mod tests {
         let e = expected_tables("h", Tier::Hot, &Layout::Cluster("mp".into()));
         assert!(e.iter().any(|x| x.table == "trades_local" && x.dedup));
         assert!(e.iter().any(|x| x.table == "trades" && !x.dedup));
-        let mut s = ServerState::default();
+        let mut s = replicated_trades("index_granularity = 8192");
         s.defaults.insert(REPLICATED_WINDOW.into(), "10000".into());
         s.defaults
             .insert(REPLICATED_WINDOW_SECONDS.into(), "3600".into());
-        s.tables.insert(
-            ("h".into(), "trades_local".into()),
-            FoundTable {
-                sorting_key: order_by(DataType::Trade).into(),
-                ..found(
-                    "ReplicatedMergeTree",
-                    "ReplicatedMergeTree('/p', '{replica}') ORDER BY x TTL t SETTINGS index_granularity = 8192".into(),
-                    columns(DataType::Trade),
-                )
-            },
-        );
         let only: Vec<Expected> = e
             .into_iter()
             .filter(|x| x.table == "trades_local")
@@ -835,18 +844,9 @@ mod tests {
             .into_iter()
             .filter(|x| x.table == "trades_local")
             .collect();
-        let mut s = ServerState::default();
-        s.tables.insert(
-            ("h".into(), "trades_local".into()),
-            FoundTable {
-                sorting_key: order_by(DataType::Trade).into(),
-                ..found(
-                    "ReplicatedMergeTree",
-                    format!("ReplicatedMergeTree('/p', '{{replica}}') ORDER BY x TTL t SETTINGS {REPLICATED_WINDOW} = {DEDUP_WINDOW}, {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"),
-                    columns(DataType::Trade),
-                )
-            },
-        );
+        let s = replicated_trades(&format!(
+            "{REPLICATED_WINDOW} = {DEDUP_WINDOW}, {REPLICATED_WINDOW_SECONDS} = {DEDUP_WINDOW_SECONDS}"
+        ));
         assert_eq!(diff(&e, &s, DEDUP_WINDOW), vec![]);
         // Streams keeping messages 5 days need 10 days of hashes: `init` raises it.
         let w = Windows {

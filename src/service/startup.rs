@@ -1,4 +1,5 @@
-//! Start-up against ClickHouse: apply the schema and check the hot tables' drift, each retried
+//! Start-up against ClickHouse: check the configured cluster exists, apply the schema and check
+//! the hot tables' drift (deduplication windows included), each retried
 //! on the `retry.*` schedule while ClickHouse does not answer.
 
 use tokio_util::sync::CancellationToken;
