@@ -129,9 +129,9 @@ pub(crate) mod k {
         INSERT_QUORUM: u32 = ("clickhouse.insert_quorum", U32).check(quorum).default("0");
         /// Quorum INSERTs into one table may overlap (8 writers share dead_letters).
         INSERT_QUORUM_PARALLEL: bool = ("clickhouse.insert_quorum_parallel", BOOL).default("true");
-        /// Time a quorum write may take; ClickHouse's default.
+        /// Time a quorum write may take; below insert_timeout, so ClickHouse answers first.
         INSERT_QUORUM_TIMEOUT: Duration = ("clickhouse.insert_quorum_timeout", DURATION)
-            .check(positive).default("10m");
+            .check(positive).default("30s");
 
         // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
         /// Server of the cold database.
@@ -492,6 +492,13 @@ fn cluster_rules(
     ch: &ClickHouseConfig,
     nats: &NatsConfig,
 ) -> Result<(), ConfigError> {
+    if ch.insert_quorum > 1 && ch.insert_quorum_timeout >= ch.insert_timeout {
+        let reason = format!(
+            "must be below clickhouse.insert_timeout ({}): the server must answer a quorum failure before the client gives up on the INSERT",
+            super::value::format_duration(ch.insert_timeout)
+        );
+        return Err(r.fail("clickhouse.insert_quorum_timeout", reason));
+    }
     if ch.cluster.is_none() {
         if ch.insert_quorum > 1 {
             return Err(r.fail(

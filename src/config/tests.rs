@@ -871,7 +871,15 @@ fn a_cluster_sets_the_layout_and_the_insert_quorum_needs_one() {
     );
     assert_eq!(c.clickhouse.insert_quorum, 2);
     assert!(c.clickhouse.insert_quorum_parallel);
-    assert_eq!(c.clickhouse.insert_quorum_timeout, Duration::from_secs(600));
+    assert_eq!(c.clickhouse.insert_quorum_timeout, Duration::from_secs(30));
+    let e = check_err(
+        "clickhouse:\n  cluster: mp\n  insert_quorum: 2\n  insert_quorum_timeout: 1m\n",
+        &[],
+    );
+    assert!(
+        e.contains("clickhouse.insert_quorum_timeout") && e.contains("clickhouse.insert_timeout"),
+        "{e}"
+    );
     let c = check("", &[("CLICKHOUSE_CLUSTER", "prod-1.eu")])
         .unwrap()
         .config;

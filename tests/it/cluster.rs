@@ -211,7 +211,7 @@ async fn cluster_distributed_inserts_store_every_row_once_through_lost_answers_a
             "distributed_foreground_insert=1",
             "insert_quorum=2",
             "insert_quorum_parallel=1",
-            "insert_quorum_timeout=600000",
+            "insert_quorum_timeout=30000",
             "insert_deduplication_token=",
             "async_insert=0",
         ] {
