@@ -338,6 +338,10 @@ impl Writer {
         match res {
             Ok(done) => Ok(done),
             Err(_) if self.ledger.fenced => Err(StageEnd::Fenced(FENCED.into())),
+            Err(_) if !self.guard.valid() => Err(StageEnd::Fenced(format!(
+                "lease of {} lapsed during the insert (no confirmed refresh)",
+                self.ledger.durable
+            ))),
             Err(_) => Err(StageEnd::Stopped),
         }
     }
@@ -487,6 +491,7 @@ impl Writer {
             stop: &self.stop,
             st,
             data_type: dt,
+            guard: &self.guard,
         };
         let on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
             st.record_retry();
@@ -615,9 +620,15 @@ struct JournalHalvings<'a> {
     stop: &'a CancellationToken,
     st: &'a TypeStats,
     data_type: DataType,
+    /// The lane's lease: no piece is sent once it lapsed.
+    guard: &'a LeaseGuard,
 }
 
 impl sink::HalvingLog for JournalHalvings<'_> {
+    fn may_send(&self) -> bool {
+        self.guard.valid()
+    }
+
     fn record<'a>(
         &'a mut self,
         key: &'a str,

@@ -163,8 +163,7 @@ pub fn parse_partition_durable(base: &str, name: &str) -> Option<Part> {
     let (index, of) = (k.parse::<u32>().ok()?, n.parse::<u32>().ok()?);
     // Canonical digits only (`p01of4` is not ours).
     if index >= of
-        || of < 2
-        || of > MAX_PARTITIONS
+        || !(2..=MAX_PARTITIONS).contains(&of)
         || format!("{index}") != k
         || format!("{of}") != n
     {

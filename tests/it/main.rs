@@ -18,6 +18,7 @@ mod faults_nats;
 mod flood;
 mod harness;
 mod ingest;
+mod lanes;
 mod migrate;
 mod ops;
 mod oracle;
