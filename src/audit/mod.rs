@@ -347,13 +347,7 @@ async fn resolve_range(
     let upper = match (opts.end, &target.durable) {
         (End::Time(t), _) => Upper::Time(t),
         (End::Seq(s), _) => Upper::Seq(s),
-        (End::AckFloor, Some(d)) => match stream.consumer_info(d).await {
-            Ok(info) => Upper::Seq(info.ack_floor.stream_sequence),
-            Err(e) if e.to_string().contains("not found") => Upper::Seq(last),
-            Err(e) => {
-                return Err(AuditError::Stream(format!("consumer info {d}: {e}")));
-            }
-        },
+        (End::AckFloor, Some(d)) => Upper::Seq(lanes_floor(&mut stream, d, last).await?),
         (End::AckFloor | End::Last, _) => Upper::Seq(last),
     };
     Ok(Range {
@@ -362,6 +356,36 @@ async fn resolve_range(
         margin_ms: opts.margin_ms.max(0),
         read_until: last,
     })
+}
+
+/// How far every lane of the type whose base durable is `base` has stored: the lowest ack
+/// floor among its lanes (the base durable and its partitions' `<base>_p<k>of<n>`), a lane with
+/// nothing pending and nothing unacked counting as caught up (`last`). `last` when the type
+/// has no durable yet.
+async fn lanes_floor(
+    stream: &mut jetstream::stream::Stream,
+    base: &str,
+    last: u64,
+) -> Result<u64, AuditError> {
+    use futures::TryStreamExt;
+    let names: Vec<String> = stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .map_err(|e| AuditError::Stream(format!("list consumers: {e}")))?;
+    let mut floor = last;
+    for name in names.iter().filter(|n| {
+        n.as_str() == base || crate::source::partition::parse_partition_durable(base, n).is_some()
+    }) {
+        let info = stream
+            .consumer_info(name)
+            .await
+            .map_err(|e| AuditError::Stream(format!("consumer info {name}: {e}")))?;
+        if info.num_pending > 0 || info.num_ack_pending > 0 {
+            floor = floor.min(info.ack_floor.stream_sequence);
+        }
+    }
+    Ok(floor)
 }
 
 async fn audit_type(

@@ -157,7 +157,11 @@ pub async fn read_type(
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             description: Some(format!("marketprism-storage audit of {data_type}")),
-            filter_subject: data_type.subject_filter(),
+            // The type's subjects as published and as a partitioned stream stores them.
+            filter_subjects: vec![
+                data_type.subject_filter(),
+                format!("{}.{data_type}.>", crate::source::partition::PREFIX),
+            ],
             deliver_policy,
             ack_policy: jetstream::consumer::AckPolicy::None,
             inactive_threshold: Duration::from_secs(60),
@@ -322,9 +326,13 @@ async fn pull(
         }
         let m = msg.message;
         stats.bytes += m.payload.len() as u64;
+        let subject = match crate::source::partition::original_subject(m.subject.as_str()) {
+            std::borrow::Cow::Borrowed(_) => m.subject,
+            std::borrow::Cow::Owned(s) => async_nats::Subject::from(s),
+        };
         chunk.push(Raw {
             seq,
-            subject: m.subject,
+            subject,
             payload: m.payload,
             in_range,
         });

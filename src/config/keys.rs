@@ -70,6 +70,8 @@ pub(crate) mod k {
         DISCARD: Discard = ("nats.streams.*.discard", STREAM_DISCARD).default("old");
         /// Replicas; one: the Python service runs one NATS server.
         REPLICAS: NonZeroUsize = ("nats.streams.*.replicas", ROWS).default("1");
+        /// Partitions per type of a stream we create (1: none); lanes follow the stream's layout.
+        PARTITIONS: NonZeroUsize = ("nats.streams.*.partitions", ROWS).check(partitions).default("1");
         /// Durable = prefix + type; not the Python service's (it deletes its own).
         CONSUMER_PREFIX: String = ("nats.consumer_prefix", TEXT).check(|s| check_name(s, true))
             .default("marketprism_storage_");
@@ -475,6 +477,7 @@ fn stream(r: &mut Resolver, which: &str, d: &StreamDefaults) -> Result<StreamCon
         storage: r.value(&k::STORAGE, at, &[], None)?,
         discard: r.value(&k::DISCARD, at, &[], None)?,
         replicas: r.value(&k::REPLICAS, at, &[], None)?,
+        partitions: u32::try_from(r.value(&k::PARTITIONS, at, &[], None)?.get()).unwrap_or(1),
     };
     if !s.max_age.is_zero() && s.duplicate_window > s.max_age {
         let key = format!("nats.streams.{which}.duplicate_window");

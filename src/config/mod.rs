@@ -333,6 +333,8 @@ pub struct StreamConfig {
     pub discard: Discard,
     /// Number of replicas.
     pub replicas: NonZeroUsize,
+    /// Partitions per type when we create the stream (1: none; `source::partition`).
+    pub partitions: u32,
 }
 
 impl StreamConfig {

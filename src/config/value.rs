@@ -264,6 +264,14 @@ pub(crate) fn subjects(list: &[String]) -> Result<(), String> {
 }
 
 /// Rule: a stream's message limit.
+pub(crate) fn partitions(n: &std::num::NonZeroUsize) -> Result<(), String> {
+    let max = crate::source::partition::MAX_PARTITIONS as usize;
+    if n.get() > max {
+        return Err(format!("at most {max}"));
+    }
+    Ok(())
+}
+
 pub(crate) fn max_msgs(n: &i64) -> Result<(), String> {
     if *n == 0 || *n < -1 {
         Err("must be > 0 (or -1 for no limit)".into())

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::model::DataType;
-use crate::pipeline::stats::Stats;
+use crate::pipeline::stats::{LaneRole, Stats};
 
 /// Default bound on how long a table may keep failing inserts before the service is not ready.
 pub const DEFAULT_FAILING_BOUND: Duration = Duration::from_secs(60);
@@ -98,12 +98,36 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
     }
     for t in i.types {
         let s = i.stats.of(*t);
+        let lanes = i.stats.lanes_of(*t);
         if let Some(why) = s.stuck_reason() {
             reasons.push(format!("{t}: stuck (restart needed): {why}"));
-        } else if let Some(why) = s.waiting_reason() {
-            reasons.push(format!("{t}: {why}"));
-        } else if !s.is_bound() {
-            reasons.push(format!("{t}: consumer not bound"));
+        } else if lanes.is_empty() {
+            // Before the coordinator's first look (or a fixture without lanes).
+            if let Some(why) = s.waiting_reason() {
+                reasons.push(format!("{t}: {why}"));
+            } else if !s.is_bound() {
+                reasons.push(format!("{t}: consumer not bound"));
+            }
+        } else {
+            // A lane held elsewhere, or assigned here and standing by behind its holder, is
+            // doing its job; one assigned here that waits to recover, or whose lease is not
+            // taken yet, is not.
+            for l in &lanes {
+                let label = l.id.label();
+                match l.role() {
+                    LaneRole::Standby(h) if h.is_empty() => {
+                        reasons.push(format!("{label}: acquiring the consumer lease"));
+                    }
+                    LaneRole::Holder | LaneRole::Standby(_) => {
+                        if let Some(why) = l.waiting_reason() {
+                            reasons.push(format!("{label}: {why}"));
+                        } else if l.role() == LaneRole::Holder && !l.is_bound() {
+                            reasons.push(format!("{label}: consumer not bound"));
+                        }
+                    }
+                    LaneRole::Elsewhere => {}
+                }
+            }
         }
         let since = s.counters().failing_since_ms;
         if since > 0 {

@@ -49,13 +49,22 @@ pub async fn run(
             .subscribe(dt.subject_filter())
             .await
             .map_err(api_err(format!("subscribe {}", dt.subject_filter())))?;
-        // Core mode has no journal and no acks: the writer's progress is never needed.
+        // Core mode has no journal, no acks and no lease: the writer's progress is never
+        // needed and nothing can fence it.
+        let lane = stats.lane(&crate::source::partition::LaneId::base(
+            dt,
+            &format!("core-{dt}"),
+        ));
         let (writer, _progress) = Writer::new(
             dt,
             format!("core-{nonce}-{dt}"),
             None,
             sink.clone(),
-            stats.clone(),
+            (
+                stats.clone(),
+                lane,
+                crate::source::lease::LeaseGuard::unlimited(),
+            ),
             stop.clone(),
             retry,
         );
@@ -71,7 +80,12 @@ pub async fn run(
             stats.clone(),
             stop.clone(),
         )));
-        stats.of(dt).set_bound(true);
+        stats
+            .lane(&crate::source::partition::LaneId::base(
+                dt,
+                &format!("core-{dt}"),
+            ))
+            .set_bound(true);
     }
     for t in stages {
         let _ = t.await;
@@ -91,6 +105,10 @@ async fn read(
     stop: CancellationToken,
 ) -> StageEnd {
     let mut batcher: Batcher<RawMsg, AckHandle> = Batcher::new(dt, limits);
+    let lane = stats.lane(&crate::source::partition::LaneId::base(
+        dt,
+        &format!("core-{dt}"),
+    ));
     // A local sequence stands in for the stream sequence: it only has to order the batch.
     let mut seq = 0u64;
     loop {
@@ -105,9 +123,8 @@ async fn read(
                 let Some(m) = m else { break };
                 seq += 1;
                 let now = now_ms();
-                let st = stats.of(dt);
                 // Core mode has no byte bound: its queue counts messages only.
-                st.record_received(0, now);
+                lane.record_received(0, now);
                 let bytes = m.payload.len();
                 let raw = RawMsg { subject: m.subject, stream_seq: seq, published_ms: now, payload: m.payload };
                 batcher.push(seq, raw, bytes, now, None, Instant::now());

@@ -24,6 +24,8 @@
 //! owns, `writer::Progress` (what it stored, whether an ack was lost), on a `watch` channel.
 //! Every wait for NATS or ClickHouse walks the one retry policy (`retry.*`, [`Settings::retry`]).
 
+pub mod assign;
+pub mod coordinator;
 pub mod core;
 pub mod decoder;
 pub mod reader;
@@ -44,11 +46,12 @@ use crate::model::DataType;
 use crate::retry::{self, Failure, Verdict, retry_until};
 use crate::sink::Sink;
 use crate::source::journal::Journal;
-use crate::source::lease::{LEASE_REFRESH, Lease, Leases};
+use crate::source::lease::{LEASE_REFRESH, Lease, LeaseGuard, Leases};
+use crate::source::partition::Layout;
 use crate::source::streams::{self, Ensured, StreamSpec};
 use crate::source::{ConsumerSpec, SourceError};
 
-pub use stats::{Stats, TypeStats};
+pub use stats::{LaneRole, LaneStats, Stats, TypeStats};
 
 /// Everything the pipeline needs, resolved from the configuration.
 #[derive(Debug, Clone)]
@@ -140,8 +143,9 @@ pub async fn ensure_streams_with(
             Ensured::Existing {
                 uncovered,
                 messages,
+                layout,
             } => {
-                tracing::info!(stream = %spec.name, messages, "stream exists; left unchanged");
+                tracing::info!(stream = %spec.name, messages, partitions = layout.partitions(), "stream exists; left unchanged");
                 if !uncovered.is_empty() {
                     tracing::warn!(stream = %spec.name, ?uncovered,
                         "existing stream does not capture these subjects; their messages are not persisted");
@@ -166,7 +170,10 @@ where
     Fut: std::future::Future<Output = Result<T, SourceError>>,
 {
     retry_until(stop, &mut policy.backoff(), op, |e, _, delay| {
-        if matches!(e, SourceError::DurableUnusable { .. }) {
+        if matches!(
+            e,
+            SourceError::DurableUnusable { .. } | SourceError::DuplicateInstance { .. }
+        ) {
             return Verdict::GiveUp;
         }
         tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
@@ -202,7 +209,12 @@ async fn check_durables(
 }
 
 /// Runs the JetStream pipeline for every configured type until `stop` is set and every
-/// type has flushed (or given up on a retry because of the shutdown).
+/// lane has flushed (or given up on a retry because of the shutdown).
+///
+/// Before anything is read: the streams are ensured (and an existing stream's partition layout
+/// must be the configured one), the journal and lease buckets opened, this process registered
+/// as a member (a live process with the same instance id refuses the start) and every type's
+/// base durable checked. Then the coordinator ([`coordinator`]) runs the lanes assigned here.
 pub async fn run(
     settings: Settings,
     client: async_nats::Client,
@@ -212,13 +224,23 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     let js = jetstream::new(client);
     let policy = settings.retry;
-    ensure_streams_with(&js, &settings.streams, &policy, &stop).await?;
+    let ensured = ensure_streams_with(&js, &settings.streams, &policy, &stop).await?;
+    check_layouts(&settings.streams, &ensured)?;
     let journal = retry_nats(&stop, &policy, "open journal", || {
         Journal::open(&js, &settings.journal_bucket)
     })
     .await?;
     let leases = retry_nats(&stop, &policy, "open leases", || {
-        Leases::open(&js, &settings.lease_bucket, &settings.instance_id)
+        Leases::open(
+            &js,
+            &settings.lease_bucket,
+            &settings.instance_id,
+            &settings.types,
+        )
+    })
+    .await?;
+    let membership = retry_nats(&stop, &policy, "register the instance", || {
+        leases.register()
     })
     .await?;
     check_durables(&js, &settings, &stop).await?;
@@ -226,50 +248,77 @@ pub async fn run(
     let quality_timer =
         crate::quality::restore::start(sink.clone(), stats.quality.clone(), &settings.types, &stop)
             .await;
-    let mut tasks = Vec::new();
-    for t in settings.types.iter().copied() {
-        let (Some(spec), Some(limits)) = (settings.consumers.get(&t), settings.limits.get(&t))
+    let shared = Shared {
+        js,
+        journal,
+        leases,
+        sink,
+        stats,
+        stop,
+        fetch_batch: settings.fetch_batch,
+        fetch_max_bytes: settings.fetch_max_bytes,
+        retry: policy,
+    };
+    let res = coordinator::Coordinator::new(settings, shared, membership)
+        .run()
+        .await;
+    if let Some(h) = quality_timer {
+        let _ = h.await;
+    }
+    res
+}
+
+/// An existing stream must be laid out as configured: lanes of another layout would read
+/// nothing while the stream's messages wait in partitions nobody reads.
+fn check_layouts(specs: &[StreamSpec], ensured: &[(String, Ensured)]) -> Result<(), SourceError> {
+    for (name, e) in ensured {
+        let (Some(spec), Ensured::Existing { layout, .. }) =
+            (specs.iter().find(|s| &s.name == name), e)
         else {
             continue;
         };
-        let max_queue = settings.max_queue.get(&t).copied().unwrap_or(usize::MAX);
-        let max_queue_bytes = settings
-            .max_queue_bytes
-            .get(&t)
-            .copied()
-            .unwrap_or(u64::MAX);
-        tasks.push(tokio::spawn(run_type(TypeCtx {
-            data_type: t,
-            max_queue,
-            max_queue_bytes,
-            fetch_max_bytes: settings.fetch_max_bytes,
-            js: js.clone(),
-            spec: spec.clone(),
-            limits: *limits,
-            fetch_batch: settings.fetch_batch,
-            retry: policy,
-            journal: journal.clone(),
-            leases: leases.clone(),
-            sink: sink.clone(),
-            stats: stats.clone(),
-            stop: stop.clone(),
-        })));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(h) = quality_timer {
-        let _ = h.await;
+        let found = match layout {
+            Layout::Foreign {
+                source,
+                destination,
+            } => format!("a subject transform that is not ours ({source} → {destination})"),
+            Layout::Partitioned(n) if *n != spec.partitions => format!("{n} partitions"),
+            Layout::Unpartitioned if spec.partitions > 1 => "no partitions".to_string(),
+            _ => continue,
+        };
+        return Err(SourceError::Layout {
+            stream: name.clone(),
+            which: spec.which.clone(),
+            key: format!("nats.streams.{}.partitions", spec.which),
+            found,
+            configured: spec.partitions,
+        });
     }
     Ok(())
 }
 
-/// Everything one type's supervisor and stages need, for the life of the process.
-struct TypeCtx {
+/// What every lane of this process shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    js: jetstream::Context,
+    journal: Journal,
+    leases: Leases,
+    sink: Arc<Sink>,
+    stats: Arc<Stats>,
+    /// The service's stop.
+    stop: CancellationToken,
+    fetch_batch: usize,
+    fetch_max_bytes: usize,
+    retry: retry::Policy,
+}
+
+/// Everything one lane's supervisor and stages need, for as long as it runs here.
+pub(crate) struct LaneCtx {
     data_type: DataType,
     max_queue: usize,
     max_queue_bytes: u64,
     js: jetstream::Context,
+    /// The lane's durable (its name, filter and settings).
     spec: ConsumerSpec,
     limits: Limits,
     fetch_batch: usize,
@@ -279,13 +328,17 @@ struct TypeCtx {
     leases: Leases,
     sink: Arc<Sink>,
     stats: Arc<Stats>,
+    /// The lane's state.
+    lane: Arc<LaneStats>,
+    /// Ends the lane: the service's stop, or a hand-over to the lane's new owner (a child of
+    /// the service's stop). Either way the stages drain and the lease is released.
     stop: CancellationToken,
 }
 
-/// How one run of a type's stages (one lease) ended.
+/// How one run of a lane's stages (one lease) ended.
 #[derive(Debug, PartialEq, Eq)]
 enum TermEnd {
-    /// Shutdown: the stages drained (or the grace period cut them off).
+    /// Shutdown or hand-over: the stages drained (or the grace period cut them off).
     Stopped,
     /// The lease or the journal was taken from us, or NATS was unreachable long enough for a
     /// lease refresh to fail: the stages were aborted (what they held is dropped, unacked, and
@@ -295,7 +348,7 @@ enum TermEnd {
     Died(String),
 }
 
-/// What the end of stage `name` (outside a shutdown) means for the type's run: fenced,
+/// What the end of stage `name` (outside a shutdown) means for the lane's run: fenced,
 /// dead, or `None` while it only saw a neighbour end and `others_running` — that neighbour's
 /// own end, next from the set, says why.
 fn term_of(name: &str, end: StageEnd, others_running: bool) -> Option<TermEnd> {
@@ -311,71 +364,82 @@ fn term_of(name: &str, end: StageEnd, others_running: bool) -> Option<TermEnd> {
 /// re-acquire backoff from its first delay again.
 const RUN_RESETS_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Supervises one type for the life of the process: acquire the lease, run the stages,
+/// How long the lease release at the end of a lane may take.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Supervises one lane for as long as it is assigned here: acquire the lease, run the stages,
 /// and whenever the lease (or NATS) is lost, fence the old stages and start over. Losing the
-/// lease or NATS is a state to recover from, never an exit; only a shutdown or a stage that
-/// died ends it.
-async fn run_type(ctx: TypeCtx) {
+/// lease or NATS is a state to recover from, never an exit; only the lane's stop (shutdown,
+/// hand-over) or a stage that died ends it.
+async fn run_lane(ctx: LaneCtx) {
     let dt = ctx.data_type;
-    let st = ctx.stats.of(dt);
+    let lane = ctx.lane.clone();
     let mut backoff = ctx.retry.backoff();
     loop {
         let Some(mut lease) = acquire_lease(&ctx).await else {
-            st.set_waiting(None);
+            lane.set_waiting(None);
+            lane.set_role(LaneRole::Elsewhere);
             return;
         };
-        st.set_waiting(None);
-        tracing::info!(data_type = %dt, durable = %ctx.spec.durable, instance = ctx.leases.instance(), "consumer lease held");
+        lane.set_waiting(None);
+        lane.record_acquired(stats::now_ms());
+        tracing::info!(data_type = %dt, lane = %ctx.lane.id.label(), durable = %ctx.spec.durable,
+            instance = ctx.leases.instance(), "lane lease held");
         let started = std::time::Instant::now();
         let end = run_term(&ctx, &mut lease).await;
-        st.set_bound(false);
+        lane.set_bound(false);
         match end {
             TermEnd::Stopped => {
                 // Bounded, and skipped with NATS down: the lease then simply expires.
                 if ctx.stats.nats_connected() {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease))
-                        .await;
+                    let _ = tokio::time::timeout(RELEASE_TIMEOUT, ctx.leases.release(lease)).await;
                 }
-                tracing::info!(data_type = %dt, "stopped");
+                lane.record_released();
+                tracing::info!(data_type = %dt, lane = %ctx.lane.id.label(), "lane stopped; lease released");
                 return;
             }
             TermEnd::Fenced(why) => {
+                lease.guard().revoke();
+                lane.record_lost();
                 if started.elapsed() > RUN_RESETS_BACKOFF {
                     backoff.reset();
                 }
                 let delay = backoff.next().unwrap_or(ctx.retry.cap);
-                tracing::warn!(data_type = %dt, reason = %why, retry_in = ?delay,
-                    "stages stopped and fenced (what they held is re-read); re-acquiring the consumer");
-                st.error(why.clone());
-                st.set_waiting(Some(format!("{why}; re-acquiring the consumer")));
+                tracing::warn!(data_type = %dt, lane = %ctx.lane.id.label(), reason = %why, retry_in = ?delay,
+                    "stages stopped and fenced (what they held is re-read); re-acquiring the lane");
+                ctx.stats.of(dt).error(why.clone());
+                lane.set_waiting(Some(format!("{why}; re-acquiring the consumer")));
                 // Not `retry_until`: the next attempt is a whole new run of the stages, whose
                 // success is only known once it has lasted (`RUN_RESETS_BACKOFF`).
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.stop.cancelled() => { st.set_waiting(None); return; }
+                    _ = ctx.stop.cancelled() => {
+                        lane.set_waiting(None);
+                        lane.set_role(LaneRole::Elsewhere);
+                        return;
+                    }
                 }
             }
             TermEnd::Died(why) => {
-                tracing::error!(data_type = %dt, reason = %why,
-                    "a stage stopped by itself; the type cannot make progress until the service is restarted");
-                if st.stuck_reason().is_none() {
-                    st.set_stuck(why);
+                tracing::error!(data_type = %dt, lane = %ctx.lane.id.label(), reason = %why,
+                    "a stage stopped by itself; the lane cannot make progress until the service is restarted");
+                if lane.stuck_reason().is_none() {
+                    lane.set_stuck(why);
                 }
-                // Give the consumer up, so a standby (or our restart) takes over at once.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), ctx.leases.release(lease)).await;
+                // Give the consumer up, so another instance (or our restart) takes over at once.
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, ctx.leases.release(lease)).await;
                 return;
             }
         }
     }
 }
 
-/// Takes the type's lease: errors are retried on the retry policy; while another instance
+/// Takes the lane's lease: errors are retried on the retry policy; while another instance
 /// holds it, it is asked again every refresh period (the holder's renewal rhythm, not a
-/// backoff). `None` on shutdown.
-async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
+/// backoff). `None` on the lane's stop.
+async fn acquire_lease(ctx: &LaneCtx) -> Option<Lease> {
     let dt = ctx.data_type;
-    let st = ctx.stats.of(dt);
+    let lane = &ctx.lane;
     let mut said_standby = false;
     let mut backoff = ctx.retry.backoff();
     loop {
@@ -392,9 +456,9 @@ async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
                 if matches!(e, SourceError::Leased { .. }) {
                     return Verdict::GiveUp;
                 }
-                tracing::warn!(data_type = %dt, error = %e, retry_in = ?delay, "lease not acquired; retrying");
-                if st.waiting_reason().is_none() {
-                    st.set_waiting(Some(format!("acquiring the consumer lease: {e}")));
+                tracing::warn!(data_type = %dt, lane = %lane.id.label(), error = %e, retry_in = ?delay, "lease not acquired; retrying");
+                if lane.waiting_reason().is_none() {
+                    lane.set_waiting(Some(format!("acquiring the consumer lease: {e}")));
                 }
                 Verdict::Retry
             },
@@ -409,15 +473,15 @@ async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
                 backoff.reset();
                 if let SourceError::Leased { holder, .. } = &e {
                     if !said_standby {
-                        tracing::info!(data_type = %dt, %holder, "standby: another instance holds this consumer");
+                        tracing::info!(data_type = %dt, lane = %lane.id.label(), %holder,
+                            "standby: another instance holds this lane");
                         said_standby = true;
                     }
-                    st.set_waiting(Some(format!(
-                        "standby: consumer lease held by instance {holder}"
-                    )));
+                    lane.set_waiting(None);
+                    lane.set_role(LaneRole::Standby(holder.clone()));
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(LEASE_REFRESH) => {}
+                    _ = tokio::time::sleep(STANDBY_POLL) => {}
                     _ = ctx.stop.cancelled() => return None,
                 }
             }
@@ -425,11 +489,16 @@ async fn acquire_lease(ctx: &TypeCtx) -> Option<Lease> {
     }
 }
 
-/// The type's three stages, each on its own task, wired downstream first (writer, decoder,
+/// How often a lane assigned here asks again for a lease another instance holds (a hand-over
+/// is usually done within one drain; an expired lease is free at the server's next sweep).
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+/// The lane's three stages, each on its own task, wired downstream first (writer, decoder,
 /// reader) over channels of capacity one; and the name of each task.
 fn spawn_stages(
-    ctx: &TypeCtx,
-    type_stop: &CancellationToken,
+    ctx: &LaneCtx,
+    lane_stop: &CancellationToken,
+    guard: LeaseGuard,
 ) -> (
     tokio::task::JoinSet<StageEnd>,
     HashMap<tokio::task::Id, &'static str>,
@@ -439,14 +508,14 @@ fn spawn_stages(
         ctx.spec.durable.clone(),
         Some(ctx.journal.clone()),
         ctx.sink.clone(),
-        ctx.stats.clone(),
-        type_stop.clone(),
+        (ctx.stats.clone(), ctx.lane.clone(), guard),
+        lane_stop.clone(),
         ctx.retry,
     );
     let (dtx, drx) = mpsc::channel(1);
     let decoder = decoder::Decoder::new(ctx.stats.clone());
     let (tx, rx) = mpsc::channel(1);
-    let reader = reader::Reader::new(ctx, type_stop.clone(), tx, progress);
+    let reader = reader::Reader::new(ctx, lane_stop.clone(), tx, progress);
     let mut stages = tokio::task::JoinSet::new();
     let mut names = HashMap::new();
     names.insert(stages.spawn(writer.run(drx)).id(), "writer");
@@ -455,16 +524,14 @@ fn spawn_stages(
     (stages, names)
 }
 
-/// Runs the type's three stages under one lease until shutdown, fencing or a stage's end.
-async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
-    let dt = ctx.data_type;
+/// Runs the lane's three stages under one lease until its stop, fencing or a stage's end.
+async fn run_term(ctx: &LaneCtx, lease: &mut Lease) -> TermEnd {
     let stop = &ctx.stop;
-    // Cancelled on shutdown (parent): the stages drain.
-    let type_stop = stop.child_token();
+    // Cancelled on the lane's stop (parent): the stages drain.
+    let lane_stop = stop.child_token();
     // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
-    let st = ctx.stats.of(dt);
-    st.clear_queued();
-    let (mut stages, names) = spawn_stages(ctx, &type_stop);
+    ctx.lane.clear_queued();
+    let (mut stages, names) = spawn_stages(ctx, &lane_stop, lease.guard());
     let end = loop {
         tokio::select! {
             biased;
@@ -500,18 +567,29 @@ async fn run_term(ctx: &TypeCtx, lease: &mut Lease) -> TermEnd {
     match end {
         TermEnd::Stopped => {
             // Drain: the reader closes its batch, the writer inserts and acks (bounded by the
-            // caller's grace period).
-            type_stop.cancel();
-            while stages.join_next().await.is_some() {}
+            // caller's grace period). The lease is kept refreshed meanwhile, so the writer's
+            // guard stays valid through a long drain; a refresh that fails fences the rest.
+            lane_stop.cancel();
+            loop {
+                tokio::select! {
+                    done = stages.join_next() => if done.is_none() { break },
+                    _ = tokio::time::sleep(LEASE_REFRESH) => {
+                        if tokio::time::timeout(RELEASE_TIMEOUT, ctx.leases.refresh(lease)).await.is_err() {
+                            lease.guard().revoke();
+                        }
+                    }
+                }
+            }
         }
         TermEnd::Fenced(_) | TermEnd::Died(_) => {
             // Fencing: nothing the old stages hold may be journaled, inserted or acked any
-            // more. Aborting them is a crash of this type only, which the journal makes safe:
+            // more. Aborting them is a crash of this lane only, which the journal makes safe:
             // what they held is unacked and re-read, cut at the journaled boundaries.
             // Abort before cancelling: a cancelled reader hands its open batch over, and a
             // writer woken by it could start a journal write or an ack before the abort lands.
+            lease.guard().revoke();
             stages.abort_all();
-            type_stop.cancel();
+            lane_stop.cancel();
             while stages.join_next().await.is_some() {}
         }
     }

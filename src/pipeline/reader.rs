@@ -45,9 +45,10 @@ use crate::source::journal::{Journal, JournalEntry, select, stream_epoch};
 use crate::source::{ConsumerSpec, Delivery, SourceError, api_err, bind_consumer};
 
 use super::decoder::{RawBatch, RawMsg, Reset, StageCmd};
+use super::stats::LaneStats;
 use super::stats::Stats;
 use super::writer::Progress;
-use super::{StageEnd, TypeCtx, sleep_until};
+use super::{LaneCtx, StageEnd, sleep_until};
 
 /// How long the recovery read waits for the next message before asking whether any is left.
 const RECOVERY_IDLE: Duration = Duration::from_secs(5);
@@ -175,6 +176,8 @@ pub(crate) struct Reader {
     fetch_max_bytes: usize,
     journal: Journal,
     stats: Arc<Stats>,
+    /// This lane's state (queued, bound): its back-pressure and what ops shows.
+    lane: Arc<LaneStats>,
     stop: CancellationToken,
     retry: retry::Policy,
     to_decoder: mpsc::Sender<WriterCmd>,
@@ -186,7 +189,7 @@ impl Reader {
     /// The reader of the type `ctx` describes, stopping at `stop`, handing over to
     /// `to_decoder` and following the writer's `progress`.
     pub(super) fn new(
-        ctx: &TypeCtx,
+        ctx: &LaneCtx,
         stop: CancellationToken,
         to_decoder: mpsc::Sender<WriterCmd>,
         progress: watch::Receiver<Progress>,
@@ -202,6 +205,7 @@ impl Reader {
             fetch_max_bytes: ctx.fetch_max_bytes,
             journal: ctx.journal.clone(),
             stats: ctx.stats.clone(),
+            lane: ctx.lane.clone(),
             stop,
             retry: ctx.retry,
             to_decoder,
@@ -253,7 +257,7 @@ impl Reader {
             return Verdict::GiveUp;
         };
         st.error(e.to_string());
-        st.set_bound(false);
+        self.lane.set_bound(false);
         if matches!(e, SourceError::DurableUnusable { .. }) {
             return Verdict::GiveUp;
         }
@@ -293,8 +297,7 @@ impl Reader {
     async fn hand_over(&self, batcher: &mut Batcher<RawMsg, AckHandle>) -> Result<(), Halt> {
         if batcher.has_pending_cuts() {
             if let Some(part) = batcher.discard_open() {
-                let st = self.stats.of(self.data_type);
-                st.release_queued(part.count, part.bytes as u64);
+                self.lane.release_queued(part.count, part.bytes as u64);
                 tracing::info!(data_type = %self.data_type, first = part.first_seq, last = part.last_seq,
                     count = part.count, "part of a journaled batch not sent (re-read later)");
             }
@@ -322,10 +325,10 @@ impl Reader {
     }
 
     fn push(&self, batcher: &mut Batcher<RawMsg, AckHandle>, d: Delivery, now: Instant) {
-        let st = self.stats.of(self.data_type);
+        let lane = &self.lane;
         // The server's receive time: no clock read per message.
-        st.record_received(d.payload.len() as u64, d.published_ms);
-        st.set_consumer_pending(d.pending);
+        lane.record_received(d.payload.len() as u64, d.published_ms);
+        lane.set_consumer_pending(d.pending);
         let ack = d.acker.map(|a| AckHandle::new(a, d.stream_seq));
         let bytes = d.payload.len();
         let raw = RawMsg {
@@ -347,7 +350,7 @@ impl Reader {
         self.drain_writer().await?;
         // Nothing is in flight now: what a failed run still counted as unacked (a batcher
         // dropped with an error) is re-read from the ack floor, so it no longer counts.
-        st.clear_queued();
+        self.lane.clear_queued();
 
         let mut consumer = bind_consumer(&self.js, &self.spec).await?;
         let (epoch, stream_last) = self.stream_position().await?;
@@ -359,8 +362,8 @@ impl Reader {
         let acked_floor = info.ack_floor.stream_sequence;
         let delivered = info.delivered.stream_sequence;
         let ack_all = info.config.ack_policy == AckPolicy::All;
-        st.set_consumer_pending(info.num_pending);
-        st.set_bound(true);
+        self.lane.set_consumer_pending(info.num_pending);
+        self.lane.set_bound(true);
 
         let (journaled, floor, revision) =
             self.take_journal(epoch, stream_last, acked_floor).await?;
@@ -472,7 +475,7 @@ impl Reader {
             .messages()
             .await
             .map_err(api_err(format!("pull from {}", self.spec.durable)))?;
-        let st = self.stats.of(self.data_type);
+        let st = &self.lane;
         let mut progress = self.progress.clone();
         // Look at the writer's state once at the start: it may have lost an ack already.
         progress.mark_changed();
@@ -597,7 +600,7 @@ impl Reader {
             .map_err(api_err(format!("get stream {}", self.spec.stream)))?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
-                filter_subject: self.data_type.subject_filter(),
+                filter_subject: self.spec.filter_subject.clone(),
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: floor + 1,
                 },

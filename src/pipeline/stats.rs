@@ -5,10 +5,11 @@
 //! counters. Metric names and HTTP shapes live in `ops`; this module knows nothing of HTTP.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crate::model::DataType;
+use crate::source::partition::LaneId;
 
 /// Declares the scalar counters once: each becomes a private atomic of [`TypeStats`] and a
 /// plain field of [`TypeCounters`], copied in both directions by `load` and `store`.
@@ -103,6 +104,8 @@ pub struct TypeStats {
     last_error: Mutex<Option<String>>,
     /// Insert duration, batch size and publish→insert latency distributions.
     histograms: TypeHistograms,
+    /// How many of the type's lanes are bound here (`bound` is whether any is).
+    bound_lanes: AtomicU64,
 }
 
 impl TypeStats {
@@ -145,6 +148,26 @@ impl TypeStats {
     /// Whether this instance holds the type's consumer.
     pub fn set_bound(&self, bound: bool) {
         self.c.bound.store(bound, Relaxed);
+    }
+
+    /// One of the type's lanes became bound (`true`) or unbound here.
+    fn shift_bound_lanes(&self, bound: bool) {
+        let n = if bound {
+            self.bound_lanes.fetch_add(1, Relaxed) + 1
+        } else {
+            take(&self.bound_lanes, 1);
+            self.bound_lanes.load(Relaxed)
+        };
+        self.c.bound.store(n > 0, Relaxed);
+    }
+
+    /// One lane's pending count went from `old` to `new`.
+    fn shift_consumer_pending(&self, old: u64, new: u64) {
+        if new >= old {
+            self.c.consumer_pending.fetch_add(new - old, Relaxed);
+        } else {
+            sub(&self.c.consumer_pending, old - new);
+        }
     }
 
     /// Whether this instance holds the type's consumer.
@@ -304,6 +327,263 @@ impl TypeStats {
     }
 }
 
+/// What this instance does with a lane.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LaneRole {
+    /// Not assigned here (another instance's), or not looked at yet.
+    #[default]
+    Elsewhere,
+    /// Assigned here; waiting for the holder named to give it up (a hand-over, or a standby
+    /// behind an instance of the same types).
+    Standby(String),
+    /// This instance holds its lease and runs its stages.
+    Holder,
+}
+
+impl LaneRole {
+    /// `holder`, `standby`, `elsewhere`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LaneRole::Elsewhere => "elsewhere",
+            LaneRole::Standby(_) => "standby",
+            LaneRole::Holder => "holder",
+        }
+    }
+}
+
+/// One instance serving the streams, as the coordinator last saw the member list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Its instance id.
+    pub instance: String,
+    /// The types it serves.
+    pub types: Vec<DataType>,
+    /// Whether it is this process.
+    pub me: bool,
+}
+
+/// The state of one lane (one durable consumer of a type: its base, or one partition) in this
+/// instance. The stages of a lane record through it: what is queued, whether it is bound, why
+/// it waits; it keeps its type's aggregates ([`TypeStats`]) in step.
+#[derive(Debug)]
+pub struct LaneStats {
+    /// Which lane.
+    pub id: LaneId,
+    ty: Arc<TypeStats>,
+    bound: AtomicBool,
+    queued: AtomicU64,
+    queued_bytes: AtomicU64,
+    consumer_pending: AtomicU64,
+    /// Unix ms since when this instance holds it (0: not held).
+    held_since_ms: AtomicI64,
+    acquired: AtomicU64,
+    lost: AtomicU64,
+    released: AtomicU64,
+    role: Mutex<LaneRole>,
+    /// The instance the assignment gives it to (empty: not computed yet).
+    owner: Mutex<String>,
+    waiting: Mutex<Option<String>>,
+    stuck: Mutex<Option<String>>,
+}
+
+/// A copy of a lane's state for the ops surface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneView {
+    /// Which lane.
+    pub id: LaneId,
+    /// What this instance does with it.
+    pub role: LaneRole,
+    /// Whose it is by the assignment.
+    pub owner: String,
+    /// Whether its durable is bound here.
+    pub bound: bool,
+    /// Messages received and not acked.
+    pub queued: u64,
+    /// The durable's pending count at the last look.
+    pub consumer_pending: u64,
+    /// Unix ms since when it is held here (0: not held).
+    pub held_since_ms: i64,
+    /// Times its lease was taken by this instance.
+    pub acquired: u64,
+    /// Times it was lost (fenced: a failed refresh, the journal taken).
+    pub lost: u64,
+    /// Times it was handed over (released to its new owner, or at shutdown).
+    pub released: u64,
+    /// Why it waits, if it does.
+    pub waiting: Option<String>,
+    /// Why it is stuck, if it is.
+    pub stuck: Option<String>,
+}
+
+impl LaneStats {
+    fn new(id: LaneId, ty: Arc<TypeStats>) -> Self {
+        LaneStats {
+            id,
+            ty,
+            bound: AtomicBool::new(false),
+            queued: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            consumer_pending: AtomicU64::new(0),
+            held_since_ms: AtomicI64::new(0),
+            acquired: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            role: Mutex::new(LaneRole::Elsewhere),
+            owner: Mutex::new(String::new()),
+            waiting: Mutex::new(None),
+            stuck: Mutex::new(None),
+        }
+    }
+
+    /// Its type's counters.
+    pub fn of_type(&self) -> &TypeStats {
+        &self.ty
+    }
+
+    /// One message received (see [`TypeStats::record_received`]), queued in this lane too.
+    pub fn record_received(&self, bytes: u64, published_ms: i64) {
+        self.queued.fetch_add(1, Relaxed);
+        self.queued_bytes.fetch_add(bytes, Relaxed);
+        self.ty.record_received(bytes, published_ms);
+    }
+
+    /// Messages that left this lane's queue.
+    pub fn release_queued(&self, count: u64, bytes: u64) {
+        let c = take(&self.queued, count);
+        let b = take(&self.queued_bytes, bytes);
+        self.ty.release_queued(c, b);
+    }
+
+    /// Nothing is queued in this lane any more (a new run re-reads what was held).
+    pub fn clear_queued(&self) {
+        let c = self.queued.swap(0, Relaxed);
+        let b = self.queued_bytes.swap(0, Relaxed);
+        self.ty.release_queued(c, b);
+    }
+
+    /// Messages queued in this lane (its reader's back-pressure).
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+
+    /// Payload bytes queued in this lane.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Relaxed)
+    }
+
+    /// The server's count of messages pending on this lane's durable; its type's count is the
+    /// sum over its lanes.
+    pub fn set_consumer_pending(&self, pending: u64) {
+        let old = self.consumer_pending.swap(pending, Relaxed);
+        self.ty.shift_consumer_pending(old, pending);
+    }
+
+    /// Whether this instance has its durable bound; its type is bound while any lane is.
+    pub fn set_bound(&self, bound: bool) {
+        if self.bound.swap(bound, Relaxed) != bound {
+            self.ty.shift_bound_lanes(bound);
+        }
+    }
+
+    /// Whether its durable is bound here.
+    pub fn is_bound(&self) -> bool {
+        self.bound.load(Relaxed)
+    }
+
+    /// Its lease was taken by this instance.
+    pub fn record_acquired(&self, now_ms: i64) {
+        self.acquired.fetch_add(1, Relaxed);
+        self.held_since_ms.store(now_ms, Relaxed);
+        self.set_role(LaneRole::Holder);
+    }
+
+    /// Its lease was lost (fenced).
+    pub fn record_lost(&self) {
+        self.lost.fetch_add(1, Relaxed);
+        self.held_since_ms.store(0, Relaxed);
+    }
+
+    /// Its lease was given up (hand-over or shutdown).
+    pub fn record_released(&self) {
+        self.released.fetch_add(1, Relaxed);
+        self.held_since_ms.store(0, Relaxed);
+        self.set_role(LaneRole::Elsewhere);
+    }
+
+    /// Sets what this instance does with it.
+    pub fn set_role(&self, role: LaneRole) {
+        if let Ok(mut r) = self.role.lock() {
+            *r = role;
+        }
+    }
+
+    /// What this instance does with it.
+    pub fn role(&self) -> LaneRole {
+        self.role.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Records whose it is by the assignment.
+    pub fn set_owner(&self, owner: &str) {
+        if let Ok(mut o) = self.owner.lock()
+            && *o != owner
+        {
+            *o = owner.to_string();
+        }
+    }
+
+    /// Sets (or clears) why it waits to recover.
+    pub fn set_waiting(&self, why: Option<String>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+
+    /// Why it waits, if it does.
+    pub fn waiting_reason(&self) -> Option<String> {
+        self.waiting.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// Marks it stuck (its type too): it cannot make progress without a restart.
+    pub fn set_stuck(&self, why: String) {
+        if let Ok(mut s) = self.stuck.lock() {
+            *s = Some(why.clone());
+        }
+        if self.ty.stuck_reason().is_none() {
+            self.ty.set_stuck(format!("{}: {why}", self.id.label()));
+        }
+    }
+
+    /// Why it is stuck, if it is.
+    pub fn stuck_reason(&self) -> Option<String> {
+        self.stuck.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// A copy of its state.
+    pub fn view(&self) -> LaneView {
+        LaneView {
+            id: self.id.clone(),
+            role: self.role(),
+            owner: self.owner.lock().map(|o| o.clone()).unwrap_or_default(),
+            bound: self.is_bound(),
+            queued: self.queued(),
+            consumer_pending: self.consumer_pending.load(Relaxed),
+            held_since_ms: self.held_since_ms.load(Relaxed),
+            acquired: self.acquired.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            released: self.released.load(Relaxed),
+            waiting: self.waiting_reason(),
+            stuck: self.stuck_reason(),
+        }
+    }
+}
+
+/// Subtracts up to `n` from a counter (never below zero); returns what was subtracted.
+fn take(c: &AtomicU64, n: u64) -> u64 {
+    match c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n))) {
+        Ok(v) | Err(v) => v.min(n),
+    }
+}
+
 /// Subtracts from a counter, never below zero.
 fn sub(c: &AtomicU64, n: u64) {
     let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
@@ -312,7 +592,11 @@ fn sub(c: &AtomicU64, n: u64) {
 /// Counters of every data type.
 #[derive(Debug)]
 pub struct Stats {
-    types: BTreeMap<DataType, TypeStats>,
+    types: BTreeMap<DataType, Arc<TypeStats>>,
+    /// The lanes this instance knows of (held, standing by, or owned elsewhere), by durable.
+    lanes: Mutex<BTreeMap<String, Arc<LaneStats>>>,
+    /// The instances serving the streams as this one saw them at its last look.
+    members: Mutex<Vec<MemberView>>,
     /// Whether the NATS connection is up.
     nats_connected: AtomicBool,
     /// Whether ClickHouse answered the last ping.
@@ -330,8 +614,10 @@ impl Stats {
         Stats {
             types: DataType::ALL
                 .into_iter()
-                .map(|t| (t, TypeStats::default()))
+                .map(|t| (t, Arc::new(TypeStats::default())))
                 .collect(),
+            lanes: Mutex::new(BTreeMap::new()),
+            members: Mutex::new(Vec::new()),
             nats_connected: AtomicBool::new(false),
             clickhouse_up: AtomicBool::new(false),
             started_ms: now_ms,
@@ -342,12 +628,58 @@ impl Stats {
     /// The counters of one type.
     pub fn of(&self, t: DataType) -> &TypeStats {
         // Every type is inserted in `new`; the fallback only satisfies the type checker.
-        self.types.get(&t).unwrap_or_else(|| &FALLBACK)
+        self.types
+            .get(&t)
+            .map(|a| a.as_ref())
+            .unwrap_or_else(|| &FALLBACK)
     }
 
     /// All types with their counters.
     pub fn iter(&self) -> impl Iterator<Item = (DataType, &TypeStats)> {
-        self.types.iter().map(|(t, s)| (*t, s))
+        self.types.iter().map(|(t, s)| (*t, s.as_ref()))
+    }
+
+    /// The state of lane `id`, registered at its first use.
+    pub fn lane(&self, id: &LaneId) -> Arc<LaneStats> {
+        let ty = self
+            .types
+            .get(&id.data_type)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(TypeStats::default()));
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return Arc::new(LaneStats::new(id.clone(), ty));
+        };
+        lanes
+            .entry(id.durable.clone())
+            .or_insert_with(|| Arc::new(LaneStats::new(id.clone(), ty)))
+            .clone()
+    }
+
+    /// Every lane known, by durable name.
+    pub fn lanes(&self) -> Vec<Arc<LaneStats>> {
+        self.lanes
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lanes of type `t`.
+    pub fn lanes_of(&self, t: DataType) -> Vec<Arc<LaneStats>> {
+        let mut v = self.lanes();
+        v.retain(|l| l.id.data_type == t);
+        v
+    }
+
+    /// Records the instances serving the streams (the coordinator's last look).
+    pub fn set_members(&self, members: Vec<MemberView>) {
+        if let Ok(mut m) = self.members.lock() {
+            *m = members;
+        }
+    }
+
+    /// The instances serving the streams, as last seen.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Whether the NATS connection is up.

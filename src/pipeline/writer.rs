@@ -39,10 +39,11 @@ use crate::retry::{self, Failure, Verdict, retry_until};
 use crate::sink::{self, Sink};
 use crate::source::SourceError;
 use crate::source::journal::{Journal, JournalEntry};
+use crate::source::lease::LeaseGuard;
 
 use super::StageEnd;
 use super::decoder::{DecodedBatch, Reset, StageCmd};
-use super::stats::{Stats, TypeStats, now_ms};
+use super::stats::{LaneStats, Stats, TypeStats, now_ms};
 
 /// How many acked batches the journal keeps besides the ones in doubt.
 ///
@@ -162,6 +163,11 @@ pub(crate) struct Writer {
     data_type: DataType,
     sink: Arc<Sink>,
     stats: Arc<Stats>,
+    /// This lane's state (what is queued).
+    lane: Arc<LaneStats>,
+    /// The lane's lease as this instance's clock sees it: checked before every journal write,
+    /// insert and ack, so a writer whose lease ran out writes nothing more (fencing).
+    guard: LeaseGuard,
     stop: CancellationToken,
     retry: retry::Policy,
     ledger: Ledger,
@@ -172,12 +178,13 @@ pub(crate) struct Writer {
 impl Writer {
     /// A writer for `durable` (its journal entry's key and its tokens' prefix), and the receiver
     /// of its [`Progress`]. `journal` is None in core mode (nothing is journaled).
+    #[allow(clippy::too_many_arguments)] // what one lane's writer owns, each from another place
     pub(super) fn new(
         data_type: DataType,
         durable: String,
         journal: Option<Journal>,
         sink: Arc<Sink>,
-        stats: Arc<Stats>,
+        (stats, lane, guard): (Arc<Stats>, Arc<LaneStats>, LeaseGuard),
         stop: CancellationToken,
         retry: retry::Policy,
     ) -> (Writer, watch::Receiver<Progress>) {
@@ -186,6 +193,8 @@ impl Writer {
             data_type,
             sink,
             stats,
+            lane,
+            guard,
             stop,
             retry,
             ledger: Ledger {
@@ -228,14 +237,16 @@ impl Writer {
             }
             StageCmd::Batch(b) if self.progress.ack_lost => {
                 // Dropped: re-read after the resync, and counted as queued again then.
-                let st = self.st();
-                st.release_queued(b.count, b.bytes as u64);
+                self.lane.release_queued(b.count, b.bytes as u64);
             }
             StageCmd::AckOnly(_) if self.progress.ack_lost => {}
             StageCmd::Sync(tx) => {
                 let _ = tx.send(());
             }
-            StageCmd::AckOnly(h) => self.ack(&[h]).await?,
+            StageCmd::AckOnly(h) => {
+                self.check_lease("ack")?;
+                self.ack(&[h]).await?
+            }
             StageCmd::Batch(b) => self.write(b).await?,
         }
         Ok(())
@@ -250,10 +261,27 @@ impl Writer {
         self.to_reader.send_replace(progress);
     }
 
+    /// Fencing by the lease's own clock: [`StageEnd::Fenced`] once this instance can no longer
+    /// be sure it holds the lane (no confirmed refresh for `LEASE_TTL − LEASE_MARGIN`), before
+    /// `what` is done. What the writer holds is then re-read by the lane's next holder.
+    fn check_lease(&self, what: &str) -> Result<(), StageEnd> {
+        if self.guard.valid() {
+            return Ok(());
+        }
+        tracing::warn!(data_type = %self.data_type, durable = %self.ledger.durable, what,
+            "lease lapsed by this instance's clock; writing nothing more (fenced)");
+        Err(StageEnd::Fenced(format!(
+            "lease of {} lapsed before the {what} (no confirmed refresh)",
+            self.ledger.durable
+        )))
+    }
+
     /// Journals, stores and acks one batch.
     async fn write(&mut self, b: DecodedBatch) -> Result<(), StageEnd> {
+        self.check_lease("journal write")?;
         let token = self.journal_batch(&b).await?;
         let t0 = std::time::Instant::now();
+        self.check_lease("insert")?;
         let (inserted_rows, dead) = self.store_held(&b, &token).await?;
         let st = self.st();
         let first_published = (b.first_published_ms != i64::MAX).then_some(b.first_published_ms);
@@ -264,9 +292,11 @@ impl Writer {
         });
         tracing::debug!(data_type = %self.data_type, first = b.first_seq, last = b.last_seq,
             rows = inserted_rows, dead, %token, "batch stored");
-        let acked = self.ack(&b.acks).await;
-        let st = self.st();
-        st.release_queued(b.count, b.bytes as u64);
+        let acked = match self.check_lease("ack") {
+            Ok(()) => self.ack(&b.acks).await,
+            Err(end) => Err(end),
+        };
+        self.lane.release_queued(b.count, b.bytes as u64);
         acked
     }
 
@@ -308,6 +338,10 @@ impl Writer {
         match res {
             Ok(done) => Ok(done),
             Err(_) if self.ledger.fenced => Err(StageEnd::Fenced(FENCED.into())),
+            Err(_) if !self.guard.valid() => Err(StageEnd::Fenced(format!(
+                "lease of {} lapsed during the insert (no confirmed refresh)",
+                self.ledger.durable
+            ))),
             Err(_) => Err(StageEnd::Stopped),
         }
     }
@@ -330,6 +364,12 @@ impl Writer {
         token: &str,
     ) -> Result<(u64, u64), sink::SinkError> {
         let dt = self.data_type;
+        // Every attempt (a held batch is tried again for as long as ClickHouse refuses it)
+        // is made under a lease this instance is sure of.
+        if self.check_lease("insert").is_err() {
+            self.ledger.fenced = true;
+            return Err(sink::SinkError::Journal("lease lapsed".into()));
+        }
         let batch = (b.first_seq, b.last_seq, b.count);
         let halved: Vec<String> = self
             .ledger
@@ -451,6 +491,7 @@ impl Writer {
             stop: &self.stop,
             st,
             data_type: dt,
+            guard: &self.guard,
         };
         let on_retry = |e: &sink::SinkError, attempt: u32, delay: Duration| {
             st.record_retry();
@@ -579,9 +620,15 @@ struct JournalHalvings<'a> {
     stop: &'a CancellationToken,
     st: &'a TypeStats,
     data_type: DataType,
+    /// The lane's lease: no piece is sent once it lapsed.
+    guard: &'a LeaseGuard,
 }
 
 impl sink::HalvingLog for JournalHalvings<'_> {
+    fn may_send(&self) -> bool {
+        self.guard.valid()
+    }
+
     fn record<'a>(
         &'a mut self,
         key: &'a str,

@@ -14,23 +14,25 @@ use crate::sink::{Compression, Sink, SinkOptions};
 use crate::source::ConsumerSpec;
 use crate::source::streams::StreamSpec;
 
-fn stream_spec(s: &StreamConfig) -> StreamSpec {
+fn stream_spec(which: &str, s: &StreamConfig) -> StreamSpec {
     StreamSpec {
         name: s.name.clone(),
+        which: which.to_string(),
         subjects: s.subjects.clone(),
         max_age: s.max_age,
         max_msgs: s.max_msgs,
         max_bytes: i64::try_from(s.max_bytes.get()).unwrap_or(i64::MAX),
         duplicate_window: s.duplicate_window,
         replicas: s.replicas.get(),
+        partitions: s.partitions,
     }
 }
 
 /// The streams to ensure: the Python service's `MARKET_DATA` and our `MARKET_DATA_HF`.
 pub fn stream_specs(cfg: &Config) -> Vec<StreamSpec> {
     vec![
-        stream_spec(&cfg.nats.streams.market_data),
-        stream_spec(&cfg.nats.streams.high_frequency),
+        stream_spec("market_data", &cfg.nats.streams.market_data),
+        stream_spec("high_frequency", &cfg.nats.streams.high_frequency),
     ]
 }
 
@@ -41,6 +43,7 @@ fn consumer_spec(cfg: &Config, t: DataType) -> Option<ConsumerSpec> {
         data_type: t,
         stream: stream.name.clone(),
         durable: cfg.nats.durable_name(t),
+        filter_subject: t.subject_filter(),
         ack_wait: cfg.nats.ack_wait,
         max_ack_pending: i64::try_from(cfg.nats.max_ack_pending.get(t).get()).unwrap_or(i64::MAX),
     })

@@ -203,13 +203,21 @@ pub struct Splitter<K> {
 
 /// Where an isolating insert makes its size halvings durable before it sends the halves
 /// (see [`Splitter`]).
-pub trait HalvingLog: Send {
+pub trait HalvingLog: Send + Sync {
     /// Records the [`halving_key`] `key`; the halves are sent only once this returned `Ok`.
     /// An `Err` stops the insert.
     fn record<'a>(
         &'a mut self,
         key: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Whether a piece may be sent now; checked before every attempt, retries included. The
+    /// pipeline's writer answers whether its lane's lease still holds (fencing), so a writer
+    /// whose lease lapsed during a ClickHouse outage sends nothing more. `false` stops the
+    /// insert with [`SinkError::Journal`].
+    fn may_send(&self) -> bool {
+        true
+    }
 }
 
 /// Records nothing: for inserts that are never replayed after a crash.

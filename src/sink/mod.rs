@@ -307,13 +307,35 @@ impl Sink {
         cancel: &CancellationToken,
         mut on_retry: impl FnMut(&SinkError, u32, Duration),
     ) -> Result<(), SinkError> {
+        self.insert_with_retry_gated(table, (body, rows), token, cancel, &|| true, &mut on_retry)
+            .await
+    }
+
+    /// [`Sink::insert_with_retry`], asking `may_send` before every attempt: `false` ends it
+    /// with [`SinkError::Journal`] (see [`HalvingLog::may_send`]).
+    async fn insert_with_retry_gated(
+        &self,
+        table: &str,
+        (body, rows): (Bytes, u64),
+        token: &str,
+        cancel: &CancellationToken,
+        may_send: &(dyn Fn() -> bool + Sync),
+        on_retry: &mut impl FnMut(&SinkError, u32, Duration),
+    ) -> Result<(), SinkError> {
         let mut backoff = self.backoff.backoff();
         let result = crate::retry::retry_until(
             cancel,
             &mut backoff,
-            || self.insert(table, body.clone(), rows, token),
+            || async {
+                if !may_send() {
+                    return Err(SinkError::Journal(
+                        "the writer may not send any more (its lease lapsed)".into(),
+                    ));
+                }
+                self.insert(table, body.clone(), rows, token).await
+            },
             |e: &SinkError, attempt, delay| {
-                if e.kind() != ErrorClass::Retriable {
+                if e.kind() != ErrorClass::Retriable || matches!(e, SinkError::Journal(_)) {
                     return crate::retry::Verdict::GiveUp;
                 }
                 on_retry(e, attempt, delay);
@@ -379,8 +401,16 @@ impl Sink {
             let result = match body {
                 Ok(body) => {
                     let n = piece.rows.len() as u64;
-                    self.insert_with_retry(table, body, n, &piece.token, cancel, &mut on_retry)
-                        .await
+                    let may_send = || log.may_send();
+                    self.insert_with_retry_gated(
+                        table,
+                        (body, n),
+                        &piece.token,
+                        cancel,
+                        &may_send,
+                        &mut on_retry,
+                    )
+                    .await
                 }
                 Err(e) => Err(e.into()),
             };

@@ -7,6 +7,7 @@
 
 pub mod journal;
 pub mod lease;
+pub mod partition;
 pub mod streams;
 
 use std::time::Duration;
@@ -48,6 +49,36 @@ pub enum SourceError {
         stream: String,
         /// Its ack policy as found.
         policy: String,
+    },
+    /// Another live process uses this instance id: two instances with one id would take over
+    /// each other's leases. Refused at start; each instance needs its own `--instance-id`.
+    #[error(
+        "instance id {instance} is already in use: {detail}; give each instance its own id \
+         (`run --instance-id`, default `<hostname>:<http.port>`)"
+    )]
+    DuplicateInstance {
+        /// The id.
+        instance: String,
+        /// What shows the other process is alive.
+        detail: String,
+    },
+    /// An existing stream's partition layout is not the configured one.
+    #[error(
+        "stream {stream} is laid out for {found} but {key} is {configured}: change the key, or \
+         change the stream with `marketprism-storage streams partition --stream {which} --partitions {configured}` \
+         (docs/operations.md, \"Partitions\")"
+    )]
+    Layout {
+        /// The stream.
+        stream: String,
+        /// Which configured stream (`market_data`, `high_frequency`).
+        which: String,
+        /// The configuration key.
+        key: String,
+        /// What the stream's transform says.
+        found: String,
+        /// The configured partition count.
+        configured: u32,
     },
     /// Another instance holds the lease on this consumer.
     #[error("consumer {consumer} is held by instance {holder}")]
@@ -112,8 +143,14 @@ impl Delivery {
             )
         };
         let (m, acker) = msg.split();
+        // A partitioned stream stores `_mp.<type>.<n>.<k>.<rest>`: the message's subject is
+        // the one it was published on (dead letters, audit, quality keep that one).
+        let subject = match partition::original_subject(m.subject.as_str()) {
+            std::borrow::Cow::Borrowed(_) => m.subject,
+            std::borrow::Cow::Owned(s) => async_nats::Subject::from(s),
+        };
         Ok(Delivery {
-            subject: m.subject,
+            subject,
             stream_seq,
             consumer_seq,
             published_ms,
@@ -124,7 +161,7 @@ impl Delivery {
     }
 }
 
-/// Settings of one type's durable consumer.
+/// Settings of one lane's durable consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
     /// Data type (its filter is `<type>.>`).
@@ -133,6 +170,9 @@ pub struct ConsumerSpec {
     pub stream: String,
     /// Durable name.
     pub durable: String,
+    /// The subjects it reads (`<type>.>` for a type's base lane, a partition's subjects for a
+    /// partition lane: [`partition::LaneId::filter`]).
+    pub filter_subject: String,
     /// Redelivery timeout for unacked messages.
     pub ack_wait: Duration,
     /// Most unacked messages outstanding.
@@ -177,7 +217,7 @@ pub async fn bind_consumer(
                     "marketprism-storage: {} rows for ClickHouse",
                     spec.data_type
                 )),
-                filter_subject: spec.data_type.subject_filter(),
+                filter_subject: spec.filter_subject.clone(),
                 ack_policy: AckPolicy::All,
                 deliver_policy: DeliverPolicy::All,
                 ack_wait: spec.ack_wait,

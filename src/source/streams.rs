@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+use super::partition::{Layout, layout_of, transform};
 use super::{SourceError, api_err};
 
 /// The desired shape of one stream.
@@ -11,6 +12,8 @@ use super::{SourceError, api_err};
 pub struct StreamSpec {
     /// Stream name.
     pub name: String,
+    /// Which configured stream it is (`market_data`, `high_frequency`), for messages.
+    pub which: String,
     /// Subjects it captures.
     pub subjects: Vec<String>,
     /// Retention by age.
@@ -23,6 +26,9 @@ pub struct StreamSpec {
     pub duplicate_window: Duration,
     /// Replicas (1 on a single server).
     pub replicas: usize,
+    /// Partitions to lay a new stream out for (1: none; see [`super::partition`]); an existing
+    /// stream's layout is reported, never changed here.
+    pub partitions: u32,
 }
 
 /// What `ensure` found or did for one stream.
@@ -36,7 +42,29 @@ pub enum Ensured {
         uncovered: Vec<String>,
         /// Messages it holds.
         messages: u64,
+        /// Its partition layout (its subject transform).
+        layout: Layout,
     },
+}
+
+/// A stream's partition layout, from its configuration.
+pub fn layout(cfg: &stream::Config) -> Layout {
+    layout_of(
+        cfg.subject_transform
+            .as_ref()
+            .map(|t| (t.source.as_str(), t.destination.as_str())),
+    )
+}
+
+/// The subject transform of a stream laid out for `n` partitions (`None` for 1).
+pub fn transform_for(n: u32) -> Option<stream::SubjectTransform> {
+    (n >= 2).then(|| {
+        let (source, destination) = transform(n);
+        stream::SubjectTransform {
+            source,
+            destination,
+        }
+    })
 }
 
 /// Whether subject `s` is captured by stream subject pattern `p` (NATS wildcards).
@@ -78,6 +106,7 @@ pub async fn ensure(js: &jetstream::Context, spec: &StreamSpec) -> Result<Ensure
             Ok(Ensured::Existing {
                 uncovered,
                 messages: info.state.messages,
+                layout: layout(&info.config),
             })
         }
         Err(e) if e.to_string().contains("not found") => {
@@ -92,6 +121,7 @@ pub async fn ensure(js: &jetstream::Context, spec: &StreamSpec) -> Result<Ensure
                 discard: stream::DiscardPolicy::Old,
                 duplicate_window: spec.duplicate_window,
                 num_replicas: spec.replicas,
+                subject_transform: transform_for(spec.partitions),
                 description: Some("created by marketprism-storage".into()),
                 ..Default::default()
             };

@@ -208,6 +208,8 @@ pub struct Service {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub env: Vec<(String, String)>,
+    /// Arguments after `run` (e.g. `--instance-id x`).
+    pub args: Vec<String>,
     pub log: PathBuf,
 }
 
@@ -262,8 +264,19 @@ impl Service {
             dir,
             http_port,
             env,
+            args: Vec::new(),
             log,
         }
+    }
+
+    /// Adds lines under the configuration's `nats:` section (indented two spaces already),
+    /// e.g. `"  streams:\n    high_frequency:\n      partitions: 4\n"`.
+    pub fn with_nats_yaml(self, lines: &str) -> Service {
+        let cfg = self.dir.path().join("config.yaml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = text.replacen("nats:\n", &format!("nats:\n{lines}"), 1);
+        std::fs::write(&cfg, text).unwrap();
+        self
     }
 
     /// Starts `marketprism-storage run` (stderr appended to `self.log`).
@@ -275,6 +288,7 @@ impl Service {
             .unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"))
             .arg("run")
+            .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

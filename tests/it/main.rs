@@ -19,6 +19,7 @@ mod faults_nats;
 mod flood;
 mod harness;
 mod ingest;
+mod lanes;
 mod migrate;
 mod ops;
 mod oracle;

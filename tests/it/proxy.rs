@@ -60,6 +60,9 @@ pub struct Counts {
     pub faulted: AtomicU64,
     /// Answers dropped after ClickHouse answered (200 or not).
     pub dropped_after_commit: AtomicU64,
+    /// The URI of every INSERT received, in order (the query and its settings: the
+    /// deduplication token among them).
+    pub inserts: Mutex<Vec<String>>,
 }
 
 struct State {
@@ -76,6 +79,9 @@ impl State {
     fn fault_for(&self, uri: &str) -> Fault {
         self.counts.requests.fetch_add(1, Relaxed);
         self.uris.lock().unwrap().push(uri.to_string());
+        if uri.contains("INSERT") {
+            self.counts.inserts.lock().unwrap().push(uri.to_string());
+        }
         let mut rule = self.rule.lock().unwrap();
         if rule.fault == Fault::Pass || rule.only.as_deref().is_some_and(|o| !uri.contains(o)) {
             return Fault::Pass;
