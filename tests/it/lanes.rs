@@ -353,3 +353,86 @@ async fn a_second_process_with_the_same_instance_id_is_refused() {
     assert_trades_exactly(&ch, 2_000, &tail(&a.log_text())).await;
     assert_eq!(a.terminate(), Some(0));
 }
+
+/// Runs `marketprism-storage <args>` with `svc`'s environment; returns (exit code, output).
+fn cli(svc: &Service, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(svc.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Changing the layout is explicit and online: `streams partition` while an instance drains a
+/// backlog stores every message once (what was stored before the change through the base lane,
+/// what comes after through the new partitions); a restart with the old key is refused naming
+/// it and the command; with the new key it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repartitioning_a_running_stream_loses_and_duplicates_nothing() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    wait_for_streams(&client).await;
+    publish_market_trades(&client, 0, 40_000, 64).await;
+    let (code, out) = cli(
+        &svc,
+        &[
+            "streams",
+            "partition",
+            "--stream",
+            "high_frequency",
+            "--partitions",
+            "3",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 partitions"), "{out}");
+    publish_market_trades(&client, 40_000, 80_000, 64).await;
+    assert_trades_exactly(&ch, 80_000, &tail(&svc.log_text())).await;
+    let js = jetstream::new(client.clone());
+    let kv = js.get_key_value(LEASES).await.unwrap();
+    for k in 0..3 {
+        assert!(
+            kv.get(format!("{TRADE}_p{k}of3")).await.unwrap().is_some(),
+            "partition {k} of 3 not held\n{}",
+            tail(&svc.log_text())
+        );
+    }
+    assert_eq!(svc.terminate(), Some(0));
+
+    // The key still says 1: refused, naming the key and the way out.
+    svc.start();
+    let mut code = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        code = svc.exit_code();
+        if code.is_some() {
+            break;
+        }
+    }
+    assert_eq!(code, Some(1), "{}", tail(&svc.log_text()));
+    let log = svc.log_text();
+    assert!(
+        log.contains("nats.streams.high_frequency.partitions is 1")
+            && log.contains("streams partition --stream high_frequency --partitions 1"),
+        "{}",
+        tail(&log)
+    );
+    let mut svc = Service::new(&nats, &ch, "")
+        .with_nats_yaml("  streams:\n    high_frequency:\n      partitions: 3\n");
+    svc.start();
+    publish_market_trades(&client, 80_000, 90_000, 64).await;
+    assert_trades_exactly(&ch, 90_000, &tail(&svc.log_text())).await;
+    assert_audit_clean(&nats, &ch, &[DataType::Trade]).await;
+    assert_eq!(svc.terminate(), Some(0));
+}
