@@ -16,9 +16,9 @@
 //! the same label names — the Python service mixed label sets under one name, which Prometheus
 //! accepts but aggregations silently miscount.
 //!
-//! Adding a metric is one entry in [`METRICS`] (and its row in `docs/operations.md`); a value
-//! the counters do not hold yet is one event method on `TypeStats` plus one field of
-//! `TypeCounters`.
+//! Adding a metric is one entry in [`METRICS`] (and its row in `docs/operations.md`, which a test
+//! checks); a value the counters do not hold yet is one event method on `TypeStats` plus one
+//! field of `TypeCounters`.
 
 use std::collections::BTreeMap;
 
@@ -498,7 +498,7 @@ pub static METRICS: &[MetricDef] = &[
         name: "marketprism_storage_lane_pending_messages",
         kind: Gauge,
         labels: LANE,
-        help: "Messages pending on the lane's durable consumer (server's count at the holder's last check; 0 where it is not held).",
+        help: "Messages pending on the lane's durable consumer (the server's count at this instance's last check while it held the lane; 0 if it never did).",
         origin: New,
         scope: Pipeline,
         read: Read::Series(|s, emit| s.per_lane(emit, |l| l.consumer_pending.into())),
@@ -1610,6 +1610,21 @@ mod deploy_tests {
                 used += 1;
             }
             assert!(used > 5, "{file} uses {used} metrics");
+        }
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::METRICS;
+
+    /// Every family has its row in the metrics table of `docs/operations.md`, with its type.
+    #[test]
+    fn every_metric_has_its_row_in_operations_md() {
+        let doc = include_str!("../../docs/operations.md");
+        for d in METRICS {
+            let row = format!("| `{}` | {} |", d.name, d.kind.as_str());
+            assert!(doc.contains(&row), "docs/operations.md lacks the row {row}");
         }
     }
 }
