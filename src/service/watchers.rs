@@ -50,9 +50,9 @@ pub fn spawn(sink: Arc<Sink>, stats: Arc<Stats>, stop: CancellationToken) {
     });
 }
 
-/// Keeps `stats.nats_server` current every [`NATS_SERVER_EVERY`] until `stop`: the client's
-/// last `INFO` from the server (a cheap read of what it already holds), `None` while
-/// disconnected. The task holds a clone of the client only until the stop.
+/// Keeps `stats.nats_server` current every [`NATS_SERVER_EVERY`] (an eighth of it while not
+/// known) until `stop`: the client's last `INFO` from the server (a cheap read of what it
+/// already holds), `None` while disconnected. The task holds a clone of the client only until the stop.
 pub fn watch_nats_server(client: async_nats::Client, stats: Arc<Stats>, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
@@ -61,8 +61,14 @@ pub fn watch_nats_server(client: async_nats::Client, stats: Arc<Stats>, stop: Ca
                 .try_server_info()
                 .filter(|_| connected)
                 .map(|i| server_label(&i));
+            // Until the server is known (the first INFO after a connect), look again soon.
+            let next = if server.is_some() {
+                NATS_SERVER_EVERY
+            } else {
+                NATS_SERVER_EVERY / 8
+            };
             stats.set_nats_server(server);
-            tokio::select! { _ = tokio::time::sleep(NATS_SERVER_EVERY) => {}, _ = stop.cancelled() => return }
+            tokio::select! { _ = tokio::time::sleep(next) => {}, _ = stop.cancelled() => return }
         }
     });
 }

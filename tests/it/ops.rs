@@ -510,3 +510,123 @@ async fn screenshot() {
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     eprintln!("wrote {}", png.display());
 }
+
+/// `(code, JSON)` of `GET path` on a service; `None` while it does not answer with JSON.
+async fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (code, body) = crate::harness::http_get(port, path).await?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Two instances on one trade stream laid out for 2 partitions (3 lanes: the base lane and two
+/// partitions): once both are members, every lane is held by exactly one of them, each
+/// `/stats` names itself, both members and the NATS server, each `/ready` is 200 whatever it
+/// holds, and `/metrics` agrees with `/stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_lanes_and_each_shows_its_role() {
+    use crate::harness::{Service, TEST_CONFIG, TestClickHouse, TestNats, wait_until};
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let config = TEST_CONFIG.replacen(
+        "nats:\n",
+        "nats:\n  types: [trade]\n  streams:\n    high_frequency:\n      partitions: 2\n",
+        1,
+    );
+    let mut services = Vec::new();
+    for id in ["a", "b"] {
+        let mut svc = Service::new(&nats, &ch, "");
+        std::fs::write(svc.dir.path().join("config.yaml"), &config).unwrap();
+        svc.env
+            .push(("MARKETPRISM_INSTANCE_ID".to_string(), id.to_string()));
+        svc.start();
+        services.push(svc);
+    }
+    let ports: Vec<u16> = services.iter().map(|s| s.http_port).collect();
+    // Converged: both see two members, and each of the three lanes is held by one of them.
+    let converged = wait_until(90, || {
+        let ports = ports.clone();
+        async move {
+            let mut held = std::collections::BTreeMap::<String, u32>::new();
+            for port in &ports {
+                let Some((200, v)) = get_json(*port, "/stats").await else {
+                    return false;
+                };
+                if v["cluster"]["members"] != 2
+                    || v["lanes"].as_array().map(Vec::len) != Some(3)
+                    || v["cluster"]["nats_server"].is_null()
+                {
+                    return false;
+                }
+                for l in v["lanes"].as_array().unwrap() {
+                    *held.entry(l["durable"].to_string()).or_default() +=
+                        u32::from(l["held"] == true);
+                }
+            }
+            held.len() == 3 && held.values().all(|n| *n == 1)
+        }
+    })
+    .await;
+    assert!(
+        converged,
+        "lanes never split over the two instances; logs:\na: {}\nb: {}",
+        services[0].log_text(),
+        services[1].log_text()
+    );
+    let mut total_held = 0;
+    for (port, me) in ports.iter().zip(["a", "b"]) {
+        let (code, ready) = get_json(*port, "/ready").await.unwrap();
+        assert_eq!(code, 200, "{me}: {ready}");
+        let (_, v) = get_json(*port, "/stats").await.unwrap();
+        assert_eq!(v["instance"], me);
+        let members: Vec<(&str, bool)> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["instance"].as_str().unwrap(), m["me"] == true))
+            .collect();
+        assert_eq!(members, [("a", me == "a"), ("b", me == "b")]);
+        let held = v["role"]["held"].as_u64().unwrap();
+        total_held += held;
+        let summary = v["role"]["summary"].as_str().unwrap();
+        let expected = match held {
+            3 => "holder of all 3 lanes".to_string(),
+            0 => String::new(),
+            k => format!("holder of {k} of 3 lanes"),
+        };
+        assert!(summary.starts_with(&expected), "{me}: {summary}");
+        assert!(
+            v["cluster"]["nats_server"]
+                .as_str()
+                .is_some_and(|s| s.contains(':')),
+            "{me}: {}",
+            v["cluster"]
+        );
+        let labels: Vec<&str> = v["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["trade", "trade 0/2", "trade 1/2"]);
+        let (_, text) = crate::harness::http_get(*port, "/metrics").await.unwrap();
+        assert!(
+            text.lines().any(|l| l == "marketprism_storage_members 2"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(
+                |l| l == format!("marketprism_storage_instance_info{{instance_id=\"{me}\"}} 1")
+            ),
+            "{text}"
+        );
+        let held_series: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("marketprism_storage_lane_held{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(held_series, held, "{me}: /metrics and /stats disagree");
+    }
+    assert_eq!(total_held, 3);
+    for s in &mut services {
+        s.terminate();
+    }
+}
