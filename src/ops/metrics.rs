@@ -459,16 +459,9 @@ pub static METRICS: &[MetricDef] = &[
         origin: New,
         scope: Pipeline,
         read: Read::Series(|s, emit| {
-            for l in &s.lanes {
-                let part = part_label(l);
-                for role in LANE_ROLES {
-                    let on = l.role.as_str() == role;
-                    emit(
-                        &[l.id.data_type.as_str(), &l.id.durable, &part, role],
-                        on.into(),
-                    );
-                }
-            }
+            s.per_lane_and(emit, &LANE_ROLES, |l, role| {
+                (l.role.as_str() == role).into()
+            })
         }),
     },
     MetricDef {
@@ -479,19 +472,14 @@ pub static METRICS: &[MetricDef] = &[
         origin: New,
         scope: Pipeline,
         read: Read::Series(|s, emit| {
-            for l in &s.lanes {
-                let part = part_label(l);
-                for (change, n) in [
-                    ("acquired", l.acquired),
-                    ("lost", l.lost),
-                    ("released", l.released),
-                ] {
-                    emit(
-                        &[l.id.data_type.as_str(), &l.id.durable, &part, change],
-                        n.into(),
-                    );
+            s.per_lane_and(emit, &["acquired", "lost", "released"], |l, change| {
+                match change {
+                    "acquired" => l.acquired,
+                    "lost" => l.lost,
+                    _ => l.released,
                 }
-            }
+                .into()
+            })
         }),
     },
     MetricDef {
@@ -897,6 +885,25 @@ impl Scrape {
         for l in &self.lanes {
             let part = part_label(l);
             emit(&[l.id.data_type.as_str(), &l.id.durable, &part], value(l));
+        }
+    }
+
+    /// One series per lane and value of its fourth label (`kinds`), labelled [`LANE`] + that
+    /// label.
+    fn per_lane_and(
+        &self,
+        emit: &mut Emit<'_>,
+        kinds: &[&str],
+        value: fn(&LaneView, &str) -> Value,
+    ) {
+        for l in &self.lanes {
+            let part = part_label(l);
+            for kind in kinds {
+                emit(
+                    &[l.id.data_type.as_str(), &l.id.durable, &part, kind],
+                    value(l, kind),
+                );
+            }
         }
     }
 

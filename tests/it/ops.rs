@@ -132,6 +132,19 @@ async fn start(state: OpsState) -> (String, CancellationToken) {
     (format!("http://{addr}"), stop)
 }
 
+/// Serves `state`, loads the page at `/<query>` in chromium and returns its DOM once the page
+/// has rendered `/stats`.
+async fn rendered_page(bin: &PathBuf, state: OpsState, query: &str) -> String {
+    let (base, stop) = start(state).await;
+    let dom = run_chromium(bin, &format!("{base}/{query}"), &["--dump-dom".into()]).await;
+    stop.cancel();
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page never rendered /stats:\n{dom}"
+    );
+    dom
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_counters() {
     let Some(bin) = chromium() else {
@@ -160,21 +173,8 @@ async fn status_page_renders_the_counters() {
     let secret = Secret::new("page-token");
     let state = OpsState::new(stats.clone(), [DataType::Trade, DataType::Orderbook])
         .with_token(Some(&secret));
-    let (base, stop) = start(state).await;
-
     // The token travels in the page URL; the page must send it as a header to /stats.
-    let dom = run_chromium(
-        &bin,
-        &format!("{base}/?token=page-token"),
-        &["--dump-dom".into()],
-    )
-    .await;
-    stop.cancel();
-
-    assert!(
-        dom.contains("data-loaded=\"true\""),
-        "page never rendered /stats:\n{dom}"
-    );
+    let dom = rendered_page(&bin, state, "?token=page-token").await;
     let inserted = cell(&dom, "trade", "inserted");
     assert!(
         inserted == "12,345" || inserted == "12345",
@@ -234,14 +234,7 @@ async fn status_page_shows_the_migration() {
     migration.set_lag_minutes(DataType::Orderbook, 42);
     let state =
         OpsState::new(stats, [DataType::Trade, DataType::Orderbook]).with_migration(migration);
-    let (base, stop) = start(state).await;
-    let dom = run_chromium(&bin, &format!("{base}/"), &["--dump-dom".into()]).await;
-    stop.cancel();
-
-    assert!(
-        dom.contains("data-loaded=\"true\""),
-        "page never rendered /stats:\n{dom}"
-    );
+    let dom = rendered_page(&bin, state, "").await;
     assert!(
         dom.contains("id=\"migration\" style=\"display: block;\""),
         "migration section hidden:\n{dom}"
@@ -335,15 +328,7 @@ async fn status_page_shows_the_lanes_and_members() {
     let ob = stats.lane(&LaneId::base(DataType::Orderbook, "orderbook_c"));
     ob.set_owner("b");
     stats.set_members(members(&types, "a", &["a", "b", "c"]));
-    let state = OpsState::new(stats, types);
-    let (base_url, stop) = start(state).await;
-    let dom = run_chromium(&bin, &format!("{base_url}/"), &["--dump-dom".into()]).await;
-    stop.cancel();
-
-    assert!(
-        dom.contains("data-loaded=\"true\""),
-        "page never rendered /stats:\n{dom}"
-    );
+    let dom = rendered_page(&bin, OpsState::new(stats, types), "").await;
     assert!(
         dom.contains("id=\"lanes-section\" style=\"display: block;\""),
         "lanes section hidden:\n{dom}"
