@@ -16,9 +16,9 @@
 //! the same label names — the Python service mixed label sets under one name, which Prometheus
 //! accepts but aggregations silently miscount.
 //!
-//! Adding a metric is one entry in [`METRICS`] (and its row in `docs/operations.md`); a value
-//! the counters do not hold yet is one event method on `TypeStats` plus one field of
-//! `TypeCounters`.
+//! Adding a metric is one entry in [`METRICS`] (and its row in `docs/operations.md`, which a test
+//! checks); a value the counters do not hold yet is one event method on `TypeStats` plus one
+//! field of `TypeCounters`.
 
 use std::collections::BTreeMap;
 
@@ -29,9 +29,10 @@ use prometheus_client::registry::Registry;
 
 use crate::migrate::{MigTable, MigrationCounters, MigrationStats};
 use crate::model::DataType;
-use crate::pipeline::stats::{HistogramSnapshot, Stats, TypeCounters};
+use crate::pipeline::stats::{HistogramSnapshot, LaneView, Stats, TypeCounters};
 use crate::quality::{EventKind, QualitySnapshot};
 
+use super::lanes;
 use super::process::ProcessSample;
 
 /// The `Content-Type` of the exposition (Prometheus text format 0.0.4).
@@ -177,6 +178,13 @@ const TABLE: &[&str] = &["table"];
 const MARKET: &[&str] = &["data_type", "exchange", "market_type", "symbol"];
 const DT_KIND: &[&str] = &["data_type", "kind"];
 const VERSION: &[&str] = &["version"];
+/// Per lane: its type, its durable and its partition (`2/4`, or `base`). Bounded: a type has
+/// its base lane and one per partition of its stream's layout (at most `MAX_PARTITIONS`), plus
+/// the lanes of an earlier layout while they still exist.
+const LANE: &[&str] = &["data_type", "lane", "partition"];
+const LANE_ROLE: &[&str] = &["data_type", "lane", "partition", "role"];
+const LANE_CHANGE: &[&str] = &["data_type", "lane", "partition", "change"];
+const INSTANCE_ID: &[&str] = &["instance_id"];
 
 use Kind::{Counter, Gauge, Histogram};
 use Origin::{New, PythonService};
@@ -411,6 +419,77 @@ pub static METRICS: &[MetricDef] = &[
         origin: New,
         scope: Pipeline,
         read: Read::PerType(|t| t.c.bound.into()),
+    },
+    MetricDef {
+        name: "marketprism_storage_instance_info",
+        kind: Gauge,
+        labels: INSTANCE_ID,
+        help: "Always 1; the label carries this instance's id (its lease holder and member name), once the pipeline has set it.",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Series(|s, emit| {
+            if let Some(id) = &s.instance {
+                emit(&[id], 1u64.into());
+            }
+        }),
+    },
+    MetricDef {
+        name: "marketprism_storage_members",
+        kind: Gauge,
+        labels: NONE,
+        help: "Instances serving the streams as this one saw them at its coordinator's last look (itself included; 0 before the first look).",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Single(|s| Some((s.members as u64).into())),
+    },
+    MetricDef {
+        name: "marketprism_storage_lane_held",
+        kind: Gauge,
+        labels: LANE,
+        help: "1 while this instance holds the lane's lease (reads and stores it), 0 otherwise.",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Series(|s, emit| s.per_lane(emit, |l| lanes::is_held(l).into())),
+    },
+    MetricDef {
+        name: "marketprism_storage_lane_role",
+        kind: Gauge,
+        labels: LANE_ROLE,
+        help: "1 for what this instance does with the lane (holder: assigned here and run here; standby: assigned here, waiting for its lease; elsewhere: not assigned here), 0 for the other two.",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Series(|s, emit| {
+            s.per_lane_and(emit, &LANE_ROLES, |l, role| {
+                (l.role.as_str() == role).into()
+            })
+        }),
+    },
+    MetricDef {
+        name: "marketprism_storage_lease_changes_total",
+        kind: Counter,
+        labels: LANE_CHANGE,
+        help: "Lease changes of the lane in this instance: acquired (taken), lost (fenced: a failed refresh, the journal taken), released (handed over, or at shutdown).",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Series(|s, emit| {
+            s.per_lane_and(emit, &["acquired", "lost", "released"], |l, change| {
+                match change {
+                    "acquired" => l.acquired,
+                    "lost" => l.lost,
+                    _ => l.released,
+                }
+                .into()
+            })
+        }),
+    },
+    MetricDef {
+        name: "marketprism_storage_lane_pending_messages",
+        kind: Gauge,
+        labels: LANE,
+        help: "Messages pending on the lane's durable consumer (the server's count at this instance's last check while it held the lane; 0 if it never did).",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Series(|s, emit| s.per_lane(emit, |l| l.consumer_pending.into())),
     },
     MetricDef {
         name: "marketprism_storage_ready",
@@ -656,6 +735,15 @@ pub static METRICS: &[MetricDef] = &[
     },
 ];
 
+/// The values of the `role` label of `marketprism_storage_lane_role`: the words of
+/// `LaneRole::as_str` (a test checks they agree).
+const LANE_ROLES: [&str; 3] = ["holder", "standby", "elsewhere"];
+
+/// The `partition` label of a lane: `2/4`, or `base`.
+fn part_label(l: &LaneView) -> String {
+    lanes::partition(l).unwrap_or_else(|| "base".to_string())
+}
+
 /// Everything one scrape needs besides the counters.
 #[derive(Debug, Clone)]
 pub struct ScrapeInput<'a> {
@@ -721,6 +809,12 @@ pub struct Scrape {
     pub clickhouse_up: bool,
     /// Since the service started, ms.
     pub uptime_ms: i64,
+    /// The lanes of the configured types, in order (`ops::lanes::lanes`).
+    pub lanes: Vec<LaneView>,
+    /// Instances serving the streams, as last seen.
+    pub members: usize,
+    /// This instance's id, once set.
+    pub instance: Option<String>,
     defs: &'static [MetricDef],
 }
 
@@ -763,6 +857,9 @@ impl Scrape {
             nats_connected: i.stats.nats_connected(),
             clickhouse_up: i.stats.clickhouse_up(),
             uptime_ms: i.now_ms - i.stats.started_ms,
+            lanes: lanes::lanes(i.stats, i.types),
+            members: i.stats.members().len(),
+            instance: i.stats.instance(),
             defs: METRICS,
         }
     }
@@ -781,6 +878,33 @@ impl Scrape {
 
     fn max_ms(&self, f: fn(&TypeCounters) -> i64) -> i64 {
         self.types.iter().map(|t| f(&t.c)).max().unwrap_or(0)
+    }
+
+    /// One series per lane, labelled [`LANE`].
+    fn per_lane(&self, emit: &mut Emit<'_>, value: fn(&LaneView) -> Value) {
+        for l in &self.lanes {
+            let part = part_label(l);
+            emit(&[l.id.data_type.as_str(), &l.id.durable, &part], value(l));
+        }
+    }
+
+    /// One series per lane and value of its fourth label (`kinds`), labelled [`LANE`] + that
+    /// label.
+    fn per_lane_and(
+        &self,
+        emit: &mut Emit<'_>,
+        kinds: &[&str],
+        value: fn(&LaneView, &str) -> Value,
+    ) {
+        for l in &self.lanes {
+            let part = part_label(l);
+            for kind in kinds {
+                emit(
+                    &[l.id.data_type.as_str(), &l.id.durable, &part, kind],
+                    value(l, kind),
+                );
+            }
+        }
     }
 
     /// One series per market, the first [`MAX_MARKET_SERIES`] of each type.
@@ -1363,6 +1487,84 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn lane_families_render_one_series_per_lane() {
+        let now = 1_700_000_000_000;
+        let stats = crate::ops::lanes::tests::fixture(now);
+        let types = [DataType::Trade, DataType::Orderbook];
+        let mut i = input(&stats, &types);
+        i.now_ms = now;
+        let text = render(&i);
+        check_exposition(&text);
+        let p0 = r#"data_type="trade",lane="trade_c_p0of4",partition="0/4""#;
+        let p1 = r#"data_type="trade",lane="trade_c_p1of4",partition="1/4""#;
+        let base = r#"data_type="trade",lane="trade_c",partition="base""#;
+        let book = r#"data_type="orderbook",lane="orderbook_c",partition="base""#;
+        for line in [
+            r#"marketprism_storage_instance_info{instance_id="a"} 1"#.to_string(),
+            "marketprism_storage_members 3".to_string(),
+            format!("marketprism_storage_lane_held{{{base}}} 1"),
+            format!("marketprism_storage_lane_held{{{p0}}} 1"),
+            format!("marketprism_storage_lane_held{{{p1}}} 0"),
+            format!("marketprism_storage_lane_held{{{book}}} 0"),
+            format!(r#"marketprism_storage_lane_role{{{p0},role="holder"}} 1"#),
+            format!(r#"marketprism_storage_lane_role{{{p0},role="standby"}} 0"#),
+            format!(r#"marketprism_storage_lane_role{{{p1},role="standby"}} 1"#),
+            format!(r#"marketprism_storage_lane_role{{{p1},role="holder"}} 0"#),
+            format!(r#"marketprism_storage_lane_role{{{book},role="elsewhere"}} 1"#),
+            format!(r#"marketprism_storage_lease_changes_total{{{p0},change="acquired"}} 2"#),
+            format!(r#"marketprism_storage_lease_changes_total{{{p0},change="lost"}} 1"#),
+            format!(r#"marketprism_storage_lease_changes_total{{{p0},change="released"}} 0"#),
+            format!(r#"marketprism_storage_lease_changes_total{{{book},change="released"}} 1"#),
+            format!("marketprism_storage_lane_pending_messages{{{p0}}} 12"),
+            format!("marketprism_storage_lane_pending_messages{{{base}}} 0"),
+            "# TYPE marketprism_storage_lease_changes_total counter".to_string(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Bounded: one series per lane (three roles, three changes each); 6 lanes.
+        assert_eq!(text.matches("marketprism_storage_lane_held{").count(), 6);
+        assert_eq!(text.matches("marketprism_storage_lane_role{").count(), 18);
+        assert_eq!(
+            text.matches("marketprism_storage_lease_changes_total{")
+                .count(),
+            18
+        );
+        // Only configured types' lanes.
+        let mut i = input(&stats, &[DataType::Orderbook]);
+        i.now_ms = now;
+        let text = render(&i);
+        assert_eq!(text.matches("marketprism_storage_lane_held{").count(), 1);
+    }
+
+    #[test]
+    fn lane_role_labels_are_the_pipeline_words() {
+        use crate::pipeline::stats::LaneRole;
+        let words = [
+            LaneRole::Holder.as_str(),
+            LaneRole::Standby("b".into()).as_str(),
+            LaneRole::Elsewhere.as_str(),
+        ];
+        assert_eq!(LANE_ROLES, words);
+    }
+
+    #[test]
+    fn no_lanes_and_no_instance_render_no_lane_series() {
+        let stats = Stats::new(0);
+        let text = render(&input(&stats, &DataType::ALL));
+        check_exposition(&text);
+        assert!(text.contains("marketprism_storage_members 0\n"), "{text}");
+        assert!(text.contains("# TYPE marketprism_storage_lane_held gauge\n"));
+        assert!(!text.contains("marketprism_storage_lane_held{"), "{text}");
+        assert!(
+            !text.contains("marketprism_storage_instance_info{"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn per_type_and_histogram_families_are_labelled_by_data_type() {
         for d in METRICS {
             if matches!(d.read, Read::PerType(_) | Read::Histogram(..)) {
@@ -1415,6 +1617,21 @@ mod deploy_tests {
                 used += 1;
             }
             assert!(used > 5, "{file} uses {used} metrics");
+        }
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::METRICS;
+
+    /// Every family has its row in the metrics table of `docs/operations.md`, with its type.
+    #[test]
+    fn every_metric_has_its_row_in_operations_md() {
+        let doc = include_str!("../../docs/operations.md");
+        for d in METRICS {
+            let row = format!("| `{}` | {} |", d.name, d.kind.as_str());
+            assert!(doc.contains(&row), "docs/operations.md lacks the row {row}");
         }
     }
 }

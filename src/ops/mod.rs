@@ -28,6 +28,7 @@
 //! ops_stop.cancel();
 //! ```
 
+pub mod lanes;
 pub mod metrics;
 pub mod process;
 pub mod ready;

@@ -5,8 +5,9 @@ use serde_json::{Map, Value, json};
 
 use crate::migrate::{MigTable, MigrationStats};
 use crate::model::DataType;
-use crate::pipeline::stats::{Stats, TypeCounters, TypeStats};
+use crate::pipeline::stats::{LaneView, Stats, TypeCounters, TypeStats};
 
+use super::lanes::{self, RoleCounts, TypeRole};
 use super::ready::Readiness;
 
 /// The `service` value the Python service reported.
@@ -106,13 +107,14 @@ pub fn ready(i: &ReportInputs<'_>) -> Value {
     })
 }
 
-fn type_stats(s: &TypeStats) -> Value {
+fn type_stats(s: &TypeStats, lanes: &[&LaneView]) -> Value {
     let rejects: Map<String, Value> = s
         .rejects()
         .into_iter()
         .map(|(k, v)| (k, json!(v)))
         .collect();
     let c = s.counters();
+    let counts = RoleCounts::of(lanes.iter().copied());
     let latency_avg = if c.batches == 0 {
         0.0
     } else {
@@ -139,7 +141,83 @@ fn type_stats(s: &TypeStats) -> Value {
         "bound": c.bound,
         "latency_ms_last": c.last_latency_ms,
         "latency_ms_avg": latency_avg,
+        "role": TypeRole::of(&counts, c.bound).as_str(),
+        "lanes": counts.lanes,
+        "lanes_held": counts.held,
     })
+}
+
+/// `/stats.lanes[]`: one lane as this instance sees it.
+fn lane(l: &LaneView, me: Option<&str>) -> Value {
+    json!({
+        "type": l.id.data_type.as_str(),
+        "partition": lanes::partition(l),
+        "label": l.id.label(),
+        "durable": l.id.durable,
+        "role": l.role.as_str(),
+        "held": lanes::is_held(l),
+        "holder": lanes::holder(l, me),
+        "owner": Some(l.owner.as_str()).filter(|o| !o.is_empty()),
+        "bound": l.bound,
+        "queued": l.queued,
+        "consumer_pending": l.consumer_pending,
+        "held_since": epoch_s(l.held_since_ms),
+        "acquired": l.acquired,
+        "lost": l.lost,
+        "released": l.released,
+        "waiting": l.waiting,
+        "stuck": l.stuck,
+    })
+}
+
+/// The lane, member, role and cluster keys of `/stats`: `instance`, `role` (the instance's, in
+/// words and counts), `lanes` (one entry per lane of the configured types), `members` (each with
+/// how many of the lanes seen here the assignment gives it) and `cluster` (the connections as
+/// seen from here).
+fn cluster_keys(i: &ReportInputs<'_>, lanes: &[LaneView], map: &mut Map<String, Value>) {
+    let me = i.stats.instance();
+    let counts = RoleCounts::of(lanes);
+    let members = i.stats.members();
+    map.insert("instance".into(), json!(me));
+    map.insert(
+        "role".into(),
+        json!({
+            "summary": counts.summary(),
+            "lanes": counts.lanes,
+            "held": counts.held,
+            "standby": counts.standby,
+            "elsewhere": counts.elsewhere,
+        }),
+    );
+    map.insert(
+        "lanes".into(),
+        lanes.iter().map(|l| lane(l, me.as_deref())).collect(),
+    );
+    map.insert(
+        "members".into(),
+        members
+            .iter()
+            .map(|m| {
+                json!({
+                    "instance": m.instance,
+                    "types": m.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    "me": m.me,
+                    "lanes_assigned": lanes.iter().filter(|l| l.owner == m.instance).count(),
+                })
+            })
+            .collect(),
+    );
+    map.insert(
+        "cluster".into(),
+        json!({
+            "nats_connected": i.stats.nats_connected(),
+            "nats_server": i.stats.nats_server(),
+            "clickhouse_up": i.stats.clickhouse_up(),
+            "members": members.len(),
+            "lanes": counts.lanes,
+            "lanes_held_here": counts.held,
+        }),
+    );
 }
 
 /// `/stats.migration`: the migrator's counters; `lag_minutes` holds the tables measured so far
@@ -168,10 +246,12 @@ pub fn migration(m: &MigrationStats) -> Value {
     })
 }
 
-/// `/stats`: the Python service's shape (`service_status`, `message_stats`, `health_check`) plus `types`,
-/// `type_order` (the configured order; JSON objects come out key-sorted), `clickhouse_up`,
-/// `ready`, `reasons`, `uptime` and `version`, and `migration` ([`migration`]) when the
-/// migration runs in this process.
+/// `/stats`: the Python service's shape (`service_status`, `message_stats`, `health_check`) plus `types`
+/// (each with its `role` here and its lane counts), `type_order` (the configured order; JSON
+/// objects come out key-sorted), `clickhouse_up`, `ready`, `reasons`, `uptime` and `version`,
+/// `quality`, the lanes and members as seen from this instance (`instance`, `role`, `lanes`,
+/// `members`, `cluster`), and `migration` ([`migration`]) when the migration runs in this
+/// process.
 ///
 /// `messages_processed` counts rows *inserted* (the Python service counted enqueued messages),
 /// `messages_failed` dead letters and `validation_errors` rejections of every kind.
@@ -187,10 +267,14 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
         .iter()
         .map(|t| i.stats.of(*t).rejects().values().sum::<u64>())
         .sum();
+    let lanes = lanes::lanes(i.stats, i.types);
     let types: Map<String, Value> = i
         .types
         .iter()
-        .map(|t| (t.as_str().to_string(), type_stats(i.stats.of(*t))))
+        .map(|t| {
+            let of_type: Vec<&LaneView> = lanes.iter().filter(|l| l.id.data_type == *t).collect();
+            (t.as_str().to_string(), type_stats(i.stats.of(*t), &of_type))
+        })
         .collect();
     let nats = i.stats.nats_connected();
     let mut body = json!({
@@ -234,6 +318,7 @@ pub fn stats(i: &ReportInputs<'_>) -> Value {
     }
     if let Value::Object(map) = &mut body {
         map.insert("quality".into(), quality(i));
+        cluster_keys(i, &lanes, map);
     }
     body
 }
@@ -348,6 +433,119 @@ mod tests {
         assert_eq!(body["health_check"]["status"], "degraded");
         assert_eq!(body["uptime"], 5.0);
         assert!(body.get("migration").is_none());
+    }
+
+    #[test]
+    fn stats_show_lanes_members_roles_and_the_cluster() {
+        let now = 1_700_000_000_000;
+        let stats = crate::ops::lanes::tests::fixture(now);
+        let r = Readiness { reasons: vec![] };
+        let types = [DataType::Trade, DataType::Orderbook];
+        let i = ReportInputs {
+            stats: &stats,
+            types: &types,
+            readiness: &r,
+            stuck: &[],
+            is_running: true,
+            now_ms: now,
+            migration: None,
+        };
+        let body = super::stats(&i);
+        assert_eq!(body["instance"], "a");
+        assert_eq!(
+            body["role"],
+            json!({
+                "summary": "holder of 2 of 6 lanes, standby for 1",
+                "lanes": 6, "held": 2, "standby": 1, "elsewhere": 3,
+            })
+        );
+        assert_eq!(body["types"]["trade"]["role"], "partial");
+        assert_eq!(body["types"]["trade"]["lanes"], 5);
+        assert_eq!(body["types"]["trade"]["lanes_held"], 2);
+        assert_eq!(body["types"]["orderbook"]["role"], "elsewhere");
+        let lanes = body["lanes"].as_array().unwrap();
+        let labels: Vec<&str> = lanes.iter().map(|l| l["label"].as_str().unwrap()).collect();
+        assert_eq!(
+            labels,
+            [
+                "trade",
+                "trade 0/4",
+                "trade 1/4",
+                "trade 2/4",
+                "trade 3/4",
+                "orderbook"
+            ]
+        );
+        assert_eq!(
+            lanes[1],
+            json!({
+                "type": "trade", "partition": "0/4", "label": "trade 0/4",
+                "durable": "trade_c_p0of4", "role": "holder", "held": true,
+                "holder": "a", "owner": "a", "bound": true, "queued": 3,
+                "consumer_pending": 12, "held_since": 1_699_999_980.0,
+                "acquired": 2, "lost": 1, "released": 0,
+                "waiting": null, "stuck": null,
+            })
+        );
+        assert_eq!(lanes[0]["partition"], Value::Null);
+        // Standing by behind `b`: the holder is known, the lease is not held here.
+        assert_eq!(
+            (
+                &lanes[2]["role"],
+                &lanes[2]["holder"],
+                &lanes[2]["held"],
+                &lanes[2]["held_since"]
+            ),
+            (&json!("standby"), &json!("b"), &json!(false), &Value::Null)
+        );
+        // Another instance's: its owner is known, its holder is not (from here).
+        assert_eq!(
+            (&lanes[4]["role"], &lanes[4]["owner"], &lanes[4]["holder"]),
+            (&json!("elsewhere"), &json!("c"), &Value::Null)
+        );
+        assert_eq!(lanes[5]["released"], 1);
+        assert_eq!(
+            body["members"],
+            json!([
+                { "instance": "a", "types": ["trade", "orderbook"], "me": true, "lanes_assigned": 3 },
+                { "instance": "b", "types": ["trade", "orderbook"], "me": false, "lanes_assigned": 2 },
+                { "instance": "c", "types": ["trade", "orderbook"], "me": false, "lanes_assigned": 1 },
+            ])
+        );
+        assert_eq!(
+            body["cluster"],
+            json!({
+                "nats_connected": true, "nats_server": "n1 127.0.0.1:4222",
+                "clickhouse_up": true, "members": 3, "lanes": 6, "lanes_held_here": 2,
+            })
+        );
+        // The Python service's keys are still there, untouched.
+        assert_eq!(body["service_status"]["nats_connected"], true);
+        assert_eq!(api_status(&i)["data"]["stats"]["lanes"], body["lanes"]);
+    }
+
+    #[test]
+    fn without_lanes_the_role_follows_the_binding() {
+        let stats = Stats::new(0);
+        stats.of(DataType::Trade).set_bound(true);
+        let r = Readiness { reasons: vec![] };
+        let i = ReportInputs {
+            stats: &stats,
+            types: &[DataType::Trade, DataType::Orderbook],
+            readiness: &r,
+            stuck: &[],
+            is_running: true,
+            now_ms: 0,
+            migration: None,
+        };
+        let body = super::stats(&i);
+        assert_eq!(body["instance"], Value::Null);
+        assert_eq!(body["role"]["summary"], "no lanes yet");
+        assert_eq!(body["lanes"], json!([]));
+        assert_eq!(body["members"], json!([]));
+        assert_eq!(body["types"]["trade"]["role"], "holder");
+        assert_eq!(body["types"]["orderbook"]["role"], "unknown");
+        assert_eq!(body["cluster"]["nats_server"], Value::Null);
     }
 
     fn stats_body_keys(v: &Value) -> Vec<String> {

@@ -468,3 +468,65 @@ fn container_config_is_valid() {
     assert_eq!(cfg.http.metrics_port, Some(9094));
     assert!(cfg.http.bind.is_unspecified());
 }
+
+#[tokio::test]
+async fn a_standby_lane_is_ready_and_its_role_is_shown() {
+    use crate::pipeline::stats::{LaneRole, MemberView};
+    use crate::source::partition::LaneId;
+    let stats = healthy();
+    stats.set_instance("a");
+    let trade = stats.lane(&LaneId::base(DataType::Trade, "trade_c"));
+    trade.set_owner("a");
+    trade.record_acquired(now_ms() - 5_000);
+    trade.set_bound(true);
+    // Assigned here, standing by while `b` drains and hands it over.
+    let book = stats.lane(&LaneId::base(DataType::Orderbook, "orderbook_c"));
+    book.set_owner("a");
+    book.set_role(LaneRole::Standby("b".into()));
+    stats.set_members(
+        ["a", "b"]
+            .into_iter()
+            .map(|i| MemberView {
+                instance: i.into(),
+                types: TYPES.to_vec(),
+                me: i == "a",
+            })
+            .collect(),
+    );
+    let state = OpsState::new(stats.clone(), TYPES);
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let (code, v) = get_json(&state, "/stats").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["instance"], "a");
+    assert_eq!(
+        v["role"]["summary"],
+        "holder of 1 of 2 lanes, standby for 1"
+    );
+    assert_eq!(v["types"]["orderbook"]["role"], "standby");
+    assert_eq!(v["types"]["trade"]["role"], "holder");
+    let lanes = v["lanes"].as_array().unwrap();
+    assert_eq!(lanes[1]["durable"], "orderbook_c");
+    assert_eq!(lanes[1]["role"], "standby");
+    assert_eq!(lanes[1]["holder"], "b");
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert_eq!(v["health_check"]["ready"], true);
+    let (_, text) = get(&state, "/metrics", None).await;
+    metrics::tests::check_exposition(&text);
+    for line in [
+        "marketprism_storage_lane_role{data_type=\"orderbook\",lane=\"orderbook_c\",partition=\"base\",role=\"standby\"} 1",
+        "marketprism_storage_lane_held{data_type=\"trade\",lane=\"trade_c\",partition=\"base\"} 1",
+        "marketprism_storage_members 2",
+        "marketprism_storage_ready 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    // Still acquiring (no holder known yet) is not ready, and says so.
+    book.set_role(LaneRole::Standby(String::new()));
+    let (code, v) = get_json(&state, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["orderbook: acquiring the consumer lease"])
+    );
+}

@@ -601,6 +601,10 @@ pub struct Stats {
     nats_connected: AtomicBool,
     /// Whether ClickHouse answered the last ping.
     clickhouse_up: AtomicBool,
+    /// This instance's id (lease holder and member name), once the pipeline set it.
+    instance: Mutex<Option<String>>,
+    /// The NATS server the connection is on (name and address), as the client last saw it.
+    nats_server: Mutex<Option<String>>,
     /// Process start, unix ms.
     pub started_ms: i64,
     /// The data-quality detectors; [`crate::quality::Quality::snapshot`] gives their per-market
@@ -620,6 +624,8 @@ impl Stats {
             members: Mutex::new(Vec::new()),
             nats_connected: AtomicBool::new(false),
             clickhouse_up: AtomicBool::new(false),
+            instance: Mutex::new(None),
+            nats_server: Mutex::new(None),
             started_ms: now_ms,
             quality: std::sync::Arc::new(crate::quality::Quality::default()),
         }
@@ -700,6 +706,32 @@ impl Stats {
     /// Records whether ClickHouse answers; returns the previous state.
     pub fn set_clickhouse_up(&self, up: bool) -> bool {
         self.clickhouse_up.swap(up, Relaxed)
+    }
+
+    /// Records this instance's id (the lease holder and member name).
+    pub fn set_instance(&self, id: &str) {
+        if let Ok(mut i) = self.instance.lock() {
+            *i = Some(id.to_string());
+        }
+    }
+
+    /// This instance's id, once set.
+    pub fn instance(&self) -> Option<String> {
+        self.instance.lock().ok().and_then(|i| i.clone())
+    }
+
+    /// Records the NATS server the connection is on (`None`: not known).
+    pub fn set_nats_server(&self, server: Option<String>) {
+        if let Ok(mut s) = self.nats_server.lock()
+            && *s != server
+        {
+            *s = server;
+        }
+    }
+
+    /// The NATS server the connection is on, as last seen.
+    pub fn nats_server(&self) -> Option<String> {
+        self.nats_server.lock().ok().and_then(|s| s.clone())
     }
 }
 
@@ -930,5 +962,10 @@ mod tests {
         assert!(!s.set_clickhouse_up(true));
         assert!(s.set_clickhouse_up(true));
         assert!(s.nats_connected() && s.clickhouse_up());
+        assert_eq!((s.instance(), s.nats_server()), (None, None));
+        s.set_instance("host:8081");
+        s.set_nats_server(Some("n1 (127.0.0.1:4222)".into()));
+        assert_eq!(s.instance().as_deref(), Some("host:8081"));
+        assert_eq!(s.nats_server().as_deref(), Some("n1 (127.0.0.1:4222)"));
     }
 }

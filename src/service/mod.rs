@@ -226,6 +226,7 @@ impl Service {
         let sink = Arc::new(sink);
         watchers::spawn(sink.clone(), stats.clone(), stop.clone());
         let client = nats::connect(cfg, stats.clone()).await?;
+        watchers::watch_nats_server(client.clone(), stats.clone(), stop.clone());
         match cfg.nats.mode {
             NatsMode::Core => {
                 self.run_core(&client, sink, stop, started).await?;
@@ -290,6 +291,7 @@ impl Service {
             .clone()
             .unwrap_or_else(|| default_instance_id(cfg));
         let settings = pipeline_settings(cfg, instance);
+        self.stats.set_instance(&settings.instance_id);
         tracing::info!(types = ?settings.types, instance = %settings.instance_id, "starting pipeline");
         let grace = cfg.shutdown_grace;
         let stages = pipeline::run(

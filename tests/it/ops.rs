@@ -12,8 +12,9 @@ use marketprism_storage::config::Secret;
 use marketprism_storage::migrate::{MigrationCounters, MigrationStats};
 use marketprism_storage::model::DataType;
 use marketprism_storage::ops::{self, OpsState};
-use marketprism_storage::pipeline::Stats;
-use marketprism_storage::pipeline::stats::now_ms;
+use marketprism_storage::pipeline::stats::{MemberView, now_ms};
+use marketprism_storage::pipeline::{LaneRole, Stats};
+use marketprism_storage::source::partition::LaneId;
 use tokio_util::sync::CancellationToken;
 
 /// The chromium binary, if one is installed.
@@ -131,6 +132,19 @@ async fn start(state: OpsState) -> (String, CancellationToken) {
     (format!("http://{addr}"), stop)
 }
 
+/// Serves `state`, loads the page at `/<query>` in chromium and returns its DOM once the page
+/// has rendered `/stats`.
+async fn rendered_page(bin: &PathBuf, state: OpsState, query: &str) -> String {
+    let (base, stop) = start(state).await;
+    let dom = run_chromium(bin, &format!("{base}/{query}"), &["--dump-dom".into()]).await;
+    stop.cancel();
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page never rendered /stats:\n{dom}"
+    );
+    dom
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_counters() {
     let Some(bin) = chromium() else {
@@ -159,21 +173,8 @@ async fn status_page_renders_the_counters() {
     let secret = Secret::new("page-token");
     let state = OpsState::new(stats.clone(), [DataType::Trade, DataType::Orderbook])
         .with_token(Some(&secret));
-    let (base, stop) = start(state).await;
-
     // The token travels in the page URL; the page must send it as a header to /stats.
-    let dom = run_chromium(
-        &bin,
-        &format!("{base}/?token=page-token"),
-        &["--dump-dom".into()],
-    )
-    .await;
-    stop.cancel();
-
-    assert!(
-        dom.contains("data-loaded=\"true\""),
-        "page never rendered /stats:\n{dom}"
-    );
+    let dom = rendered_page(&bin, state, "?token=page-token").await;
     let inserted = cell(&dom, "trade", "inserted");
     assert!(
         inserted == "12,345" || inserted == "12345",
@@ -233,14 +234,7 @@ async fn status_page_shows_the_migration() {
     migration.set_lag_minutes(DataType::Orderbook, 42);
     let state =
         OpsState::new(stats, [DataType::Trade, DataType::Orderbook]).with_migration(migration);
-    let (base, stop) = start(state).await;
-    let dom = run_chromium(&bin, &format!("{base}/"), &["--dump-dom".into()]).await;
-    stop.cancel();
-
-    assert!(
-        dom.contains("data-loaded=\"true\""),
-        "page never rendered /stats:\n{dom}"
-    );
+    let dom = rendered_page(&bin, state, "").await;
     assert!(
         dom.contains("id=\"migration\" style=\"display: block;\""),
         "migration section hidden:\n{dom}"
@@ -288,6 +282,94 @@ async fn status_page_without_token_shows_the_401() {
     stop.cancel();
     // The page itself needs the token too, so the browser gets the 401 JSON.
     assert!(dom.contains("missing or wrong bearer token"), "{dom}");
+}
+
+/// Members `a` (this instance), `b` and `c`, serving `types`.
+fn members(types: &[DataType], me: &str, names: &[&str]) -> Vec<MemberView> {
+    names
+        .iter()
+        .map(|i| MemberView {
+            instance: i.to_string(),
+            types: types.to_vec(),
+            me: *i == me,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_the_lanes_and_members() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED status_page_shows_the_lanes_and_members: chromium not found");
+        return;
+    };
+    let types = [DataType::Trade, DataType::Orderbook];
+    let stats = Arc::new(Stats::new(now_ms() - 60_000));
+    stats.set_nats_connected(true);
+    stats.set_clickhouse_up(true);
+    stats.set_instance("a");
+    stats.set_nats_server(Some("n1 127.0.0.1:4222".into()));
+    // Trade on two partitions: `a` holds its base lane and partition 0 (lost once, taken
+    // again 125 s ago), stands by behind `b` for partition 1; orderbook is `b`'s.
+    let t = DataType::Trade;
+    let base = stats.lane(&LaneId::base(t, "trade_c"));
+    base.set_owner("a");
+    base.record_acquired(now_ms() - 300_000);
+    base.set_bound(true);
+    let p0 = stats.lane(&LaneId::partition(t, "trade_c", 0, 2));
+    p0.set_owner("a");
+    p0.record_acquired(now_ms() - 400_000);
+    p0.record_lost();
+    p0.record_acquired(now_ms() - 125_000);
+    p0.set_bound(true);
+    p0.set_consumer_pending(4_321);
+    let p1 = stats.lane(&LaneId::partition(t, "trade_c", 1, 2));
+    p1.set_owner("a");
+    p1.set_role(LaneRole::Standby("b".into()));
+    let ob = stats.lane(&LaneId::base(DataType::Orderbook, "orderbook_c"));
+    ob.set_owner("b");
+    stats.set_members(members(&types, "a", &["a", "b", "c"]));
+    let dom = rendered_page(&bin, OpsState::new(stats, types), "").await;
+    assert!(
+        dom.contains("id=\"lanes-section\" style=\"display: block;\""),
+        "lanes section hidden:\n{dom}"
+    );
+    let lane = |d: &str, f: &str| td_text(&dom, &format!("data-lane=\"{d}\" data-field=\"{f}\""));
+    assert_eq!(lane("trade_c", "label"), "trade");
+    assert_eq!(lane("trade_c_p0of2", "label"), "trade 0/2");
+    assert_eq!(lane("trade_c_p0of2", "role"), "holder");
+    assert_eq!(lane("trade_c_p0of2", "holder"), "a");
+    assert_eq!(lane("trade_c_p0of2", "owner"), "a");
+    assert_eq!(lane("trade_c_p0of2", "bound"), "yes");
+    assert_eq!(lane("trade_c_p0of2", "consumer_pending"), "4,321");
+    assert_eq!(lane("trade_c_p0of2", "lease_changes"), "2 acquired, 1 lost");
+    let held = lane("trade_c_p0of2", "held_for");
+    assert!(held.starts_with("2 m "), "{held:?}");
+    assert_eq!(lane("trade_c_p1of2", "role"), "standby");
+    assert_eq!(lane("trade_c_p1of2", "holder"), "b");
+    assert_eq!(lane("trade_c_p1of2", "held_for"), "–");
+    assert_eq!(lane("trade_c_p1of2", "lease_changes"), "–");
+    assert_eq!(lane("orderbook_c", "role"), "elsewhere");
+    assert_eq!(lane("orderbook_c", "owner"), "b");
+    assert_eq!(lane("orderbook_c", "holder"), "–");
+    // The lanes follow the server's order: type, base, then partitions.
+    let at = |d: &str| dom.find(&format!("id=\"lane-{d}\"")).unwrap();
+    assert!(at("trade_c") < at("trade_c_p0of2") && at("trade_c_p1of2") < at("orderbook_c"));
+    assert_eq!(by_id(&dom, "instance"), "a");
+    assert_eq!(by_id(&dom, "role"), "holder of 2 of 4 lanes, standby for 1");
+    assert_eq!(by_id(&dom, "nats-server"), "n1 127.0.0.1:4222");
+    let members = strip_tags(&dom[dom.find("id=\"members\"").unwrap()..])
+        .split('\n')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        members.contains("Members (3): a (this instance, 3 lanes) · b (1 lane) · c (0 lanes)"),
+        "{members:?}"
+    );
+    // The type table shows the role: orderbook is another instance's, not "not bound".
+    assert_eq!(cell(&dom, "trade", "state"), "bound 2 of 3");
+    assert_eq!(cell(&dom, "orderbook", "state"), "elsewhere");
+    assert_eq!(by_id(&dom, "ready"), "ready");
 }
 
 /// Regenerates `docs/status-page.png` from a lively fake service:
@@ -352,6 +434,51 @@ async fn screenshot() {
             }
         })
     };
+    // A cluster of three instances; this one (`storage-a`) holds the base lane and two of
+    // the four trade partitions and the lanes of the low-frequency types, stands by for one
+    // trade partition being handed over, and leaves the rest to `storage-b` and `storage-c`.
+    stats.set_instance("storage-a:8081");
+    stats.set_nats_server(Some("nats-1 0.0.0.0:4222 (cluster mp)".into()));
+    let names = ["storage-a:8081", "storage-b:8081", "storage-c:8081"];
+    stats.set_members(members(&DataType::ALL, names[0], &names));
+    let trade = DataType::Trade;
+    let lane_plan: [(LaneId, usize, &str, u64, u64); 6] = [
+        (LaneId::base(trade, "trade"), 0, "held", 0, 0),
+        (LaneId::partition(trade, "trade", 0, 4), 0, "held", 131, 1),
+        (LaneId::partition(trade, "trade", 1, 4), 0, "standby", 0, 0),
+        (LaneId::partition(trade, "trade", 2, 4), 1, "", 0, 0),
+        (LaneId::partition(trade, "trade", 3, 4), 2, "", 0, 0),
+        (
+            LaneId::base(DataType::Orderbook, "orderbook"),
+            0,
+            "held",
+            96,
+            0,
+        ),
+    ];
+    for (id, owner, state, pending, lost) in lane_plan {
+        let l = stats.lane(&id);
+        l.set_owner(names[owner]);
+        match state {
+            "held" => {
+                for _ in 0..lost {
+                    l.record_acquired(now_ms() - 7_200_000);
+                    l.record_lost();
+                }
+                l.record_acquired(now_ms() - 3_000_000 - pending as i64 * 1000);
+                l.set_bound(true);
+                l.set_consumer_pending(pending);
+            }
+            "standby" => l.set_role(LaneRole::Standby(names[1].into())),
+            _ => {}
+        }
+    }
+    for t in &DataType::ALL[2..] {
+        let l = stats.lane(&LaneId::base(*t, t.as_str()));
+        l.set_owner(names[0]);
+        l.record_acquired(now_ms() - 94_000_000);
+        l.set_bound(true);
+    }
     let (base, stop) = start(OpsState::new(stats, DataType::ALL)).await;
     let png = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png");
     run_chromium(
@@ -359,7 +486,7 @@ async fn screenshot() {
         &format!("{base}/"),
         &[
             format!("--screenshot={}", png.display()),
-            "--window-size=1280,800".into(),
+            "--window-size=1280,1180".into(),
         ],
     )
     .await;
@@ -367,4 +494,124 @@ async fn screenshot() {
     stop.cancel();
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     eprintln!("wrote {}", png.display());
+}
+
+/// `(code, JSON)` of `GET path` on a service; `None` while it does not answer with JSON.
+async fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (code, body) = crate::harness::http_get(port, path).await?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Two instances on one trade stream laid out for 2 partitions (3 lanes: the base lane and two
+/// partitions): once both are members, every lane is held by exactly one of them, each
+/// `/stats` names itself, both members and the NATS server, each `/ready` is 200 whatever it
+/// holds, and `/metrics` agrees with `/stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_lanes_and_each_shows_its_role() {
+    use crate::harness::{Service, TEST_CONFIG, TestClickHouse, TestNats, wait_until};
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let config = TEST_CONFIG.replacen(
+        "nats:\n",
+        "nats:\n  types: [trade]\n  streams:\n    high_frequency:\n      partitions: 2\n",
+        1,
+    );
+    let mut services = Vec::new();
+    for id in ["a", "b"] {
+        let mut svc = Service::new(&nats, &ch, "");
+        std::fs::write(svc.dir.path().join("config.yaml"), &config).unwrap();
+        svc.env
+            .push(("MARKETPRISM_INSTANCE_ID".to_string(), id.to_string()));
+        svc.start();
+        services.push(svc);
+    }
+    let ports: Vec<u16> = services.iter().map(|s| s.http_port).collect();
+    // Converged: both see two members, and each of the three lanes is held by one of them.
+    let converged = wait_until(90, || {
+        let ports = ports.clone();
+        async move {
+            let mut held = std::collections::BTreeMap::<String, u32>::new();
+            for port in &ports {
+                let Some((200, v)) = get_json(*port, "/stats").await else {
+                    return false;
+                };
+                if v["cluster"]["members"] != 2
+                    || v["lanes"].as_array().map(Vec::len) != Some(3)
+                    || v["cluster"]["nats_server"].is_null()
+                {
+                    return false;
+                }
+                for l in v["lanes"].as_array().unwrap() {
+                    *held.entry(l["durable"].to_string()).or_default() +=
+                        u32::from(l["held"] == true);
+                }
+            }
+            held.len() == 3 && held.values().all(|n| *n == 1)
+        }
+    })
+    .await;
+    assert!(
+        converged,
+        "lanes never split over the two instances; logs:\na: {}\nb: {}",
+        services[0].log_text(),
+        services[1].log_text()
+    );
+    let mut total_held = 0;
+    for (port, me) in ports.iter().zip(["a", "b"]) {
+        let (code, ready) = get_json(*port, "/ready").await.unwrap();
+        assert_eq!(code, 200, "{me}: {ready}");
+        let (_, v) = get_json(*port, "/stats").await.unwrap();
+        assert_eq!(v["instance"], me);
+        let members: Vec<(&str, bool)> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["instance"].as_str().unwrap(), m["me"] == true))
+            .collect();
+        assert_eq!(members, [("a", me == "a"), ("b", me == "b")]);
+        let held = v["role"]["held"].as_u64().unwrap();
+        total_held += held;
+        let summary = v["role"]["summary"].as_str().unwrap();
+        let expected = match held {
+            3 => "holder of all 3 lanes".to_string(),
+            0 => String::new(),
+            k => format!("holder of {k} of 3 lanes"),
+        };
+        assert!(summary.starts_with(&expected), "{me}: {summary}");
+        assert!(
+            v["cluster"]["nats_server"]
+                .as_str()
+                .is_some_and(|s| s.contains(':')),
+            "{me}: {}",
+            v["cluster"]
+        );
+        let labels: Vec<&str> = v["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["trade", "trade 0/2", "trade 1/2"]);
+        let (_, text) = crate::harness::http_get(*port, "/metrics").await.unwrap();
+        assert!(
+            text.lines().any(|l| l == "marketprism_storage_members 2"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(
+                |l| l == format!("marketprism_storage_instance_info{{instance_id=\"{me}\"}} 1")
+            ),
+            "{text}"
+        );
+        let held_series: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("marketprism_storage_lane_held{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(held_series, held, "{me}: /metrics and /stats disagree");
+    }
+    assert_eq!(total_held, 3);
+    for s in &mut services {
+        s.terminate();
+    }
 }
