@@ -29,11 +29,13 @@ pub fn is_held(l: &LaneView) -> bool {
 }
 
 /// Who holds the lane's lease, as far as this instance knows: itself (`me`), the holder it
-/// stands by behind, or `None` (not known here: another instance's lane, or still acquiring).
+/// stands by behind, the holder the coordinator saw at its last look, or `None` (nobody held
+/// it then, or still acquiring).
 pub fn holder<'a>(l: &'a LaneView, me: Option<&'a str>) -> Option<&'a str> {
     match &l.role {
         LaneRole::Holder if is_held(l) => me,
         LaneRole::Standby(h) if !h.is_empty() => Some(h.as_str()),
+        LaneRole::Elsewhere if !l.seen_holder.is_empty() => Some(l.seen_holder.as_str()),
         _ => None,
     }
 }

@@ -231,6 +231,7 @@ impl Coordinator {
             let lane = stats.lane(&p.id);
             let owner = plan.get(name).map(String::as_str);
             lane.set_owner(owner.unwrap_or(""));
+            lane.set_seen_holder(view.held.get(name).map_or("", String::as_str));
             let serves = self.settings.types.contains(&p.id.data_type);
             let mut wanted = owner == Some(self.me());
             let is_running = self.running.contains_key(name);

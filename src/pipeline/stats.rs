@@ -382,6 +382,8 @@ pub struct LaneStats {
     role: Mutex<LaneRole>,
     /// The instance the assignment gives it to (empty: not computed yet).
     owner: Mutex<String>,
+    /// Who held its lease at the coordinator's last look (empty: nobody, or not looked yet).
+    seen_holder: Mutex<String>,
     waiting: Mutex<Option<String>>,
     stuck: Mutex<Option<String>>,
 }
@@ -395,6 +397,8 @@ pub struct LaneView {
     pub role: LaneRole,
     /// Whose it is by the assignment.
     pub owner: String,
+    /// Who held its lease at the coordinator's last look (empty: nobody).
+    pub seen_holder: String,
     /// Whether its durable is bound here.
     pub bound: bool,
     /// Messages received and not acked.
@@ -430,6 +434,7 @@ impl LaneStats {
             released: AtomicU64::new(0),
             role: Mutex::new(LaneRole::Elsewhere),
             owner: Mutex::new(String::new()),
+            seen_holder: Mutex::new(String::new()),
             waiting: Mutex::new(None),
             stuck: Mutex::new(None),
         }
@@ -531,6 +536,15 @@ impl LaneStats {
         }
     }
 
+    /// Records who held its lease at the coordinator's last look (empty: nobody).
+    pub fn set_seen_holder(&self, holder: &str) {
+        if let Ok(mut h) = self.seen_holder.lock()
+            && *h != holder
+        {
+            *h = holder.to_string();
+        }
+    }
+
     /// Sets (or clears) why it waits to recover.
     pub fn set_waiting(&self, why: Option<String>) {
         if let Ok(mut w) = self.waiting.lock() {
@@ -564,6 +578,11 @@ impl LaneStats {
             id: self.id.clone(),
             role: self.role(),
             owner: self.owner.lock().map(|o| o.clone()).unwrap_or_default(),
+            seen_holder: self
+                .seen_holder
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_default(),
             bound: self.is_bound(),
             queued: self.queued(),
             consumer_pending: self.consumer_pending.load(Relaxed),
