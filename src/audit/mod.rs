@@ -377,10 +377,12 @@ async fn lanes_floor(
     for name in names.iter().filter(|n| {
         n.as_str() == base || crate::source::partition::parse_partition_durable(base, n).is_some()
     }) {
-        let info = stream
-            .consumer_info(name)
-            .await
-            .map_err(|e| AuditError::Stream(format!("consumer info {name}: {e}")))?;
+        let info = match stream.consumer_info(name).await {
+            Ok(info) => info,
+            // Removed between the listing and now: nothing of it to wait for.
+            Err(e) if e.to_string().contains("not found") => continue,
+            Err(e) => return Err(AuditError::Stream(format!("consumer info {name}: {e}"))),
+        };
         if info.num_pending > 0 || info.num_ack_pending > 0 {
             floor = floor.min(info.ack_floor.stream_sequence);
         }

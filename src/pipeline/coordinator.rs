@@ -15,10 +15,10 @@
 //!
 //! A member that dies stops refreshing its member key and its leases: both expire within
 //! `LEASE_TTL`, the others' next look assigns its lanes anew and the new owners take the
-//! leases as they expire. The member key is refreshed on every other look; a refresh that
-//! finds the key taken by another process of the same id aborts every lane here at once
-//! (fencing: that process now acts under our id) and ends the pipeline with
-//! `SourceError::DuplicateInstance`.
+//! leases as they expire. The member key is refreshed by its own task ([`keep_member`]) from
+//! the registration on; a refresh that finds the key taken by another process of the same id
+//! aborts every lane here at once (fencing: that process now acts under our id) and ends the
+//! pipeline with `SourceError::DuplicateInstance`.
 //!
 //! Moving a lane is always safe: a lane is read only by its lease holder, each holder
 //! resynchronises from the durable's ack floor and the journal, and the journal's
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::TryStreamExt;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ use super::assign::{Member, Placeable, assign};
 use super::stats::{LaneRole, MemberView};
 use super::{LaneCtx, Settings, Shared, run_lane};
 use crate::model::DataType;
-use crate::source::lease::{LEASE_REFRESH, Membership};
+use crate::source::lease::{LEASE_REFRESH, Leases, Membership};
 use crate::source::partition::{LaneId, Layout, lanes_of};
 use crate::source::{ConsumerSpec, SourceError, api_err};
 
@@ -71,7 +72,9 @@ struct View {
 pub(crate) struct Coordinator {
     settings: Settings,
     shared: Shared,
-    membership: Option<Membership>,
+    /// Set by the member refresher when another process took this instance id.
+    duplicate: watch::Receiver<Option<String>>,
+    failed_looks: u64,
     running: BTreeMap<String, Running>,
     /// Lanes whose stage died here: stuck until the service restarts (never started again).
     dead: BTreeSet<String>,
@@ -80,11 +83,16 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub(crate) fn new(settings: Settings, shared: Shared, membership: Membership) -> Self {
+    pub(crate) fn new(
+        settings: Settings,
+        shared: Shared,
+        duplicate: watch::Receiver<Option<String>>,
+    ) -> Self {
         Coordinator {
             settings,
             shared,
-            membership: Some(membership),
+            duplicate,
+            failed_looks: 0,
             running: BTreeMap::new(),
             dead: BTreeSet::new(),
             unheld: HashMap::new(),
@@ -97,22 +105,23 @@ impl Coordinator {
     }
 
     /// Looks and acts every [`TICK`] until the service's stop, then waits for the lanes to
-    /// drain and leaves the member list.
+    /// drain. A duplicate instance id reported by the member refresher ([`keep_member`]) aborts
+    /// every lane at once and ends with that error.
     pub(crate) async fn run(mut self) -> Result<(), SourceError> {
         let stop = self.shared.stop.clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut refreshed = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            if refreshed.elapsed() >= LEASE_REFRESH {
-                match self.refresh_member().await {
-                    Ok(()) => refreshed = Instant::now(),
-                    Err(e @ SourceError::DuplicateInstance { .. }) => {
+                _ = self.duplicate.changed() => {
+                    let detail = self.duplicate.borrow().clone();
+                    if let Some(detail) = detail {
+                        let e = SourceError::DuplicateInstance {
+                            instance: self.settings.instance_id.clone(),
+                            detail,
+                        };
                         tracing::error!(error = %e, "another process took this instance id over; stopping every lane at once");
                         for (_, r) in std::mem::take(&mut self.running) {
                             r.task.abort();
@@ -120,15 +129,27 @@ impl Coordinator {
                         }
                         return Err(e);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "member refresh failed (NATS?); lanes keep their own leases")
-                    }
                 }
+                _ = tick.tick() => {}
             }
-            match self.look().await {
-                Ok(view) => self.act(view),
-                Err(e) => {
-                    tracing::debug!(error = %e, "coordinator could not look at the streams; next look in {TICK:?}")
+            let looked = tokio::select! {
+                r = self.look() => Some(r),
+                _ = stop.cancelled() => None,
+            };
+            match looked {
+                None => break,
+                Some(Ok(view)) => {
+                    self.failed_looks = 0;
+                    self.act(view);
+                }
+                Some(Err(e)) => {
+                    self.failed_looks += 1;
+                    if self.failed_looks % 15 == 5 {
+                        tracing::warn!(error = %e, looks = self.failed_looks,
+                            "coordinator cannot look at the streams and members; lanes keep running, none is started or handed over");
+                    } else {
+                        tracing::debug!(error = %e, "coordinator could not look; next look in {TICK:?}");
+                    }
                 }
             }
             self.reap();
@@ -136,53 +157,13 @@ impl Coordinator {
         for (_, r) in std::mem::take(&mut self.running) {
             let _ = r.task.await;
         }
-        if let Some(m) = self.membership.take()
-            && self.shared.stats.nats_connected()
-        {
-            let _ = tokio::time::timeout(LEAVE_TIMEOUT, self.shared.leases.leave(m)).await;
-        }
         Ok(())
     }
 
-    async fn refresh_member(&mut self) -> Result<(), SourceError> {
-        let Some(m) = self.membership.as_mut() else {
-            return Ok(());
-        };
-        tokio::time::timeout(TICK, self.shared.leases.refresh_member(m))
-            .await
-            .map_err(|_| SourceError::Api {
-                what: "refresh member".into(),
-                detail: "timed out".into(),
-            })?
-    }
-
-    /// The lanes of every type served here, the live members and the held leases.
+    /// The live members, the held leases, and the lanes of every type any member serves (not
+    /// only ours: every member must place the same lanes, or members serving different types
+    /// would disagree about who owns what).
     async fn look(&self) -> Result<View, SourceError> {
-        let mut streams: HashMap<String, (u32, Vec<String>)> = HashMap::new();
-        let mut lanes = Vec::new();
-        for t in &self.settings.types {
-            let Some(spec) = self.settings.consumers.get(t) else {
-                continue;
-            };
-            if !streams.contains_key(&spec.stream) {
-                let found = stream_lanes(&self.shared.js, &spec.stream).await?;
-                streams.insert(spec.stream.clone(), found);
-            }
-            let Some((n, durables)) = streams.get(&spec.stream) else {
-                continue;
-            };
-            lanes.extend(
-                lanes_of(*t, &spec.durable, *n, durables)
-                    .into_iter()
-                    .map(|id| {
-                        let busy = match id.part {
-                            Some(p) => p.of == *n,
-                            None => *n < 2,
-                        };
-                        Placeable { id, busy }
-                    }),
-            );
-        }
         let (members, held) = tokio::time::timeout(TICK, self.shared.leases.survey())
             .await
             .map_err(|_| SourceError::Api {
@@ -201,6 +182,40 @@ impl Coordinator {
                 instance: self.me().to_string(),
                 types: self.settings.types.clone(),
             });
+        }
+        let served: BTreeSet<DataType> = members
+            .iter()
+            .flat_map(|m| m.types.iter().copied())
+            .collect();
+        let mut streams: HashMap<String, (u32, Vec<String>)> = HashMap::new();
+        let mut lanes = Vec::new();
+        for t in DataType::ALL.into_iter().filter(|t| served.contains(t)) {
+            let Some(spec) = self.settings.consumers.get(&t) else {
+                continue;
+            };
+            if !streams.contains_key(&spec.stream) {
+                let found = tokio::time::timeout(TICK, stream_lanes(&self.shared.js, &spec.stream))
+                    .await
+                    .map_err(|_| SourceError::Api {
+                        what: format!("look at stream {}", spec.stream),
+                        detail: "timed out".into(),
+                    })??;
+                streams.insert(spec.stream.clone(), found);
+            }
+            let Some((n, durables)) = streams.get(&spec.stream) else {
+                continue;
+            };
+            lanes.extend(
+                lanes_of(t, &spec.durable, *n, durables)
+                    .into_iter()
+                    .map(|id| {
+                        let busy = match id.part {
+                            Some(p) => p.of == *n,
+                            None => *n < 2,
+                        };
+                        Placeable { id, busy }
+                    }),
+            );
         }
         let held = held.into_iter().map(|h| (h.key, h.instance)).collect();
         Ok(View {
@@ -268,6 +283,16 @@ impl Coordinator {
             {
                 tracing::info!(lane = %p.id.label(), to = owner.unwrap_or(""),
                     "handing the lane over to its new owner (drain, then release)");
+                r.releasing = true;
+                r.stop.cancel();
+            }
+        }
+        // A lane of an earlier layout whose durable was removed: stop it (drain, release)
+        // rather than let its reader create the durable again.
+        let present: BTreeSet<&str> = view.lanes.iter().map(|p| p.id.durable.as_str()).collect();
+        for (name, r) in self.running.iter_mut() {
+            if !present.contains(name.as_str()) && !r.releasing {
+                tracing::info!(durable = %name, "the lane's durable is gone; stopping the lane");
                 r.releasing = true;
                 r.stop.cancel();
             }
@@ -371,4 +396,39 @@ async fn stream_lanes(
         .await
         .map_err(api_err(format!("list consumers of {stream}")))?;
     Ok((n, names))
+}
+
+/// Keeps this process's member key alive from its registration on (every [`LEASE_REFRESH`],
+/// also while the pipeline is still starting), until `done`; then leaves the member list
+/// (bounded, skipped with NATS down). Another process taking the id over is reported on
+/// `duplicate` and ends the refresher.
+pub(crate) async fn keep_member(
+    leases: Leases,
+    mut m: Membership,
+    done: CancellationToken,
+    duplicate: watch::Sender<Option<String>>,
+    stats: std::sync::Arc<super::Stats>,
+) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => break,
+            _ = tokio::time::sleep(LEASE_REFRESH) => {}
+        }
+        match tokio::time::timeout(TICK, leases.refresh_member(&mut m)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(SourceError::DuplicateInstance { detail, .. })) => {
+                let _ = duplicate.send(Some(detail));
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "member refresh failed (NATS?); lanes keep their own leases")
+            }
+            Err(_) => {
+                tracing::warn!("member refresh timed out (NATS?); lanes keep their own leases")
+            }
+        }
+    }
+    if stats.nats_connected() {
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, leases.leave(m)).await;
+    }
 }

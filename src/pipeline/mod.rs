@@ -190,6 +190,7 @@ where
 /// error instead of being misused. Other errors are retried until `stop`.
 async fn check_durables(
     js: &jetstream::Context,
+    journal: &Journal,
     settings: &Settings,
     stop: &CancellationToken,
 ) -> Result<(), SourceError> {
@@ -201,7 +202,7 @@ async fn check_durables(
             stop,
             &settings.retry,
             &format!("bind durable {}", spec.durable),
-            || crate::source::bind_consumer(js, spec),
+            || crate::source::bind_consumer(js, spec, Some(journal)),
         )
         .await?;
     }
@@ -243,7 +244,18 @@ pub async fn run(
         leases.register()
     })
     .await?;
-    check_durables(&js, &settings, &stop).await?;
+    // The member key is kept alive from here on, also while the rest starts (a start can
+    // take longer than the duplicate probe and the TTL).
+    let member_done = CancellationToken::new();
+    let (duplicate_tx, duplicate_rx) = tokio::sync::watch::channel(None);
+    let member = tokio::spawn(coordinator::keep_member(
+        leases.clone(),
+        membership,
+        member_done.clone(),
+        duplicate_tx,
+        stats.clone(),
+    ));
+    check_durables(&js, &journal, &settings, &stop).await?;
     // Restored before any stage starts, so no batch is checked against an empty state.
     let quality_timer =
         crate::quality::restore::start(sink.clone(), stats.quality.clone(), &settings.types, &stop)
@@ -259,9 +271,11 @@ pub async fn run(
         fetch_max_bytes: settings.fetch_max_bytes,
         retry: policy,
     };
-    let res = coordinator::Coordinator::new(settings, shared, membership)
+    let res = coordinator::Coordinator::new(settings, shared, duplicate_rx)
         .run()
         .await;
+    member_done.cancel();
+    let _ = member.await;
     if let Some(h) = quality_timer {
         let _ = h.await;
     }
@@ -395,6 +409,9 @@ async fn run_lane(ctx: LaneCtx) {
                     let _ = tokio::time::timeout(RELEASE_TIMEOUT, ctx.leases.release(lease)).await;
                 }
                 lane.record_released();
+                // Not ours any more: what it showed as pending and queued leaves the totals.
+                lane.set_consumer_pending(0);
+                lane.clear_queued();
                 tracing::info!(data_type = %dt, lane = %ctx.lane.id.label(), "lane stopped; lease released");
                 return;
             }

@@ -352,7 +352,7 @@ impl Reader {
         // dropped with an error) is re-read from the ack floor, so it no longer counts.
         self.lane.clear_queued();
 
-        let mut consumer = bind_consumer(&self.js, &self.spec).await?;
+        let mut consumer = bind_consumer(&self.js, &self.spec, Some(&self.journal)).await?;
         let (epoch, stream_last) = self.stream_position().await?;
         let info = consumer
             .info()
@@ -486,8 +486,15 @@ impl Reader {
             // max_queue_bytes unacked payload bytes, stop pulling (the server keeps the rest)
             // until the writer acks. Not while a journaled boundary is still ahead: that batch
             // cannot close before its messages arrive.
-            let full = (usize::try_from(st.queued()).unwrap_or(usize::MAX) >= self.max_queue
-                || st.queued_bytes() >= self.max_queue_bytes)
+            // The budget is the type's, shared by its lanes running here (several partitions
+            // of one type in one process stay within one type's memory).
+            let ty = st.of_type();
+            let over = |queued: u64, bytes: u64| {
+                usize::try_from(queued).unwrap_or(usize::MAX) >= self.max_queue
+                    || bytes >= self.max_queue_bytes
+            };
+            let full = (over(st.queued(), st.queued_bytes())
+                || over(ty.queued(), ty.queued_bytes()))
                 && !run.batcher.has_pending_cuts();
             let step = tokio::select! {
                 biased;

@@ -152,12 +152,11 @@ impl TypeStats {
 
     /// One of the type's lanes became bound (`true`) or unbound here.
     fn shift_bound_lanes(&self, bound: bool) {
-        let n = if bound {
-            self.bound_lanes.fetch_add(1, Relaxed) + 1
-        } else {
-            take(&self.bound_lanes, 1);
-            self.bound_lanes.load(Relaxed)
+        let step = |v: u64| Some(if bound { v + 1 } else { v.saturating_sub(1) });
+        let prev = match self.bound_lanes.fetch_update(Relaxed, Relaxed, step) {
+            Ok(v) | Err(v) => v,
         };
+        let n = step(prev).unwrap_or(0);
         self.c.bound.store(n > 0, Relaxed);
     }
 

@@ -318,11 +318,15 @@ impl Writer {
         );
         // `retry_until` runs an FnMut; each attempt needs the writer mutably (the journal of
         // its halvings), so the attempts borrow it in turn through an uncontended lock.
-        let this = tokio::sync::Mutex::new(&mut *self);
+        let this = tokio::sync::Mutex::new((&mut *self, Landed::default()));
         let res = retry_until(
             &stop,
             &mut policy.backoff(),
-            || async { this.lock().await.store(b, token).await },
+            || async {
+                let mut guard = this.lock().await;
+                let (w, landed) = &mut *guard;
+                w.store(b, token, landed).await
+            },
             |e, _, delay| {
                 // A halving not journaled: stopped or fenced (the ledger says which).
                 if stop.is_cancelled() || matches!(e, sink::SinkError::Journal(_)) {
@@ -358,10 +362,16 @@ impl Writer {
     /// A piece halved because it was too large is journaled (appended to the batch's entry)
     /// before its halves are sent, and the halvings already journaled are made up front, so
     /// no attempt sends whole what an earlier one halved (see `sink::Splitter`).
+    ///
+    /// `landed` carries what earlier attempts of this store stored (the quality events, the
+    /// rows with the dead letters they left): a held batch is tried again for as long as the
+    /// cause lasts, and re-sending what landed would rely on its parts still being in the
+    /// table's deduplication window, which the table's other lanes keep pushing.
     async fn store(
         &mut self,
         b: &DecodedBatch,
         token: &str,
+        landed: &mut Landed,
     ) -> Result<(u64, u64), sink::SinkError> {
         let dt = self.data_type;
         // Every attempt (a held batch is tried again for as long as ClickHouse refuses it)
@@ -378,7 +388,7 @@ impl Writer {
             .unwrap_or_default();
         // Quality events first: a crash after them re-detects the same events on replay (the
         // rows are not stored yet, so the restored state is the same) and the token drops them.
-        if !b.quality.is_empty() {
+        if !b.quality.is_empty() && !landed.quality {
             let qt = crate::quality::events_token(token);
             let iso = self
                 .insert_table(
@@ -393,6 +403,14 @@ impl Writer {
             let stored = b.quality.len() - iso.rejected.len();
             self.stats.of(dt).record_quality_events(stored as u64);
             self.stats.of(dt).record_splits(iso.splits);
+            landed.quality = true;
+        }
+        if let Some((inserted_rows, dead)) = &landed.rows {
+            if !dead.is_empty() {
+                self.store_dead_letters(dead, token, (batch, &halved))
+                    .await?;
+            }
+            return Ok((*inserted_rows, dead.len() as u64));
         }
         let isolation = self
             .insert_table(
@@ -407,8 +425,10 @@ impl Writer {
         let inserted_rows = (b.rows.len() - isolation.rejected.len()) as u64;
         self.st().record_splits(isolation.splits);
         let dead = self.dead_letters_of(b, isolation.rejected);
+        let landed_rows = landed.rows.insert((inserted_rows, dead));
+        let dead = &landed_rows.1;
         if !dead.is_empty() {
-            self.store_dead_letters(&dead, token, (batch, &halved))
+            self.store_dead_letters(dead, token, (batch, &halved))
                 .await?;
         }
         Ok((inserted_rows, dead.len() as u64))
@@ -608,6 +628,15 @@ impl Writer {
             }
         }
     }
+}
+
+/// What earlier attempts of one batch's store have stored (see `Writer::store`).
+#[derive(Debug, Default)]
+struct Landed {
+    /// The quality events are stored.
+    quality: bool,
+    /// The rows are stored: how many, and the dead letters left to store.
+    rows: Option<(u64, Vec<crate::model::DeadLetterRow>)>,
 }
 
 /// Journals the size halvings of one batch: each key is appended to the batch's entry and

@@ -314,6 +314,15 @@ impl Leases {
                 // Expired meanwhile (we were cut off past the TTL) and nobody took it: register
                 // again; a live other process under our id refuses us.
                 match self.store.entry(&m.key).await {
+                    // Our own write, whose answer was lost (a timeout, a reconnect): the key
+                    // is ours at that revision.
+                    Ok(Some(en))
+                        if en.operation == kv::Operation::Put
+                            && Holder::parse(&en.value).nonce == self.me.nonce =>
+                    {
+                        m.revision = en.revision;
+                        Ok(())
+                    }
                     Ok(Some(en)) if en.operation == kv::Operation::Put => {
                         Err(SourceError::DuplicateInstance {
                             instance: self.me.instance.clone(),
@@ -418,11 +427,22 @@ impl Leases {
                     || Holder::parse(&e.value).instance == self.me.instance =>
             {
                 let sent = Instant::now();
-                let revision = self
-                    .store
-                    .update(consumer, me, e.revision)
-                    .await
-                    .map_err(api_err(format!("take over lease {consumer}")))?;
+                let revision = match self.store.update(consumer, me, e.revision).await {
+                    Ok(r) => r,
+                    // Another instance took it between our read and our write.
+                    Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        return Err(SourceError::Leased {
+                            consumer: consumer.to_string(),
+                            holder: "another instance".into(),
+                        });
+                    }
+                    Err(err) => {
+                        return Err(SourceError::Api {
+                            what: format!("take over lease {consumer}"),
+                            detail: err.to_string(),
+                        });
+                    }
+                };
                 Ok(Lease {
                     key: consumer.to_string(),
                     revision,

@@ -185,11 +185,18 @@ pub struct ConsumerSpec {
 /// [`SourceError::DurableUnusable`] (naming it, its policy and the fix).
 ///
 /// A new durable uses `AckPolicy::All` (one confirmed ack per batch, safe with one in-order
-/// reader), `DeliverPolicy::All` (a new durable sees the whole retained stream), unlimited
-/// deliveries (a message is never abandoned) and the configured `max_ack_pending`.
+/// reader), unlimited deliveries (a message is never abandoned), the configured
+/// `max_ack_pending`, and `DeliverPolicy::All` (a new durable sees the whole retained stream) —
+/// unless `journal` holds entries for it in the stream's current epoch: then the durable
+/// existed and was deleted (by an operator, a tool), its ack floor is lost, and a durable read
+/// from the start would store everything it had stored again under new tokens. It is created
+/// from the oldest journaled batch instead (the journal keeps the in-doubt batches and 64
+/// acked ones): those are re-cut at their boundaries with their tokens and deduplicated, and
+/// everything older was acked long before.
 pub async fn bind_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
+    journal: Option<&journal::Journal>,
 ) -> Result<jetstream::consumer::PullConsumer, SourceError> {
     use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
     let stream = js
@@ -211,6 +218,17 @@ pub async fn bind_consumer(
             Ok(c)
         }
         Err(e) if e.to_string().contains("not found") => {
+            let deliver_policy = match journal {
+                Some(j) => match resume_point(j, &stream, &spec.durable).await? {
+                    Some(start_sequence) => {
+                        tracing::warn!(durable = %spec.durable, stream = %spec.stream, start_sequence,
+                            "durable missing but its journal has batches of this stream: created from the oldest journaled batch, not from the start (its journaled batches are re-cut with their tokens)");
+                        DeliverPolicy::ByStartSequence { start_sequence }
+                    }
+                    None => DeliverPolicy::All,
+                },
+                None => DeliverPolicy::All,
+            };
             let cfg = pull::Config {
                 durable_name: Some(spec.durable.clone()),
                 description: Some(format!(
@@ -219,7 +237,7 @@ pub async fn bind_consumer(
                 )),
                 filter_subject: spec.filter_subject.clone(),
                 ack_policy: AckPolicy::All,
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 ack_wait: spec.ack_wait,
                 max_deliver: -1,
                 max_ack_pending: spec.max_ack_pending,
@@ -235,4 +253,31 @@ pub async fn bind_consumer(
             detail: e.to_string(),
         }),
     }
+}
+
+/// Where a durable that existed (its journal has entries of the stream's current epoch) must
+/// start when it is created again: the first sequence of its oldest journaled batch; `None`
+/// when the journal knows nothing of it in this incarnation of the stream.
+async fn resume_point(
+    journal: &journal::Journal,
+    stream: &jetstream::stream::Stream,
+    durable: &str,
+) -> Result<Option<u64>, SourceError> {
+    let loaded = journal.get(durable).await?;
+    if loaded.entries.is_empty() {
+        return Ok(None);
+    }
+    let mut stream = stream.clone();
+    let info = stream
+        .info()
+        .await
+        .map_err(api_err(format!("stream {} info", durable)))?;
+    let epoch = journal::stream_epoch(info);
+    let kept = journal::select(
+        loaded.entries,
+        epoch,
+        loaded.written_ns,
+        info.state.last_sequence,
+    );
+    Ok(kept.entries.iter().map(|e| e.first_seq).min())
 }

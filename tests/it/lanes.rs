@@ -442,3 +442,39 @@ async fn repartitioning_a_running_stream_loses_and_duplicates_nothing() {
     assert_audit_clean(&nats, &ch, &[DataType::Trade]).await;
     assert_eq!(svc.terminate(), Some(0));
 }
+
+/// A durable removed under a running lane (an operator's `nats consumer rm`, a tool) is
+/// created again from the lane's journal, not from the start of the stream: its journaled
+/// batches are re-cut with their tokens and nothing it had stored is stored again — before,
+/// every retained message was stored a second time. The same at a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_durable_is_created_again_from_its_journal_not_from_the_start() {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    wait_for_streams(&client).await;
+    publish_market_trades(&client, 0, 20_000, 16).await;
+    assert_trades_exactly(&ch, 20_000, &tail(&svc.log_text())).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("MARKET_DATA_HF").await.unwrap();
+    assert!(stream.delete_consumer(TRADE).await.unwrap().success);
+    publish_market_trades(&client, 20_000, 30_000, 16).await;
+    assert_trades_exactly(&ch, 30_000, &tail(&svc.log_text())).await;
+    assert!(
+        svc.log_text()
+            .contains("created from the oldest journaled batch"),
+        "{}",
+        tail(&svc.log_text())
+    );
+    assert_eq!(svc.terminate(), Some(0));
+
+    // Removed while the service is stopped: the start creates it from the journal too.
+    assert!(stream.delete_consumer(TRADE).await.unwrap().success);
+    publish_market_trades(&client, 30_000, 35_000, 16).await;
+    svc.start();
+    assert_trades_exactly(&ch, 35_000, &tail(&svc.log_text())).await;
+    assert_audit_clean(&nats, &ch, &[DataType::Trade]).await;
+    assert_eq!(svc.terminate(), Some(0));
+}
