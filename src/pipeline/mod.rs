@@ -525,14 +525,14 @@ fn spawn_stages(
         ctx.spec.durable.clone(),
         Some(ctx.journal.clone()),
         ctx.sink.clone(),
-        (ctx.stats.clone(), ctx.lane.clone(), guard),
+        (ctx.stats.clone(), ctx.lane.clone(), guard.clone()),
         lane_stop.clone(),
         ctx.retry,
     );
     let (dtx, drx) = mpsc::channel(1);
     let decoder = decoder::Decoder::new(ctx.stats.clone());
     let (tx, rx) = mpsc::channel(1);
-    let reader = reader::Reader::new(ctx, lane_stop.clone(), tx, progress);
+    let reader = reader::Reader::new(ctx, (lane_stop.clone(), guard.clone()), tx, progress);
     let mut stages = tokio::task::JoinSet::new();
     let mut names = HashMap::new();
     names.insert(stages.spawn(writer.run(drx)).id(), "writer");

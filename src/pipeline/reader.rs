@@ -49,6 +49,7 @@ use super::stats::LaneStats;
 use super::stats::Stats;
 use super::writer::Progress;
 use super::{LaneCtx, StageEnd, sleep_until};
+use crate::source::lease::LeaseGuard;
 
 /// How long the recovery read waits for the next message before asking whether any is left.
 const RECOVERY_IDLE: Duration = Duration::from_secs(5);
@@ -178,6 +179,9 @@ pub(crate) struct Reader {
     stats: Arc<Stats>,
     /// This lane's state (queued, bound): its back-pressure and what ops shows.
     lane: Arc<LaneStats>,
+    /// The lane's lease as this instance's clock sees it: the resync's journal write-back
+    /// (which fences any other writer) is made only under a lease this instance is sure of.
+    guard: LeaseGuard,
     stop: CancellationToken,
     retry: retry::Policy,
     to_decoder: mpsc::Sender<WriterCmd>,
@@ -190,11 +194,12 @@ impl Reader {
     /// `to_decoder` and following the writer's `progress`.
     pub(super) fn new(
         ctx: &LaneCtx,
-        stop: CancellationToken,
+        (stop, guard): (CancellationToken, LeaseGuard),
         to_decoder: mpsc::Sender<WriterCmd>,
         progress: watch::Receiver<Progress>,
     ) -> Self {
         Reader {
+            guard,
             data_type: ctx.data_type,
             js: ctx.js.clone(),
             spec: ctx.spec.clone(),
@@ -438,9 +443,27 @@ impl Reader {
         // (reading alone changes nothing). Also rewrites ignored entries away for good.
         let revision = self
             .journal
-            .put(&self.spec.durable, &journaled, loaded.revision)
+            .put(
+                &self.spec.durable,
+                &journaled,
+                self.lease_checked(loaded.revision)?,
+            )
             .await?;
         Ok((journaled, floor, revision))
+    }
+
+    /// `revision`, if the lane's lease still holds by this instance's clock.
+    fn lease_checked(&self, revision: u64) -> Result<u64, SourceError> {
+        if self.guard.valid() {
+            Ok(revision)
+        } else {
+            Err(SourceError::Fenced {
+                what: format!(
+                    "lease of {} lapsed before the journal write-back",
+                    self.spec.durable
+                ),
+            })
+        }
     }
 
     /// Step 2 of a run: re-read everything delivered but not acked, straight from the stream,
