@@ -194,11 +194,13 @@ async fn lead_elsewhere(cluster: &TestNatsCluster, client: &async_nats::Client, 
     }
 }
 
-/// Where the service's connection, the trade stream, its durable and the journal are led.
+/// Where the service's connection is, and which nodes lead JetStream (meta) and what the
+/// trade pipeline uses.
 async fn layout(cluster: &TestNatsCluster, client: &async_nats::Client) -> String {
     let mut out = format!(
-        "connected n{:?}",
-        cluster.connected_node(SERVICE_NAME).await
+        "connected n{:?}, meta leader n{:?}",
+        cluster.connected_node(SERVICE_NAME).await,
+        cluster.meta_leader().await
     );
     for (what, led) in roles() {
         out.push_str(&format!(
@@ -414,19 +416,11 @@ async fn r3_cluster_stream_leader_and_connected_node_killed_while_draining_store
     const B: u64 = 200_000;
     const OTHER: u64 = 1_000;
     let now = chrono::Utc::now().timestamp_millis();
-    let t0 = Instant::now();
-    publish_trades(&client, 0, A, now).await;
     publish_acked(&client, other_types(0, OTHER, now)).await;
-    eprintln!(
-        "published {A} trades + {} others to the R3 streams in {:?}",
-        3 * OTHER,
-        t0.elapsed()
-    );
 
     let mut svc = Service::with_yaml(&cluster.urls(), &ch, &cluster_yaml());
     let _keep = KeepLogOnPanic(svc.log.clone());
     let sampler = Sampler::start(&ch);
-    let started = Instant::now();
     svc.start();
     let node = connected(&cluster, &svc).await;
     wait_for_buckets(&client, &svc).await;
@@ -438,6 +432,15 @@ async fn r3_cluster_stream_leader_and_connected_node_killed_while_draining_store
     for (_, led) in roles().into_iter().filter(|r| r.0 != "stream leader") {
         cluster.lead_elsewhere(&client, led, &[node, leader]).await;
     }
+    // The backlog goes in once the roles are placed (placing them takes a while, and the
+    // service would drain a backlog meanwhile).
+    let t0 = Instant::now();
+    publish_paused(&svc, &client, 0, A, now).await;
+    eprintln!(
+        "published {A} trades to the R3 stream in {:?}",
+        t0.elapsed()
+    );
+    let started = Instant::now();
     draining(&sampler, 15_000, &svc).await;
     kill_and_measure(
         &mut cluster,
@@ -518,17 +521,14 @@ async fn r3_cluster_journal_leader_then_the_node_leading_everything_killed_while
     const B: u64 = 150_000;
     const OTHER: u64 = 1_000;
     let now = chrono::Utc::now().timestamp_millis();
-    publish_trades(&client, 0, N, now).await;
     publish_acked(&client, other_types(0, OTHER, now)).await;
 
     let mut svc = Service::with_yaml(&cluster.urls(), &ch, &cluster_yaml());
     let _keep = KeepLogOnPanic(svc.log.clone());
     let sampler = Sampler::start(&ch);
-    let started = Instant::now();
     svc.start();
     let node = connected(&cluster, &svc).await;
     wait_for_buckets(&client, &svc).await;
-    draining(&sampler, 15_000, &svc).await;
     // Pure journal leader loss: nothing else the trade pipeline uses is led by that node.
     let leader = cluster
         .lead_elsewhere(&client, Led::Stream(JOURNAL_KV), &[node])
@@ -536,6 +536,9 @@ async fn r3_cluster_journal_leader_then_the_node_leading_everything_killed_while
     for (_, led) in roles().into_iter().filter(|r| r.0 != "journal leader") {
         cluster.lead_elsewhere(&client, led, &[leader]).await;
     }
+    publish_paused(&svc, &client, 0, N, now).await;
+    let started = Instant::now();
+    draining(&sampler, 15_000, &svc).await;
     kill_and_measure(
         &mut cluster,
         &client,

@@ -383,6 +383,21 @@ impl TestNatsCluster {
         panic!("{led:?} stays led by one of {avoid:?}");
     }
 
+    /// The JetStream meta leader (it places streams and consumers: creating one, also an
+    /// ordered consumer, waits for it), from a running node's `/jsz`.
+    pub async fn meta_leader(&self) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            let Some((200, body)) = http_get(node.monitor_port, "/jsz").await else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            if let Some(leader) = v["meta_cluster"]["leader"].as_str() {
+                return self.index(leader);
+            }
+        }
+        None
+    }
+
     /// The node a client named `name` is connected to (from each running node's `/connz`).
     pub async fn connected_node(&self, name: &str) -> Option<usize> {
         for (i, node) in self.nodes.iter().enumerate() {
