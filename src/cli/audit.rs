@@ -146,9 +146,9 @@ async fn audit(cfg: &Config, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     let client = async_nats::ConnectOptions::new()
         .name("marketprism-storage audit")
         .connection_timeout(cfg.nats.connect_timeout)
-        .connect(cfg.nats.url())
+        .connect(cfg.nats.urls.as_slice())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url()))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.url_redacted()))?;
     let js = async_nats::jetstream::new(client);
     let (hot, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let rows = if args.cold {

@@ -49,7 +49,7 @@ fn layout_text(l: &Layout) -> String {
 
 /// Connects to NATS and ensures every configured stream, or changes one stream's layout.
 pub async fn run(cfg: &Config, args: &StreamsArgs) -> anyhow::Result<()> {
-    let client = async_nats::connect(cfg.nats.url()).await?;
+    let client = async_nats::connect(cfg.nats.urls.as_slice()).await?;
     let js = async_nats::jetstream::new(client);
     match &args.action {
         StreamsAction::Ensure => {
@@ -76,6 +76,7 @@ pub async fn run(cfg: &Config, args: &StreamsArgs) -> anyhow::Result<()> {
                         uncovered,
                         messages,
                         layout,
+                        ..
                     } => vec![
                         name,
                         format!("exists ({messages} messages), unchanged"),

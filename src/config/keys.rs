@@ -69,7 +69,7 @@ pub(crate) mod k {
         /// `old`: a full stream keeps the newest data.
         DISCARD: Discard = ("nats.streams.*.discard", STREAM_DISCARD).default("old");
         /// Replicas; one: the Python service runs one NATS server.
-        REPLICAS: NonZeroUsize = ("nats.streams.*.replicas", ROWS).default("1");
+        REPLICAS: NonZeroUsize = ("nats.streams.*.replicas", ROWS).check(replicas).default("1");
         /// Partitions per type of a stream we create (1: none); lanes follow the stream's layout.
         PARTITIONS: NonZeroUsize = ("nats.streams.*.partitions", ROWS).check(partitions).default("1");
         /// Durable = prefix + type; not the Python service's (it deletes its own).
@@ -90,6 +90,8 @@ pub(crate) mod k {
         /// Key-value bucket of the insert journal.
         JOURNAL_BUCKET: String = ("nats.journal_bucket", TEXT).check(|s| check_bucket(s))
             .default("marketprism_storage_journal");
+        /// Replicas of the journal and lease buckets; default: the streams' largest.
+        KV_REPLICAS: NonZeroUsize = ("nats.kv_replicas", ROWS).check(replicas);
         /// Data types this instance consumes.
         NATS_TYPES: Vec<DataType> = ("nats.types", TYPES).env(&["MARKETPRISM_NATS_TYPES"])
             .python(&["subscriptions"])
@@ -406,6 +408,24 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
     r.entries.extend(fetch_batch_line);
     let fetch_max_bytes = r.get(&k::FETCH_MAX_BYTES)?;
     let journal_bucket = r.get(&k::JOURNAL_BUCKET)?;
+    // The journal and leases are as needed as the streams they describe: by default they
+    // survive the loss of as many nodes as the most replicated stream does.
+    let kv_replicas = match r.peek(&k::KV_REPLICAS, None)? {
+        Some((v, source)) => {
+            r.record(&k::KV_REPLICAS, k::KV_REPLICAS.name, &v, &source);
+            v
+        }
+        None => {
+            let v = md.replicas.max(hf.replicas);
+            r.record(
+                &k::KV_REPLICAS,
+                k::KV_REPLICAS.name,
+                &v,
+                &super::Source::Default,
+            );
+            v
+        }
+    };
     subscriptions(r)?;
     let types = r.get(&k::NATS_TYPES)?;
     let uncaptured = types
@@ -430,6 +450,7 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
         fetch_batch,
         fetch_max_bytes,
         journal_bucket,
+        kv_replicas,
         types,
     })
 }

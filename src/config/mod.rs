@@ -275,14 +275,36 @@ pub struct NatsConfig {
     pub fetch_max_bytes: NonZeroU64,
     /// Key-value bucket of the insert journal.
     pub journal_bucket: String,
+    /// Replicas of the journal and lease buckets (1 to 5; default: the streams' largest).
+    pub kv_replicas: NonZeroUsize,
     /// The data types this instance consumes (no duplicates, in [`DataType::ALL`] order).
     pub types: Vec<DataType>,
 }
 
 impl NatsConfig {
-    /// The server URLs joined with commas, as `async_nats::connect` accepts them.
+    /// The server URLs joined with commas, as configured (for display: the client takes the
+    /// list, [`NatsConfig::urls`], and reads a joined text as one malformed address).
     pub fn url(&self) -> String {
         self.urls.join(",")
+    }
+
+    /// The server URLs joined with commas, each one's password replaced by `***`
+    /// (`nats://user:***@host:4222`), for messages and logs.
+    pub fn url_redacted(&self) -> String {
+        let redact = |u: &String| {
+            let Some((scheme, rest)) = u.split_once("://") else {
+                return u.clone();
+            };
+            let Some((auth, host)) = rest.rsplit_once('@') else {
+                return u.clone();
+            };
+            match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                // A token alone (`nats://token@host`) is the secret.
+                None => format!("{scheme}://***@{host}"),
+            }
+        };
+        self.urls.iter().map(redact).collect::<Vec<_>>().join(",")
     }
 
     /// The durable consumer name for `data_type`.

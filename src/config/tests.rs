@@ -77,6 +77,7 @@ fn example_file_commented_keys_are_real_keys() {
     assert_eq!(c.cold_clickhouse.as_ref().unwrap().host, "cold.example");
     assert_eq!(c.migration.exchange.as_deref(), Some("binance"));
     assert_eq!(c.nats.max_ack_pending.get(DataType::Trade).get(), 20_000);
+    assert_eq!(c.nats.kv_replicas.get(), 3);
 }
 
 #[test]
@@ -917,4 +918,55 @@ fn a_cluster_refuses_streams_without_an_age_limit() {
     );
     let core = format!("{yaml}  mode: core\n");
     assert!(check(&core, &[]).is_ok(), "{core}");
+}
+
+#[test]
+fn kv_replicas_default_to_the_largest_stream_replicas_and_are_checked() {
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.nats.kv_replicas.get(), 1);
+    let l = check(
+        "nats:\n  streams:\n    high_frequency:\n      replicas: 3\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.nats.kv_replicas.get(), 3, "the largest stream's");
+    assert_eq!(l.source("nats.kv_replicas"), &Source::Default);
+    assert!(
+        l.entries
+            .contains(&("nats.kv_replicas".to_string(), "3".to_string()))
+    );
+    let yaml = "nats:\n  kv_replicas: 5\n  streams:\n    market_data:\n      replicas: 3\n";
+    let l = check(yaml, &[]).unwrap();
+    assert_eq!(l.config.nats.kv_replicas.get(), 5, "set wins");
+    assert!(matches!(l.source("nats.kv_replicas"), Source::File(_)));
+    assert_eq!(
+        check_err("nats:\n  kv_replicas: 6\n", &[]),
+        "nats.kv_replicas: must be 1 to 5 (JetStream's largest replica count), got 6"
+    );
+    assert!(check_err("nats:\n  kv_replicas: 0\n", &[]).starts_with("nats.kv_replicas: "));
+    assert_eq!(
+        check_err(
+            "nats:\n  streams:\n    market_data:\n      replicas: 7\n",
+            &[]
+        ),
+        "nats.streams.market_data.replicas: must be 1 to 5 (JetStream's largest replica count), got 7"
+    );
+}
+
+#[test]
+fn nats_urls_are_a_list_and_redacted_in_messages() {
+    let l = check(
+        "",
+        &[(
+            "NATS_URL",
+            "nats://u:p@n1:4222, tls://tok@n2:4223,nats://n3:4224",
+        )],
+    )
+    .unwrap();
+    let n = &l.config.nats;
+    assert_eq!(n.urls.len(), 3);
+    assert_eq!(
+        n.url_redacted(),
+        "nats://u:***@n1:4222,tls://***@n2:4223,nats://n3:4224"
+    );
 }

@@ -246,6 +246,20 @@ fn non_zero(n: u64) -> Result<NonZeroU64, String> {
     NonZeroU64::new(n).ok_or_else(|| MUST_BE_POSITIVE.to_string())
 }
 
+/// JetStream's largest replica count: a stream (or key-value bucket) of more is refused.
+pub(crate) const MAX_REPLICAS: usize = 5;
+
+/// Rule: a replica count JetStream accepts (1 to [`MAX_REPLICAS`]).
+pub(crate) fn replicas(n: &NonZeroUsize) -> Result<(), String> {
+    if n.get() <= MAX_REPLICAS {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {MAX_REPLICAS} (JetStream's largest replica count), got {n}"
+        ))
+    }
+}
+
 /// Rule: a duration that is not zero.
 pub(crate) fn positive(d: &Duration) -> Result<(), String> {
     if d.is_zero() {

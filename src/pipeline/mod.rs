@@ -76,6 +76,8 @@ pub struct Settings {
     pub journal_bucket: String,
     /// Key-value bucket of the consumer leases.
     pub lease_bucket: String,
+    /// Replicas of the journal and lease buckets (`nats.kv_replicas`).
+    pub kv_replicas: usize,
     /// This instance's id (stable across restarts of the same instance).
     pub instance_id: String,
     /// The schedule of every retry of the stages and their supervisor (`retry.*`): NATS
@@ -144,8 +146,15 @@ pub async fn ensure_streams_with(
                 uncovered,
                 messages,
                 layout,
+                replicas,
             } => {
-                tracing::info!(stream = %spec.name, messages, partitions = layout.partitions(), "stream exists; left unchanged");
+                tracing::info!(stream = %spec.name, messages, partitions = layout.partitions(), replicas, "stream exists; left unchanged");
+                if *replicas < spec.replicas {
+                    tracing::warn!(stream = %spec.name, replicas, configured = spec.replicas,
+                        "existing stream has fewer replicas than nats.streams.*.replicas; it is left unchanged \
+                         (streams are never changed by us): raise them with `nats stream edit {} --replicas {}`",
+                        spec.name, spec.replicas);
+                }
                 if !uncovered.is_empty() {
                     tracing::warn!(stream = %spec.name, ?uncovered,
                         "existing stream does not capture these subjects; their messages are not persisted");
@@ -228,7 +237,7 @@ pub async fn run(
     let ensured = ensure_streams_with(&js, &settings.streams, &policy, &stop).await?;
     check_layouts(&settings.streams, &ensured)?;
     let journal = retry_nats(&stop, &policy, "open journal", || {
-        Journal::open(&js, &settings.journal_bucket)
+        Journal::open(&js, &settings.journal_bucket, settings.kv_replicas)
     })
     .await?;
     let leases = retry_nats(&stop, &policy, "open leases", || {
@@ -237,6 +246,7 @@ pub async fn run(
             &settings.lease_bucket,
             &settings.instance_id,
             &settings.types,
+            settings.kv_replicas,
         )
     })
     .await?;

@@ -617,12 +617,13 @@ impl Reader {
         }
     }
 
-    /// The stream and an ordered consumer of this type's messages from `floor + 1` (no acks:
-    /// the durable's ack floor covers what it reads).
+    /// The stream, an ordered consumer of this type's messages from `floor + 1` (no acks:
+    /// the durable's ack floor covers what it reads) and how many such messages the stream
+    /// held when it was created.
     async fn open_recovery(
         &self,
         floor: u64,
-    ) -> Result<(jetstream::stream::Stream, pull::Ordered), SourceError> {
+    ) -> Result<(jetstream::stream::Stream, pull::Ordered, u64), SourceError> {
         let stream = self
             .js
             .get_stream(&self.spec.stream)
@@ -638,11 +639,12 @@ impl Reader {
             })
             .await
             .map_err(api_err("create recovery consumer"))?;
+        let pending = consumer.cached_info().num_pending;
         let msgs = consumer
             .messages()
             .await
             .map_err(api_err("read recovery consumer"))?;
-        Ok((stream, msgs))
+        Ok((stream, msgs, pending))
     }
 
     /// The next message of the recovery read, or `None` when the read may end before
@@ -697,7 +699,18 @@ impl Reader {
         delivered: u64,
     ) -> Result<u64, Halt> {
         let dt = self.data_type;
-        let (stream, mut msgs) = self.open_recovery(floor).await?;
+        let (stream, mut msgs, pending) = self.open_recovery(floor).await?;
+        if pending == 0 {
+            // No message of this type after the floor: nothing is held. A filtered durable can
+            // report a delivered sequence past its ack floor without any message of its own
+            // in between (seen on a cluster after its leader moved: the new leader's delivered
+            // sequence had passed other types' messages, its ack floor had not), and waiting
+            // for messages that do not exist would fail this read and every resync after it
+            // until the type's next message arrives.
+            tracing::info!(data_type = %dt, floor, delivered,
+                "nothing to re-read: no message of this type after the ack floor");
+            return Ok(floor);
+        }
         let mut at = Recovery {
             delivered,
             last: floor,

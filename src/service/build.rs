@@ -85,6 +85,7 @@ pub fn pipeline_settings(cfg: &Config, instance_id: String) -> Settings {
         fetch_max_bytes: usize::try_from(cfg.nats.fetch_max_bytes.get()).unwrap_or(usize::MAX),
         journal_bucket: cfg.nats.journal_bucket.clone(),
         lease_bucket: format!("{}_leases", cfg.nats.journal_bucket),
+        kv_replicas: cfg.nats.kv_replicas.get(),
         instance_id,
         retry: cfg.retry.policy(),
     }
@@ -158,6 +159,7 @@ mod tests {
             s.lease_bucket,
             format!("{}_leases", cfg.nats.journal_bucket)
         );
+        assert_eq!(s.kv_replicas, 1, "the streams' replicas");
         let names: Vec<&str> = s.streams.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(names, ["MARKET_DATA", "MARKET_DATA_HF"]);
         for t in DataType::ALL {

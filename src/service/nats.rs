@@ -1,8 +1,12 @@
 //! The service's NATS connection: the one place `async_nats::ConnectOptions` is built.
 //!
-//! The client retries the first connect and every reconnect forever (`max_reconnects(None)`),
-//! waiting as `retry.*` says between attempts ([`reconnect_delay`]); the pipeline re-acquires
-//! its leases and resynchronises once it is back.
+//! The client is given every URL of `nats.url` (the list, never the comma-joined text, which
+//! it would read as one malformed address) and adds the servers a cluster node announces
+//! (`connect_urls` in its INFO), so when its node dies it reconnects to another: the servers
+//! are tried shuffled, those that failed least first. It retries the first connect and every
+//! reconnect forever (`max_reconnects(None)`), waiting as `retry.*` says between attempts
+//! ([`reconnect_delay`]); the pipeline re-acquires its leases and resynchronises once it is
+//! back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +59,7 @@ pub async fn connect(
                 }
             }
         })
-        .connect(cfg.nats.url())
+        .connect(cfg.nats.urls.as_slice())
         .await
 }
 
@@ -78,6 +82,28 @@ pub async fn flush_bounded(client: &async_nats::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_configured_server_is_a_connect_address() {
+        use async_nats::ToServerAddrs;
+        let mut cfg = Config::defaults().unwrap();
+        cfg.nats.urls = vec![
+            "nats://127.0.0.1:4222".into(),
+            "nats://u:p@127.0.0.1:4223".into(),
+            "tls://nats-3:4224".into(),
+        ];
+        let addrs: Vec<_> = cfg
+            .nats
+            .urls
+            .as_slice()
+            .to_server_addrs()
+            .unwrap()
+            .collect();
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(addrs[2].port(), 4224);
+        // What `connect` was given before: one address with the port "4222,nats:".
+        assert!(cfg.nats.url().as_str().to_server_addrs().is_err());
+    }
 
     #[test]
     fn reconnects_at_once_then_walk_the_retry_policy() {

@@ -130,21 +130,22 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Opens the bucket, creating it when missing (file storage, one value per key, no TTL:
-    /// an entry must outlive any downtime).
-    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Journal, SourceError> {
-        let store = match js.get_key_value(bucket).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "marketprism-storage batch journal".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(api_err(format!("create journal bucket {bucket}")))?,
+    /// an entry must outlive any downtime; `replicas` copies on a cluster, and an existing
+    /// bucket with fewer is raised to them).
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Journal, SourceError> {
+        let config = kv::Config {
+            bucket: bucket.to_string(),
+            description: "marketprism-storage batch journal".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
         };
+        let store = super::bucket::open(js, config, "journal").await?;
         Ok(Journal { store })
     }
 

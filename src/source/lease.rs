@@ -193,28 +193,26 @@ fn member_key(instance: &str) -> String {
 }
 
 impl Leases {
-    /// Opens (or creates) the lease bucket `<bucket>` for instance `instance` (stable across
-    /// restarts of the same instance) serving `types`; each process gets a fresh nonce.
+    /// Opens (or creates) the lease bucket `<bucket>` with `replicas` copies (an existing
+    /// bucket with fewer is raised to them) for instance `instance` (stable across restarts
+    /// of the same instance) serving `types`; each process gets a fresh nonce.
     pub async fn open(
         js: &jetstream::Context,
         bucket: &str,
         instance: &str,
         types: &[DataType],
+        replicas: usize,
     ) -> Result<Leases, SourceError> {
-        let store = match js.get_key_value(bucket).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "marketprism-storage consumer leases and members".into(),
-                    history: 1,
-                    max_age: LEASE_TTL,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(api_err(format!("create lease bucket {bucket}")))?,
+        let config = kv::Config {
+            bucket: bucket.to_string(),
+            description: "marketprism-storage consumer leases and members".into(),
+            history: 1,
+            max_age: LEASE_TTL,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
         };
+        let store = super::bucket::open(js, config, "lease").await?;
         let nonce = format!("{:016x}", rand::random::<u64>());
         Ok(Leases {
             store,

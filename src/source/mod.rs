@@ -5,6 +5,7 @@
 //! created when missing and never deleted, recreated or narrowed: the Python service's habit of deleting
 //! its durable on every start is what lost its backlog.
 
+mod bucket;
 pub mod journal;
 pub mod lease;
 pub mod partition;

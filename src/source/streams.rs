@@ -44,6 +44,8 @@ pub enum Ensured {
         messages: u64,
         /// Its partition layout (its subject transform).
         layout: Layout,
+        /// Its replicas (fewer than configured is a warning: we never change a stream).
+        replicas: usize,
     },
 }
 
@@ -107,6 +109,7 @@ pub async fn ensure(js: &jetstream::Context, spec: &StreamSpec) -> Result<Ensure
                 uncovered,
                 messages: info.state.messages,
                 layout: layout(&info.config),
+                replicas: info.config.num_replicas.max(1),
             })
         }
         Err(e) if e.to_string().contains("not found") => {

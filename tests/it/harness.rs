@@ -161,6 +161,262 @@ impl TestNats {
     }
 }
 
+/// A real `nats-server` cluster on loopback: `n` nodes with JetStream (a store directory
+/// each), client, route and monitoring ports chosen free once and kept across restarts, full
+/// mesh routes. Each node's JetStream store is bounded by `max_file_store` as the embedded
+/// server's is (otherwise 75 % of the free disk, which refuses the default streams on a small
+/// disk). Nodes are named `n0`, `n1`, … (the names JetStream reports as stream leaders).
+pub struct TestNatsCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// What has a RAFT leader in a cluster: a stream (a key-value bucket is the stream
+/// `KV_<bucket>`) or a consumer of one.
+#[derive(Debug, Clone, Copy)]
+pub enum Led<'a> {
+    Stream(&'a str),
+    Consumer(&'a str, &'a str),
+}
+
+/// One node of a [`TestNatsCluster`].
+pub struct ClusterNode {
+    child: Option<tokio::process::Child>,
+    pub name: String,
+    pub port: u16,
+    pub route_port: u16,
+    pub monitor_port: u16,
+    pub conf: PathBuf,
+}
+
+impl ClusterNode {
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it is running (started and not killed).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl TestNatsCluster {
+    /// Starts `n` nodes and waits until JetStream has a meta leader and every node is healthy.
+    pub async fn start(n: usize) -> TestNatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| {
+                (
+                    free_port().unwrap(),
+                    free_port().unwrap(),
+                    free_port().unwrap(),
+                )
+            })
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, r, _)| format!("nats-route://127.0.0.1:{r}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (port, route_port, monitor_port)) in ports.into_iter().enumerate() {
+            let name = format!("n{i}");
+            let store = dir.path().join(&name);
+            std::fs::create_dir_all(&store).unwrap();
+            let conf = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                     jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n\
+                     cluster {{\n  name: mp\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n",
+                    store.display(),
+                    routes.join(", ")
+                ),
+            )
+            .unwrap();
+            nodes.push(ClusterNode {
+                child: None,
+                name,
+                port,
+                route_port,
+                monitor_port,
+                conf,
+            });
+        }
+        let mut cluster = TestNatsCluster { dir, nodes };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_healthy(i).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = tokio::process::Command::new(tools().nats_server)
+            .arg("-c")
+            .arg(&node.conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    /// Waits until node `i` answers `/healthz` with 200: JetStream is up on it and its
+    /// streams are current (caught up with their leaders).
+    pub async fn wait_healthy(&self, i: usize) {
+        let port = self.nodes[i].monitor_port;
+        let ok = wait_until(60, || async move {
+            http_get(port, "/healthz")
+                .await
+                .is_some_and(|(c, _)| c == 200)
+        })
+        .await;
+        assert!(ok, "node n{i} not healthy within 60 s");
+    }
+
+    /// Every node's URL, comma-separated (what `nats.url` is given).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(ClusterNode::url).collect();
+        urls.join(",")
+    }
+
+    /// A client that knows every node (it reconnects to another when its node dies).
+    pub async fn client(&self) -> async_nats::Client {
+        let urls: Vec<String> = self.nodes.iter().map(ClusterNode::url).collect();
+        async_nats::ConnectOptions::new()
+            .max_reconnects(None)
+            .connect(urls.as_slice())
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILLs node `i`, keeping its store and ports.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts node `i` again (same name, ports and store) and waits until it is healthy.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i).await;
+        self.spawn(i);
+        self.wait_healthy(i).await;
+    }
+
+    /// The index of the node named `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The node leading `stream` (its RAFT leader, from `$JS.API.STREAM.INFO`), once it has one.
+    pub async fn leader(&self, client: &async_nats::Client, stream: &str) -> usize {
+        self.leader_of(client, Led::Stream(stream)).await
+    }
+
+    /// The node leading `led` (its RAFT leader, from the stream or consumer info), once it
+    /// has one.
+    pub async fn leader_of(&self, client: &async_nats::Client, led: Led<'_>) -> usize {
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(i) = self.try_leader(&js, led).await {
+                return i;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{led:?} has no leader within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_leader(&self, js: &async_nats::jetstream::Context, led: Led<'_>) -> Option<usize> {
+        let stream = match led {
+            Led::Stream(s) | Led::Consumer(s, _) => s,
+        };
+        let mut s = js.get_stream(stream).await.ok()?;
+        let cluster = match led {
+            Led::Stream(_) => s.info().await.ok()?.cluster.clone(),
+            Led::Consumer(_, durable) => s.consumer_info(durable).await.ok()?.cluster.clone(),
+        };
+        self.index(cluster?.leader.as_deref()?)
+    }
+
+    /// Moves the leadership of `led` off the nodes `avoid` (leader step-downs until another
+    /// node leads it); returns the new leader.
+    pub async fn lead_elsewhere(
+        &self,
+        client: &async_nats::Client,
+        led: Led<'_>,
+        avoid: &[usize],
+    ) -> usize {
+        let subject = match led {
+            Led::Stream(s) => format!("$JS.API.STREAM.LEADER.STEPDOWN.{s}"),
+            Led::Consumer(s, d) => format!("$JS.API.CONSUMER.LEADER.STEPDOWN.{s}.{d}"),
+        };
+        // The step-down names the node wanted (`placement.preferred`, nats-server ≥ 2.11): a
+        // random pick can keep landing on an avoided node while the wanted one lags behind.
+        let wanted = (0..self.nodes.len()).find(|i| !avoid.contains(i) && self.nodes[*i].running());
+        let body = match wanted {
+            Some(i) => format!(
+                r#"{{"placement":{{"preferred":"{}"}}}}"#,
+                self.nodes[i].name
+            ),
+            None => String::new(),
+        };
+        for _ in 0..60 {
+            let leader = self.leader_of(client, led).await;
+            if !avoid.contains(&leader) {
+                return leader;
+            }
+            let _ = client.request(subject.clone(), body.clone().into()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("{led:?} stays led by one of {avoid:?}");
+    }
+
+    /// The JetStream meta leader (it places streams and consumers: creating one, also an
+    /// ordered consumer, waits for it), from a running node's `/jsz`.
+    pub async fn meta_leader(&self) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            let Some((200, body)) = http_get(node.monitor_port, "/jsz").await else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            if let Some(leader) = v["meta_cluster"]["leader"].as_str() {
+                return self.index(leader);
+            }
+        }
+        None
+    }
+
+    /// The node a client named `name` is connected to (from each running node's `/connz`).
+    pub async fn connected_node(&self, name: &str) -> Option<usize> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.running() {
+                continue;
+            }
+            let Some((200, body)) = http_get(node.monitor_port, "/connz?limit=1024").await else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let conns = v["connections"].as_array().cloned().unwrap_or_default();
+            if conns.iter().any(|c| c["name"] == name) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
 /// Minimal HTTP POST (SQL body) over a raw TCP connection, for assertions without a client.
 pub async fn http_post(base: &str, sql: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,13 +491,19 @@ batch:
 impl Service {
     /// A service configured for `nats` and `ch`, not started yet.
     pub fn new(nats: &TestNats, ch: &TestClickHouse, extra_yaml: &str) -> Service {
+        Service::with_yaml(&nats.url, ch, &format!("{TEST_CONFIG}{extra_yaml}"))
+    }
+
+    /// A service for the NATS servers `nats_url` (comma-separated) and `ch`, configured by
+    /// the whole file `yaml`, not started yet.
+    pub fn with_yaml(nats_url: &str, ch: &TestClickHouse, yaml: &str) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.yaml");
-        std::fs::write(&cfg, format!("{TEST_CONFIG}{extra_yaml}")).unwrap();
+        std::fs::write(&cfg, yaml).unwrap();
         let http_port = free_port().unwrap();
         let env = vec![
             ("MARKETPRISM_CONFIG".to_string(), cfg.display().to_string()),
-            ("MARKETPRISM_NATS_URL".to_string(), nats.url.clone()),
+            ("MARKETPRISM_NATS_URL".to_string(), nats_url.to_string()),
             ("CLICKHOUSE_HOST".to_string(), "127.0.0.1".to_string()),
             ("CLICKHOUSE_HTTP_PORT".to_string(), ch.port.to_string()),
             ("HOT_STORAGE_HTTP_PORT".to_string(), http_port.to_string()),
@@ -409,8 +671,16 @@ pub async fn stack_with_streams() -> (TestNats, TestClickHouse, async_nats::Clie
 /// while it is down).
 pub async fn create_streams(client: &async_nats::Client) {
     let cfg = marketprism_storage::config::Config::defaults().unwrap();
+    create_streams_with(client, &cfg).await;
+}
+
+/// Creates the streams `cfg` describes, the way the service does.
+pub async fn create_streams_with(
+    client: &async_nats::Client,
+    cfg: &marketprism_storage::config::Config,
+) {
     let js = async_nats::jetstream::new(client.clone());
-    let specs = marketprism_storage::service::stream_specs(&cfg);
+    let specs = marketprism_storage::service::stream_specs(cfg);
     let stop = tokio_util::sync::CancellationToken::new();
     stop.cancel();
     marketprism_storage::pipeline::ensure_streams(&js, &specs, &stop)

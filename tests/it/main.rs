@@ -13,6 +13,7 @@
 mod audit;
 mod chaos;
 mod cluster;
+mod cluster_nats;
 mod demo;
 mod faults_ch;
 mod faults_nats;

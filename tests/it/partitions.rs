@@ -53,7 +53,7 @@ fn stored_batches(log: &str) -> Vec<(u64, u64)> {
 }
 
 /// The log without its colour codes (`ESC [ … m`).
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
