@@ -130,8 +130,12 @@ pub async fn run(cfg: &Config, args: &StreamsArgs) -> anyhow::Result<()> {
             // The old layout's lanes are found by their durables: create any that no instance
             // created yet, so the messages already stored under it are read (from the start).
             let settings = crate::service::pipeline_settings(cfg, String::new());
-            let journal =
-                crate::source::journal::Journal::open(&js, &settings.journal_bucket).await?;
+            let journal = crate::source::journal::Journal::open(
+                &js,
+                &settings.journal_bucket,
+                settings.kv_replicas,
+            )
+            .await?;
             let old_n = before.partitions();
             for (t, spec) in &settings.consumers {
                 if spec.stream != sc.name || old_n < 2 {
