@@ -388,6 +388,9 @@ fn term_of(name: &str, end: StageEnd, others_running: bool) -> Option<TermEnd> {
 /// re-acquire backoff from its first delay again.
 const RUN_RESETS_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How soon a failed lease refresh is tried again (while the lease guard holds).
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// How long the lease release at the end of a lane may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -559,17 +562,28 @@ async fn run_term(ctx: &LaneCtx, lease: &mut Lease) -> TermEnd {
     // A new run holds nothing yet: what an aborted run held (and never acked) is re-read.
     ctx.lane.clear_queued();
     let (mut stages, names) = spawn_stages(ctx, &lane_stop, lease.guard());
+    let mut next_refresh = LEASE_REFRESH;
     let end = loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break TermEnd::Stopped,
-            _ = tokio::time::sleep(LEASE_REFRESH) => {
+            _ = tokio::time::sleep(next_refresh) => {
                 let res = tokio::select! {
                     r = ctx.leases.refresh(lease) => r,
                     _ = stop.cancelled() => break TermEnd::Stopped,
                 };
-                if let Err(e) = res {
-                    break TermEnd::Fenced(format!("consumer lease lost ({e})"));
+                match res {
+                    Ok(()) => next_refresh = LEASE_REFRESH,
+                    // A refresh that failed without the lease being taken (NATS unreachable, a
+                    // leader election in a cluster) is tried again every second while the
+                    // lease guard still vouches for the lease: the writer stops by itself at
+                    // the guard's deadline, and no one else can take the lease before it.
+                    Err(e) if !matches!(e, SourceError::Fenced { .. }) && lease.guard().valid() => {
+                        tracing::warn!(data_type = %ctx.data_type, lane = %ctx.lane.id.label(), error = %e,
+                            "lease refresh failed; trying again while the lease holds");
+                        next_refresh = LEASE_RETRY;
+                    }
+                    Err(e) => break TermEnd::Fenced(format!("consumer lease lost ({e})")),
                 }
             }
             Some(done) = stages.join_next_with_id() => {

@@ -458,7 +458,10 @@ impl Leases {
         }
     }
 
-    /// Extends a held lease. An error means it was lost: stop reading at once.
+    /// Extends a held lease. [`SourceError::Fenced`] when it is gone (another instance wrote
+    /// it, or it expired): stop at once. Any other error (NATS unreachable, a leader election,
+    /// a lost answer) leaves the lease as it was: it may still be ours, and the guard keeps
+    /// saying so until its deadline; the caller tries again while the guard is valid.
     pub async fn refresh(&self, lease: &mut Lease) -> Result<(), SourceError> {
         let sent = Instant::now();
         match self
@@ -471,13 +474,24 @@ impl Leases {
                 lease.guard.extend(sent);
                 Ok(())
             }
-            Err(e) => {
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // Our own earlier write whose answer was lost has the same value: adopt it.
+                if let Ok(Some(en)) = self.store.entry(&lease.key).await
+                    && en.operation == kv::Operation::Put
+                    && Holder::parse(&en.value).nonce == self.me.nonce
+                {
+                    lease.revision = en.revision;
+                    return Ok(());
+                }
                 lease.guard.revoke();
-                Err(SourceError::Api {
-                    what: format!("refresh lease {}", lease.key),
-                    detail: e.to_string(),
+                Err(SourceError::Fenced {
+                    what: format!("lease {} taken by another instance or expired", lease.key),
                 })
             }
+            Err(e) => Err(SourceError::Api {
+                what: format!("refresh lease {}", lease.key),
+                detail: e.to_string(),
+            }),
         }
     }
 
