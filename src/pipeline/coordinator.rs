@@ -15,7 +15,7 @@
 //!
 //! A member that dies stops refreshing its member key and its leases: both expire within
 //! `LEASE_TTL`, the others' next look assigns its lanes anew and the new owners take the
-//! leases as they expire. The member key is refreshed by its own task ([`keep_member`]) from
+//! leases as they expire. The member key is refreshed by its own task (`keep_member`) from
 //! the registration on; a refresh that finds the key taken by another process of the same id
 //! aborts every lane here at once (fencing: that process now acts under our id) and ends the
 //! pipeline with `SourceError::DuplicateInstance`.
@@ -105,7 +105,7 @@ impl Coordinator {
     }
 
     /// Looks and acts every [`TICK`] until the service's stop, then waits for the lanes to
-    /// drain. A duplicate instance id reported by the member refresher ([`keep_member`]) aborts
+    /// drain. A duplicate instance id reported by the member refresher (`keep_member`) aborts
     /// every lane at once and ends with that error.
     pub(crate) async fn run(mut self) -> Result<(), SourceError> {
         let stop = self.shared.stop.clone();
