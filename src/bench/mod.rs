@@ -7,6 +7,9 @@
 //! batches, nothing else), and (3) the service binary draining the same backlog, then its
 //! publish→queryable latency at a fixed rate. Every end-to-end figure is reported as a ratio of
 //! the smaller ceiling measured in the same run.
+//!
+//! [`scale`] is the `--instances N --partitions P` mode: the same ceilings, then N service
+//! processes sharing a stream laid out for P partitions, with CPU per message per process.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use crate::model::{DataType, Record};
 use crate::publish::{self, Mix, PublishOptions, Rate, Transport};
 use crate::schema;
 use crate::sink::{self, Sink, SinkOptions};
+
+pub mod scale;
 
 /// Errors of the benchmark (it is a CLI tool: plain text is enough).
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +104,12 @@ struct Servers {
     sink: Sink,
 }
 
-async fn start_servers(o: &BenchOptions, tools: &Tools) -> Result<Servers, BenchError> {
+async fn start_servers(work_dir: &Path, tools: &Tools) -> Result<Servers, BenchError> {
     let port = free_port().map_err(err("free port"))?;
-    let nats = EmbeddedNats::start(tools, &o.work_dir.join("nats"), port, None)
+    let nats = EmbeddedNats::start(tools, &work_dir.join("nats"), port, None)
         .await
         .map_err(err("start nats-server"))?;
-    let ch = EmbeddedClickHouse::start(tools, &o.work_dir.join("clickhouse"), "127.0.0.1:0")
+    let ch = EmbeddedClickHouse::start(tools, &work_dir.join("clickhouse"), "127.0.0.1:0")
         .await
         .map_err(err("start embedded clickhouse"))?;
     let mut sink = Sink::new(&SinkOptions::new(ch.url.clone(), "marketprism_hot"));
@@ -185,10 +190,12 @@ async fn fill(
     Ok(st.bytes as f64 / st.total().max(1) as f64)
 }
 
-/// Reads the backlog of `t` with a plain pull consumer: the JetStream ceiling.
+/// Reads the backlog of `t` (stored under `filter`: `<type>.>`, or `_mp.<type>.>` on a
+/// partitioned stream) with one plain pull consumer: the JetStream ceiling.
 async fn raw_consume(
     client: &async_nats::Client,
     t: DataType,
+    filter: String,
     n: u64,
     fetch: usize,
 ) -> Result<f64, BenchError> {
@@ -200,7 +207,7 @@ async fn raw_consume(
     let consumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(format!("bench_raw_{t}")),
-            filter_subject: t.subject_filter(),
+            filter_subject: filter,
             ack_policy: jetstream::consumer::AckPolicy::All,
             max_ack_pending: -1,
             ..Default::default()
@@ -281,25 +288,36 @@ impl Drop for ServiceChild {
     }
 }
 
+/// One service process to start: its configuration file, its instance id (`None`: the
+/// default), its ops port and where its log goes.
+struct Instance<'a> {
+    config: Option<&'a Path>,
+    instance_id: Option<&'a str>,
+    http_port: u16,
+    log: &'a Path,
+}
+
 fn spawn_service(
     o: &BenchOptions,
     s: &Servers,
     t: DataType,
-    log: &Path,
+    i: &Instance<'_>,
 ) -> Result<ServiceChild, BenchError> {
-    let log = std::fs::File::create(log).map_err(err("service log"))?;
-    let http = free_port().map_err(err("free port"))?;
+    let log = std::fs::File::create(i.log).map_err(err("service log"))?;
     let mut cmd = std::process::Command::new(&o.binary);
-    if let Some(c) = &o.service_config {
+    if let Some(c) = i.config {
         cmd.env("MARKETPRISM_CONFIG", c);
     }
+    cmd.arg("run");
+    if let Some(id) = i.instance_id {
+        cmd.arg("--instance-id").arg(id);
+    }
     let child = cmd
-        .arg("run")
         .env("MARKETPRISM_NATS_URL", &s.nats.url)
         .env("CLICKHOUSE_HOST", "127.0.0.1")
         .env("CLICKHOUSE_HTTP_PORT", s.ch.port.to_string())
         .env("MARKETPRISM_NATS_TYPES", t.as_str())
-        .env("HOT_STORAGE_HTTP_PORT", http.to_string())
+        .env("HOT_STORAGE_HTTP_PORT", i.http_port.to_string())
         .env("MARKETPRISM_TOOLS_DIR", &o.tools_dir)
         .env("LOG_LEVEL", "warn")
         .stdin(std::process::Stdio::null())
@@ -318,7 +336,14 @@ async fn e2e(
     n: u64,
     f: &mut TypeFigures,
 ) -> Result<ServiceChild, BenchError> {
-    let child = spawn_service(o, s, t, &o.work_dir.join(format!("service-{t}.log")))?;
+    let log = o.work_dir.join(format!("service-{t}.log"));
+    let instance = Instance {
+        config: o.service_config.as_deref(),
+        instance_id: None,
+        http_port: free_port().map_err(err("free port"))?,
+        log: &log,
+    };
+    let child = spawn_service(o, s, t, &instance)?;
     let table = format!("marketprism_hot.{}", t.table());
     let mut first: Option<(Instant, u64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -428,7 +453,7 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<(DataType, TypeFigures)>, BenchError> {
     let tools = Tools::locate(&o.tools_dir).map_err(err("tools"))?;
-    let s = start_servers(o, &tools).await?;
+    let s = start_servers(&o.work_dir, &tools).await?;
     let client = async_nats::connect(&s.nats.url)
         .await
         .map_err(err("connect nats"))?;
@@ -455,7 +480,7 @@ pub async fn run(
         progress(&format!("{t}: publishing a backlog of {n} messages"));
         f.avg_bytes = fill(&client, t, n, o.depth).await?;
         progress(&format!("{t}: raw JetStream consume"));
-        f.raw_consume = raw_consume(&client, t, n, fetch).await?;
+        f.raw_consume = raw_consume(&client, t, t.subject_filter(), n, fetch).await?;
         progress(&format!("{t}: raw ClickHouse insert"));
         let batch = cfg.batch.get(t).max_rows.get();
         f.raw_insert = raw_insert(&s.sink, t, n, batch, o.depth).await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Linux reports `/proc` CPU times in USER_HZ, which is 100 on every architecture Linux
 /// supports for user space (the kernel's own HZ may differ; USER_HZ is fixed ABI).
-const USER_HZ: f64 = 100.0;
+pub const USER_HZ: f64 = 100.0;
 
 /// Samples closer together than this reuse the previous CPU figure.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
