@@ -295,6 +295,9 @@ struct Instance<'a> {
     instance_id: Option<&'a str>,
     http_port: u16,
     log: &'a Path,
+    /// `LOG_LEVEL` of the process (`warn` in the default benchmark; the scaling mode logs the
+    /// lane hand-overs at `info`).
+    log_level: &'a str,
 }
 
 fn spawn_service(
@@ -319,7 +322,7 @@ fn spawn_service(
         .env("MARKETPRISM_NATS_TYPES", t.as_str())
         .env("HOT_STORAGE_HTTP_PORT", i.http_port.to_string())
         .env("MARKETPRISM_TOOLS_DIR", &o.tools_dir)
-        .env("LOG_LEVEL", "warn")
+        .env("LOG_LEVEL", i.log_level)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -342,6 +345,7 @@ async fn e2e(
         instance_id: None,
         http_port: free_port().map_err(err("free port"))?,
         log: &log,
+        log_level: "warn",
     };
     let child = spawn_service(o, s, t, &instance)?;
     let table = format!("marketprism_hot.{}", t.table());

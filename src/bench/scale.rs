@@ -416,6 +416,7 @@ async fn drain(
             instance_id: Some(&id),
             http_port,
             log: &log,
+            log_level: "info",
         };
         let child = spawn_service(&o.bench, s, t, &instance)?;
         running.push(Running {

@@ -193,6 +193,12 @@ async fn run_scale(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `shown`, or `-` when `v` is 0 (the first look already found every row: no rate between the
+/// first row and the last can be told; the wall figure still can).
+fn or_dash(v: f64, shown: String) -> String {
+    if v > 0.0 { shown } else { "-".into() }
+}
+
 fn us(v: f64) -> String {
     format!("{v:.2}")
 }
@@ -210,9 +216,9 @@ fn scale_report(figures: &[ScaleFigures]) -> String {
                 f.messages.to_string(),
                 k(f.raw_consume),
                 k(f.raw_insert),
-                k(f.e2e),
+                or_dash(f.e2e, k(f.e2e)),
                 k(f.wall),
-                format!("{:.2}", f.ratio()),
+                or_dash(f.e2e, format!("{:.2}", f.ratio())),
                 us(f.service_us()),
                 us(scale::us_per_msg(f.nats_ticks, f.messages)),
                 us(scale::us_per_msg(f.clickhouse_ticks, f.messages)),
