@@ -80,6 +80,9 @@ pub struct TypeFigures {
     pub latency_rate: f64,
     /// Peak RSS of the service, bytes.
     pub peak_rss: u64,
+    /// CPU (`utime + stime`, clock ticks) the service spent from its start until the backlog
+    /// was stored.
+    pub service_ticks: u64,
 }
 
 impl TypeFigures {
@@ -379,6 +382,7 @@ async fn e2e(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.peak_rss = peak_rss(child.0.id());
+    f.service_ticks = scale::cpu_ticks(Some(child.0.id()));
     Ok(child)
 }
 

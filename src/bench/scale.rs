@@ -136,7 +136,7 @@ pub fn us_per_msg(ticks: u64, messages: u64) -> f64 {
 }
 
 /// `utime + stime` of process `pid` so far, clock ticks (0 once it is gone).
-fn cpu_ticks(pid: Option<u32>) -> u64 {
+pub(super) fn cpu_ticks(pid: Option<u32>) -> u64 {
     let path = match pid {
         Some(p) => format!("/proc/{p}/stat"),
         None => return 0,

@@ -120,6 +120,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             k(f.raw_insert),
             k(f.e2e),
             format!("{:.1}", f.e2e * f.avg_bytes / 1e6),
+            us(scale::us_per_msg(f.service_ticks, f.messages)),
             format!("{:.2}", f.ratio()),
             format!("{:.0}×", f.e2e / python),
             format!("{:.0}/{:.0}", f.p50_ms, f.p99_ms),
@@ -137,6 +138,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             "raw insert rows/s",
             "e2e msg/s",
             "e2e MB/s",
+            "service µs/msg",
             "e2e/ceiling",
             "vs Python",
             "latency p50/p99 ms",
@@ -147,7 +149,8 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     ));
     out.push_str(
         "\nceiling = min(raw consume, raw insert), measured in this run; e2e = the service binary draining the same backlog\n\
-         (first row to last row); latency = created_at − timestamp per row while publishing at the given rate;\n\
+         (first row to last row); service µs/msg = the service's CPU (utime+stime) from its start to the last row, per\n\
+         message; latency = created_at − timestamp per row while publishing at the given rate;\n\
          the Python service = 10,000 trades/s and 2,500 100-level order books/s on this kind of machine.\n",
     );
     super::out(&out);
