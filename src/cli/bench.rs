@@ -202,6 +202,12 @@ fn or_dash(v: f64, shown: String) -> String {
     if v > 0.0 { shown } else { "-".into() }
 }
 
+/// How many of a run's lanes hold messages, of how many (`3/7`: base + 6 partitions).
+fn busy_lanes(f: &ScaleFigures) -> String {
+    let busy = f.lane_messages.iter().filter(|(_, n)| *n > 0).count();
+    format!("{busy} of {}", f.lane_messages.len())
+}
+
 fn us(v: f64) -> String {
     format!("{v:.2}")
 }
@@ -227,6 +233,7 @@ fn scale_report(figures: &[ScaleFigures]) -> String {
                 us(scale::us_per_msg(f.clickhouse_ticks, f.messages)),
                 us(scale::us_per_msg(f.bench_ticks, f.messages)),
                 us(f.all_us()),
+                busy_lanes(f),
                 f.moves.to_string(),
                 format!("{:.1}", f.settled_secs),
             ]
@@ -248,6 +255,7 @@ fn scale_report(figures: &[ScaleFigures]) -> String {
             "CH µs/msg",
             "bench µs/msg",
             "all µs/msg",
+            "lanes with messages",
             "lease moves",
             "last move s",
         ],
@@ -282,6 +290,10 @@ fn scale_report(figures: &[ScaleFigures]) -> String {
                     lanes.join(", ")
                 },
                 i.inserted.to_string(),
+                format!(
+                    "{:.0} %",
+                    i.inserted as f64 * 100.0 / f.messages.max(1) as f64
+                ),
                 format!("{:.2}", i.ticks as f64 / crate::ops::process::USER_HZ),
                 us(scale::us_per_msg(i.ticks, i.inserted)),
             ]);
@@ -296,18 +308,21 @@ fn scale_report(figures: &[ScaleFigures]) -> String {
             "instance",
             "lanes held at the end (messages in each)",
             "rows inserted",
+            "share",
             "CPU s",
             "µs/row",
         ],
         &per,
     ));
     out.push_str(
-        "\nceiling = min(raw consume, raw insert), measured in the same run on the same backlog (one pull consumer over\n\
-         all partitions; pre-encoded inserts); e2e = first row to last row stored; wall = from starting the instances to\n\
-         the last row (start-up and lane hand-overs included). CPU = utime+stime from /proc/<pid>/stat over the drain:\n\
-         service = all instances together (from their start) per message; nats, CH (embedded ClickHouse) and bench (this\n\
-         process, polling) separately, all = their sum (what the 2 cores spent per message). µs/row = an instance's CPU over the rows it inserted. A lease move = a lane\n\
-         taken over by another instance (the first one up takes every lane and hands them over as the others register).\n",
+        "\nceiling = min(raw consume, raw insert), measured in the same run on the same backlog (one pull consumer\n\
+         over all partitions; pre-encoded inserts); e2e = first row to last row stored; wall = from starting the\n\
+         instances to the last row (start-up and lane hand-overs included). CPU = utime+stime from /proc/<pid>/stat\n\
+         over the drain: service = all instances (each from its start) per message; nats, CH (the embedded\n\
+         ClickHouse) and bench (this process, polling) separately; all = their sum, what the machine spent per\n\
+         message. Lanes with messages: of the base lane and the P partitions (a market always hashes to the same\n\
+         partition, so few markets can leave some empty). share = an instance's part of the backlog; µs/row = its\n\
+         CPU over the rows it inserted. A lease move = a lane taken over by another instance.\n",
     );
     out
 }
@@ -383,7 +398,7 @@ mod tests {
             row,
             [
                 "trade", "2", "4", "1000000", "400k", "1600k", "200k", "150k", "0.50", "2.50",
-                "0.50", "0.00", "0.00", "3.00", "2", "4.0"
+                "0.50", "0.00", "0.00", "3.00", "4", "of", "5", "2", "4.0"
             ]
         );
         assert!(r.contains("bench-trade-1"));
@@ -396,6 +411,9 @@ mod tests {
             .unwrap()
             .split_whitespace()
             .collect();
-        assert_eq!(inst[inst.len() - 3..], ["400000", "1.00", "2.50"]);
+        assert_eq!(
+            inst[inst.len() - 5..],
+            ["400000", "40", "%", "1.00", "2.50"]
+        );
     }
 }
