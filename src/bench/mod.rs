@@ -86,18 +86,9 @@ pub struct TypeFigures {
 }
 
 impl TypeFigures {
-    /// The smaller raw ceiling.
-    pub fn ceiling(&self) -> f64 {
-        self.raw_consume.min(self.raw_insert)
-    }
-
     /// End-to-end throughput as a fraction of the ceiling.
     pub fn ratio(&self) -> f64 {
-        if self.ceiling() > 0.0 {
-            self.e2e / self.ceiling()
-        } else {
-            0.0
-        }
+        ratio(self.e2e, self.raw_consume, self.raw_insert)
     }
 }
 
@@ -334,6 +325,47 @@ fn spawn_service(
     Ok(ServiceChild(child))
 }
 
+/// Waits until ClickHouse holds `n` rows of `t` (10 minutes at most); returns msg/s between
+/// the first look that found a row and the one that found them all (0 when the first look
+/// found them all).
+async fn wait_stored(s: &Servers, t: DataType, n: u64) -> Result<f64, BenchError> {
+    let table = format!("marketprism_hot.{}", t.table());
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let c = s
+            .sink
+            .fetch_count(&format!("SELECT count() FROM {table}"))
+            .await
+            .unwrap_or(0);
+        let now = Instant::now();
+        if c > 0 && first.is_none() {
+            first = Some((now, c));
+        }
+        if c >= n {
+            let (t0, c0) = first.unwrap_or((now, 0));
+            let secs = now.duration_since(t0).as_secs_f64();
+            return Ok(if secs > 0.0 {
+                n.saturating_sub(c0) as f64 / secs
+            } else {
+                0.0
+            });
+        }
+        if now > deadline {
+            return Err(BenchError(format!(
+                "the service stored {c} of {n} {t} rows in 10 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// End-to-end throughput as a fraction of the smaller of two ceilings (0 without one).
+fn ratio(e2e: f64, raw_consume: f64, raw_insert: f64) -> f64 {
+    let ceiling = raw_consume.min(raw_insert);
+    if ceiling > 0.0 { e2e / ceiling } else { 0.0 }
+}
+
 /// Drains the backlog with the service; returns msg/s between the first and the last row.
 async fn e2e(
     o: &BenchOptions,
@@ -351,36 +383,7 @@ async fn e2e(
         log_level: "warn",
     };
     let child = spawn_service(o, s, t, &instance)?;
-    let table = format!("marketprism_hot.{}", t.table());
-    let mut first: Option<(Instant, u64)> = None;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let c = s
-            .sink
-            .fetch_count(&format!("SELECT count() FROM {table}"))
-            .await
-            .unwrap_or(0);
-        let now = Instant::now();
-        if c > 0 && first.is_none() {
-            first = Some((now, c));
-        }
-        if c >= n {
-            let (t0, c0) = first.unwrap_or((now, 0));
-            let secs = now.duration_since(t0).as_secs_f64();
-            f.e2e = if secs > 0.0 {
-                (n - c0) as f64 / secs
-            } else {
-                0.0
-            };
-            break;
-        }
-        if now > deadline {
-            return Err(BenchError(format!(
-                "service stored {c} of {n} {t} rows in 10 minutes"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.e2e = wait_stored(s, t, n).await?;
     f.peak_rss = peak_rss(child.0.id());
     f.service_ticks = scale::cpu_ticks(Some(child.0.id()));
     Ok(child)
@@ -455,6 +458,27 @@ async fn latency(
     Ok(())
 }
 
+/// Connects to the benchmark's nats-server and creates the streams as the built-in defaults
+/// describe them, the high-frequency one laid out for `partitions`; returns the client and
+/// that configuration.
+async fn connect(
+    s: &Servers,
+    partitions: u32,
+) -> Result<(async_nats::Client, crate::config::Config), BenchError> {
+    let client = async_nats::connect(&s.nats.url)
+        .await
+        .map_err(err("connect nats"))?;
+    let mut cfg = crate::config::Config::defaults().map_err(err("config"))?;
+    cfg.nats.streams.high_frequency.partitions = partitions;
+    let js = jetstream::new(client.clone());
+    let never = tokio_util::sync::CancellationToken::new();
+    never.cancel();
+    crate::pipeline::ensure_streams(&js, &crate::service::stream_specs(&cfg), &never)
+        .await
+        .map_err(err("streams"))?;
+    Ok((client, cfg))
+}
+
 /// Runs every measurement for trades and order books.
 pub async fn run(
     o: &BenchOptions,
@@ -462,16 +486,7 @@ pub async fn run(
 ) -> Result<Vec<(DataType, TypeFigures)>, BenchError> {
     let tools = Tools::locate(&o.tools_dir).map_err(err("tools"))?;
     let s = start_servers(&o.work_dir, &tools).await?;
-    let client = async_nats::connect(&s.nats.url)
-        .await
-        .map_err(err("connect nats"))?;
-    let cfg = crate::config::Config::defaults().map_err(err("config"))?;
-    let js = jetstream::new(client.clone());
-    let never = tokio_util::sync::CancellationToken::new();
-    never.cancel();
-    crate::pipeline::ensure_streams(&js, &crate::service::stream_specs(&cfg), &never)
-        .await
-        .map_err(err("streams"))?;
+    let (client, cfg) = connect(&s, 1).await?;
     let fetch = cfg.nats.fetch_batch.get();
     let mut out = Vec::new();
     for (t, n, rate) in [

@@ -94,18 +94,9 @@ pub struct ScaleFigures {
 }
 
 impl ScaleFigures {
-    /// The smaller raw ceiling.
-    pub fn ceiling(&self) -> f64 {
-        self.raw_consume.min(self.raw_insert)
-    }
-
-    /// End-to-end throughput (first row to last) as a fraction of the ceiling.
+    /// End-to-end throughput (first row to last) as a fraction of the smaller raw ceiling.
     pub fn ratio(&self) -> f64 {
-        if self.ceiling() > 0.0 {
-            self.e2e / self.ceiling()
-        } else {
-            0.0
-        }
+        super::ratio(self.e2e, self.raw_consume, self.raw_insert)
     }
 
     /// CPU of every instance together, per message of the backlog, µs.
@@ -254,6 +245,49 @@ async fn held(leases: &Leases) -> Vec<(String, String)> {
     }
 }
 
+/// Surveys the lease bucket every 500 ms on a task of its own while the backlog drains,
+/// counting the lanes that change hands.
+struct Survey {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<(u32, Option<Duration>)>,
+}
+
+impl Survey {
+    fn start(leases: Leases, started: Instant) -> Survey {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut holders = BTreeMap::new();
+            let (mut moves, mut last) = (0, None);
+            loop {
+                let moved = note_holders(&mut holders, &held(&leases).await);
+                if moved > 0 {
+                    moves += moved;
+                    last = Some(started.elapsed());
+                }
+                tokio::select! {
+                    _ = until.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            // A last look: a move between the last survey and the end counts too.
+            let moved = note_holders(&mut holders, &held(&leases).await);
+            if moved > 0 {
+                moves += moved;
+                last = Some(started.elapsed());
+            }
+            (moves, last)
+        });
+        Survey { stop, task }
+    }
+
+    /// Lease moves seen, and when the last one was seen (from the start).
+    async fn stop(self) -> (u32, Option<Duration>) {
+        self.stop.cancel();
+        self.task.await.unwrap_or((0, None))
+    }
+}
+
 struct Running {
     id: String,
     http_port: u16,
@@ -301,17 +335,8 @@ async fn one_configuration(
     config: &Path,
     progress: &mut impl FnMut(&str),
 ) -> Result<Vec<ScaleFigures>, BenchError> {
-    let client = async_nats::connect(&s.nats.url)
-        .await
-        .map_err(err("connect nats"))?;
-    let mut cfg = crate::config::Config::defaults().map_err(err("config"))?;
-    cfg.nats.streams.high_frequency.partitions = o.partitions;
+    let (client, cfg) = super::connect(s, o.partitions).await?;
     let js = jetstream::new(client.clone());
-    let never = tokio_util::sync::CancellationToken::new();
-    never.cancel();
-    crate::pipeline::ensure_streams(&js, &crate::service::stream_specs(&cfg), &never)
-        .await
-        .map_err(err("streams"))?;
     let bucket = crate::service::pipeline_settings(&cfg, String::new()).lease_bucket;
     let leases = Leases::open(&js, &bucket, "bench-observer", &[])
         .await
@@ -425,49 +450,10 @@ async fn drain(
             child,
         });
     }
-    let table = format!("marketprism_hot.{}", t.table());
-    let mut first: Option<(Instant, u64)> = None;
-    let mut holders = BTreeMap::new();
-    let mut surveyed: Option<Instant> = None;
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        let c = s
-            .sink
-            .fetch_count(&format!("SELECT count() FROM {table}"))
-            .await
-            .unwrap_or(0);
-        let now = Instant::now();
-        if c > 0 && first.is_none() {
-            first = Some((now, c));
-        }
-        if c >= f.messages {
-            let (t0, c0) = first.unwrap_or((now, 0));
-            let secs = now.duration_since(t0).as_secs_f64();
-            f.e2e = if secs > 0.0 {
-                (f.messages - c0) as f64 / secs
-            } else {
-                0.0
-            };
-            f.wall = f.messages as f64 / now.duration_since(started).as_secs_f64();
-            break;
-        }
-        if now > deadline {
-            return Err(BenchError(format!(
-                "{n} instance(s) stored {c} of {} {t} rows in 10 minutes (logs in {})",
-                f.messages,
-                dir.display()
-            )));
-        }
-        if surveyed.is_none_or(|at| now.duration_since(at) >= Duration::from_millis(500)) {
-            surveyed = Some(now);
-            let moved = note_holders(&mut holders, &held(leases).await);
-            if moved > 0 {
-                f.moves += moved;
-                f.settled_secs = started.elapsed().as_secs_f64();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let survey = Survey::start(leases.clone(), started);
+    let stored = super::wait_stored(s, t, f.messages).await;
+    let done = Instant::now();
+    // CPU first, while the processes still run; then what the survey saw.
     for r in &running {
         f.per_instance.push(InstanceFigures {
             id: r.id.clone(),
@@ -478,12 +464,12 @@ async fn drain(
     f.nats_ticks = cpu_ticks(s.nats.pid()).saturating_sub(nats0);
     f.clickhouse_ticks = cpu_ticks(s.ch.pid()).saturating_sub(ch0);
     f.bench_ticks = self_ticks().saturating_sub(me0);
+    let (moves, last_move) = survey.stop().await;
+    f.e2e = stored.map_err(|e| BenchError(format!("{e} (instance logs in {})", dir.display())))?;
+    f.wall = f.messages as f64 / done.duration_since(started).as_secs_f64();
     let end = held(leases).await;
-    let moved = note_holders(&mut holders, &end);
-    if moved > 0 {
-        f.moves += moved;
-        f.settled_secs = started.elapsed().as_secs_f64();
-    }
+    f.moves = moves;
+    f.settled_secs = last_move.map_or(0.0, |d| d.as_secs_f64());
     for (r, fi) in running.iter().zip(f.per_instance.iter_mut()) {
         fi.inserted = get_json(r.http_port, "/stats")
             .await

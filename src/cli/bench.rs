@@ -94,12 +94,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     if args.scaling() {
         return run_scale(cfg, args).await;
     }
-    let tmp = tempfile::tempdir()?;
-    let work_dir = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
-    let o = options(cfg, args, work_dir)?;
+    let (_tmp, o) = options(cfg, args)?;
     let started = std::time::Instant::now();
     let figures = bench::run(&o, |step| {
         eprintln!("[{:>5.1}s] {step}", started.elapsed().as_secs_f64())
@@ -157,8 +152,15 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn options(cfg: &Config, args: &BenchArgs, work_dir: PathBuf) -> anyhow::Result<BenchOptions> {
-    Ok(BenchOptions {
+/// The benchmark's options, and the temp dir that holds the servers' data unless `--work-dir`
+/// is given (removed when dropped).
+fn options(cfg: &Config, args: &BenchArgs) -> anyhow::Result<(tempfile::TempDir, BenchOptions)> {
+    let tmp = tempfile::tempdir()?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let o = BenchOptions {
         trades: args.trades,
         orderbooks: args.orderbooks,
         depth: args.depth,
@@ -169,19 +171,16 @@ fn options(cfg: &Config, args: &BenchArgs, work_dir: PathBuf) -> anyhow::Result<
         tools_dir: cfg.embedded.tools_dir.clone(),
         work_dir,
         service_config: args.service_config.clone(),
-    })
+    };
+    Ok((tmp, o))
 }
 
 /// `bench --instances N[,M…] --partitions P`: one row per configuration and type, then the
 /// instances of each with the lanes they held.
 async fn run_scale(cfg: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let work_dir = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let (_tmp, bench) = options(cfg, args)?;
     let o = ScaleOptions {
-        bench: options(cfg, args, work_dir)?,
+        bench,
         instances: args.instances.clone(),
         partitions: args.partitions,
     };
