@@ -337,10 +337,16 @@ async fn one_configuration(
 ) -> Result<Vec<ScaleFigures>, BenchError> {
     let (client, cfg) = super::connect(s, o.partitions).await?;
     let js = jetstream::new(client.clone());
-    let bucket = crate::service::pipeline_settings(&cfg, String::new()).lease_bucket;
-    let leases = Leases::open(&js, &bucket, "bench-observer", &[])
-        .await
-        .map_err(err("lease bucket"))?;
+    let settings = crate::service::pipeline_settings(&cfg, String::new());
+    let leases = Leases::open(
+        &js,
+        &settings.lease_bucket,
+        "bench-observer",
+        &[],
+        settings.kv_replicas,
+    )
+    .await
+    .map_err(err("lease bucket"))?;
     let fetch = cfg.nats.fetch_batch.get();
     let mut out = Vec::new();
     for (t, messages) in [
