@@ -325,6 +325,7 @@ impl Coordinator {
             limits: *limits,
             fetch_batch: self.shared.fetch_batch,
             fetch_max_bytes: self.shared.fetch_max_bytes,
+            lanes_here: self.shared.lanes_here.clone(),
             retry: self.shared.retry,
             journal: self.shared.journal.clone(),
             leases: self.shared.leases.clone(),
@@ -334,6 +335,9 @@ impl Coordinator {
             stop: stop.clone(),
         };
         tracing::info!(lane = %id.label(), durable = %id.durable, "lane assigned here; starting it");
+        self.shared
+            .lanes_here
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.running.insert(
             id.durable.clone(),
             Running {
@@ -354,6 +358,11 @@ impl Coordinator {
             .collect();
         for name in done {
             self.running.remove(&name);
+            let _ = self.shared.lanes_here.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| Some(n.saturating_sub(1)),
+            );
             self.picked_up.remove(&name);
             let stuck = self
                 .shared

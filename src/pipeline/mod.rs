@@ -280,6 +280,7 @@ pub async fn run(
         fetch_batch: settings.fetch_batch,
         fetch_max_bytes: settings.fetch_max_bytes,
         retry: policy,
+        lanes_here: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let res = coordinator::Coordinator::new(settings, shared, duplicate_rx)
         .run()
@@ -334,6 +335,10 @@ pub(crate) struct Shared {
     fetch_batch: usize,
     fetch_max_bytes: usize,
     retry: retry::Policy,
+    /// Lanes running in this process: their pulls share one connection, so each asks for its
+    /// share of `fetch_max_bytes` (a server cuts a connection whose pending bytes pass its
+    /// `max_pending`, 64 MiB by default).
+    lanes_here: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Everything one lane's supervisor and stages need, for as long as it runs here.
@@ -347,6 +352,8 @@ pub(crate) struct LaneCtx {
     limits: Limits,
     fetch_batch: usize,
     fetch_max_bytes: usize,
+    /// Lanes running in this process (see `Shared::lanes_here`).
+    lanes_here: Arc<std::sync::atomic::AtomicUsize>,
     retry: retry::Policy,
     journal: Journal,
     leases: Leases,

@@ -175,6 +175,8 @@ pub(crate) struct Reader {
     max_queue_bytes: u64,
     /// Most bytes one pull request may return.
     fetch_max_bytes: usize,
+    /// Lanes running in this process: each pull asks for its share of `fetch_max_bytes`.
+    lanes_here: Arc<std::sync::atomic::AtomicUsize>,
     journal: Journal,
     stats: Arc<Stats>,
     /// This lane's state (queued, bound): its back-pressure and what ops shows.
@@ -208,6 +210,7 @@ impl Reader {
             max_queue: ctx.max_queue,
             max_queue_bytes: ctx.max_queue_bytes,
             fetch_max_bytes: ctx.fetch_max_bytes,
+            lanes_here: ctx.lanes_here.clone(),
             journal: ctx.journal.clone(),
             stats: ctx.stats.clone(),
             lane: ctx.lane.clone(),
@@ -492,7 +495,10 @@ impl Reader {
             .consumer
             .stream()
             .max_messages_per_batch(self.fetch_batch)
-            .max_bytes_per_batch(self.fetch_max_bytes)
+            .max_bytes_per_batch(pull_bytes(
+                self.fetch_max_bytes,
+                self.lanes_here.load(std::sync::atomic::Ordering::Relaxed),
+            ))
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -736,6 +742,27 @@ impl Reader {
         let (n, last) = (at.read, at.last);
         tracing::info!(data_type = %dt, messages = n, from = floor + 1, to = last, "recovered unacked messages");
         Ok(last)
+    }
+}
+
+/// The bytes one pull of a lane asks for: its share of `fetch_max_bytes` among the `lanes`
+/// running in the process, never below 1 MiB (one message of NATS's default `max_payload`
+/// must fit) nor above `fetch_max_bytes`.
+fn pull_bytes(fetch_max_bytes: usize, lanes: usize) -> usize {
+    const MIN: usize = 1 << 20;
+    (fetch_max_bytes / lanes.max(1)).max(MIN.min(fetch_max_bytes))
+}
+
+#[cfg(test)]
+mod pull_tests {
+    #[test]
+    fn lanes_share_the_pull_budget_down_to_one_message() {
+        let mib = 1 << 20;
+        assert_eq!(super::pull_bytes(16 * mib, 0), 16 * mib);
+        assert_eq!(super::pull_bytes(16 * mib, 1), 16 * mib);
+        assert_eq!(super::pull_bytes(16 * mib, 4), 4 * mib);
+        assert_eq!(super::pull_bytes(16 * mib, 40), mib);
+        assert_eq!(super::pull_bytes(mib / 2, 3), mib / 2);
     }
 }
 
