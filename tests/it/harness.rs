@@ -272,13 +272,14 @@ impl TestNatsCluster {
     /// streams are current (caught up with their leaders).
     pub async fn wait_healthy(&self, i: usize) {
         let port = self.nodes[i].monitor_port;
-        let ok = wait_until(60, || async move {
+        // Generous: a restarted node catches up while other tests share the two cores.
+        let ok = wait_until(120, || async move {
             http_get(port, "/healthz")
                 .await
                 .is_some_and(|(c, _)| c == 200)
         })
         .await;
-        assert!(ok, "node n{i} not healthy within 60 s");
+        assert!(ok, "node n{i} not healthy within 120 s");
     }
 
     /// Every node's URL, comma-separated (what `nats.url` is given).
