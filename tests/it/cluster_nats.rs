@@ -359,6 +359,22 @@ fn assert_no_recovery_of_nothing(log: &str) {
 /// Keeps the service's log (copied to the temp directory) when the test fails.
 struct KeepLogOnPanic(std::path::PathBuf);
 
+/// The service on the cluster, its log kept on a panic, a sampler of the stored count, and
+/// the node it connected to, once its buckets exist.
+async fn start_on_cluster(
+    cluster: &TestNatsCluster,
+    ch: &TestClickHouse,
+    client: &async_nats::Client,
+) -> (Service, KeepLogOnPanic, Sampler, usize) {
+    let mut svc = Service::with_yaml(&cluster.urls(), ch, &cluster_yaml());
+    let keep = KeepLogOnPanic(svc.log.clone());
+    let sampler = Sampler::start(ch);
+    svc.start();
+    let node = connected(cluster, &svc).await;
+    wait_for_buckets(client, &svc).await;
+    (svc, keep, sampler, node)
+}
+
 impl Drop for KeepLogOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -418,12 +434,7 @@ async fn r3_cluster_stream_leader_and_connected_node_killed_while_draining_store
     let now = chrono::Utc::now().timestamp_millis();
     publish_acked(&client, other_types(0, OTHER, now)).await;
 
-    let mut svc = Service::with_yaml(&cluster.urls(), &ch, &cluster_yaml());
-    let _keep = KeepLogOnPanic(svc.log.clone());
-    let sampler = Sampler::start(&ch);
-    svc.start();
-    let node = connected(&cluster, &svc).await;
-    wait_for_buckets(&client, &svc).await;
+    let (mut svc, _keep, sampler, node) = start_on_cluster(&cluster, &ch, &client).await;
     // Pure leader loss: the stream is led by a node the service is not connected to, and
     // neither the durable nor the buckets are led by either.
     let leader = cluster
@@ -523,12 +534,7 @@ async fn r3_cluster_journal_leader_then_the_node_leading_everything_killed_while
     let now = chrono::Utc::now().timestamp_millis();
     publish_acked(&client, other_types(0, OTHER, now)).await;
 
-    let mut svc = Service::with_yaml(&cluster.urls(), &ch, &cluster_yaml());
-    let _keep = KeepLogOnPanic(svc.log.clone());
-    let sampler = Sampler::start(&ch);
-    svc.start();
-    let node = connected(&cluster, &svc).await;
-    wait_for_buckets(&client, &svc).await;
+    let (mut svc, _keep, sampler, node) = start_on_cluster(&cluster, &ch, &client).await;
     // Pure journal leader loss: nothing else the trade pipeline uses is led by that node.
     let leader = cluster
         .lead_elsewhere(&client, Led::Stream(JOURNAL_KV), &[node])

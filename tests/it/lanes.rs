@@ -360,6 +360,17 @@ async fn a_second_process_with_the_same_instance_id_is_refused() {
     assert_eq!(a.terminate(), Some(0));
 }
 
+/// A server pair and one instance, started, with its streams created.
+async fn one_instance() -> (TestNats, TestClickHouse, async_nats::Client, Service) {
+    let nats = TestNats::start().await;
+    let ch = TestClickHouse::start().await;
+    let client = nats.client().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    wait_for_streams(&client).await;
+    (nats, ch, client, svc)
+}
+
 /// Runs `marketprism-storage <args>` with `svc`'s environment; returns (exit code, output).
 fn cli(svc: &Service, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"))
@@ -383,12 +394,7 @@ fn cli(svc: &Service, args: &[&str]) -> (Option<i32>, String) {
 /// it and the command; with the new key it goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repartitioning_a_running_stream_loses_and_duplicates_nothing() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    wait_for_streams(&client).await;
+    let (nats, ch, client, mut svc) = one_instance().await;
     publish_market_trades(&client, 0, 40_000, 64).await;
     let (code, out) = cli(
         &svc,
@@ -449,12 +455,7 @@ async fn repartitioning_a_running_stream_loses_and_duplicates_nothing() {
 /// every retained message was stored a second time. The same at a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_durable_is_created_again_from_its_journal_not_from_the_start() {
-    let nats = TestNats::start().await;
-    let ch = TestClickHouse::start().await;
-    let client = nats.client().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    wait_for_streams(&client).await;
+    let (nats, ch, client, mut svc) = one_instance().await;
     publish_market_trades(&client, 0, 20_000, 16).await;
     assert_trades_exactly(&ch, 20_000, &tail(&svc.log_text())).await;
     let js = jetstream::new(client.clone());
