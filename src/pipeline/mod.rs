@@ -453,6 +453,13 @@ async fn run_lane(ctx: LaneCtx) {
                     _ = ctx.stop.cancelled() => {
                         lane.set_waiting(None);
                         lane.set_role(LaneRole::Elsewhere);
+                        // The server may still hold the key in our name (the guard lapsed on a
+                        // slow refresh): give it up, so the next owner need not wait the TTL.
+                        // A lease another instance took is not ours to delete: the delete
+                        // states our revision and fails then.
+                        if ctx.stats.nats_connected() {
+                            let _ = tokio::time::timeout(RELEASE_TIMEOUT, ctx.leases.release(lease)).await;
+                        }
                         return;
                     }
                 }
