@@ -291,20 +291,11 @@ impl NatsConfig {
     /// The server URLs joined with commas, each one's password replaced by `***`
     /// (`nats://user:***@host:4222`), for messages and logs.
     pub fn url_redacted(&self) -> String {
-        let redact = |u: &String| {
-            let Some((scheme, rest)) = u.split_once("://") else {
-                return u.clone();
-            };
-            let Some((auth, host)) = rest.rsplit_once('@') else {
-                return u.clone();
-            };
-            match auth.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                // A token alone (`nats://token@host`) is the secret.
-                None => format!("{scheme}://***@{host}"),
-            }
-        };
-        self.urls.iter().map(redact).collect::<Vec<_>>().join(",")
+        self.urls
+            .iter()
+            .map(|u| value::redact_nats_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The durable consumer name for `data_type`.

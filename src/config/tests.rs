@@ -970,3 +970,38 @@ fn nats_urls_are_a_list_and_redacted_in_messages() {
         "nats://u:***@n1:4222,tls://***@n2:4223,nats://n3:4224"
     );
 }
+
+#[test]
+fn nats_url_secrets_are_never_printed_by_config_or_in_errors() {
+    let secret = "s3cr3t-PW";
+    let token = "t0k3n-XYZ";
+    let url = format!("nats://alice:{secret}@n1:4222,tls://{token}@n2:4223");
+    let l = check("", &[("NATS_URL", url.as_str())]).unwrap();
+    // The client still gets the credentials…
+    assert_eq!(
+        l.config.nats.urls,
+        [
+            format!("nats://alice:{secret}@n1:4222"),
+            format!("tls://{token}@n2:4223")
+        ]
+    );
+    // …and nothing printed shows them.
+    let printed = crate::config::render(&l);
+    assert!(
+        printed.contains("nats://alice:***@n1:4222,tls://***@n2:4223"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(secret) && !printed.contains(token),
+        "{printed}"
+    );
+    for bad in [
+        format!("nats://alice:{secret}@:4222"),
+        format!("nats://alice:{secret}@n1:notaport"),
+        format!("http://alice:{secret}@n1:4222"),
+    ] {
+        let err = check_err("", &[("NATS_URL", bad.as_str())]);
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("alice:***@"), "{err}");
+    }
+}

@@ -129,7 +129,8 @@ kinds! {
             Err(_) => Err(format!("invalid address \"{s}\": expected ip:port")),
         }
     }, SocketAddr::to_string;
-    rule NATS_URLS: Vec<String> = |v| parse_nats_urls(&list(v)?.join(",")), |l| l.join(",");
+    rule NATS_URLS: Vec<String> = |v| parse_nats_urls(&list(v)?.join(",")),
+        |l| l.iter().map(|u| redact_nats_url(u)).collect::<Vec<_>>().join(",");
     /// `MARKETPRISM_LOG_JSON`: a boolean choosing `json` or `pretty`.
     rule LOG_JSON: LogFormat = |v| Ok(if parse_bool(&scalar(v)?)? { LogFormat::Json } else { LogFormat::Pretty }),
         LOG_FORMAT_KIND.show;
@@ -497,9 +498,27 @@ pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
 }
 
 /// Splits and checks `nats://a:4222,tls://b:4222`.
+/// A NATS URL with its secret replaced by `***` (`nats://user:***@host:4222`, a token alone
+/// `nats://***@host`), for everything printed: `config`, errors, logs.
+pub fn redact_nats_url(u: &str) -> String {
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return u.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return u.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        // A token alone (`nats://token@host`) is the secret.
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
 pub(crate) fn parse_nats_urls(text: &str) -> Result<Vec<String>, String> {
     let mut urls = Vec::new();
-    for part in text.split(',').map(str::trim) {
+    for raw in text.split(',').map(str::trim) {
+        // Errors quote the URL without its secret.
+        let part = &redact_nats_url(raw);
         let rest = part
             .strip_prefix("nats://")
             .or_else(|| part.strip_prefix("tls://"))
@@ -527,7 +546,7 @@ pub(crate) fn parse_nats_urls(text: &str) -> Result<Vec<String>, String> {
         if let Some(port) = port {
             parse_port(port).map_err(|r| format!("invalid url \"{part}\": {r}"))?;
         }
-        urls.push(part.to_string());
+        urls.push(raw.to_string());
     }
     Ok(urls)
 }
