@@ -220,7 +220,7 @@ impl Leases {
                 instance: instance.to_string(),
                 nonce,
                 types: types.iter().map(|t| t.to_string()).collect(),
-                started_ms: Some(crate::pipeline::stats::now_ms()),
+                started_ms: Some(chrono::Utc::now().timestamp_millis()),
             },
         })
     }
