@@ -143,12 +143,7 @@ async fn audit(cfg: &Config, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     if let Some(w) = args.workers {
         opts.workers = w.max(1);
     }
-    let client = async_nats::ConnectOptions::new()
-        .name("marketprism-storage audit")
-        .connection_timeout(cfg.nats.connect_timeout)
-        .connect(cfg.nats.urls.as_slice())
-        .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url_redacted()))?;
+    let client = crate::service::nats::connect_once(&cfg.nats, "marketprism-storage audit").await?;
     let js = async_nats::jetstream::new(client);
     let (hot, embedded) = crate::service::one_shot_clickhouse(cfg).await?;
     let rows = if args.cold {

@@ -106,7 +106,7 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
                 .await
         })
     };
-    let client = async_nats::connect(&nats.url).await?;
+    let client = crate::service::nats::connect_once(&cfg.nats, "marketprism-storage demo").await?;
     if let Err(e) = wait_for_streams(&cfg, &client, &service).await {
         stop.cancel();
         let r = service.await;
@@ -129,6 +129,10 @@ pub async fn run(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
 fn demo_config(cfg: &Config, args: &DemoArgs, nats_url: &str) -> Config {
     let mut cfg = cfg.clone();
     cfg.nats.urls = vec![nats_url.to_string()];
+    // The demo's own nats-server has no auth and no TLS: the configured ones are another
+    // server's.
+    cfg.nats.auth = crate::config::NatsAuth::None;
+    cfg.nats.tls = crate::config::NatsTls::default();
     // The demo's own nats-server holds only the demo's traffic. JetStream refuses a stream whose
     // max_bytes exceeds its store (75 % of the free disk by default), so the production sizes
     // (20 GiB + 2 GiB) would fail on a machine with less than ~30 GB free. Were the service ever

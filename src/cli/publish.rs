@@ -112,7 +112,8 @@ pub fn report(stats: &PublishStats) -> String {
 /// Publishes until the duration/count is reached or Ctrl-C.
 pub async fn run(cfg: &Config, args: &PublishArgs) -> anyhow::Result<()> {
     let opts = options(args)?;
-    let client = async_nats::connect(cfg.nats.urls.as_slice()).await?;
+    let client =
+        crate::service::nats::connect_once(&cfg.nats, "marketprism-storage publish").await?;
     let line = super::progress::Progress::stderr();
     let text = |s: &PublishStats| {
         format!(

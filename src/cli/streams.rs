@@ -49,7 +49,8 @@ fn layout_text(l: &Layout) -> String {
 
 /// Connects to NATS and ensures every configured stream, or changes one stream's layout.
 pub async fn run(cfg: &Config, args: &StreamsArgs) -> anyhow::Result<()> {
-    let client = async_nats::connect(cfg.nats.urls.as_slice()).await?;
+    let client =
+        crate::service::nats::connect_once(&cfg.nats, "marketprism-storage streams").await?;
     let js = async_nats::jetstream::new(client);
     match &args.action {
         StreamsAction::Ensure => {

@@ -15,8 +15,8 @@ use super::defaults::*;
 use super::resolve::{Key, Resolver};
 use super::{
     ClickHouseConfig, ColdClickHouseConfig, Config, ConfigError, EmbeddedConfig, HttpConfig,
-    LogConfig, MigrationConfig, NatsConfig, NatsMode, PerType, QualityConfig, RetryConfig,
-    StreamConfig, Streams, TypeBatch,
+    LogConfig, MigrationConfig, NatsAuth, NatsConfig, NatsMode, NatsTls, PerType, QualityConfig,
+    RetryConfig, StreamConfig, Streams, TypeBatch,
 };
 use crate::model::DataType;
 
@@ -98,6 +98,28 @@ pub(crate) mod k {
             .default("trade,orderbook,funding_rate,open_interest,liquidation,lsr_top_position,lsr_all_account,volatility_index");
         /// The Python service's switch per type, mapped onto `nats.types`.
         SUBSCRIBED: bool = ("subscriptions.*_enabled", BOOL);
+        /// User, with nats.password; one auth method only.
+        NATS_USER: String = ("nats.user", TEXT).env(&["MARKETPRISM_NATS_USER"]);
+        /// Password of nats.user (secret).
+        NATS_PASSWORD: Secret = ("nats.password", TOKEN).env(&["MARKETPRISM_NATS_PASSWORD"]);
+        /// Token (secret).
+        NATS_TOKEN: Secret = ("nats.token", TOKEN).env(&["MARKETPRISM_NATS_TOKEN"]);
+        /// File holding a user nkey seed (`SU…`).
+        NATS_NKEY_SEED_FILE: PathBuf = ("nats.nkey_seed_file", PATH)
+            .env(&["MARKETPRISM_NATS_NKEY_SEED_FILE"]);
+        /// Credentials file (user JWT + seed), decentralized auth.
+        NATS_CREDS_FILE: PathBuf = ("nats.creds_file", PATH).env(&["MARKETPRISM_NATS_CREDS_FILE"]);
+        /// PEM CA(s) the servers' certificates chain to; unset: the system's.
+        NATS_TLS_CA: PathBuf = ("nats.tls.ca", PATH).env(&["MARKETPRISM_NATS_TLS_CA"]);
+        /// Client certificate chain (PEM), with nats.tls.key.
+        NATS_TLS_CERT: PathBuf = ("nats.tls.cert", PATH).env(&["MARKETPRISM_NATS_TLS_CERT"]);
+        /// Its private key (PEM).
+        NATS_TLS_KEY: PathBuf = ("nats.tls.key", PATH).env(&["MARKETPRISM_NATS_TLS_KEY"]);
+        /// TLS before the server's INFO (servers with `handshake_first`).
+        NATS_TLS_FIRST: bool = ("nats.tls.first", BOOL).env(&["MARKETPRISM_NATS_TLS_FIRST"])
+            .default("false");
+        /// Refuse a server without TLS (implied by tls://, ca, cert, first).
+        NATS_TLS_REQUIRED: bool = ("nats.tls.required", BOOL).default("false");
 
         // ---- clickhouse ----
         /// `embedded`: the service starts its own ClickHouse.
@@ -439,6 +461,8 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
             ),
         ));
     }
+    let auth = nats_auth(r, &urls)?;
+    let tls = nats_tls(r, &urls)?;
     Ok(NatsConfig {
         urls,
         mode,
@@ -452,6 +476,136 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
         journal_bucket,
         kv_replicas,
         types,
+        auth,
+        tls,
+    })
+}
+
+/// The one NATS auth method: the keys, or the credentials the URLs carry (the same in every
+/// URL that has some). Two methods, a user without a password (or the reverse), or a file that
+/// cannot be read or parsed fail naming the key; no reason quotes a secret.
+fn nats_auth(r: &mut Resolver, urls: &[String]) -> Result<NatsAuth, ConfigError> {
+    use super::nats_security::{self as sec, UrlCredentials};
+    let non_empty_path = |p: Option<std::path::PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    let user = r.opt(&k::NATS_USER)?.filter(|u| !u.is_empty());
+    let password = r.opt(&k::NATS_PASSWORD)?.filter(|p| !p.is_empty());
+    let token = r.opt(&k::NATS_TOKEN)?.filter(|t| !t.is_empty());
+    let seed = non_empty_path(r.opt(&k::NATS_NKEY_SEED_FILE)?);
+    let creds = non_empty_path(r.opt(&k::NATS_CREDS_FILE)?);
+    let mut in_urls = urls.iter().filter_map(|u| sec::url_credentials(u));
+    let from_url = in_urls.next();
+    if in_urls.any(|c| Some(c) != from_url) {
+        return Err(r.fail(
+            "nats.url",
+            "the URLs carry different credentials; the client sends one set to every server (use nats.user/nats.password or nats.token instead)",
+        ));
+    }
+    let mut methods: Vec<&str> = Vec::new();
+    if user.is_some() || password.is_some() {
+        methods.push("nats.user/nats.password");
+    }
+    if token.is_some() {
+        methods.push("nats.token");
+    }
+    if seed.is_some() {
+        methods.push("nats.nkey_seed_file");
+    }
+    if creds.is_some() {
+        methods.push("nats.creds_file");
+    }
+    if from_url.is_some() {
+        methods.push("nats.url");
+    }
+    if methods.len() > 1 {
+        let (last, first) = methods.split_last().unwrap_or((&"", &[]));
+        let key = match *last {
+            "nats.user/nats.password" => "nats.password",
+            k => k,
+        };
+        let reason = format!(
+            "only one NATS auth method can be used, and {} is set too",
+            first.join(" and ")
+        );
+        return Err(r.fail(key, reason));
+    }
+    let auth = match (user, password, token, seed, creds, from_url) {
+        (Some(user), Some(password), ..) => NatsAuth::UserPassword {
+            user,
+            password,
+            key: "nats.password",
+        },
+        (Some(_), None, ..) => {
+            return Err(r.fail(
+                "nats.user",
+                "needs nats.password (MARKETPRISM_NATS_PASSWORD)",
+            ));
+        }
+        (None, Some(_), ..) => {
+            return Err(r.fail("nats.password", "needs nats.user (MARKETPRISM_NATS_USER)"));
+        }
+        (_, _, Some(token), ..) => NatsAuth::Token {
+            token,
+            key: "nats.token",
+        },
+        (_, _, _, Some(path), ..) => {
+            sec::read_nkey_seed(&path).map_err(|e| r.fail("nats.nkey_seed_file", e))?;
+            NatsAuth::NkeySeedFile(path)
+        }
+        (_, _, _, _, Some(path), _) => {
+            sec::read_creds(&path).map_err(|e| r.fail("nats.creds_file", e))?;
+            NatsAuth::CredsFile(path)
+        }
+        (.., Some(UrlCredentials::UserPassword(user, password))) => NatsAuth::UserPassword {
+            user,
+            password,
+            key: "nats.url",
+        },
+        (.., Some(UrlCredentials::Token(token))) => NatsAuth::Token {
+            token,
+            key: "nats.url",
+        },
+        _ => NatsAuth::None,
+    };
+    r.show("nats.auth", auth.method());
+    Ok(auth)
+}
+
+/// TLS towards NATS: the CA and the client certificate checked (they parse, the key is the
+/// certificate's), `required` implied by anything that only makes sense over TLS.
+fn nats_tls(r: &mut Resolver, urls: &[String]) -> Result<NatsTls, ConfigError> {
+    use super::nats_security as sec;
+    let non_empty_path = |p: Option<std::path::PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    let ca = non_empty_path(r.opt(&k::NATS_TLS_CA)?);
+    let cert = non_empty_path(r.opt(&k::NATS_TLS_CERT)?);
+    let key = non_empty_path(r.opt(&k::NATS_TLS_KEY)?);
+    let first = r.get(&k::NATS_TLS_FIRST)?;
+    let required = r.get(&k::NATS_TLS_REQUIRED)?;
+    if let Some(ca) = &ca {
+        sec::check_ca(ca).map_err(|e| r.fail("nats.tls.ca", e))?;
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            sec::check_client_cert(&cert, &key).map_err(|(k, e)| r.fail(k, e))?;
+            Some((cert, key))
+        }
+        (Some(_), None) => {
+            return Err(r.fail("nats.tls.cert", "needs nats.tls.key (its private key)"));
+        }
+        (None, Some(_)) => {
+            return Err(r.fail(
+                "nats.tls.key",
+                "needs nats.tls.cert (the certificate it is the key of)",
+            ));
+        }
+        (None, None) => None,
+    };
+    let implied =
+        ca.is_some() || client.is_some() || first || urls.iter().any(|u| u.starts_with("tls://"));
+    Ok(NatsTls {
+        ca,
+        client,
+        first,
+        required: required || implied,
     })
 }
 

@@ -15,6 +15,7 @@
 pub mod defaults;
 mod error;
 mod keys;
+pub mod nats_security;
 mod resolve;
 mod value;
 
@@ -279,6 +280,76 @@ pub struct NatsConfig {
     pub kv_replicas: NonZeroUsize,
     /// The data types this instance consumes (no duplicates, in [`DataType::ALL`] order).
     pub types: Vec<DataType>,
+    /// How the service authenticates (one method at most; the URLs' credentials included).
+    pub auth: NatsAuth,
+    /// TLS towards the servers.
+    pub tls: NatsTls,
+}
+
+/// How the service authenticates to NATS: one method at most, checked at start (the files
+/// read and parsed, never printed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NatsAuth {
+    /// No credentials (a server without authorization).
+    None,
+    /// `nats.user` + `nats.password`, or `user:pass@` in `nats.url` (`key` says which).
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Its password.
+        password: Secret,
+        /// The key an error names: `nats.password` or `nats.url`.
+        key: &'static str,
+    },
+    /// `nats.token`, or `token@` in `nats.url` (`key` says which).
+    Token {
+        /// The token.
+        token: Secret,
+        /// The key an error names: `nats.token` or `nats.url`.
+        key: &'static str,
+    },
+    /// `nats.nkey_seed_file`: a file holding a user nkey seed (`SU…`).
+    NkeySeedFile(PathBuf),
+    /// `nats.creds_file`: a credentials file (user JWT + seed), decentralized auth.
+    CredsFile(PathBuf),
+}
+
+impl NatsAuth {
+    /// The key an authentication error names (`None`: no credentials configured).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            NatsAuth::None => None,
+            NatsAuth::UserPassword { key, .. } | NatsAuth::Token { key, .. } => Some(key),
+            NatsAuth::NkeySeedFile(_) => Some("nats.nkey_seed_file"),
+            NatsAuth::CredsFile(_) => Some("nats.creds_file"),
+        }
+    }
+
+    /// The method's name, as `config` and the logs show it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            NatsAuth::None => "none",
+            NatsAuth::UserPassword { .. } => "user/password",
+            NatsAuth::Token { .. } => "token",
+            NatsAuth::NkeySeedFile(_) => "nkey",
+            NatsAuth::CredsFile(_) => "creds (JWT)",
+        }
+    }
+}
+
+/// TLS towards the NATS servers. The files are checked at start and read again by the client
+/// at every (re)connect, so renewed certificates are picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NatsTls {
+    /// PEM file of the CA(s) the servers' certificates must chain to (`None`: the system's).
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain and its key (PEM), for servers that verify clients.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// TLS before the server's INFO (servers configured with `handshake_first`).
+    pub first: bool,
+    /// Refuse a server that does not offer TLS: `nats.tls.required`, or implied by a
+    /// `tls://` URL, a CA, a client certificate or `first`.
+    pub required: bool,
 }
 
 impl NatsConfig {
@@ -296,6 +367,15 @@ impl NatsConfig {
             .map(|u| value::redact_nats_url(u))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The server URLs as the client is given them: without their credentials, which are
+    /// in [`NatsConfig::auth`] (the client does not read a URL's `user:pass@`).
+    pub fn server_urls(&self) -> Vec<String> {
+        self.urls
+            .iter()
+            .map(|u| nats_security::without_credentials(u))
+            .collect()
     }
 
     /// The durable consumer name for `data_type`.

@@ -959,7 +959,7 @@ fn nats_urls_are_a_list_and_redacted_in_messages() {
         "",
         &[(
             "NATS_URL",
-            "nats://u:p@n1:4222, tls://tok@n2:4223,nats://n3:4224",
+            "nats://u:p@n1:4222, tls://u:p@n2:4223,nats://n3:4224",
         )],
     )
     .unwrap();
@@ -967,7 +967,33 @@ fn nats_urls_are_a_list_and_redacted_in_messages() {
     assert_eq!(n.urls.len(), 3);
     assert_eq!(
         n.url_redacted(),
-        "nats://u:***@n1:4222,tls://***@n2:4223,nats://n3:4224"
+        "nats://u:***@n1:4222,tls://u:***@n2:4223,nats://n3:4224"
+    );
+    // The client is given the URLs without credentials, and the credentials as the auth.
+    assert_eq!(
+        n.server_urls(),
+        ["nats://n1:4222", "tls://n2:4223", "nats://n3:4224"]
+    );
+    assert_eq!(
+        n.auth,
+        NatsAuth::UserPassword {
+            user: "u".into(),
+            password: Secret::new("p"),
+            key: "nats.url"
+        }
+    );
+    let l = check("", &[("NATS_URL", "tls://tok@n2:4223")]).unwrap();
+    assert_eq!(
+        l.config.nats.auth,
+        NatsAuth::Token {
+            token: Secret::new("tok"),
+            key: "nats.url"
+        }
+    );
+    // One set of credentials is sent to every server.
+    assert_eq!(
+        check_err("", &[("NATS_URL", "nats://u:p@n1:4222,tls://tok@n2:4223")]),
+        "env NATS_URL: the URLs carry different credentials; the client sends one set to every server (use nats.user/nats.password or nats.token instead)"
     );
 }
 
@@ -975,24 +1001,31 @@ fn nats_urls_are_a_list_and_redacted_in_messages() {
 fn nats_url_secrets_are_never_printed_by_config_or_in_errors() {
     let secret = "s3cr3t-PW";
     let token = "t0k3n-XYZ";
-    let url = format!("nats://alice:{secret}@n1:4222,tls://{token}@n2:4223");
+    let url = format!("nats://alice:{secret}@n1:4222,tls://alice:{secret}@n2:4223");
     let l = check("", &[("NATS_URL", url.as_str())]).unwrap();
     // The client still gets the credentials…
     assert_eq!(
-        l.config.nats.urls,
-        [
-            format!("nats://alice:{secret}@n1:4222"),
-            format!("tls://{token}@n2:4223")
-        ]
+        l.config.nats.auth,
+        NatsAuth::UserPassword {
+            user: "alice".into(),
+            password: Secret::new(secret),
+            key: "nats.url"
+        }
     );
     // …and nothing printed shows them.
     let printed = crate::config::render(&l);
     assert!(
-        printed.contains("nats://alice:***@n1:4222,tls://***@n2:4223"),
+        printed.contains("nats://alice:***@n1:4222,tls://alice:***@n2:4223"),
         "{printed}"
     );
+    let l = check("", &[("NATS_URL", &format!("tls://{token}@n2:4223"))]).unwrap();
+    let printed_token = crate::config::render(&l);
     assert!(
-        !printed.contains(secret) && !printed.contains(token),
+        printed_token.contains("tls://***@n2:4223"),
+        "{printed_token}"
+    );
+    assert!(
+        !printed.contains(secret) && !printed_token.contains(token),
         "{printed}"
     );
     for bad in [
@@ -1004,4 +1037,102 @@ fn nats_url_secrets_are_never_printed_by_config_or_in_errors() {
         assert!(!err.contains(secret), "{err}");
         assert!(err.contains("alice:***@"), "{err}");
     }
+}
+
+#[test]
+fn nats_auth_is_one_method_named_by_its_key() {
+    let l = check(
+        "nats:\n  user: svc\n  password: \"pw-123\"\n",
+        &[("MARKETPRISM_NATS_URL", "nats://n1:4222")],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.nats.auth,
+        NatsAuth::UserPassword {
+            user: "svc".into(),
+            password: Secret::new("pw-123"),
+            key: "nats.password"
+        }
+    );
+    let printed = crate::config::render(&l);
+    assert!(!printed.contains("pw-123"), "{printed}");
+    assert!(printed.contains("user/password"), "{printed}");
+    let l = check("", &[("MARKETPRISM_NATS_TOKEN", "tk-9")]).unwrap();
+    assert_eq!(
+        l.config.nats.auth,
+        NatsAuth::Token {
+            token: Secret::new("tk-9"),
+            key: "nats.token"
+        }
+    );
+    assert!(!crate::config::render(&l).contains("tk-9"));
+    assert_eq!(
+        check_err("nats:\n  user: svc\n", &[]),
+        "nats.user: needs nats.password (MARKETPRISM_NATS_PASSWORD)"
+    );
+    assert_eq!(
+        check_err("", &[("MARKETPRISM_NATS_PASSWORD", "pw-123")]),
+        "env MARKETPRISM_NATS_PASSWORD: needs nats.user (MARKETPRISM_NATS_USER)"
+    );
+    assert_eq!(
+        check_err("nats:\n  token: \"tk-9\"\n  creds_file: /x.creds\n", &[]),
+        "nats.creds_file: only one NATS auth method can be used, and nats.token is set too"
+    );
+    assert_eq!(
+        check_err(
+            "nats:\n  user: svc\n  password: \"pw-123\"\n",
+            &[("MARKETPRISM_NATS_URL", "nats://tk-9@n1:4222")]
+        ),
+        "env MARKETPRISM_NATS_URL: only one NATS auth method can be used, and nats.user/nats.password is set too"
+    );
+    let e = check_err("nats:\n  nkey_seed_file: /nonexistent/seed\n", &[]);
+    assert!(
+        e.starts_with("nats.nkey_seed_file: cannot read /nonexistent/seed: "),
+        "{e}"
+    );
+    // A seed file holding a password instead of a seed: the error names the file only.
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, "hunter2-not-a-seed").unwrap();
+    let e = check_err(
+        "",
+        &[("MARKETPRISM_NATS_NKEY_SEED_FILE", seed.to_str().unwrap())],
+    );
+    assert!(e.contains("holds no valid nkey seed"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let user = nkeys::KeyPair::new_user();
+    std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    let l = check(
+        "",
+        &[("MARKETPRISM_NATS_NKEY_SEED_FILE", seed.to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(l.config.nats.auth, NatsAuth::NkeySeedFile(seed.clone()));
+    assert!(!crate::config::render(&l).contains(&user.seed().unwrap()));
+}
+
+#[test]
+fn nats_tls_files_are_checked_and_imply_tls() {
+    assert!(!Config::defaults().unwrap().nats.tls.required);
+    let l = check("", &[("MARKETPRISM_NATS_URL", "tls://n1:4222")]).unwrap();
+    assert!(l.config.nats.tls.required);
+    let l = check("nats:\n  tls:\n    first: true\n", &[]).unwrap();
+    assert!(l.config.nats.tls.first && l.config.nats.tls.required);
+    assert_eq!(
+        check_err("nats:\n  tls:\n    cert: /c.pem\n", &[]),
+        "nats.tls.cert: needs nats.tls.key (its private key)"
+    );
+    assert_eq!(
+        check_err("", &[("MARKETPRISM_NATS_TLS_KEY", "/k.pem")]),
+        "env MARKETPRISM_NATS_TLS_KEY: needs nats.tls.cert (the certificate it is the key of)"
+    );
+    let e = check_err("nats:\n  tls:\n    ca: /nonexistent/ca.pem\n", &[]);
+    assert!(
+        e.starts_with("nats.tls.ca: cannot read /nonexistent/ca.pem"),
+        "{e}"
+    );
+    assert!(
+        check_err("nats:\n  tls:\n    colour: red\n", &[])
+            .contains("unknown key \"nats.tls.colour\"")
+    );
 }

@@ -617,6 +617,8 @@ pub struct Stats {
     members: Mutex<Vec<MemberView>>,
     /// Whether the NATS connection is up.
     nats_connected: AtomicBool,
+    /// Times NATS refused the credentials or a permission (`service::nats`).
+    nats_auth_failures: AtomicU64,
     /// Whether ClickHouse answered the last ping.
     clickhouse_up: AtomicBool,
     /// This instance's id (lease holder and member name), once the pipeline set it.
@@ -641,6 +643,7 @@ impl Stats {
             lanes: Mutex::new(BTreeMap::new()),
             members: Mutex::new(Vec::new()),
             nats_connected: AtomicBool::new(false),
+            nats_auth_failures: AtomicU64::new(0),
             clickhouse_up: AtomicBool::new(false),
             instance: Mutex::new(None),
             nats_server: Mutex::new(None),
@@ -714,6 +717,17 @@ impl Stats {
     /// Records the NATS connection state.
     pub fn set_nats_connected(&self, up: bool) {
         self.nats_connected.store(up, Relaxed);
+    }
+
+    /// Counts one refusal by NATS: the credentials (at a connect or reconnect) or a
+    /// permission.
+    pub fn record_nats_auth_failure(&self) {
+        self.nats_auth_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Refusals by NATS since the start (credentials or permissions).
+    pub fn nats_auth_failures(&self) -> u64 {
+        self.nats_auth_failures.load(Relaxed)
     }
 
     /// Whether ClickHouse answered the last ping.

@@ -75,9 +75,9 @@ pub enum ServiceError {
     /// The ops HTTP surface could not be bound.
     #[error(transparent)]
     Ops(#[from] OpsError),
-    /// The NATS client could not be set up.
+    /// NATS refused the credentials or the certificates, or a credentials file went bad.
     #[error(transparent)]
-    Nats(#[from] async_nats::ConnectError),
+    Nats(#[from] nats::NatsError),
     /// The pipeline failed (an unusable durable, streams that cannot be ensured).
     #[error(transparent)]
     Pipeline(#[from] SourceError),
@@ -225,7 +225,10 @@ impl Service {
         }
         let sink = Arc::new(sink);
         watchers::spawn(sink.clone(), stats.clone(), stop.clone());
-        let client = nats::connect(cfg, stats.clone()).await?;
+        let Some(client) = nats::connect(cfg, stats.clone(), stop).await? else {
+            tracing::info!("stopped before NATS was reached");
+            return Ok(());
+        };
         watchers::watch_nats_server(client.clone(), stats.clone(), stop.clone());
         match cfg.nats.mode {
             NatsMode::Core => {

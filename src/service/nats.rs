@@ -1,22 +1,82 @@
-//! The service's NATS connection: the one place `async_nats::ConnectOptions` is built.
+//! Every NATS client of the binary connects here: [`options`] is the one place
+//! `async_nats::ConnectOptions` is built from the configuration (auth, TLS, the connect
+//! timeout), [`connect`] extends it for the service and [`connect_once`] for the one-shot
+//! commands.
 //!
 //! The client is given every URL of `nats.url` (the list, never the comma-joined text, which
-//! it would read as one malformed address) and adds the servers a cluster node announces
-//! (`connect_urls` in its INFO), so when its node dies it reconnects to another: the servers
-//! are tried shuffled, those that failed least first. It retries the first connect and every
-//! reconnect forever (`max_reconnects(None)`), waiting as `retry.*` says between attempts
-//! ([`reconnect_delay`]); the pipeline re-acquires its leases and resynchronises once it is
-//! back.
+//! it would read as one malformed address), without the credentials a URL carries: the client
+//! ignores a URL's `user:pass@`, so they are sent as the configured auth
+//! (`config::NatsAuth`). It adds the servers a cluster node announces (`connect_urls` in its
+//! INFO), so when its node dies it reconnects to another: the servers are tried shuffled, those
+//! that failed least first.
+//!
+//! The service's first connect is retried while no server answers (it starts before NATS),
+//! waiting as `retry.*` says, but a server that refuses the credentials or whose certificate
+//! is not trusted fails the start at once ([`NatsError`], naming the key, never the secret):
+//! that does not heal by waiting. Once connected, every reconnect is retried forever
+//! (`max_reconnects(None)`, [`reconnect_delay`]); a credential refused then (rotated, expired)
+//! is logged as an error at each attempt and counted (`Stats::record_nats_auth_failure`), as
+//! is a permission the server denies.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, NatsAuth, NatsConfig, nats_security};
 use crate::pipeline::Stats;
 use crate::retry::Policy;
 
 /// How long the last flush of the NATS connection may take at exit.
 pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Why NATS could not be used. No variant carries a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// A credentials file could not be read since the start-up check (`key`: its key).
+    #[error("{key}: {reason}")]
+    File {
+        /// The key naming the file.
+        key: &'static str,
+        /// What is wrong (names the file, not its content).
+        reason: String,
+    },
+    /// The server refused the configured credentials.
+    #[error("NATS refused the credentials ({key}): {reason}")]
+    Refused {
+        /// The key of the credentials (`nats.password`, `nats.token`, `nats.url`, …).
+        key: &'static str,
+        /// The server's or the client's reason (`authorization violation`).
+        reason: String,
+    },
+    /// The server requires credentials and none are configured.
+    #[error(
+        "NATS requires credentials and none are configured (set nats.user and nats.password, nats.token, nats.nkey_seed_file or nats.creds_file): {reason}"
+    )]
+    NoCredentials {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The TLS handshake failed for a reason waiting does not heal (an untrusted server
+    /// certificate, a client certificate the server refuses).
+    #[error("TLS with the NATS server failed ({key}): {reason}")]
+    Tls {
+        /// The key to look at (`nats.tls.ca`, `nats.tls.cert`).
+        key: &'static str,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// No server could be reached (the one-shot commands do not retry).
+    #[error("connect to NATS at {urls}: {source}")]
+    Connect {
+        /// The URLs, credentials masked.
+        urls: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
 
 /// The wait before the client's reconnect attempt `attempts` (async-nats counts from 1):
 /// the first attempt goes at once (a server restart is usually over by then), later ones walk
@@ -29,22 +89,174 @@ pub fn reconnect_delay(policy: &Policy, attempts: usize) -> Duration {
     policy.delay(k, &mut rand::rng())
 }
 
-/// Connects to NATS, retrying forever in the background (the service starts even when NATS is
-/// not up yet), and keeps `stats.nats_connected` current.
+/// The connect options every client of the binary starts from: the configured auth (the
+/// keys, or the URLs' credentials), TLS (CA, client certificate, TLS first, required) and the
+/// connect timeout. Reads the seed or credentials file (checked at start; an error here means
+/// it changed since).
+pub fn options(nats: &NatsConfig) -> Result<async_nats::ConnectOptions, NatsError> {
+    let mut o = async_nats::ConnectOptions::new().connection_timeout(nats.connect_timeout);
+    o = match &nats.auth {
+        NatsAuth::None => o,
+        NatsAuth::UserPassword { user, password, .. } => {
+            o.user_and_password(user.clone(), password.expose().to_string())
+        }
+        NatsAuth::Token { token, .. } => o.token(token.expose().to_string()),
+        NatsAuth::NkeySeedFile(path) => {
+            let seed = nats_security::read_nkey_seed(path).map_err(|reason| NatsError::File {
+                key: "nats.nkey_seed_file",
+                reason,
+            })?;
+            o.nkey(seed.expose().to_string())
+        }
+        NatsAuth::CredsFile(path) => {
+            let file_error = |reason| NatsError::File {
+                key: "nats.creds_file",
+                reason,
+            };
+            let creds = nats_security::read_creds(path).map_err(file_error)?;
+            o.credentials(creds.expose()).map_err(|_| {
+                file_error(format!("{} is not a NATS credentials file", path.display()))
+            })?
+        }
+    };
+    let tls = &nats.tls;
+    if let Some(ca) = &tls.ca {
+        o = o.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &tls.client {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.first {
+        o = o.tls_first();
+    }
+    if tls.required {
+        o = o.require_tls(true);
+    }
+    Ok(o)
+}
+
+/// Whether an error is worth waiting out (`None`) or fails the start (`Some`): the server
+/// refused the credentials, or the TLS handshake failed on a certificate.
+pub fn permanent(nats: &NatsConfig, e: &async_nats::ConnectError) -> Option<NatsError> {
+    use async_nats::ConnectErrorKind as K;
+    let refused = |reason: &str| match nats.auth.key() {
+        Some(key) => NatsError::Refused {
+            key,
+            reason: reason.to_string(),
+        },
+        None => NatsError::NoCredentials {
+            reason: reason.to_string(),
+        },
+    };
+    match e.kind() {
+        K::AuthorizationViolation => Some(refused("authorization violation")),
+        K::Authentication => Some(refused("the nonce could not be signed with the nkey")),
+        K::Tls => Some(NatsError::Tls {
+            key: "nats.tls",
+            reason: e.to_string(),
+        }),
+        _ => tls_refusal(e),
+    }
+}
+
+/// A certificate problem in the error's chain (rustls's error inside an I/O error).
+fn tls_refusal(e: &async_nats::ConnectError) -> Option<NatsError> {
+    use async_nats::rustls::{AlertDescription as A, Error as R};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<R>())
+            .or_else(|| err.downcast_ref::<R>());
+        if let Some(r) = inner {
+            let key = match r {
+                R::InvalidCertificate(_) => "nats.tls.ca",
+                R::AlertReceived(
+                    A::CertificateRequired
+                    | A::BadCertificate
+                    | A::UnknownCA
+                    | A::CertificateUnknown
+                    | A::UnsupportedCertificate
+                    | A::CertificateExpired
+                    | A::CertificateRevoked
+                    | A::AccessDenied,
+                ) => "nats.tls.cert",
+                _ => return None,
+            };
+            return Some(NatsError::Tls {
+                key,
+                reason: r.to_string(),
+            });
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// A server error that means the server refuses us something: the credentials (now, on a
+/// reconnect, or expired) or a permission.
+fn refusal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("authorization violation")
+        || t.contains("authentication expired")
+        || t.contains("permissions violation")
+        || t.contains("authentication revoked")
+}
+
+/// Connects the service to NATS: retries while no server answers (the service starts before
+/// NATS does), until `stop` (`Ok(None)`); fails at once when a server refuses the credentials
+/// or the certificates ([`permanent`]). Keeps `stats.nats_connected` current and logs, as
+/// errors, and counts every refusal after that.
 pub async fn connect(
     cfg: &Config,
     stats: Arc<Stats>,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let s = stats.clone();
+    stop: &CancellationToken,
+) -> Result<Option<async_nats::Client>, NatsError> {
+    let urls = cfg.nats.server_urls();
+    let mut backoff = cfg.retry.policy().backoff();
+    loop {
+        let e = match service_options(cfg, stats.clone())?
+            .connect(urls.as_slice())
+            .await
+        {
+            Ok(client) => {
+                tracing::info!(
+                    auth = cfg.nats.auth.method(),
+                    tls = cfg.nats.tls.required,
+                    "nats connected"
+                );
+                return Ok(Some(client));
+            }
+            Err(e) => e,
+        };
+        if let Some(fatal) = permanent(&cfg.nats, &e) {
+            stats.record_nats_auth_failure();
+            return Err(fatal);
+        }
+        let delay = backoff.next().unwrap_or(backoff.policy().cap);
+        tracing::warn!(error = %e, url = %cfg.nats.url_redacted(), retry_in = ?delay, "nats not reachable");
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// [`options`] with what the service adds: its name, reconnects forever on `retry.*`, and the
+/// event callback that keeps `stats` and logs refusals.
+fn service_options(
+    cfg: &Config,
+    stats: Arc<Stats>,
+) -> Result<async_nats::ConnectOptions, NatsError> {
     let policy = cfg.retry.policy();
-    async_nats::ConnectOptions::new()
+    let key = cfg.nats.auth.key().unwrap_or("no credentials configured");
+    Ok(options(&cfg.nats)?
         .name("marketprism-storage")
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| reconnect_delay(&policy, attempts))
-        .connection_timeout(cfg.nats.connect_timeout)
         .event_callback(move |ev| {
-            let s = s.clone();
+            let s = stats.clone();
             async move {
                 match ev {
                     async_nats::Event::Connected => {
@@ -55,12 +267,33 @@ pub async fn connect(
                         s.set_nats_connected(false);
                         tracing::warn!("nats disconnected; reconnecting");
                     }
+                    async_nats::Event::ServerError(e) if refusal(&e.to_string()) => {
+                        s.record_nats_auth_failure();
+                        tracing::error!(error = %e, key, "NATS refused us (credentials or permissions)");
+                    }
+                    async_nats::Event::ClientError(e) if refusal(&e.to_string()) => {
+                        s.record_nats_auth_failure();
+                        tracing::error!(error = %e, key, "NATS refused the credentials on a reconnect; retrying");
+                    }
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             }
-        })
-        .connect(cfg.nats.urls.as_slice())
+        }))
+}
+
+/// Connects a one-shot command (`name`: how the server lists it): one attempt at every
+/// server, no retry, the error naming what is wrong.
+pub async fn connect_once(nats: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
+    options(nats)?
+        .name(name)
+        .connect(nats.server_urls().as_slice())
         .await
+        .map_err(|e| {
+            permanent(nats, &e).unwrap_or_else(|| NatsError::Connect {
+                urls: nats.url_redacted(),
+                source: e,
+            })
+        })
 }
 
 /// Flushes what the client still buffers, but never waits on NATS for long: with NATS down a
@@ -94,7 +327,7 @@ mod tests {
         ];
         let addrs: Vec<_> = cfg
             .nats
-            .urls
+            .server_urls()
             .as_slice()
             .to_server_addrs()
             .unwrap()
