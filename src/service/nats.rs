@@ -194,14 +194,27 @@ fn tls_refusal(e: &async_nats::ConnectError) -> Option<NatsError> {
     None
 }
 
-/// A server error that means the server refuses us something: the credentials (now, on a
-/// reconnect, or expired) or a permission.
-fn refusal(text: &str) -> bool {
+/// What a server's or the client's error says NATS refuses us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The credentials (at a reconnect, expired, revoked).
+    Credentials,
+    /// A subject the user may not publish or subscribe to.
+    Permission,
+}
+
+fn refusal(text: &str) -> Option<Refusal> {
     let t = text.to_ascii_lowercase();
-    t.contains("authorization violation")
+    if t.contains("permissions violation") {
+        Some(Refusal::Permission)
+    } else if t.contains("authorization violation")
         || t.contains("authentication expired")
-        || t.contains("permissions violation")
         || t.contains("authentication revoked")
+    {
+        Some(Refusal::Credentials)
+    } else {
+        None
+    }
 }
 
 /// Connects the service to NATS: retries while no server answers (the service starts before
@@ -267,15 +280,20 @@ fn service_options(
                         s.set_nats_connected(false);
                         tracing::warn!("nats disconnected; reconnecting");
                     }
-                    async_nats::Event::ServerError(e) if refusal(&e.to_string()) => {
-                        s.record_nats_auth_failure();
-                        tracing::error!(error = %e, key, "NATS refused us (credentials or permissions)");
+                    other => {
+                        let text = other.to_string();
+                        match refusal(&text) {
+                            Some(Refusal::Permission) => {
+                                s.record_nats_auth_failure();
+                                tracing::error!(error = %text, "NATS denied a permission the service needs (docs/security.md, \"NATS\": minimal permissions); the operation is retried");
+                            }
+                            Some(Refusal::Credentials) => {
+                                s.record_nats_auth_failure();
+                                tracing::error!(error = %text, "NATS refused the credentials ({key}); reconnecting on retry.*");
+                            }
+                            None => tracing::debug!(event = %text, "nats event"),
+                        }
                     }
-                    async_nats::Event::ClientError(e) if refusal(&e.to_string()) => {
-                        s.record_nats_auth_failure();
-                        tracing::error!(error = %e, key, "NATS refused the credentials on a reconnect; retrying");
-                    }
-                    other => tracing::debug!(event = %other, "nats event"),
                 }
             }
         }))

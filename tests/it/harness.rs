@@ -726,3 +726,75 @@ pub async fn publish_acked(
         a.await.unwrap();
     }
 }
+
+/// A JetStream-enabled nats-server for one test, started from a configuration text the test
+/// gives (auth, TLS, …): the harness adds the listen address and the store. Its log
+/// (`-l`, permission violations included) is in `log`.
+pub struct ConfiguredNats {
+    child: Option<tokio::process::Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ConfiguredNats {
+    /// Starts nats-server with `conf` added to `listen` and `jetstream { … }`, and waits until
+    /// its port accepts connections.
+    pub async fn start(conf: &str) -> ConfiguredNats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let store = dir.path().join("js");
+        let log = dir.path().join("nats-server.log");
+        let path = dir.path().join("nats.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n{conf}\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(tools().nats_server)
+            .arg("-c")
+            .arg(&path)
+            .arg("-l")
+            .arg(&log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let up = wait_until(30, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        let server = ConfiguredNats {
+            child: Some(child),
+            dir,
+            port,
+            log,
+        };
+        assert!(up, "nats-server not up; log:\n{}", server.log_text());
+        server
+    }
+
+    /// `<scheme>://127.0.0.1:<port>`.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills it.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}

@@ -22,6 +22,7 @@ mod harness;
 mod ingest;
 mod lanes;
 mod migrate;
+mod nats_auth;
 mod ops;
 mod oracle;
 mod orphans;
