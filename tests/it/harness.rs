@@ -797,4 +797,19 @@ impl ConfiguredNats {
             let _ = c.kill().await;
         }
     }
+
+    /// Replaces the `conf` part of its configuration and has it reload (SIGHUP), as an
+    /// operator rotating a credential does.
+    pub fn reload(&self, conf: &str) {
+        let path = self.dir.path().join("nats.conf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head_end = text.find("}\n").unwrap() + 2; // listen + jetstream block
+        std::fs::write(&path, format!("{}{conf}\n", &text[..head_end])).unwrap();
+        let pid = self.child.as_ref().and_then(|c| c.id()).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    }
 }

@@ -373,6 +373,67 @@ async fn a_wrong_credential_fails_the_start_naming_the_key_never_the_secret() {
     );
 }
 
+/// A password rotated on the server while the service runs: the server drops the connection,
+/// every reconnect is refused and logged as an error naming the key (counted), never the
+/// secret; once the server takes the service's password again, it reconnects and stores what
+/// was published meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_refused_on_reconnect_is_logged_then_recovers() {
+    let nats = ConfiguredNats::start(&format!(
+        "authorization {{\n  users: [ {{ user: svc, password: \"{PASSWORD}\" }}, {{ user: admin, password: admin }} ]\n}}"
+    ))
+    .await;
+    let url = nats.url("nats");
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::with_yaml(&url, &ch, TEST_CONFIG);
+    svc.env.extend(svc_env());
+    svc.start();
+    let client = nats::connect_once(&config(&url, &admin_env()).nats, "test publisher")
+        .await
+        .unwrap();
+    wait_for_streams(&client).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_trades(&client, 0, N / 2, now).await;
+    let stored = crate::harness::wait_until(60, || async {
+        ch.count("marketprism_hot.trades").await == N / 2
+    })
+    .await;
+    assert!(stored, "{}", tail(&svc.log_text()));
+    let rotated = "rotated-Sekr3t-13k";
+    nats.reload(&format!(
+        "authorization {{\n  users: [ {{ user: svc, password: \"{rotated}\" }}, {{ user: admin, password: admin }} ]\n}}"
+    ));
+    let want = "NATS refused the credentials (nats.password); reconnecting on retry.*";
+    let refused = crate::harness::wait_until(30, || async { svc.log_text().contains(want) }).await;
+    assert!(refused, "{}", tail(&svc.log_text()));
+    publish_trades(&client, N / 2, N, now).await;
+    // Back to the service's password: it reconnects by itself and stores the rest, once.
+    nats.reload(&format!(
+        "authorization {{\n  users: [ {{ user: svc, password: \"{PASSWORD}\" }}, {{ user: admin, password: admin }} ]\n}}"
+    ));
+    assert_exactly_once(&ch, N, &svc).await;
+    let log = svc.log_text();
+    assert!(!log.contains(PASSWORD) && !log.contains(rotated), "{log}");
+    assert_eq!(svc.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_verifies_clients_refuses_one_without_a_certificate() {
+    let files = Files::new();
+    let p = pki(&files, "a");
+    let nats = ConfiguredNats::start(&tls_conf(&p, "  verify: true\n")).await;
+    let log = fails_at_start(
+        &nats.url("tls"),
+        &env(&[("MARKETPRISM_NATS_TLS_CA", &p.ca)]),
+    )
+    .await;
+    assert!(
+        log.contains("error: TLS with the NATS server failed (nats.tls.cert): received fatal alert: CertificateRequired"),
+        "{}",
+        tail(&log)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_certificate_of_another_ca_fails_the_start() {
     let files = Files::new();
