@@ -357,6 +357,63 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_told_apart_from_other_server_errors() {
+        assert_eq!(
+            refusal("client error: nats: authorization violation"),
+            Some(Refusal::Credentials)
+        );
+        assert_eq!(
+            refusal("server error: nats: user authentication expired"),
+            Some(Refusal::Credentials)
+        );
+        assert_eq!(
+            refusal(r#"server error: nats: Permissions Violation for Publish to "$JS.API.INFO""#),
+            Some(Refusal::Permission)
+        );
+        assert_eq!(refusal("client error: nats: IO error"), None);
+        assert_eq!(
+            refusal("server error: nats: subscription 3 is a slow consumer"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refused_credential_is_permanent_and_names_its_key() {
+        use async_nats::{ConnectError, ConnectErrorKind as K};
+        let mut cfg = Config::defaults().unwrap();
+        let refused = ConnectError::new(K::AuthorizationViolation);
+        assert_eq!(
+            permanent(&cfg.nats, &refused).unwrap().to_string(),
+            "NATS requires credentials and none are configured (set nats.user and nats.password, nats.token, nats.nkey_seed_file or nats.creds_file): authorization violation"
+        );
+        cfg.nats.auth = NatsAuth::Token {
+            token: crate::config::Secret::new("tok-123"),
+            key: "nats.token",
+        };
+        let e = permanent(&cfg.nats, &refused).unwrap().to_string();
+        assert_eq!(
+            e,
+            "NATS refused the credentials (nats.token): authorization violation"
+        );
+        // A server that does not answer is waited for.
+        let down = ConnectError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(permanent(&cfg.nats, &down).is_none());
+        assert!(permanent(&cfg.nats, &ConnectError::new(K::TimedOut)).is_none());
+        // An untrusted certificate inside the I/O error is not.
+        let bad_cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            async_nats::rustls::Error::InvalidCertificate(
+                async_nats::rustls::CertificateError::UnknownIssuer,
+            ),
+        );
+        let e = permanent(&cfg.nats, &ConnectError::from(bad_cert)).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "TLS with the NATS server failed (nats.tls.ca): invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
     fn reconnects_at_once_then_walk_the_retry_policy() {
         let p = Policy {
             initial: Duration::from_millis(100),
