@@ -540,3 +540,26 @@ async fn a_missing_permission_is_logged_as_an_error_naming_the_subject() {
     assert!(ok, "{}", tail(&svc.log_text()));
     assert_eq!(svc.terminate(), Some(0));
 }
+
+/// The first connect waits for a server that is not up yet (logged, retried on `retry.*`),
+/// unlike a refused credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_not_up_yet_is_waited_for() {
+    let mut nats = crate::harness::TestNats::start().await;
+    nats.kill().await;
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    let waiting = crate::harness::wait_until(30, || async {
+        svc.log_text().contains("nats not reachable")
+    })
+    .await;
+    assert!(waiting, "{}", tail(&svc.log_text()));
+    assert!(svc.running());
+    nats.restart().await;
+    let client = nats.client().await;
+    wait_for_streams(&client).await;
+    publish_trades(&client, 0, N, chrono::Utc::now().timestamp_millis()).await;
+    assert_exactly_once(&ch, N, &svc).await;
+    assert_eq!(svc.terminate(), Some(0));
+}
