@@ -566,7 +566,11 @@ fn nats_auth(r: &mut Resolver, urls: &[String]) -> Result<NatsAuth, ConfigError>
         },
         _ => NatsAuth::None,
     };
-    r.show("nats.auth", auth.method());
+    let shown = match auth.key() {
+        Some(key) => format!("{} ({key})", auth.method()),
+        None => auth.method().to_string(),
+    };
+    r.show("nats.auth", shown);
     Ok(auth)
 }
 
@@ -579,7 +583,9 @@ fn nats_tls(r: &mut Resolver, urls: &[String]) -> Result<NatsTls, ConfigError> {
     let cert = non_empty_path(r.opt(&k::NATS_TLS_CERT)?);
     let key = non_empty_path(r.opt(&k::NATS_TLS_KEY)?);
     let first = r.get(&k::NATS_TLS_FIRST)?;
-    let required = r.get(&k::NATS_TLS_REQUIRED)?;
+    let (required, source) = r
+        .peek(&k::NATS_TLS_REQUIRED, None)?
+        .unwrap_or((false, super::Source::Default));
     if let Some(ca) = &ca {
         sec::check_ca(ca).map_err(|e| r.fail("nats.tls.ca", e))?;
     }
@@ -601,11 +607,19 @@ fn nats_tls(r: &mut Resolver, urls: &[String]) -> Result<NatsTls, ConfigError> {
     };
     let implied =
         ca.is_some() || client.is_some() || first || urls.iter().any(|u| u.starts_with("tls://"));
+    // Printed as in effect: implied by the other keys, it is true whatever was written.
+    let required = required || implied;
+    r.record(
+        &k::NATS_TLS_REQUIRED,
+        k::NATS_TLS_REQUIRED.name,
+        &required,
+        &source,
+    );
     Ok(NatsTls {
         ca,
         client,
         first,
-        required: required || implied,
+        required,
     })
 }
 

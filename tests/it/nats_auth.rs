@@ -563,3 +563,67 @@ async fn a_server_not_up_yet_is_waited_for() {
     assert_exactly_once(&ch, N, &svc).await;
     assert_eq!(svc.terminate(), Some(0));
 }
+
+/// Drains a backlog of `n` trades published before the service starts; returns the rate
+/// between the first and the last row (rows/s), the start-up excluded.
+async fn drain_rate(url: &str, svc_env: &Env, n: u64) -> f64 {
+    let ch = TestClickHouse::start().await;
+    let client = nats::connect_once(&config(url, svc_env).nats, "test publisher")
+        .await
+        .unwrap();
+    crate::harness::create_streams(&client).await;
+    publish_trades(&client, 0, n, chrono::Utc::now().timestamp_millis()).await;
+    let mut svc = Service::with_yaml(url, &ch, TEST_CONFIG);
+    svc.env.extend(svc_env.iter().cloned());
+    svc.start();
+    let count = || async {
+        let out = ch
+            .query("SELECT count() FROM system.tables WHERE database = 'marketprism_hot' AND name = 'trades'")
+            .await;
+        if out == "1" {
+            ch.count("marketprism_hot.trades").await
+        } else {
+            0
+        }
+    };
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let c = count().await;
+        if c > 0 && first.is_none() {
+            first = Some((Instant::now(), c));
+        }
+        if c >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (t, c0) = first.unwrap();
+    let rate = (n - c0) as f64 / t.elapsed().as_secs_f64();
+    assert_exactly_once(&ch, n, &svc).await;
+    assert_eq!(svc.terminate(), Some(0));
+    rate
+}
+
+/// A rough figure, not a benchmark (the machine is shared): the ingest rate of a backlog over
+/// plain TCP and over mutual TLS, same server otherwise. Both must store every message once;
+/// the rates are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_rate_over_tls_and_plain() {
+    const BACKLOG: u64 = 100_000;
+    let plain = ConfiguredNats::start("").await;
+    let plain_rate = drain_rate(&plain.url("nats"), &Env::new(), BACKLOG).await;
+    let files = Files::new();
+    let p = pki(&files, "a");
+    let tls = ConfiguredNats::start(&tls_conf(&p, "  verify: true\n")).await;
+    let e = env(&[
+        ("MARKETPRISM_NATS_TLS_CA", &p.ca),
+        ("MARKETPRISM_NATS_TLS_CERT", &p.client_cert),
+        ("MARKETPRISM_NATS_TLS_KEY", &p.client_key),
+    ]);
+    let tls_rate = drain_rate(&tls.url("tls"), &e, BACKLOG).await;
+    eprintln!(
+        "backlog of {BACKLOG} trades: plain {plain_rate:.0} rows/s, mutual TLS {tls_rate:.0} rows/s ({:.0} % of plain)",
+        100.0 * tls_rate / plain_rate
+    );
+}
