@@ -256,16 +256,7 @@ impl TestNatsCluster {
 
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let child = tokio::process::Command::new(tools().nats_server)
-            .arg("-c")
-            .arg(&node.conf)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
+        node.child = Some(spawn_nats_server(&node.conf, &[]));
     }
 
     /// Waits until node `i` answers `/healthz` with 200: JetStream is up on it and its
@@ -416,6 +407,20 @@ impl TestNatsCluster {
         }
         None
     }
+}
+
+/// `nats-server -c conf <args>`, killed on drop, its output discarded.
+fn spawn_nats_server(conf: &std::path::Path, args: &[&std::ffi::OsStr]) -> tokio::process::Child {
+    tokio::process::Command::new(tools().nats_server)
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 /// Minimal HTTP POST (SQL body) over a raw TCP connection, for assertions without a client.
@@ -754,17 +759,7 @@ impl ConfiguredNats {
             ),
         )
         .unwrap();
-        let child = tokio::process::Command::new(tools().nats_server)
-            .arg("-c")
-            .arg(&path)
-            .arg("-l")
-            .arg(&log)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let child = spawn_nats_server(&path, &["-l".as_ref(), log.as_os_str()]);
         let up = wait_until(30, || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
