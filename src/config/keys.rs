@@ -549,10 +549,14 @@ fn nats_auth(r: &mut Resolver, urls: &[String]) -> Result<NatsAuth, ConfigError>
         },
         (_, _, _, Some(path), ..) => {
             sec::read_nkey_seed(&path).map_err(|e| r.fail("nats.nkey_seed_file", e))?;
+            r.warnings
+                .extend(sec::loose_permissions("nats.nkey_seed_file", &path));
             NatsAuth::NkeySeedFile(path)
         }
         (_, _, _, _, Some(path), _) => {
             sec::read_creds(&path).map_err(|e| r.fail("nats.creds_file", e))?;
+            r.warnings
+                .extend(sec::loose_permissions("nats.creds_file", &path));
             NatsAuth::CredsFile(path)
         }
         (.., Some(UrlCredentials::UserPassword(user, password))) => NatsAuth::UserPassword {
@@ -592,6 +596,8 @@ fn nats_tls(r: &mut Resolver, urls: &[String]) -> Result<NatsTls, ConfigError> {
     let client = match (cert, key) {
         (Some(cert), Some(key)) => {
             sec::check_client_cert(&cert, &key).map_err(|(k, e)| r.fail(k, e))?;
+            r.warnings
+                .extend(sec::loose_permissions("nats.tls.key", &key));
             Some((cert, key))
         }
         (Some(_), None) => {

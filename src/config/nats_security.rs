@@ -116,6 +116,20 @@ pub fn read_creds(path: &Path) -> Result<Secret, String> {
     Ok(Secret::new(text))
 }
 
+/// A warning when a secret file (seed, creds, TLS key) can be read by other users than its
+/// owner: anyone on the host could then connect as the service.
+pub fn loose_permissions(key: &str, path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{key}: {} can be read by other users (mode {:o}); `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
 /// The certificates of a PEM file (at least one).
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     read(path)?; // the readable-file message
@@ -234,6 +248,23 @@ mod tests {
             e.starts_with("cannot read ") && e.contains("missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed");
+        std::fs::write(&path, "x").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = loose_permissions("nats.nkey_seed_file", &path).unwrap();
+        assert!(
+            w.starts_with("nats.nkey_seed_file: ")
+                && w.ends_with("can be read by other users (mode 644); `chmod 600` it"),
+            "{w}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(loose_permissions("nats.nkey_seed_file", &path), None);
     }
 
     #[test]

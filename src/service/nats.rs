@@ -152,7 +152,7 @@ pub fn permanent(nats: &NatsConfig, e: &async_nats::ConnectError) -> Option<Nats
         K::AuthorizationViolation => Some(refused("authorization violation")),
         K::Authentication => Some(refused("the nonce could not be signed with the nkey")),
         K::Tls => Some(NatsError::Tls {
-            key: "nats.tls",
+            key: "nats.tls.*",
             reason: e.to_string(),
         }),
         _ => tls_refusal(e),
@@ -171,6 +171,14 @@ fn tls_refusal(e: &async_nats::ConnectError) -> Option<NatsError> {
             .or_else(|| err.downcast_ref::<R>());
         if let Some(r) = inner {
             let key = match r {
+                R::InvalidMessage(_) => {
+                    return Some(NatsError::Tls {
+                        key: "nats.tls.required",
+                        reason: format!(
+                            "the server does not speak TLS (a tls:// URL or a nats.tls key requires it): {r}"
+                        ),
+                    });
+                }
                 R::InvalidCertificate(_) => "nats.tls.ca",
                 R::AlertReceived(
                     A::CertificateRequired

@@ -627,3 +627,14 @@ async fn ingest_rate_over_tls_and_plain() {
         100.0 * tls_rate / plain_rate
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_by_the_client_of_a_server_without_tls_fails_the_start() {
+    let nats = ConfiguredNats::start("").await;
+    let log = fails_at_start(&nats.url("tls"), &Env::new()).await;
+    assert!(
+        log.contains("error: TLS with the NATS server failed (nats.tls.required): the server does not speak TLS (a tls:// URL or a nats.tls key requires it): received corrupt message of type InvalidContentType"),
+        "{}",
+        tail(&log)
+    );
+}
