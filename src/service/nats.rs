@@ -237,15 +237,18 @@ pub async fn connect(
     let urls = cfg.nats.server_urls();
     let mut backoff = cfg.retry.policy().backoff();
     loop {
-        let e = match service_options(cfg, stats.clone())?
-            .connect(urls.as_slice())
-            .await
-        {
+        let attempt = service_options(cfg, stats.clone())?.connect(urls.as_slice());
+        // A stop ends an attempt too (each server may take `nats.connect_timeout`).
+        let result = tokio::select! {
+            r = attempt => r,
+            () = stop.cancelled() => return Ok(None),
+        };
+        let e = match result {
             Ok(client) => {
                 tracing::info!(
                     auth = cfg.nats.auth.method(),
                     tls = cfg.nats.tls.required,
-                    "nats connected"
+                    "nats connection set up"
                 );
                 return Ok(Some(client));
             }

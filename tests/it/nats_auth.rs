@@ -638,3 +638,22 @@ async fn tls_required_by_the_client_of_a_server_without_tls_fails_the_start() {
         tail(&log)
     );
 }
+
+/// A stop while the first connect waits for NATS ends the service at once, cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_waiting_for_nats_at_start_exits_cleanly() {
+    let mut nats = crate::harness::TestNats::start().await;
+    nats.kill().await;
+    let ch = TestClickHouse::start().await;
+    let mut svc = Service::new(&nats, &ch, "");
+    svc.start();
+    let waiting = crate::harness::wait_until(30, || async {
+        svc.log_text().contains("nats not reachable")
+    })
+    .await;
+    assert!(waiting, "{}", tail(&svc.log_text()));
+    let t0 = Instant::now();
+    assert_eq!(svc.terminate(), Some(0), "{}", tail(&svc.log_text()));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(svc.log_text().contains("stopped before NATS was reached"));
+}
