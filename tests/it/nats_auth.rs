@@ -406,8 +406,13 @@ async fn a_credential_refused_on_reconnect_is_logged_then_recovers() {
     let want = "NATS refused the credentials (nats.password); reconnecting on retry.*";
     let refused = crate::harness::wait_until(30, || async { svc.log_text().contains(want) }).await;
     assert!(refused, "{}", tail(&svc.log_text()));
-    let (code, body) = crate::harness::http_get(svc.http_port, "/ready").await.unwrap();
-    assert!(code == 503 && body.contains("nats: not connected"), "{code} {body}");
+    let (code, body) = crate::harness::http_get(svc.http_port, "/ready")
+        .await
+        .unwrap();
+    assert!(
+        code == 503 && body.contains("nats: not connected"),
+        "{code} {body}"
+    );
     publish_trades(&client, N / 2, N, now).await;
     // Back to the service's password: it reconnects by itself and stores the rest, once.
     nats.reload(&format!(
