@@ -113,9 +113,11 @@ fn users_conf() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_password_from_the_keys() {
     let nats = ConfiguredNats::start(&users_conf()).await;
+    // At the most verbose level too: no log line of ours or of the client shows the password.
     let e = env(&[
         ("MARKETPRISM_NATS_USER", "svc"),
         ("MARKETPRISM_NATS_PASSWORD", PASSWORD),
+        ("LOG_LEVEL", "trace"),
     ]);
     mode("user/password (keys)", &nats.url("nats"), &e, PASSWORD).await;
 }
@@ -124,13 +126,14 @@ async fn user_password_from_the_keys() {
 async fn user_password_in_the_url() {
     let nats = ConfiguredNats::start(&users_conf()).await;
     let url = format!("nats://svc:{PASSWORD}@127.0.0.1:{}", nats.port);
-    mode("user/password (URL)", &url, &Env::new(), PASSWORD).await;
+    let e = env(&[("LOG_LEVEL", "trace")]);
+    mode("user/password (URL)", &url, &e, PASSWORD).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token() {
     let nats = ConfiguredNats::start(&format!("authorization {{ token: \"{TOKEN}\" }}")).await;
-    let e = env(&[("MARKETPRISM_NATS_TOKEN", TOKEN)]);
+    let e = env(&[("MARKETPRISM_NATS_TOKEN", TOKEN), ("LOG_LEVEL", "trace")]);
     mode("token", &nats.url("nats"), &e, TOKEN).await;
 }
 
