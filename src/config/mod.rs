@@ -10,7 +10,9 @@
 //! `docs/configuration.md`).
 //!
 //! This module never reads the process environment itself except in [`process_env`], never
-//! touches the network and never logs: warnings are returned to the caller.
+//! touches the network and never logs: warnings are returned to the caller. The only files it
+//! reads are the configuration file and those the NATS auth and TLS keys name, to check them
+//! ([`nats_security`]).
 
 pub mod defaults;
 mod error;
