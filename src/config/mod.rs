@@ -32,7 +32,7 @@ use crate::model::DataType;
 
 pub use error::ConfigError;
 pub use resolve::render;
-pub use value::parse_duration;
+pub use value::{nats_url_secret, parse_duration};
 
 /// The validated configuration. Every field holds a value that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +73,42 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Every key as [`render`] prints it: dotted key and value (secrets masked), in print order.
     pub entries: Vec<(String, String)>,
+    /// Dotted key → each secret its value holds, as the key's kind reports it (every key of a
+    /// secret kind: `PASSWORD`, `TOKEN`, `NATS_URLS`' credentials, `SECRET_FILE`).
+    pub secrets: Vec<(String, SecretItem)>,
 }
 
 impl Loaded {
     /// Where the value of a dotted key came from (`Default` when not recorded).
     pub fn source(&self, key: &str) -> &Source {
         self.sources.get(key).unwrap_or(&Source::Default)
+    }
+
+    /// Every secret text of the configuration, for `crate::redact::register`: the values, and
+    /// the key material of each secret file — every line of it except PEM armour (`-----…`),
+    /// so a private key, an nkey seed and both parts of a creds file (JWT and seed) are
+    /// covered. A file that cannot be read adds nothing (whoever uses it reports the error).
+    pub fn secret_texts(&self) -> Vec<Secret> {
+        let mut texts = Vec::new();
+        for (_, item) in &self.secrets {
+            match item {
+                SecretItem::Value(s) if !s.is_empty() => texts.push(s.clone()),
+                SecretItem::Value(_) => {}
+                SecretItem::File(path) => {
+                    let Ok(content) = std::fs::read(path) else {
+                        continue;
+                    };
+                    let content = String::from_utf8_lossy(&content);
+                    let lines = content.lines().map(str::trim);
+                    texts.extend(
+                        lines
+                            .filter(|l| !l.is_empty() && !l.starts_with("---"))
+                            .map(Secret::new),
+                    );
+                }
+            }
+        }
+        texts
     }
 }
 
@@ -181,6 +211,31 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.masked())
     }
+}
+
+/// Masked, as `Debug`: a secret formatted into a message never shows its value.
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.masked())
+    }
+}
+
+/// Masked: a secret serialized into JSON (a report, a log field) never shows its value.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.masked())
+    }
+}
+
+/// Something the configuration holds that must never be printed, as its key's kind reports
+/// it (`Loaded::secrets`): the binary registers each with `crate::redact`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretItem {
+    /// A value: a password, a token, the credentials of a NATS URL.
+    Value(Secret),
+    /// A file whose content is secret (a private key, an nkey seed, a creds file); the path
+    /// itself is not secret.
+    File(PathBuf),
 }
 
 /// One value per data type, looked up with an exhaustive match (no map, no missing entry).
