@@ -609,7 +609,7 @@ pub struct HttpConfig {
     pub port: u16,
     /// Address it binds.
     pub bind: IpAddr,
-    /// Bearer token required by mutating endpoints, if set.
+    /// The ops token (every endpoint but `/health`), if set; required off loopback.
     pub token: Option<Secret>,
     /// A second port serving only `/metrics` (the Python service's `metrics_port`), if set.
     pub metrics_port: Option<u16>,
