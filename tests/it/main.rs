@@ -29,4 +29,5 @@ mod partitions;
 mod proxy;
 mod quality;
 mod schema;
+mod secrets;
 mod upgrade;
