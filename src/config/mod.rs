@@ -176,6 +176,12 @@ impl Config {
     }
 }
 
+/// The environment variables that may hold a secret: those of every key whose kind holds
+/// secrets (passwords, tokens, the NATS URL). The embedded children are started without them.
+pub fn secret_variables() -> Vec<&'static str> {
+    resolve::secret_variables()
+}
+
 /// The process environment, for [`Config::load`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()

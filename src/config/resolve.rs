@@ -99,11 +99,18 @@ pub(crate) type Declared = (
 );
 
 /// Every key declaration, in the order [`keys::build`] reads them.
-#[cfg(test)]
 pub(crate) fn declared() -> Vec<Declared> {
     let mut r = Resolver::new(None, Value::Null, &|_| None);
     let _ = keys::build(&mut r);
     r.declared
+}
+
+/// The environment variables of every key whose kind holds secrets (see
+/// `config::secret_variables`).
+pub(crate) fn secret_variables() -> Vec<&'static str> {
+    let declared = declared();
+    let secret = declared.iter().filter(|d| d.4);
+    secret.flat_map(|d| d.1.iter().copied()).collect()
 }
 
 /// Reads, parses and validates; see [`Config::load`].

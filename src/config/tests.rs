@@ -1142,3 +1142,18 @@ fn secrets_print_masked_through_every_formatter() {
     assert_eq!(serde_json::to_string(&s).unwrap(), "\"****\"");
     assert_eq!(format!("{}", Secret::new("")), "(empty)");
 }
+
+#[test]
+fn the_secret_variables_are_those_of_the_secret_keys() {
+    let vars = secret_variables();
+    for v in [
+        "MARKETPRISM_NATS_URL",
+        "NATS_URL",
+        "CLICKHOUSE_PASSWORD",
+        "COLD_CLICKHOUSE_PASSWORD",
+        "MARKETPRISM_HTTP_TOKEN",
+    ] {
+        assert!(vars.contains(&v), "{v}: {vars:?}");
+    }
+    assert!(!vars.contains(&"CLICKHOUSE_USER") && !vars.contains(&"MARKETPRISM_DATA_DIR"));
+}

@@ -3,7 +3,7 @@
 //! and JSON logs, and a config error), the start-up and running logs at debug level, a
 //! wrong-password start, every ops answer (`/`, `/login`, `/stats`, `/api/v1/status`,
 //! `/metrics`, `/ready`, `/health`), the command lines of the service and of its children
-//! (the embedded ClickHouse), and what the service writes into NATS (the journal and lease
+//! (the embedded ClickHouse) and the children's environment, and what the service writes into NATS (the journal and lease
 //! buckets, its durables) — and every byte of it is searched for every form of every secret.
 //! Panics are covered by `redact`'s unit test (the hook is the one `main` installs).
 //!
@@ -430,8 +430,16 @@ async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
         "{:?}",
         children.iter().map(|c| cmdline(*c)).collect::<Vec<_>>()
     );
-    for p in std::iter::once(pid).chain(children) {
+    seen.add(format!("/proc/{pid}/cmdline"), cmdline(pid));
+    for p in children {
         seen.add(format!("/proc/{p}/cmdline"), cmdline(p));
+        // The service's own environment holds secrets (that is how they are given); its
+        // children get none of them.
+        let environ = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+        seen.add(
+            format!("/proc/{p}/environ"),
+            String::from_utf8_lossy(&environ).replace('\0', "\n"),
+        );
     }
 
     // What the service wrote into NATS: journal, leases and members, durables, streams.
