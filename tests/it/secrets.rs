@@ -480,3 +480,39 @@ async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
 
     seen.assert_clean();
 }
+
+#[test]
+fn ops_off_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, format!("http:\n  bind: 0.0.0.0\n  port: {port}\n")).unwrap();
+    let run = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_marketprism-storage"));
+        cmd.args(["run", "--no-init"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MARKETPRISM_CONFIG", &cfg)
+            .env("MARKETPRISM_DATA_DIR", dir.path().join("data"))
+            .env("MARKETPRISM_TOOLS_DIR", "/nonexistent");
+        if let Some(t) = token {
+            cmd.env("MARKETPRISM_HTTP_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("http.token: required when http.bind (0.0.0.0) is not a loopback address"),
+        "{err}"
+    );
+    // Refused before anything started: no port bound, no child, no data written.
+    assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
+    assert!(!dir.path().join("data").exists());
+    // With a token the configuration passes (the start then fails on the missing tools).
+    let out = run(Some("a-long-ops-token"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("http.token"), "{err}");
+    assert!(err.contains("not found at /nonexistent"), "{err}");
+}
