@@ -83,15 +83,12 @@ pub enum Command {
     Audit(audit::AuditArgs),
 }
 
-/// Loads and validates the configuration (file + process environment), registers its secrets
-/// for masking (`redact`: before anything can print them) and prints the warnings.
+/// Loads and validates the configuration (file + process environment) and registers its
+/// secrets for masking (`redact`: before anything can print them).
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
     let loaded = Config::load(path, &config::process_env)?;
     let secrets = loaded.secret_texts();
     crate::redact::register(secrets.iter().map(config::Secret::expose));
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
     Ok(loaded)
 }
 
@@ -138,6 +135,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         init_logging(Some(&quiet), cli.log_format);
     } else {
         init_logging(Some(&loaded.config), cli.log_format);
+    }
+    // Logged once logging is set up (`config` prints them under its table).
+    if !matches!(cli.command, Command::Config) {
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
     }
     match cli.command {
         Command::Run(args) => run::run(&loaded.config, &args).await,
