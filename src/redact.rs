@@ -10,8 +10,8 @@
 //! itself, logs, or keeps anything but the registered texts.
 //!
 //! A secret is registered in every form it can take in printed text: as written, JSON- and
-//! Debug-escaped (a JSON log line, a `?field`), percent-encoded and -decoded (a URL's
-//! userinfo). Texts shorter than [`MIN_LEN`] are not registered (masking every `abc` would
+//! Debug-escaped (a JSON log line, a `?field`, a `?field` in a JSON line), percent-encoded
+//! and -decoded (a URL's userinfo). Texts shorter than [`MIN_LEN`] are not registered (masking every `abc` would
 //! make the logs unreadable); `config` warns about such a secret.
 //!
 //! The registry is process-global (the log writer and the panic hook have no other way to
@@ -75,10 +75,14 @@ pub fn forms(secret: &str) -> Vec<String> {
         return Vec::new();
     }
     let quoted = |s: String| s[1..s.len() - 1].to_string();
+    let json = |s: &str| serde_json::to_string(s).map_or_else(|_| s.to_string(), quoted);
+    let debug = quoted(format!("{secret:?}"));
     let mut forms = vec![
         secret.to_string(),
-        serde_json::to_string(secret).map_or_else(|_| secret.to_string(), quoted),
-        quoted(format!("{secret:?}")),
+        json(secret),
+        // A `?field` in a JSON log line: Debug-escaped, then JSON-escaped.
+        json(&debug),
+        debug,
         percent_encode(secret),
     ];
     if let Some(decoded) = percent_decode(secret) {
@@ -233,6 +237,7 @@ mod tests {
             format!("password={secret} end"),
             format!("{{\"pw\":{}}}", serde_json::to_string(secret).unwrap()),
             format!("Some({secret:?})"),
+            serde_json::to_string(&format!("Some({secret:?})")).unwrap(),
             format!("nats://u:{}@h:4222", percent_encode(secret)),
         ] {
             let out = masked(&[secret], &text);

@@ -95,9 +95,15 @@ impl Loaded {
                 SecretItem::Value(s) if !s.is_empty() => texts.push(s.clone()),
                 SecretItem::Value(_) => {}
                 SecretItem::File(path) => {
-                    let Ok(content) = std::fs::read(path) else {
+                    use std::io::Read;
+                    // Key material is small; a larger file is read up to this much.
+                    const MAX_SECRET_FILE: u64 = 1 << 20;
+                    let mut content = Vec::new();
+                    let read = std::fs::File::open(path)
+                        .and_then(|f| f.take(MAX_SECRET_FILE).read_to_end(&mut content));
+                    if read.is_err() {
                         continue;
-                    };
+                    }
                     let content = String::from_utf8_lossy(&content);
                     let lines = content.lines().map(str::trim);
                     texts.extend(
@@ -343,8 +349,9 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
-    /// The server URLs joined with commas, as configured (for display: the client takes the
-    /// list, [`NatsConfig::urls`], and reads a joined text as one malformed address).
+    /// The server URLs joined with commas, as configured, credentials included: never print
+    /// it ([`NatsConfig::url_redacted`] is the printable form; the client takes the list,
+    /// [`NatsConfig::urls`], and reads a joined text as one malformed address).
     pub fn url(&self) -> String {
         self.urls.join(",")
     }

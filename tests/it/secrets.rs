@@ -37,8 +37,8 @@ const CH_PASSWORD: &str = r#"chPW-leak-"q\uoted"-9Zr"#;
 const COLD_PASSWORD: &str = "coldPW-leak-4Kd8s";
 const OPS_TOKEN: &str = "opsTOKEN-leak-2Wv6m";
 
-/// The forms a secret can take in printed text: as is, JSON- and Debug-escaped,
-/// percent-encoded (computed here, independently of `redact`).
+/// The forms a secret can take in printed text: as is, JSON- and Debug-escaped (and both, a
+/// `?field` in a JSON log line), percent-encoded (computed here, independently of `redact`).
 fn forms(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap();
     let debug = format!("{secret:?}");
@@ -50,12 +50,16 @@ fn forms(secret: &str) -> Vec<String> {
             encoded.push_str(&format!("%{b:02X}"));
         }
     }
+    let debug = &debug[1..debug.len() - 1];
+    let json_debug = serde_json::to_string(debug).unwrap();
     let mut all = vec![
         secret.to_string(),
         json[1..json.len() - 1].to_string(),
-        debug[1..debug.len() - 1].to_string(),
+        debug.to_string(),
+        json_debug[1..json_debug.len() - 1].to_string(),
         encoded,
     ];
+    all.sort();
     all.dedup();
     all
 }
