@@ -105,10 +105,11 @@ pub struct OpsState {
 struct Inner {
     stats: Arc<Stats>,
     types: Vec<DataType>,
-    token: Option<String>,
+    /// `Secret`s, so a `Debug` of the state never shows them.
+    token: Option<Secret>,
     /// The value of [`SESSION_COOKIE`] a login hands out: random per process (a restart ends
     /// every session), never the token itself, so a browser never stores the token.
-    session: Option<String>,
+    session: Option<Secret>,
     failing_bound: Duration,
     started: Latch,
     stop: Option<CancellationToken>,
@@ -149,12 +150,10 @@ impl OpsState {
     /// Requires the token on every endpoint but `/health` (an empty token counts as none):
     /// `Authorization: Bearer <token>`, or for `GET`/`HEAD` the session cookie of a login.
     pub fn with_token(self, token: Option<&Secret>) -> Self {
-        let token = token
-            .filter(|t| !t.is_empty())
-            .map(|t| t.expose().to_string());
+        let token = token.filter(|t| !t.is_empty()).cloned();
         let session = token.as_ref().map(|_| {
             let bytes: [u8; 32] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
         });
         self.modify(|i| {
             i.token = token;
@@ -312,9 +311,10 @@ fn same_secret(given: &str, expected: &str) -> bool {
 /// The token check (see [`router`]). `/health` is always open (liveness probes carry no
 /// secret); `/login` checks the token it is given itself.
 async fn require_token(State(state): State<OpsState>, req: Request, next: Next) -> Response {
-    let (Some(expected), Some(session)) =
-        (state.inner.token.as_deref(), state.inner.session.as_deref())
-    else {
+    let (Some(expected), Some(session)) = (
+        state.inner.token.as_ref().map(Secret::expose),
+        state.inner.session.as_ref().map(Secret::expose),
+    ) else {
         return next.run(req).await;
     };
     let path = req.uri().path();
@@ -405,9 +405,10 @@ async fn login(
     State(state): State<OpsState>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let (Some(expected), Some(session)) =
-        (state.inner.token.as_deref(), state.inner.session.as_deref())
-    else {
+    let (Some(expected), Some(session)) = (
+        state.inner.token.as_ref().map(Secret::expose),
+        state.inner.session.as_ref().map(Secret::expose),
+    ) else {
         return see_other_page();
     };
     match form {
