@@ -3,11 +3,11 @@
 //!
 //! Consumes: an `Arc<Stats>` (the pipeline's counters), the configured types, the optional ops
 //! token (`http.token`: the `Authorization: Bearer` header, or the session cookie a login
-//! gives the status page, see [`router`]), two latches (startup finished, stop requested) and, when the hot → cold migration
-//! runs in this process, an `Arc<MigrationStats>` (the migrator's counters: `/metrics`,
-//! `/stats.migration`, the status page; never `/ready`). Emits: HTTP answers, every body with
-//! the configured secrets masked (`crate::redact`: an error text in `/stats` may quote anything).
-//! Never: talks to NATS or ClickHouse, or changes a counter — the stages know nothing of this
+//! gives the status page, see [`router`]), two latches (startup finished, stop requested)
+//! and, when the hot → cold migration runs in this process, an `Arc<MigrationStats>` (the
+//! migrator's counters: `/metrics`, `/stats.migration`, the status page; never `/ready`).
+//! Emits: HTTP answers, every body with the configured secrets masked (`crate::redact`: an
+//! error text in `/stats` may quote anything). Never: talks to NATS or ClickHouse, or changes a counter — the stages know nothing of this
 //! module; never accepts the token in a URL.
 //!
 //! A state with no configured types serves a process that runs no pipeline: the standalone

@@ -234,7 +234,10 @@ async fn token_guards_everything_but_health() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Neither the token nor the session shows in a Debug of the state.
     let shown = format!("{state:?}");
-    assert!(!shown.contains("s3cret") && shown.contains("token: Some(****)"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("token: Some(****)"),
+        "{shown}"
+    );
     // An empty token means no token.
     let open = OpsState::new(healthy(), TYPES).with_token(Some(&Secret::new("")));
     assert_eq!(get(&open, "/stats", None).await.0, StatusCode::OK);
