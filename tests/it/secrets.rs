@@ -3,7 +3,8 @@
 //! and JSON logs, and a config error), the start-up and running logs at debug level, a
 //! wrong-password start, every ops answer (`/`, `/login`, `/stats`, `/api/v1/status`,
 //! `/metrics`, `/ready`, `/health`), the command lines of the service and of its children
-//! (the embedded ClickHouse) and the children's environment, and what the service writes into NATS (the journal and lease
+//! (the embedded ClickHouse) and the children's environment, a ClickHouse error that echoes
+//! the password, and what the service writes into NATS (the journal and lease
 //! buckets, its durables) — and every byte of it is searched for every form of every secret.
 //! Panics are covered by `redact`'s unit test (the hook is the one `main` installs).
 //!
@@ -11,6 +12,7 @@
 //! line of the configuration that sets it.
 
 use crate::harness::{Service, TEST_CONFIG, TestClickHouse, TestNats, tools_dir, wait_until};
+use crate::proxy::{Fault, Proxy};
 use marketprism_storage::embedded::free_port;
 
 /// Every secret the test sets: `(where it is set, value)`. Values are distinctive (no log
@@ -481,6 +483,39 @@ async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
     let log = wrong.log_text();
     assert!(refused, "no authorization error within 90 s:\n{log}");
     seen.add("service log (json), wrong nats password", log);
+
+    // A ClickHouse (here a proxy in front of it) that refuses the password and echoes it back
+    // in its error: the text reaches the log and the ops answers masked.
+    let proxy = Proxy::start(cold.port).await;
+    proxy.set(Fault::Status(
+        500,
+        format!("Code: 516. DB::Exception: default: Authentication failed: the client sent the password {CH_PASSWORD}. (AUTHENTICATION_FAILED)"),
+    ));
+    let echo_yaml = format!(
+        "{TEST_CONFIG}clickhouse:\n  password: {}\n",
+        serde_json::to_string(CH_PASSWORD).unwrap()
+    );
+    let mut echo = Service::with_yaml(&nats_url, &cold, &echo_yaml);
+    set_env(&mut echo, "CLICKHOUSE_HTTP_PORT", &proxy.port.to_string());
+    set_env(&mut echo, "MARKETPRISM_HTTP_TOKEN", OPS_TOKEN);
+    echo.start();
+    let echoed = wait_until(60, || {
+        let log = echo.log_text();
+        async move { log.contains("AUTHENTICATION_FAILED") }
+    })
+    .await;
+    let eport = echo.http_port;
+    for path in ["/stats", "/ready", "/metrics"] {
+        seen.add(
+            format!("GET {path} while clickhouse echoes the password"),
+            request(eport, "GET", path, &[("Authorization", &auth)], "").await,
+        );
+    }
+    echo.terminate();
+    let log = echo.log_text();
+    assert!(echoed, "the echoing clickhouse was never asked:\n{log}");
+    assert!(log.contains("the client sent the password ****."), "{log}");
+    seen.add("service log, clickhouse echoing the password", log);
 
     seen.assert_clean();
 }
