@@ -9,6 +9,8 @@
 //! - [`batch`]: per-table batching on rows/bytes/age (pure).
 //! - [`source`]: JetStream streams, durable consumers, batch journal, leases.
 //! - [`ack`]: the only caller of JetStream ack APIs.
+//! - [`redact`]: the registry of configured secrets and the masking applied to everything the
+//!   process writes (logs, errors, panics, ops answers).
 //! - [`retry`]: the one retry policy (`retry.*`) and loop every NATS/ClickHouse wait uses.
 //! - [`pipeline`]: wires reader and writer per type; stats.
 //! - [`service`]: a validated `Config` → the running service (stages, migration loop, watchers,
@@ -35,6 +37,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod quality;
+pub mod redact;
 pub mod retry;
 pub mod schema;
 pub mod service;

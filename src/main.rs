@@ -17,20 +17,22 @@ mod cli;
 mod publish;
 
 use marketprism_storage::{
-    audit, config, decode, embedded, migrate, model, ops, pipeline, quality, schema, service, sink,
-    source,
+    audit, config, decode, embedded, migrate, model, ops, pipeline, quality, redact, schema,
+    service, sink, source,
 };
 
 use cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Panics print through the same masking as logs and errors (`redact`).
+    redact::install_panic_hook();
     let cli = Cli::parse();
     match cli::dispatch(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // Logging may not be set up (bad config): say it on stderr plainly.
-            eprintln!("error: {e:#}");
+            // Logging may not be set up (bad config): say it on stderr plainly, masked.
+            redact::eprint(&format!("error: {e:#}\n"));
             let code = e.downcast_ref::<cli::ExitError>().map_or(1, |x| x.code);
             std::process::ExitCode::from(code)
         }

@@ -83,16 +83,17 @@ pub enum Command {
     Audit(audit::AuditArgs),
 }
 
-/// Loads and validates the configuration (file + process environment), printing warnings.
+/// Loads and validates the configuration (file + process environment) and registers its
+/// secrets for masking (`redact`: before anything can print them).
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
     let loaded = Config::load(path, &config::process_env)?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
+    let secrets = loaded.secret_texts();
+    crate::redact::register(secrets.iter().map(config::Secret::expose));
     Ok(loaded)
 }
 
-/// Sets up `tracing` from the configuration (`RUST_LOG` wins over `LOG_LEVEL`).
+/// Sets up `tracing` from the configuration (`RUST_LOG` wins over `LOG_LEVEL`); every line
+/// goes through the redacting writer, so no registered secret reaches the log.
 pub fn init_logging(cfg: Option<&Config>, format: Option<LogFormatArg>) {
     use tracing_subscriber::EnvFilter;
     let filter = cfg
@@ -107,7 +108,7 @@ pub fn init_logging(cfg: Option<&Config>, format: Option<LogFormatArg>) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::redact::RedactingMakeWriter(std::io::stderr));
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -134,6 +135,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         init_logging(Some(&quiet), cli.log_format);
     } else {
         init_logging(Some(&loaded.config), cli.log_format);
+    }
+    // Logged once logging is set up (`config` prints them under its table).
+    if !matches!(cli.command, Command::Config) {
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
     }
     match cli.command {
         Command::Run(args) => run::run(&loaded.config, &args).await,
@@ -162,10 +169,49 @@ pub struct ExitError {
     pub message: String,
 }
 
-/// Writes to stdout (the CLI's output channel; logs go to stderr).
+/// Writes to stdout (the CLI's output channel; logs go to stderr), secrets masked.
 pub fn out(text: &str) {
     use std::io::Write;
-    let mut so = std::io::stdout().lock();
+    let mut so = crate::redact::RedactingWriter(std::io::stdout().lock());
     let _ = so.write_all(text.as_bytes());
     let _ = so.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Variables clap may show in `--help` with their value (`[env: NAME=value]`): none of
+    /// them holds a secret. Clap prints help before the configuration is loaded, so its
+    /// output cannot be masked: an argument read from any other variable must hide its value.
+    const SHOWN_VARIABLES: [&str; 4] = [
+        "MARKETPRISM_CONFIG",
+        "MARKETPRISM_DATA_DIR",
+        "MARKETPRISM_TOOLS_DIR",
+        "MARKETPRISM_INSTANCE_ID",
+    ];
+
+    #[test]
+    fn help_never_shows_the_value_of_a_variable_that_may_hold_a_secret() {
+        fn walk(cmd: &clap::Command, seen: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let Some(var) = arg.get_env().and_then(|v| v.to_str()) else {
+                    continue;
+                };
+                seen.push(var.to_string());
+                assert!(
+                    arg.is_hide_env_values_set() || SHOWN_VARIABLES.contains(&var),
+                    "{} --{}: add hide_env_values = true (or list {var} here if it can never hold a secret)",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, seen);
+            }
+        }
+        let mut seen = Vec::new();
+        walk(&super::Cli::command(), &mut seen);
+        assert!(seen.iter().any(|v| v == "MARKETPRISM_CONFIG"), "{seen:?}");
+    }
 }

@@ -105,16 +105,16 @@ pub(crate) mod k {
         /// Token (secret).
         NATS_TOKEN: Secret = ("nats.token", TOKEN).env(&["MARKETPRISM_NATS_TOKEN"]);
         /// File holding a user nkey seed (`SU…`).
-        NATS_NKEY_SEED_FILE: PathBuf = ("nats.nkey_seed_file", PATH)
+        NATS_NKEY_SEED_FILE: PathBuf = ("nats.nkey_seed_file", SECRET_FILE)
             .env(&["MARKETPRISM_NATS_NKEY_SEED_FILE"]);
         /// Credentials file (user JWT + seed), decentralized auth.
-        NATS_CREDS_FILE: PathBuf = ("nats.creds_file", PATH).env(&["MARKETPRISM_NATS_CREDS_FILE"]);
+        NATS_CREDS_FILE: PathBuf = ("nats.creds_file", SECRET_FILE).env(&["MARKETPRISM_NATS_CREDS_FILE"]);
         /// PEM CA(s) the servers' certificates chain to; unset: the system's.
         NATS_TLS_CA: PathBuf = ("nats.tls.ca", PATH).env(&["MARKETPRISM_NATS_TLS_CA"]);
         /// Client certificate chain (PEM), with nats.tls.key.
         NATS_TLS_CERT: PathBuf = ("nats.tls.cert", PATH).env(&["MARKETPRISM_NATS_TLS_CERT"]);
         /// Its private key (PEM).
-        NATS_TLS_KEY: PathBuf = ("nats.tls.key", PATH).env(&["MARKETPRISM_NATS_TLS_KEY"]);
+        NATS_TLS_KEY: PathBuf = ("nats.tls.key", SECRET_FILE).env(&["MARKETPRISM_NATS_TLS_KEY"]);
         /// TLS before the server's INFO (servers with `handshake_first`).
         NATS_TLS_FIRST: bool = ("nats.tls.first", BOOL).env(&["MARKETPRISM_NATS_TLS_FIRST"])
             .default("false");
@@ -210,9 +210,9 @@ pub(crate) mod k {
         /// Ops HTTP server (the Python service's port).
         HTTP_PORT: u16 = ("http.port", PORT).env(&["HOT_STORAGE_HTTP_PORT"]).python(&["http_port"])
             .default("8081");
-        /// Loopback: exposing the controls is a deliberate choice.
+        /// Loopback: exposing the ops surface is a deliberate choice (and needs http.token).
         HTTP_BIND: IpAddr = ("http.bind", IP).default("127.0.0.1");
-        /// Bearer token of the mutating endpoints (secret).
+        /// Bearer token of every ops endpoint but /health (secret); required off loopback.
         HTTP_TOKEN: Secret = ("http.token", TOKEN).env(&["MARKETPRISM_HTTP_TOKEN"]);
         /// An extra port serving /metrics only.
         METRICS_PORT: u16 = ("http.metrics_port", PORT).env(&["HOT_STORAGE_METRICS_PORT"])
@@ -338,6 +338,13 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
         token: r.opt(&k::HTTP_TOKEN)?.filter(|t| !t.is_empty()),
         metrics_port: r.opt(&k::METRICS_PORT)?,
     };
+    if !http.bind.to_canonical().is_loopback() && http.token.is_none() {
+        let reason = format!(
+            "required when http.bind ({}) is not a loopback address: the status page, /stats and /metrics would be open to the network; set http.token (env MARKETPRISM_HTTP_TOKEN) or bind 127.0.0.1",
+            http.bind
+        );
+        return Err(r.fail("http.token", reason));
+    }
     if http.metrics_port == Some(http.port) {
         let reason = format!(
             "must differ from http.port ({}); /metrics is served there too",

@@ -76,12 +76,48 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Every key as [`render`] prints it: dotted key and value (secrets masked), in print order.
     pub entries: Vec<(String, String)>,
+    /// Dotted key → each secret its value holds, as the key's kind reports it (every key of a
+    /// secret kind: `PASSWORD`, `TOKEN`, `NATS_URLS`' credentials, `SECRET_FILE`).
+    pub secrets: Vec<(String, SecretItem)>,
 }
 
 impl Loaded {
     /// Where the value of a dotted key came from (`Default` when not recorded).
     pub fn source(&self, key: &str) -> &Source {
         self.sources.get(key).unwrap_or(&Source::Default)
+    }
+
+    /// Every secret text of the configuration, for `crate::redact::register`: the values, and
+    /// the key material of each secret file — every line of it except PEM armour (`-----…`),
+    /// so a private key, an nkey seed and both parts of a creds file (JWT and seed) are
+    /// covered. A file that cannot be read adds nothing (whoever uses it reports the error).
+    pub fn secret_texts(&self) -> Vec<Secret> {
+        let mut texts = Vec::new();
+        for (_, item) in &self.secrets {
+            match item {
+                SecretItem::Value(s) if !s.is_empty() => texts.push(s.clone()),
+                SecretItem::Value(_) => {}
+                SecretItem::File(path) => {
+                    use std::io::Read;
+                    // Key material is small; a larger file is read up to this much.
+                    const MAX_SECRET_FILE: u64 = 1 << 20;
+                    let mut content = Vec::new();
+                    let read = std::fs::File::open(path)
+                        .and_then(|f| f.take(MAX_SECRET_FILE).read_to_end(&mut content));
+                    if read.is_err() {
+                        continue;
+                    }
+                    let content = String::from_utf8_lossy(&content);
+                    let lines = content.lines().map(str::trim);
+                    texts.extend(
+                        lines
+                            .filter(|l| !l.is_empty() && !l.starts_with("---"))
+                            .map(Secret::new),
+                    );
+                }
+            }
+        }
+        texts
     }
 }
 
@@ -149,6 +185,12 @@ impl Config {
     }
 }
 
+/// The environment variables that may hold a secret: those of every key whose kind holds
+/// secrets (passwords, tokens, the NATS URL). The embedded children are started without them.
+pub fn secret_variables() -> Vec<&'static str> {
+    resolve::secret_variables()
+}
+
 /// The process environment, for [`Config::load`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -184,6 +226,31 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.masked())
     }
+}
+
+/// Masked, as `Debug`: a secret formatted into a message never shows its value.
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.masked())
+    }
+}
+
+/// Masked: a secret serialized into JSON (a report, a log field) never shows its value.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.masked())
+    }
+}
+
+/// Something the configuration holds that must never be printed, as its key's kind reports
+/// it (`Loaded::secrets`): the binary registers each with `crate::redact`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretItem {
+    /// A value: a password, a token, the credentials of a NATS URL.
+    Value(Secret),
+    /// A file whose content is secret (a private key, an nkey seed, a creds file); the path
+    /// itself is not secret.
+    File(PathBuf),
 }
 
 /// One value per data type, looked up with an exhaustive match (no map, no missing entry).
@@ -355,8 +422,9 @@ pub struct NatsTls {
 }
 
 impl NatsConfig {
-    /// The server URLs joined with commas, as configured (for display: the client takes the
-    /// list, [`NatsConfig::urls`], and reads a joined text as one malformed address).
+    /// The server URLs joined with commas, as configured, credentials included: never print
+    /// it ([`NatsConfig::url_redacted`] is the printable form; the client takes the list,
+    /// [`NatsConfig::urls`], and reads a joined text as one malformed address).
     pub fn url(&self) -> String {
         self.urls.join(",")
     }
@@ -636,7 +704,7 @@ pub struct HttpConfig {
     pub port: u16,
     /// Address it binds.
     pub bind: IpAddr,
-    /// Bearer token required by mutating endpoints, if set.
+    /// The ops token (every endpoint but `/health`), if set; required off loopback.
     pub token: Option<Secret>,
     /// A second port serving only `/metrics` (the Python service's `metrics_port`), if set.
     pub metrics_port: Option<u16>,

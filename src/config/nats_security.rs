@@ -22,16 +22,26 @@ pub enum UrlCredentials {
     Token(Secret),
 }
 
+impl UrlCredentials {
+    /// The secret part: the password, or the token.
+    pub fn into_secret(self) -> Secret {
+        match self {
+            UrlCredentials::UserPassword(_, s) | UrlCredentials::Token(s) => s,
+        }
+    }
+}
+
 /// The URL's credentials (percent-decoded), if it has any.
 pub fn url_credentials(url: &str) -> Option<UrlCredentials> {
     let (_, rest) = url.split_once("://")?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let (userinfo, _) = authority.rsplit_once('@')?;
     Some(match userinfo.split_once(':') {
-        Some((user, pass)) => {
-            UrlCredentials::UserPassword(percent_decode(user), Secret::new(percent_decode(pass)))
-        }
-        None => UrlCredentials::Token(Secret::new(percent_decode(userinfo))),
+        Some((user, pass)) => UrlCredentials::UserPassword(
+            crate::redact::percent_decode(user),
+            Secret::new(crate::redact::percent_decode(pass)),
+        ),
+        None => UrlCredentials::Token(Secret::new(crate::redact::percent_decode(userinfo))),
     })
 }
 
@@ -48,29 +58,6 @@ pub fn without_credentials(url: &str) -> String {
         Some((_, host)) => format!("{scheme}://{host}{path}"),
         None => url.to_string(),
     }
-}
-
-/// `%XX` escapes decoded (a `%` not followed by two hex digits is kept as it is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| hex(*c)),
-                b.get(i + 2).and_then(|c| hex(*c)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -219,7 +206,7 @@ mod tests {
             without_credentials("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
         );
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(crate::redact::percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use yaml_serde::Value;
 use super::error::closest;
 use super::keys::{self, COMPUTED, PYTHON_IGNORED};
 use super::value::{Kind, MUST_BE_POSITIVE, what};
-use super::{ConfigError, Loaded, Source};
+use super::{ConfigError, Loaded, SecretItem, Source};
 use crate::model::DataType;
 
 /// One configuration key, declared once in `keys::k`: its dotted name, how its value is read and
@@ -88,15 +88,29 @@ impl<T> Key<T> {
     }
 }
 
-/// A declaration as the docs test reads it: name, variables, settable in the file, doc line.
-pub(crate) type Declared = (&'static str, &'static [&'static str], bool, &'static str);
+/// A declaration as the docs and secrets tests read it: name, variables, settable in the file,
+/// doc line, and whether its kind holds secrets.
+pub(crate) type Declared = (
+    &'static str,
+    &'static [&'static str],
+    bool,
+    &'static str,
+    bool,
+);
 
 /// Every key declaration, in the order [`keys::build`] reads them.
-#[cfg(test)]
 pub(crate) fn declared() -> Vec<Declared> {
     let mut r = Resolver::new(None, Value::Null, &|_| None);
     let _ = keys::build(&mut r);
     r.declared
+}
+
+/// The environment variables of every key whose kind holds secrets (see
+/// `config::secret_variables`).
+pub(crate) fn secret_variables() -> Vec<&'static str> {
+    let declared = declared();
+    let secret = declared.iter().filter(|d| d.4);
+    secret.flat_map(|d| d.1.iter().copied()).collect()
 }
 
 /// Reads, parses and validates; see [`Config::load`].
@@ -130,11 +144,24 @@ pub(super) fn load(
     // Printed by section, in `Config`'s order (the batch is read before the NATS keys need it).
     let section = |k: &str| SECTIONS.iter().position(|s| k.split('.').next() == Some(s));
     r.entries.sort_by_key(|(k, _)| section(k));
+    for (key, item) in r.secrets.clone() {
+        if let SecretItem::Value(s) = &item
+            && !s.is_empty()
+            && s.expose().len() < crate::redact::MIN_LEN
+        {
+            let message = format!(
+                "{key}: a secret shorter than {} characters is masked in `config` but cannot be masked in logs and errors; use a longer one",
+                crate::redact::MIN_LEN
+            );
+            r.warn(message);
+        }
+    }
     Ok(Loaded {
         config,
         sources: r.sources,
         warnings: r.warnings,
         entries: r.entries,
+        secrets: r.secrets,
     })
 }
 
@@ -196,6 +223,8 @@ pub(crate) struct Resolver<'a> {
     pub known: BTreeSet<String>,
     /// Every key declaration used: name, variables, whether the file may set it, doc line.
     pub declared: Vec<Declared>,
+    /// `(key, secret)` of every value read whose kind holds secrets.
+    pub secrets: Vec<(String, SecretItem)>,
 }
 
 impl<'a> Resolver<'a> {
@@ -210,6 +239,18 @@ impl<'a> Resolver<'a> {
             entries: Vec::new(),
             known: BTreeSet::new(),
             declared: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Records `line` as the printed value of `name`, and the secrets `value` holds.
+    fn print<T>(&mut self, key: &Key<T>, name: &str, value: Option<&T>) {
+        let line = value.map_or_else(|| "(none)".into(), |v| (key.kind.show)(v));
+        self.entries.push((name.to_string(), line));
+        if let (Some(hidden), Some(v)) = (key.kind.hidden, value) {
+            for item in hidden(v) {
+                self.secrets.push((name.to_string(), item));
+            }
         }
     }
 
@@ -243,17 +284,14 @@ impl<'a> Resolver<'a> {
                 (None, None) => return Err(ConfigError::invalid(name, "has no default")),
             },
         };
-        self.entries.push((name, (key.kind.show)(&value)));
+        self.print(key, &name, Some(&value));
         Ok(value)
     }
 
     /// The key's value if set, printed as `(none)` if not.
     pub(crate) fn opt<T>(&mut self, key: &Key<T>) -> Result<Option<T>, ConfigError> {
         let found = self.find(key, None, &[])?;
-        let shown = found
-            .as_ref()
-            .map_or("(none)".into(), |(v, _)| (key.kind.show)(v));
-        self.entries.push((key.name.to_string(), shown));
+        self.print(key, key.name, found.as_ref().map(|(v, _)| v));
         Ok(found.map(|(v, source)| {
             self.sources.insert(key.name.to_string(), source);
             v
@@ -274,8 +312,7 @@ impl<'a> Resolver<'a> {
         if *source != Source::Default {
             self.sources.insert(name.to_string(), source.clone());
         }
-        self.entries
-            .push((name.to_string(), (key.kind.show)(value)));
+        self.print(key, name, Some(value));
     }
 
     /// Prints a line that is not a key (a value derived from keys).
@@ -307,7 +344,9 @@ impl<'a> Resolver<'a> {
     ) -> Result<Option<(T, Source)>, ConfigError> {
         let name = name_at(key, at);
         if !self.declared.iter().any(|d| d.0 == key.name) {
-            self.declared.push((key.name, key.env, key.file, key.doc));
+            let secret = key.kind.hidden.is_some();
+            self.declared
+                .push((key.name, key.env, key.file, key.doc, secret));
         }
         let mut in_file = None;
         if key.file {

@@ -737,7 +737,7 @@ fn every_key_is_documented_where_operators_look() {
     let example = std::fs::read_to_string(manifest("config/example.yaml")).unwrap();
     let keys = super::resolve::declared();
     assert!(keys.len() > 60, "{}", keys.len());
-    for (name, env, file, doc) in keys {
+    for (name, env, file, doc, _) in keys {
         assert!(!doc.is_empty(), "{name} has no doc line");
         for var in env {
             assert!(
@@ -1135,4 +1135,170 @@ fn nats_tls_files_are_checked_and_imply_tls() {
         check_err("nats:\n  tls:\n    colour: red\n", &[])
             .contains("unknown key \"nats.tls.colour\"")
     );
+}
+
+#[test]
+fn a_non_loopback_bind_without_a_token_fails_naming_both_keys() {
+    for bind in ["0.0.0.0", "::", "10.1.2.3"] {
+        let yaml = format!("http:\n  bind: \"{bind}\"\n");
+        let e = check_err(&yaml, &[]);
+        assert!(
+            e.starts_with("http.token: required when http.bind") && e.contains(bind),
+            "{e}"
+        );
+        let ok = check(&yaml, &[("MARKETPRISM_HTTP_TOKEN", "a-long-token")]).unwrap();
+        assert_eq!(ok.config.http.bind.to_string(), bind);
+        // An empty token is no token.
+        let e = check_err(&format!("{yaml}  token: \"\"\n"), &[]);
+        assert!(e.starts_with("http.token: required"), "{e}");
+    }
+    // Loopback needs none, in either family (and as an IPv4-mapped IPv6 address).
+    for bind in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+        let yaml = format!("http:\n  bind: \"{bind}\"\n");
+        assert!(check(&yaml, &[]).is_ok(), "{bind}");
+    }
+}
+
+/// Whether a key's name says it holds a secret (or a file whose content is one).
+fn named_like_a_secret(name: &str) -> bool {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    ["password", "token", "secret", "seed", "creds", "nkey"]
+        .iter()
+        .any(|w| leaf.contains(w))
+        || name.ends_with("tls.key")
+}
+
+#[test]
+fn every_key_named_like_a_secret_has_a_secret_kind() {
+    // A new password, token, seed, creds file or TLS key declared with a plain kind would be
+    // printed by `config` and never masked in logs: its kind must report its secrets
+    // (`PASSWORD`, `TOKEN`, `SECRET_FILE`, `NATS_URLS`).
+    let declared = super::resolve::declared();
+    for (name, _, _, _, secret) in &declared {
+        if named_like_a_secret(name) {
+            assert!(
+                *secret,
+                "{name} holds a secret but its kind does not say so"
+            );
+        }
+    }
+    let secret_keys: Vec<&str> = declared.iter().filter(|d| d.4).map(|d| d.0).collect();
+    for k in [
+        "nats.url",
+        "clickhouse.password",
+        "cold_clickhouse.password",
+        "http.token",
+    ] {
+        assert!(secret_keys.contains(&k), "{k}: {secret_keys:?}");
+    }
+    assert!(named_like_a_secret("nats.creds_file") && named_like_a_secret("nats.tls.key"));
+    assert!(!named_like_a_secret("nats.tls.cert") && !named_like_a_secret("nats.user"));
+}
+
+#[test]
+fn every_secret_of_the_configuration_is_reported_for_masking() {
+    let yaml =
+        "clickhouse:\n  password: \"file-ch-password\"\nhttp:\n  token: \"file-ops-token\"\n";
+    let env = [
+        ("COLD_CLICKHOUSE_HOST", "cold"),
+        ("COLD_CLICKHOUSE_PASSWORD", "env-cold-password"),
+        (
+            "MARKETPRISM_NATS_URL",
+            "nats://alice:env-nats-password@n1:4222,nats://alice:env-nats-password@n2:4222,nats://n3:4222",
+        ),
+    ];
+    let mut l = check(yaml, &env).unwrap();
+    let texts = |l: &Loaded| -> Vec<String> {
+        l.secret_texts()
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect()
+    };
+    let found = texts(&l);
+    for s in [
+        "file-ch-password",
+        "file-ops-token",
+        "env-cold-password",
+        "env-nats-password",
+    ] {
+        assert!(found.iter().any(|f| f == s), "{s} not reported: {found:?}");
+    }
+    // A token alone in the URL, and the auth keys of their own.
+    let t = check(
+        "",
+        &[("MARKETPRISM_NATS_URL", "tls://env-nats-token@n2:4222")],
+    )
+    .unwrap();
+    assert!(texts(&t).iter().any(|f| f == "env-nats-token"));
+    let t = check("", &[("MARKETPRISM_NATS_TOKEN", "env-nats-token-key")]).unwrap();
+    assert!(texts(&t).iter().any(|f| f == "env-nats-token-key"));
+    let t = check(
+        "nats:\n  user: svc\n",
+        &[("MARKETPRISM_NATS_PASSWORD", "env-nats-password-key")],
+    )
+    .unwrap();
+    assert!(texts(&t).iter().any(|f| f == "env-nats-password-key"));
+    let keys: Vec<&str> = l.secrets.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains(&"nats.url") && keys.contains(&"http.token"),
+        "{keys:?}"
+    );
+    // A secret file reports its key material, not its armour.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let creds = "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.jwt\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n------END USER NKEY SEED------\n";
+    file.write_all(creds.as_bytes()).unwrap();
+    l.secrets.push((
+        "nats.creds_file".into(),
+        SecretItem::File(file.path().into()),
+    ));
+    l.secrets.push((
+        "nats.nkey_seed_file".into(),
+        SecretItem::File("/nonexistent/seed".into()),
+    ));
+    let found = texts(&l);
+    assert!(found.iter().any(|f| f.starts_with("eyJ0eXAi")), "{found:?}");
+    assert!(found.iter().any(|f| f.starts_with("SUAIBDPB")), "{found:?}");
+    assert!(!found.iter().any(|f| f.contains("BEGIN")), "{found:?}");
+    // Empty secrets (the default password) report nothing to mask.
+    let l = check("", &[]).unwrap();
+    assert!(l.secret_texts().is_empty());
+}
+
+#[test]
+fn a_secret_too_short_to_mask_in_logs_is_warned_about() {
+    let l = check("clickhouse:\n  password: \"abc\"\n", &[]).unwrap();
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("clickhouse.password: a secret shorter than 6 characters")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(!l.warnings.iter().any(|w| w.contains("abc")));
+    let l = check("clickhouse:\n  password: \"long-enough\"\n", &[]).unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn secrets_print_masked_through_every_formatter() {
+    let s = Secret::new("fmt-secret-value");
+    assert_eq!(format!("{s}"), "****");
+    assert_eq!(format!("{s:?}"), "****");
+    assert_eq!(serde_json::to_string(&s).unwrap(), "\"****\"");
+    assert_eq!(format!("{}", Secret::new("")), "(empty)");
+}
+
+#[test]
+fn the_secret_variables_are_those_of_the_secret_keys() {
+    let vars = secret_variables();
+    for v in [
+        "MARKETPRISM_NATS_URL",
+        "NATS_URL",
+        "CLICKHOUSE_PASSWORD",
+        "COLD_CLICKHOUSE_PASSWORD",
+        "MARKETPRISM_HTTP_TOKEN",
+    ] {
+        assert!(vars.contains(&v), "{v}: {vars:?}");
+    }
+    assert!(!vars.contains(&"CLICKHOUSE_USER") && !vars.contains(&"MARKETPRISM_DATA_DIR"));
 }

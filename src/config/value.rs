@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use yaml_serde::Value;
 
-use super::{ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, StreamStorage};
+use super::{
+    ClickHouseHost, Compression, Discard, LogFormat, NatsMode, Secret, SecretItem, StreamStorage,
+};
 use crate::model::DataType;
 
 /// How a key's value is read and printed. An environment variable's text is read as a YAML
@@ -26,18 +28,26 @@ pub(crate) struct Kind<T> {
     /// `syntax`: a refused file value is reported with the file's name, as a malformed file;
     /// `rule`: under its key alone, as every broken rule (and a zero where none fits) is.
     pub syntax: bool,
+    /// The secrets the value holds (`None`: a kind that holds none). Every key of a kind that
+    /// has them is masked in everything the process writes (`crate::redact`), without a line
+    /// of its own anywhere else.
+    pub hidden: Option<fn(&T) -> Vec<SecretItem>>,
 }
 
 macro_rules! kinds {
     (@syntax syntax) => { true };
     (@syntax rule) => { false };
-    ($($(#[$doc:meta])* $class:ident $name:ident: $t:ty = $parse:expr, $show:expr;)*) => {$(
+    (@hidden $t:ty,) => { None };
+    (@hidden $t:ty, $hidden:expr) => { Some($hidden as fn(&$t) -> Vec<SecretItem>) };
+    ($($(#[$doc:meta])* $class:ident $name:ident: $t:ty = $parse:expr, $show:expr
+        $(, secret $hidden:expr)?;)*) => {$(
         $(#[$doc])*
         pub(crate) const $name: Kind<$t> = Kind {
             parse: $parse,
             show: $show,
             empty_env_is_value: false,
             syntax: kinds!(@syntax $class),
+            hidden: kinds!(@hidden $t, $($hidden)?),
         };
     )*};
 }
@@ -55,6 +65,7 @@ macro_rules! choice {
             },
             empty_env_is_value: false,
             syntax: false,
+            hidden: None,
         };
     };
 }
@@ -116,7 +127,12 @@ kinds! {
         |s| if s.is_empty() { "(none)".into() } else { s.clone() };
     /// A bearer token; empty = none.
     syntax TOKEN: Secret = |v| Ok(Secret::new(secret_text(v)?)),
-        |s| if s.is_empty() { "(none)".into() } else { s.masked().into() };
+        |s| if s.is_empty() { "(none)".into() } else { s.masked().into() },
+        secret |s| vec![SecretItem::Value(s.clone())];
+    /// A file whose content is secret (a private key, an nkey seed, a creds file): read and
+    /// printed as a path, its content registered for masking.
+    syntax SECRET_FILE: PathBuf = |v| Ok(PathBuf::from(scalar(v)?)), |p| p.display().to_string(),
+        secret |p| vec![SecretItem::File(p.clone())];
     rule IP: IpAddr = |v| {
         let s = scalar(v)?;
         s.parse().map_err(|_| format!("invalid ip address \"{s}\""))
@@ -130,7 +146,9 @@ kinds! {
         }
     }, SocketAddr::to_string;
     rule NATS_URLS: Vec<String> = |v| parse_nats_urls(&list(v)?.join(",")),
-        |l| l.iter().map(|u| redact_nats_url(u)).collect::<Vec<_>>().join(",");
+        |l| l.iter().map(|u| redact_nats_url(u)).collect::<Vec<_>>().join(","),
+        secret |l| l.iter().filter_map(|u| super::nats_security::url_credentials(u))
+            .map(|c| SecretItem::Value(c.into_secret())).collect();
     /// `MARKETPRISM_LOG_JSON`: a boolean choosing `json` or `pretty`.
     rule LOG_JSON: LogFormat = |v| Ok(if parse_bool(&scalar(v)?)? { LogFormat::Json } else { LogFormat::Pretty }),
         LOG_FORMAT_KIND.show;
@@ -167,6 +185,7 @@ pub(crate) const PASSWORD: Kind<Secret> = Kind {
     show: |s| s.masked().into(),
     empty_env_is_value: true,
     syntax: true,
+    hidden: Some(|s| vec![SecretItem::Value(s.clone())]),
 };
 
 /// What a node is, for "invalid type" messages.
@@ -497,7 +516,6 @@ pub(crate) fn parse_count(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid number \"{text}\": expected a whole number"))
 }
 
-/// Splits and checks `nats://a:4222,tls://b:4222`.
 /// A NATS URL with its secret replaced by `***` (`nats://user:***@host:4222`, a token alone
 /// `nats://***@host`), for everything printed: `config`, errors, logs.
 pub fn redact_nats_url(u: &str) -> String {
@@ -514,6 +532,7 @@ pub fn redact_nats_url(u: &str) -> String {
     }
 }
 
+/// Splits and checks `nats://a:4222,tls://b:4222`.
 pub(crate) fn parse_nats_urls(text: &str) -> Result<Vec<String>, String> {
     let mut urls = Vec::new();
     for raw in text.split(',').map(str::trim) {

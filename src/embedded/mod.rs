@@ -33,9 +33,13 @@ if os.getppid() != int(sys.argv[1]):
 os.execv(sys.argv[2], sys.argv[2:])
 ";
 
-/// A command that runs `program` under [`ORPHAN_GUARD`].
+/// A command that runs `program` under [`ORPHAN_GUARD`], without the variables that may hold
+/// the service's secrets (`config::secret_variables`): a child gets only what it is given.
 fn guarded(tools: &Tools, program: &Path) -> Command {
     let mut cmd = Command::new(&tools.python);
+    for var in crate::config::secret_variables() {
+        cmd.env_remove(var);
+    }
     cmd.arg("-c")
         .arg(ORPHAN_GUARD)
         .arg(std::process::id().to_string())

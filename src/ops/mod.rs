@@ -1,11 +1,14 @@
 //! The operations HTTP surface: `/health`, `/ready`, `/stats`, `/api/v1/status`, `/metrics` and
 //! the status page at `/`, read from the pipeline's [`Stats`] and never writing to them.
 //!
-//! Consumes: an `Arc<Stats>` (the pipeline's counters), the configured types, the optional bearer
-//! token, two latches (startup finished, stop requested) and, when the hot → cold migration
-//! runs in this process, an `Arc<MigrationStats>` (the migrator's counters: `/metrics`,
-//! `/stats.migration`, the status page; never `/ready`). Emits: HTTP answers. Never: talks to
-//! NATS or ClickHouse, or changes a counter — the stages know nothing of this module.
+//! Consumes: an `Arc<Stats>` (the pipeline's counters), the configured types, the optional ops
+//! token (`http.token`: the `Authorization: Bearer` header, or the session cookie a login
+//! gives the status page, see [`router`]), two latches (startup finished, stop requested)
+//! and, when the hot → cold migration runs in this process, an `Arc<MigrationStats>` (the
+//! migrator's counters: `/metrics`, `/stats.migration`, the status page; never `/ready`).
+//! Emits: HTTP answers, every body with the configured secrets masked (`crate::redact`: an
+//! error text in `/stats` may quote anything). Never: talks to NATS or ClickHouse, or changes a counter — the stages know nothing of this
+//! module; never accepts the token in a URL.
 //!
 //! A state with no configured types serves a process that runs no pipeline: the standalone
 //! `migrate` loop uses one with migration stats only, behind [`metrics_router`].
@@ -38,14 +41,17 @@ pub mod summary;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -62,6 +68,15 @@ pub use summary::{Snapshot, summary_line};
 
 /// The status page, embedded in the binary.
 pub const STATUS_PAGE: &str = include_str!("status.html");
+
+/// The status page's login form (`{{note}}`: a fixed sentence, never request text).
+pub const LOGIN_PAGE: &str = include_str!("login.html");
+
+/// The cookie of a status-page session, set by `POST /login`.
+pub const SESSION_COOKIE: &str = "mp_ops_session";
+
+/// The largest answer body the masking reads (a `/metrics` of many lanes is far below).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// Errors of the ops server.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +105,11 @@ pub struct OpsState {
 struct Inner {
     stats: Arc<Stats>,
     types: Vec<DataType>,
-    token: Option<String>,
+    /// `Secret`s, so a `Debug` of the state never shows them.
+    token: Option<Secret>,
+    /// The value of [`SESSION_COOKIE`] a login hands out: random per process (a restart ends
+    /// every session), never the token itself, so a browser never stores the token.
+    session: Option<Secret>,
     failing_bound: Duration,
     started: Latch,
     stop: Option<CancellationToken>,
@@ -107,6 +126,7 @@ impl OpsState {
                 stats,
                 types: types.into_iter().collect(),
                 token: None,
+                session: None,
                 failing_bound: DEFAULT_FAILING_BOUND,
                 started: Latch::opened(),
                 stop: None,
@@ -127,13 +147,18 @@ impl OpsState {
         self
     }
 
-    /// Requires `Authorization: Bearer <token>` on every endpoint but `/health` (an empty
-    /// token counts as none).
+    /// Requires the token on every endpoint but `/health` (an empty token counts as none):
+    /// `Authorization: Bearer <token>`, or for `GET`/`HEAD` the session cookie of a login.
     pub fn with_token(self, token: Option<&Secret>) -> Self {
-        let token = token
-            .filter(|t| !t.is_empty())
-            .map(|t| t.expose().to_string());
-        self.modify(|i| i.token = token)
+        let token = token.filter(|t| !t.is_empty()).cloned();
+        let session = token.as_ref().map(|_| {
+            let bytes: [u8; 32] = rand::random();
+            Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        });
+        self.modify(|i| {
+            i.token = token;
+            i.session = session;
+        })
     }
 
     /// How long a table may fail inserts before `/ready` turns 503.
@@ -220,25 +245,36 @@ impl OpsState {
     }
 }
 
-/// The full ops surface: `/`, `/health`, `/ready`, `/stats`, `/api/v1/status`, `/metrics`.
+/// The full ops surface: `/`, `/health`, `/ready`, `/stats`, `/api/v1/status`, `/metrics`,
+/// and `/login` (the status page's login form and its `POST`).
+///
+/// With a token, every endpoint but `/health` and `/login` needs it: the
+/// `Authorization: Bearer <token>` header (every method), or the session cookie that
+/// `POST /login` (form field `token`) sets — `HttpOnly; SameSite=Strict; Path=/`, a random
+/// value per process, never the token — which authorizes `GET` and `HEAD` only, so no
+/// request that could change something is authorized by a cookie a browser sends by itself.
+/// `/` without either answers the login form (401). A token in the URL is never accepted.
 pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/login", get(login_form).post(login))
         .route("/health", get(health))
         .route("/ready", get(ready_handler))
         .route("/stats", get(stats))
         .route("/api/v1/status", get(api_status))
         .route("/metrics", get(metrics_handler))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(mask_secrets))
         .with_state(state)
 }
 
 /// `/metrics` alone, for the separate metrics port (`http.metrics_port`; the Python service used 9094).
-/// The bearer token applies here too when set.
+/// The token applies here too when set.
 pub fn metrics_router(state: OpsState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(mask_secrets))
         .with_state(state)
 }
 
@@ -272,34 +308,52 @@ fn same_secret(given: &str, expected: &str) -> bool {
     diff == 0
 }
 
-/// The bearer-token check. `/health` is always open (liveness probes carry no secret); the
-/// status page `/` also accepts `?token=` because a browser cannot set a header on navigation —
-/// the page then sends the header itself on every poll.
+/// The token check (see [`router`]). `/health` is always open (liveness probes carry no
+/// secret); `/login` checks the token it is given itself.
 async fn require_token(State(state): State<OpsState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.inner.token.as_deref() else {
+    let (Some(expected), Some(session)) = (
+        state.inner.token.as_ref().map(Secret::expose),
+        state.inner.session.as_ref().map(Secret::expose),
+    ) else {
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if path == "/health" {
+    if path == "/health" || path == "/login" {
         return next.run(req).await;
     }
     let by_header = req
         .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same_secret(t.trim(), expected));
-    let by_query = path == "/"
-        && Query::<HashMap<String, String>>::try_from_uri(req.uri())
-            .ok()
-            .and_then(|q| q.0.get("token").map(|t| same_secret(t, expected)))
-            .unwrap_or(false);
-    if by_header || by_query {
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("Bearer "))
+        .any(|t| same_secret(t.trim(), expected));
+    if by_header {
         return next.run(req).await;
     }
+    let by_cookie = session_cookies(req.headers()).any(|c| same_secret(c, session));
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if by_cookie && safe {
+        return next.run(req).await;
+    }
+    if path == "/" && safe {
+        let in_url = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .is_ok_and(|q| q.0.contains_key("token"));
+        let note = if in_url {
+            "A token in the URL is not accepted (it would stay in the browser's history and in proxy logs): enter it here."
+        } else {
+            ""
+        };
+        return login_page(StatusCode::UNAUTHORIZED, note);
+    }
+    let why = if by_cookie {
+        "a session cookie authorizes GET and HEAD only: send Authorization: Bearer <token>"
+    } else {
+        "missing or wrong bearer token"
+    };
     let mut resp = (
         StatusCode::UNAUTHORIZED,
-        Json(serde_json::json!({"error": "missing or wrong bearer token"})),
+        Json(serde_json::json!({ "error": why })),
     )
         .into_response();
     resp.headers_mut().insert(
@@ -307,6 +361,99 @@ async fn require_token(State(state): State<OpsState>, req: Request, next: Next) 
         HeaderValue::from_static("Bearer realm=\"marketprism-storage\""),
     );
     resp
+}
+
+/// The values of every [`SESSION_COOKIE`] the request carries.
+fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+}
+
+/// The login form with `note` (a fixed sentence) under its title.
+fn login_page(code: StatusCode, note: &'static str) -> Response {
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        LOGIN_PAGE.replace("{{note}}", note),
+    )
+        .into_response()
+}
+
+/// The login form of `POST /login`.
+#[derive(Debug, serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login_form(State(state): State<OpsState>) -> Response {
+    if state.inner.token.is_none() {
+        return see_other_page();
+    }
+    login_page(StatusCode::OK, "")
+}
+
+/// `POST /login`: the right token sets the session cookie and sends the browser to the page
+/// (303, so a reload does not post the form again); a wrong one answers the form again.
+async fn login(
+    State(state): State<OpsState>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let (Some(expected), Some(session)) = (
+        state.inner.token.as_ref().map(Secret::expose),
+        state.inner.session.as_ref().map(Secret::expose),
+    ) else {
+        return see_other_page();
+    };
+    match form {
+        Ok(Form(f)) if same_secret(f.token.trim(), expected) => {
+            let mut resp = see_other_page();
+            let cookie = format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        _ => login_page(StatusCode::UNAUTHORIZED, "Wrong token."),
+    }
+}
+
+/// 303 to the status page (relative, so a path prefix of a reverse proxy is kept).
+fn see_other_page() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "./"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+    )
+        .into_response()
+}
+
+/// Masks the configured secrets in every answer body (`crate::redact`): the counters carry
+/// error texts of NATS and ClickHouse, which may quote anything.
+async fn mask_secrets(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if !crate::redact::is_active() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match std::str::from_utf8(&bytes).map(crate::redact::redact) {
+        Ok(Cow::Owned(masked)) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(masked))
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 async fn page() -> Response {

@@ -166,6 +166,39 @@ async fn unbound_consumer_and_latches() {
     assert_eq!(get_json(&state, "/health").await.1["is_running"], false);
 }
 
+/// One request: method, path, extra headers and a body; the answer's status, headers, body.
+async fn send(
+    state: &OpsState,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = router(state.clone())
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// Logs in with `token`; returns the `Cookie` header value the browser would send back.
+async fn log_in(state: &OpsState, token: &str) -> String {
+    let (code, headers, _) =
+        send(state, "POST", "/login", &[FORM], &format!("token={token}")).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "./");
+    let set = headers["set-cookie"].to_str().unwrap().to_string();
+    set.split(';').next().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn token_guards_everything_but_health() {
     let secret = Secret::new("s3cret");
@@ -188,16 +221,6 @@ async fn token_guards_everything_but_health() {
         );
     }
     assert_eq!(get(&state, "/health", None).await.0, StatusCode::OK);
-    // The page (only) accepts the token in the query, since a browser cannot send a header.
-    assert_eq!(get(&state, "/?token=s3cret", None).await.0, StatusCode::OK);
-    assert_eq!(
-        get(&state, "/?token=nope", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        get(&state, "/stats?token=s3cret", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
     let metrics_only = metrics_router(state.clone());
     let resp = metrics_only
         .oneshot(
@@ -209,9 +232,185 @@ async fn token_guards_everything_but_health() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Neither the token nor the session shows in a Debug of the state.
+    let shown = format!("{state:?}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("token: Some(****)"),
+        "{shown}"
+    );
     // An empty token means no token.
     let open = OpsState::new(healthy(), TYPES).with_token(Some(&Secret::new("")));
     assert_eq!(get(&open, "/stats", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_never_accepted() {
+    let secret = Secret::new("s3cret");
+    let state = OpsState::new(healthy(), TYPES).with_token(Some(&secret));
+    // The page answers its login form instead, saying why; the data endpoints a 401.
+    let (code, headers, body) = send(&state, "GET", "/?token=s3cret", &[], "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        body.contains("<form method=\"post\" action=\"login\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("A token in the URL is not accepted"),
+        "{body}"
+    );
+    assert!(!headers.contains_key("set-cookie"));
+    for uri in [
+        "/stats?token=s3cret",
+        "/metrics?token=s3cret",
+        "/login?token=s3cret",
+    ] {
+        let (code, headers, _) = send(&state, "GET", uri, &[], "").await;
+        assert!(!headers.contains_key("set-cookie"), "{uri}");
+        if uri.starts_with("/login") {
+            assert_eq!(code, StatusCode::OK, "{uri}"); // the form, not a session
+        } else {
+            assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+        }
+    }
+    // The form answers 401 without a note when nothing was in the URL.
+    let (code, _, body) = send(&state, "GET", "/", &[], "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(
+        !body.contains("{{note}}") && !body.contains("not accepted"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_login_sets_a_strict_http_only_cookie_that_serves_the_page_and_get_apis() {
+    let secret = Secret::new("s3cret");
+    let state = OpsState::new(healthy(), TYPES).with_token(Some(&secret));
+    let (code, headers, _) = send(&state, "POST", "/login", &[FORM], "token=s3cret").await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(set.starts_with("mp_ops_session="), "{set}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.split("; ").any(|a| a == attr), "{attr} missing: {set}");
+    }
+    // The cookie is a session, not the token.
+    assert!(!set.contains("s3cret"), "{set}");
+    let cookie = log_in(&state, "s3cret").await;
+    let with_cookie = [("cookie", cookie.as_str())];
+    for uri in ["/", "/ready", "/stats", "/api/v1/status", "/metrics"] {
+        let (code, _, body) = send(&state, "GET", uri, &with_cookie, "").await;
+        assert_eq!(code, StatusCode::OK, "{uri}: {body}");
+    }
+    let (_, _, page) = send(&state, "GET", "/", &with_cookie, "").await;
+    assert_eq!(page, STATUS_PAGE);
+    // Among other cookies, and HEAD like GET.
+    let several = format!("theme=dark; {cookie}; other=1");
+    let (code, _, _) = send(&state, "GET", "/stats", &[("cookie", several.as_str())], "").await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _, _) = send(&state, "HEAD", "/stats", &with_cookie, "").await;
+    assert_eq!(code, StatusCode::OK);
+    // A wrong token, a forged cookie or another process's session: no access.
+    let (code, headers, body) = send(&state, "POST", "/login", &[FORM], "token=nope").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(!headers.contains_key("set-cookie") && body.contains("Wrong token."));
+    let forged = [("cookie", "mp_ops_session=s3cret")];
+    assert_eq!(
+        send(&state, "GET", "/stats", &forged, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = OpsState::new(healthy(), TYPES).with_token(Some(&secret));
+    assert_eq!(
+        send(&other, "GET", "/stats", &with_cookie, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // No token configured: the login form sends the browser to the page.
+    let open = OpsState::new(healthy(), TYPES);
+    let (code, headers, _) = send(&open, "GET", "/login", &[], "").await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert!(!headers.contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn a_cookie_alone_cannot_authorize_a_request_that_could_change_something() {
+    // No ops endpoint changes state today; the rule holds for any method but GET and HEAD, so
+    // a page on another site cannot ride a logged-in browser's cookie (SameSite aside).
+    let secret = Secret::new("s3cret");
+    let state = OpsState::new(healthy(), TYPES).with_token(Some(&secret));
+    let cookie = log_in(&state, "s3cret").await;
+    let with_cookie = [("cookie", cookie.as_str())];
+    let guarded = |state: &OpsState| {
+        Router::new()
+            .route("/act", axum::routing::post(|| async { "acted" }))
+            .layer(middleware::from_fn_with_state(state.clone(), require_token))
+            .with_state(state.clone())
+    };
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (code, _, body) = send(&state, method, "/stats", &with_cookie, "").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{method}");
+        assert!(body.contains("authorizes GET and HEAD only"), "{body}");
+        let req = Request::builder()
+            .method(method)
+            .uri("/act")
+            .header("cookie", cookie.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let resp = guarded(&state).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method}");
+    }
+    // The header authorizes any method (here the route's own answer).
+    let req = Request::builder()
+        .method("POST")
+        .uri("/act")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    let resp = guarded(&state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let auth = [("authorization", "Bearer s3cret")];
+    assert_eq!(
+        send(&state, "POST", "/stats", &auth, "").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Without anything: 401 with the challenge.
+    let (code, headers, _) = send(&state, "POST", "/stats", &[], "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("www-authenticate"));
+}
+
+#[tokio::test]
+async fn every_answer_masks_the_configured_secrets() {
+    // An error text quoting a secret (a server echoing a URL, a header) reaches /stats,
+    // /metrics and /api/v1/status masked.
+    let leaked = "ops-answer-leak-Q7w2";
+    crate::redact::register([leaked]);
+    let stats = healthy();
+    stats
+        .of(DataType::Trade)
+        .error(format!("connect to http://u:{leaked}@h failed"));
+    stats
+        .of(DataType::Trade)
+        .set_stuck(format!("writer died: \"{leaked}\""));
+    let state = OpsState::new(stats, TYPES);
+    for uri in ["/stats", "/api/v1/status", "/metrics", "/health", "/ready"] {
+        let (code, _, body) = send(&state, "GET", uri, &[], "").await;
+        assert!(
+            code.is_success() || code == StatusCode::SERVICE_UNAVAILABLE,
+            "{uri}"
+        );
+        assert!(!body.contains(leaked), "{uri}: {body}");
+    }
+    let (_, headers, body) = send(&state, "GET", "/stats", &[], "").await;
+    assert!(body.contains("http://u:****@h"), "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    assert!(
+        !headers.contains_key("content-length")
+            || headers["content-length"] == body.len().to_string().as_str()
+    );
 }
 
 #[test]
@@ -463,7 +662,10 @@ async fn serve_answers_and_stops_on_shutdown() {
 #[test]
 fn container_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/storage.yaml");
-    let cfg = Config::load(Some(&path), &|_| None).unwrap().config;
+    // The image binds every interface, so it runs with a token from the environment (a bind
+    // off loopback without one is refused).
+    let env = |k: &str| (k == "MARKETPRISM_HTTP_TOKEN").then(|| "a-long-ops-token".to_string());
+    let cfg = Config::load(Some(&path), &env).unwrap().config;
     assert_eq!(cfg.http.port, 8080);
     assert_eq!(cfg.http.metrics_port, Some(9094));
     assert!(cfg.http.bind.is_unspecified());

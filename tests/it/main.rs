@@ -30,4 +30,5 @@ mod partitions;
 mod proxy;
 mod quality;
 mod schema;
+mod secrets;
 mod upgrade;

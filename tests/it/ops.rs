@@ -125,18 +125,35 @@ fn strip_tags(s: &str) -> String {
 
 /// Starts the ops server on a free port; returns its base URL and the stop token.
 async fn start(state: OpsState) -> (String, CancellationToken) {
+    start_router(ops::router(state)).await
+}
+
+async fn start_router(router: axum::Router) -> (String, CancellationToken) {
     let listener = ops::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(ops::serve(listener, ops::router(state), stop.clone()));
+    tokio::spawn(ops::serve(listener, router, stop.clone()));
     (format!("http://{addr}"), stop)
 }
 
-/// Serves `state`, loads the page at `/<query>` in chromium and returns its DOM once the page
-/// has rendered `/stats`.
-async fn rendered_page(bin: &PathBuf, state: OpsState, query: &str) -> String {
-    let (base, stop) = start(state).await;
-    let dom = run_chromium(bin, &format!("{base}/{query}"), &["--dump-dom".into()]).await;
+/// What a person does at the login form, done by the browser: a page of the test, served from
+/// the ops server's own origin, that fills in `token` and submits the form to `/login`.
+fn with_autologin(state: OpsState, token: &str) -> axum::Router {
+    let html = format!(
+        "<!doctype html><form method=post action=login><input name=token value=\"{token}\"></form>\
+         <script>document.forms[0].submit()</script>"
+    );
+    ops::router(state).merge(axum::Router::new().route(
+        "/test-autologin",
+        axum::routing::get(move || async move { axum::response::Html(html) }),
+    ))
+}
+
+/// Serves `router`, loads `/<path>` in chromium and returns the DOM of the status page once
+/// it has rendered `/stats`.
+async fn rendered_page(bin: &PathBuf, router: axum::Router, path: &str) -> String {
+    let (base, stop) = start_router(router).await;
+    let dom = run_chromium(bin, &format!("{base}/{path}"), &["--dump-dom".into()]).await;
     stop.cancel();
     assert!(
         dom.contains("data-loaded=\"true\""),
@@ -173,8 +190,9 @@ async fn status_page_renders_the_counters() {
     let secret = Secret::new("page-token");
     let state = OpsState::new(stats.clone(), [DataType::Trade, DataType::Orderbook])
         .with_token(Some(&secret));
-    // The token travels in the page URL; the page must send it as a header to /stats.
-    let dom = rendered_page(&bin, state, "?token=page-token").await;
+    // Logged in through the form: the session cookie (HttpOnly, SameSite=Strict) serves the
+    // page after the 303 and every poll of /stats.
+    let dom = rendered_page(&bin, with_autologin(state, "page-token"), "test-autologin").await;
     let inserted = cell(&dom, "trade", "inserted");
     assert!(
         inserted == "12,345" || inserted == "12345",
@@ -234,7 +252,7 @@ async fn status_page_shows_the_migration() {
     migration.set_lag_minutes(DataType::Orderbook, 42);
     let state =
         OpsState::new(stats, [DataType::Trade, DataType::Orderbook]).with_migration(migration);
-    let dom = rendered_page(&bin, state, "").await;
+    let dom = rendered_page(&bin, ops::router(state), "").await;
     assert!(
         dom.contains("id=\"migration\" style=\"display: block;\""),
         "migration section hidden:\n{dom}"
@@ -279,9 +297,33 @@ async fn status_page_without_token_shows_the_401() {
     let state = OpsState::new(stats, [DataType::Trade]).with_token(Some(&secret));
     let (base, stop) = start(state).await;
     let dom = run_chromium(&bin, &format!("{base}/"), &["--dump-dom".into()]).await;
+    // The page itself needs the token too: the browser gets the login form, no data.
+    assert!(
+        dom.contains("<form method=\"post\" action=\"login\""),
+        "{dom}"
+    );
+    assert!(!dom.contains("data-loaded"), "{dom}");
+    // A token in the URL is refused, and says so; a wrong one at the form stays at the form.
+    let dom = run_chromium(
+        &bin,
+        &format!("{base}/?token=page-token"),
+        &["--dump-dom".into()],
+    )
+    .await;
+    assert!(dom.contains("A token in the URL is not accepted"), "{dom}");
+    assert!(!dom.contains("data-loaded"), "{dom}");
     stop.cancel();
-    // The page itself needs the token too, so the browser gets the 401 JSON.
-    assert!(dom.contains("missing or wrong bearer token"), "{dom}");
+    let stats = Arc::new(Stats::new(now_ms()));
+    let state = OpsState::new(stats, [DataType::Trade]).with_token(Some(&secret));
+    let (base, stop) = start_router(with_autologin(state, "wrong-token")).await;
+    let dom = run_chromium(
+        &bin,
+        &format!("{base}/test-autologin"),
+        &["--dump-dom".into()],
+    )
+    .await;
+    stop.cancel();
+    assert!(dom.contains("Wrong token."), "{dom}");
 }
 
 /// Members `a` (this instance), `b` and `c`, serving `types`.
@@ -328,7 +370,7 @@ async fn status_page_shows_the_lanes_and_members() {
     let ob = stats.lane(&LaneId::base(DataType::Orderbook, "orderbook_c"));
     ob.set_owner("b");
     stats.set_members(members(&types, "a", &["a", "b", "c"]));
-    let dom = rendered_page(&bin, OpsState::new(stats, types), "").await;
+    let dom = rendered_page(&bin, ops::router(OpsState::new(stats, types)), "").await;
     assert!(
         dom.contains("id=\"lanes-section\" style=\"display: block;\""),
         "lanes section hidden:\n{dom}"
