@@ -141,6 +141,39 @@ async fn terminate(child: &mut Child) -> Option<i32> {
     }
 }
 
+/// The environment variable the embedded ClickHouse reads its password from (never a
+/// command-line argument: `ps` shows those to every user of the machine).
+const PASSWORD_ENV: &str = "CHSERVER_PASSWORD";
+
+/// How the embedded ClickHouse guards itself (`embedded.*`); the default is no password,
+/// plain HTTP and external access refused.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ChServerOptions {
+    /// The one user it accepts when `password` is set (`default` when `None`).
+    pub user: Option<String>,
+    /// The password every query must carry; `None`: none is checked.
+    pub password: Option<String>,
+    /// Certificate chain and key (PEM): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA (PEM) client certificates must be signed by (mutual TLS); needs `tls`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow table functions, engines and clauses that reach the filesystem, the network or
+    /// other processes (`file()`, `url()`, `INTO OUTFILE`, …), refused by default.
+    pub allow_external: bool,
+}
+
+impl std::fmt::Debug for ChServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChServerOptions")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("tls", &self.tls)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("allow_external", &self.allow_external)
+            .finish()
+    }
+}
+
 /// A running embedded ClickHouse (chDB behind a ClickHouse-compatible HTTP endpoint).
 #[derive(Debug)]
 pub struct EmbeddedClickHouse {
@@ -173,6 +206,25 @@ impl EmbeddedClickHouse {
         listen: &str,
         log_level: &str,
     ) -> Result<EmbeddedClickHouse, EmbeddedError> {
+        Self::start_with(
+            tools,
+            data_dir,
+            listen,
+            log_level,
+            &ChServerOptions::default(),
+        )
+        .await
+    }
+
+    /// [`EmbeddedClickHouse::start_logging`] with a password, HTTPS and the guard's setting
+    /// (`url` is then `https://…`). The password reaches the child in its environment.
+    pub async fn start_with(
+        tools: &Tools,
+        data_dir: &Path,
+        listen: &str,
+        log_level: &str,
+        options: &ChServerOptions,
+    ) -> Result<EmbeddedClickHouse, EmbeddedError> {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("create data dir {}", data_dir.display())))?;
         let script = data_dir.join("chserver.py");
@@ -186,6 +238,9 @@ impl EmbeddedClickHouse {
             .arg(listen)
             .arg("--log-level")
             .arg(log_level)
+            .args(chserver_args(options))
+            .env_remove(PASSWORD_ENV)
+            .envs(options.password.as_ref().map(|p| (PASSWORD_ENV, p)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -262,6 +317,29 @@ impl EmbeddedClickHouse {
     pub fn signal_stop(&self) {
         sigterm(&self.child);
     }
+}
+
+/// The command-line flags for `options` (no secret among them).
+fn chserver_args(options: &ChServerOptions) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(user) = &options.user {
+        args.extend(["--user".into(), user.into()]);
+    }
+    if let Some((cert, key)) = &options.tls {
+        args.extend([
+            "--tls-cert".into(),
+            cert.into(),
+            "--tls-key".into(),
+            key.into(),
+        ]);
+    }
+    if let Some(ca) = &options.tls_client_ca {
+        args.extend(["--tls-client-ca".into(), ca.into()]);
+    }
+    if options.allow_external {
+        args.push("--allow-external".into());
+    }
+    args
 }
 
 /// A running `nats-server` with JetStream enabled.
