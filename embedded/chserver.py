@@ -643,6 +643,12 @@ SAFE_ENGINES = frozenset(name.lower() for name in (
 ))
 # Dictionary sources that stay inside the engine.
 SAFE_DICTIONARY_SOURCES = frozenset({"null"})
+# Settings that name files to read or write, or a host to fetch from.
+EXTERNAL_SETTINGS = frozenset({
+    "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
+    "output_format_schema", "input_format_record_errors_file_path",
+    "format_avro_schema_registry_url",
+})
 # SYSTEM commands that stop the engine or reload objects from external sources.
 REFUSED_SYSTEM = frozenset({"SHUTDOWN", "KILL", "RELOAD"})
 ENABLE_HINT = ("start the embedded server with external access allowed "
@@ -711,6 +717,18 @@ def check_canonical(text: str) -> None:
             raise refused("ATTACH ... FROM a path")
     if words[:1] == [b"SYSTEM"] and len(words) > 1 and words[1].decode() in REFUSED_SYSTEM:
         raise refused(f"SYSTEM {words[1].decode()}")
+    # A setting assigned anywhere (SET, a SETTINGS clause, also inside a subquery).
+    every = list(_tokens(text.encode()))
+    for tok, nxt in zip(every, every[1:]):
+        if tok.kind in ("word", "qid") and nxt.text == b"=":
+            check_settings([_ident(tok)])
+
+
+def check_settings(names) -> None:
+    """Refuses settings that point the engine at files or hosts (EXTERNAL_SETTINGS)."""
+    for name in names:
+        if name.lower() in EXTERNAL_SETTINGS:
+            raise refused(f"the setting {name}")
 
 
 @dataclass
@@ -801,6 +819,8 @@ class Engine:
             # URL settings are SET before the statement runs, so another dialect would parse
             # it differently from the guard, which parses it as ClickHouse SQL.
             raise refused(f"the {settings['dialect']!r} dialect")
+        if not self.allow_external:
+            check_settings(settings)
         self.check(stmt.sql.decode("utf-8", "replace"), params)
         with self._lock:
             session = self._require_open()
@@ -1190,6 +1210,8 @@ class Handler(BaseHTTPRequestHandler):
         if not body_read and self._has_request_body():
             pieces = self._decoded_body(req)
         if self.server.engine is not None:
+            if not self.server.engine.allow_external:
+                check_settings(req.settings)
             fmt = stmt.insert_format if _FORMAT_NAME_RE.match(stmt.insert_format) else "Values"
             self.server.engine.check(f"{stmt.sql.decode('utf-8', 'replace')} FORMAT {fmt}")
         if self.server.engine is None:  # --blackhole: read and unframe, do not execute

@@ -627,6 +627,11 @@ REFUSED = [
     ("SELECT 1 INTO OUTFILE '/tmp/mp-guard-out.txt'", "INTO OUTFILE"),
     ("select 1 /* x */ into\n outfile '/tmp/mp-guard-out.txt' format CSV", "INTO OUTFILE"),
     ("SYSTEM SHUTDOWN", "SYSTEM SHUTDOWN"),
+    ("SELECT 1 FORMAT Template SETTINGS format_template_resultset = '/etc/hostname'",
+     "the setting format_template_resultset"),
+    ("SET output_format_schema = '/tmp/mp-guard-schema'", "the setting output_format_schema"),
+    ("SELECT * FROM (SELECT 1 SETTINGS input_format_record_errors_file_path = '/tmp/x')",
+     "the setting input_format_record_errors_file_path"),
 ]
 # What the service and its tests send must keep working.
 ALLOWED = [
@@ -680,6 +685,16 @@ class GuardTests(unittest.TestCase):
             body=b"a\n")
         self.assertEqual(status, 403, body)
         self.assertFalse(os.path.exists("/tmp/mp-guard.tsv"))
+
+    def test_file_settings_in_the_url_are_refused(self):
+        status, _, body = self.request(params={"format_schema": "/etc/passwd:x"}, body=b"SELECT 1")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"the setting format_schema is refused", body)
+        status, _, body = self.request(
+            params={"query": "INSERT INTO mp.guard FORMAT TSV",
+                    "input_format_record_errors_file_path": "/tmp/mp-guard-errors"}, body=b"a\n")
+        self.assertEqual(status, 403, body)
+        self.assertFalse(os.path.exists("/tmp/mp-guard-errors"))
 
     def test_another_dialect_in_a_url_setting_is_refused(self):
         status, _, body = self.request(params={"dialect": "kusto"}, body=b"print 1")
