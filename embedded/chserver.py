@@ -11,13 +11,23 @@ settings and query parameters as URL params, ClickHouse-style errors).
 
 Usage:
     python embedded/chserver.py --data-dir DIR --listen HOST:PORT [--log-level info]
+        [--user NAME] [--password-file FILE] [--tls-cert PEM --tls-key PEM
+        [--tls-client-ca PEM]] [--allow-external]
 
-Once listening it prints exactly one line `ready http://HOST:PORT` on stdout.
+Once listening it prints exactly one line `ready http://HOST:PORT` (or https://) on stdout.
 
 A ClickHouse configuration file `DIR/clickhouse-config.xml`, when present, is
 loaded by the engine (e.g. `<remote_servers>` to define a cluster whose one
 shard is this server: `system.clusters`, `Distributed` tables). Without it
 the engine runs with chDB's built-in defaults.
+
+Safe by default (see "The guard" below and docs/security.md): statements that reach
+the filesystem, the network or other processes (table functions such as file/url/
+remote/executable, non-local engines, INTO OUTFILE, ...) are refused unless
+--allow-external; requests from web pages (an Origin header, Sec-Fetch-Site other than
+none) are refused; with a password (--password-file or $CHSERVER_PASSWORD) every query
+must carry it; --tls-cert/--tls-key serve HTTPS, --tls-client-ca requires client
+certificates.
 
 Exit codes: 0 after SIGTERM/SIGINT (clean drain), 2 bad command line,
 3 data dir locked by another process, 1 any other start-up failure.
@@ -43,8 +53,10 @@ Design notes:
 from __future__ import annotations
 
 import argparse
+import base64
 import errno
 import fcntl
+import hmac
 import json
 import logging
 import os
@@ -52,6 +64,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import tempfile
@@ -86,6 +99,13 @@ READ_PIECE = 4 * 1024 * 1024  # Content-Length bodies are read in pieces this bi
 RESPONSE_BLOCK = 1024 * 1024
 KEEP_ALIVE_SECONDS = 10  # ClickHouse's default keep_alive_timeout.
 IDLE_POLL_SECONDS = 0.5  # How often idle keep-alive connections look for shutdown.
+TLS_HANDSHAKE_SECONDS = 10  # A client that does not finish its TLS handshake in time is dropped.
+# The password is read from this environment variable (never from the command line, which
+# `ps` shows to every user), or from the file named by --password-file; it is removed from
+# the environment at once so that nothing the engine starts inherits it.
+PASSWORD_ENV = "CHSERVER_PASSWORD"
+# Statements already checked by the Guard, by text (the service repeats its insert heads).
+GUARD_CACHE_SIZE = 4096
 
 # URL params that are part of the HTTP interface, not ClickHouse settings.
 HTTP_PARAMS = frozenset({
@@ -130,6 +150,8 @@ _STATUS_BY_CODE = {
 }
 ABORTED = 236  # used for "engine is shutting down", answered with 503
 
+# A `password=` URL param, masked in the request log.
+_PASSWORD_PARAM_RE = re.compile(r"([?&]password=)[^&]*")
 _CODE_RE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)
 _NAME_RE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\))?\s*$")
 _VERSION_TAIL_RE = re.compile(r"\s*\(version [^)]*\)\s*$")
@@ -579,6 +601,136 @@ def content_type_for(fmt: str) -> str:
 # The engine: one chDB session, one statement at a time.
 # ---------------------------------------------------------------------------
 
+
+# ---------------------------------------------------------------------------
+# The guard: what a client may not make the engine do. chDB is clickhouse-local
+# in a library: its table functions, engines, dictionary sources and
+# INTO OUTFILE reach the filesystem, the network and other processes with the
+# rights of this process, and no setting or access grant switches that off in
+# chDB (it has no users). So every client statement is parsed by the engine
+# itself (`formatQuerySingleLine` for the canonical text, `EXPLAIN AST` for the
+# tree) and refused when it names any of them, unless --allow-external.
+# ---------------------------------------------------------------------------
+
+# Table functions that only read tables of this engine or generate data. Every
+# other one (file, url, s3, remote, executable, mysql, python, ... and whatever
+# a later engine adds) is refused: an allow list, so new ones are refused too.
+SAFE_TABLE_FUNCTIONS = frozenset(name.lower() for name in (
+    "numbers", "numbers_mt", "zeros", "zeros_mt", "generateRandom", "generateSeries",
+    "generate_series", "values", "SQLStandardValues", "null", "view", "viewIfPermitted",
+    "viewExplain", "merge", "input", "format", "primes", "loop", "dictionary",
+    "mergeTreeIndex", "mergeTreeProjection", "mergeTreeTextIndex", "mergeTreeAnalyzeIndexes",
+    "mergeTreeAnalyzeIndexesUUID", "mergeTreeCodecBlockCounts",
+    # Clusters named in the server's own configuration (remote_servers), not by the client.
+    "cluster", "clusterAllReplicas",
+))
+# Scalar functions that read files (`file(path)` returns a file's content).
+EXTERNAL_SCALAR_FUNCTIONS = frozenset({"file"})
+# Table and database engines that keep their data in this engine (or in the
+# server-configured cluster). Every other engine the engine knows is refused.
+SAFE_ENGINES = frozenset(name.lower() for name in (
+    "MergeTree", "ReplacingMergeTree", "SummingMergeTree", "AggregatingMergeTree",
+    "CollapsingMergeTree", "VersionedCollapsingMergeTree", "GraphiteMergeTree",
+    "CoalescingMergeTree", "ReplicatedMergeTree", "ReplicatedReplacingMergeTree",
+    "ReplicatedSummingMergeTree", "ReplicatedAggregatingMergeTree",
+    "ReplicatedCollapsingMergeTree", "ReplicatedVersionedCollapsingMergeTree",
+    "ReplicatedGraphiteMergeTree", "ReplicatedCoalescingMergeTree",
+    "Memory", "Log", "TinyLog", "StripeLog", "Null", "Set", "Join", "Buffer", "Distributed",
+    "Merge", "Dictionary", "View", "MaterializedView", "EmbeddedRocksDB", "KeeperMap",
+    "GenerateRandom", "Alias", "Loop", "TimeSeries",
+    # database engines
+    "Atomic", "Ordinary", "Lazy", "Replicated",
+))
+# Dictionary sources that stay inside the engine.
+SAFE_DICTIONARY_SOURCES = frozenset({"null"})
+# Settings that name files to read or write, or a host to fetch from.
+EXTERNAL_SETTINGS = frozenset({
+    "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
+    "output_format_schema", "input_format_record_errors_file_path",
+    "format_avro_schema_registry_url",
+})
+# SYSTEM commands that stop the engine or reload objects from external sources.
+REFUSED_SYSTEM = frozenset({"SHUTDOWN", "KILL", "RELOAD"})
+ENABLE_HINT = ("start the embedded server with external access allowed "
+               "(embedded.allow_external: true; chserver.py --allow-external)")
+
+
+def refused(what: str) -> ClickHouseError:
+    return ClickHouseError(
+        497, "ACCESS_DENIED",
+        f"{what} is refused by the embedded ClickHouse: it reaches the filesystem, the network "
+        f"or other processes; to allow it, {ENABLE_HINT}")
+
+
+def _ast_nodes(dump: str) -> Iterator[tuple]:
+    """(node label, parent label) for every line of an `EXPLAIN AST` dump."""
+    stack: list = []  # (indent, label)
+    for line in dump.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        label = line.strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        yield label, (stack[-1][1] if stack else "")
+        stack.append((indent, label))
+
+
+def _node_name(label: str) -> str:
+    parts = label.split()
+    return parts[1] if len(parts) > 1 else ""
+
+
+def check_ast(dump: str, known_engines: frozenset) -> None:
+    """Raises `refused(...)` when the tree names an external table function, engine,
+    dictionary source, or is a BACKUP/RESTORE."""
+    for label, parent in _ast_nodes(dump):
+        kind = label.split(" ", 1)[0]
+        if kind == "BackupQuery":
+            raise refused("BACKUP/RESTORE")
+        if kind == "Function":
+            name = _node_name(label)
+            lower = name.lower()
+            if parent.startswith(("TableExpression", "InsertQuery", "CreateQuery")):
+                if lower not in SAFE_TABLE_FUNCTIONS:
+                    raise refused(f"table function {name}()")
+            elif parent.startswith("Storage definition"):
+                if lower in known_engines and lower not in SAFE_ENGINES:
+                    raise refused(f"engine {name}")
+            if lower in EXTERNAL_SCALAR_FUNCTIONS:
+                raise refused(f"function {name}()")
+        elif kind == "FunctionWithKeyValueArguments" and parent.startswith("Dictionary definition"):
+            name = _node_name(label)
+            if name.lower() not in SAFE_DICTIONARY_SOURCES:
+                raise refused(f"dictionary source {name.upper()}")
+
+
+def check_canonical(text: str) -> None:
+    """Clauses the tree does not name: INTO OUTFILE, ATTACH ... FROM 'path', SYSTEM SHUTDOWN."""
+    toks = [t for t in _tokens(text.encode()) if t.depth == 0]
+    words = [t.text.upper() if t.kind == "word" else b"" for t in toks]
+    for i, word in enumerate(words):
+        if word == b"INTO" and i + 1 < len(words) and words[i + 1] == b"OUTFILE":
+            if i == 0 or words[i - 1] != b"INSERT":
+                raise refused("INTO OUTFILE")
+        if word == b"FROM" and words[0] == b"ATTACH" and i + 1 < len(toks) and toks[i + 1].kind == "str":
+            raise refused("ATTACH ... FROM a path")
+    if words[:1] == [b"SYSTEM"] and len(words) > 1 and words[1].decode() in REFUSED_SYSTEM:
+        raise refused(f"SYSTEM {words[1].decode()}")
+    # A setting assigned anywhere (SET, a SETTINGS clause, also inside a subquery).
+    every = list(_tokens(text.encode()))
+    for tok, nxt in zip(every, every[1:]):
+        if tok.kind in ("word", "qid") and nxt.text == b"=":
+            check_settings([_ident(tok)])
+
+
+def check_settings(names) -> None:
+    """Refuses settings that point the engine at files or hosts (EXTERNAL_SETTINGS)."""
+    for name in names:
+        if name.lower() in EXTERNAL_SETTINGS:
+            raise refused(f"the setting {name}")
+
+
 @dataclass
 class Outcome:
     """Result of one statement: body bytes plus what X-ClickHouse-Summary reports."""
@@ -591,7 +743,7 @@ class Outcome:
 class Engine:
     """Owns the chDB session. Every method takes the session lock."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, allow_external: bool = False):
         from chdb import session as chdb_session  # imported late: it is slow and big
 
         self._session = chdb_session.Session(path)
@@ -599,6 +751,11 @@ class Engine:
         self._current_db: Optional[str] = None  # what the session's USE points at
         self.version = self._scalar("SELECT version()")
         self.timezone = self._scalar("SELECT timezone()")
+        self.allow_external = allow_external
+        self._known_engines = frozenset(self._scalar(
+            "SELECT arrayStringConcat(groupArray(lower(name)), ' ') FROM (SELECT name FROM "
+            "system.table_engines UNION ALL SELECT name FROM system.database_engines)").split())
+        self._checked: dict = {}  # statement text -> None, the guard's cache (bounded)
 
     def _scalar(self, sql: str) -> str:
         return bytes(self._session.query(sql, "TabSeparated").bytes()).decode().strip()
@@ -608,6 +765,41 @@ class Engine:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+    def check(self, sql: str, params: Optional[dict] = None) -> None:
+        """Refuses a client statement that reaches outside the engine (see the guard above).
+
+        The engine parses it twice, under the session lock but without running it:
+        `formatQuerySingleLine` (a syntax error is the client's, reported as the engine
+        words it) and `EXPLAIN AST` (with the query parameters, which are substituted
+        before the tree is built). Anything that cannot be checked is refused.
+        """
+        if self.allow_external:
+            return
+        key = sql if not params else None
+        if key is not None and key in self._checked:
+            return
+        with self._lock:
+            session = self._require_open()
+            canonical = bytes(_run(lambda: session.query(
+                f"SELECT formatQuerySingleLine({quote_literal(sql)})",
+                "TabSeparatedRaw")).bytes()).decode("utf-8", "replace")
+            try:
+                dump = bytes(session.query("EXPLAIN AST " + sql, "TabSeparatedRaw",
+                                           params=params or None).bytes()).decode("utf-8", "replace")
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                err = ClickHouseError.from_engine(exc)
+                if err.code == 456:  # UNKNOWN_QUERY_PARAMETER: the client's own mistake
+                    raise err from exc
+                raise ClickHouseError(497, "ACCESS_DENIED",
+                                      f"The embedded ClickHouse cannot check this statement "
+                                      f"({err.message}); to run it, {ENABLE_HINT}") from exc
+        check_canonical(canonical)
+        check_ast(dump, self._known_engines)
+        if key is not None:
+            if len(self._checked) >= GUARD_CACHE_SIZE:
+                self._checked.clear()
+            self._checked[key] = None
 
     def _require_open(self):
         if self._session is None:
@@ -623,6 +815,13 @@ class Engine:
             self._current_db = database
 
     def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict) -> Outcome:
+        if not self.allow_external and settings.get("dialect", "clickhouse").lower() != "clickhouse":
+            # URL settings are SET before the statement runs, so another dialect would parse
+            # it differently from the guard, which parses it as ClickHouse SQL.
+            raise refused(f"the {settings['dialect']!r} dialect")
+        if not self.allow_external:
+            check_settings(settings)
+        self.check(stmt.sql.decode("utf-8", "replace"), params)
         with self._lock:
             session = self._require_open()
             self._use(session, database)
@@ -729,6 +928,67 @@ def _summary(read_rows=0, read_bytes=0, written_rows=0, written_bytes=0, elapsed
 # HTTP
 # ---------------------------------------------------------------------------
 
+@dataclass
+class Auth:
+    """The one user this server knows, and its password."""
+
+    user: str
+    password: str
+
+    def check(self, headers, params: dict) -> None:
+        """Raises AUTHENTICATION_FAILED unless the request carries this user's password.
+
+        Accepted as a server accepts them: `X-ClickHouse-User`/`X-ClickHouse-Key`, HTTP basic
+        auth, or `user`/`password` URL params (the service itself only sends the headers).
+        """
+        user, password = headers.get("X-ClickHouse-User"), headers.get("X-ClickHouse-Key")
+        basic = headers.get("Authorization", "")
+        if user is None and password is None and basic[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(basic[6:].strip(), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user, password = "", None
+        if user is None and password is None:
+            user, password = params.get("user"), params.get("password")
+        user = user or "default"
+        ok_user = hmac.compare_digest(user.encode(), self.user.encode())
+        ok_password = hmac.compare_digest((password or "").encode(), self.password.encode())
+        if not (ok_user and ok_password):
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED",
+                                  f"{user}: Authentication failed: password is incorrect, "
+                                  f"or there is no user with such name")
+
+
+def tls_context(cert: str, key: str, client_ca: Optional[str]) -> ssl.SSLContext:
+    """HTTPS with `cert`/`key`; with `client_ca`, every client must show a certificate it signed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=client_ca)
+    return ctx
+
+
+def cross_origin(headers) -> Optional[str]:
+    """Why a request comes from a web page (and is refused), or None.
+
+    A browser adds `Origin` to every cross-origin request and to every POST, and
+    `Sec-Fetch-Site` to every request; a page on any site could otherwise POST SQL to a
+    server on localhost (a "simple" text/plain POST needs no CORS preflight), also through
+    DNS rebinding, where the page's origin *is* this server's name. No client of this
+    server sends either header, so any Origin and any Sec-Fetch-Site other than `none` (an
+    address typed by the user) are refused.
+    """
+    origin = headers.get("Origin")
+    if origin is not None:
+        return f"Origin: {origin[:100]}"
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() != "none":
+        return f"Sec-Fetch-Site: {site[:40]}"
+    return None
+
+
 class Server(ThreadingHTTPServer):
     """Threaded server whose shutdown waits for in-flight requests."""
 
@@ -737,11 +997,15 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, engine: Optional[Engine], version: str, timezone: str,
-                 body_dir: str):
-        """`engine` None means --blackhole: inserts are read and dropped."""
+                 body_dir: str, auth: Optional["Auth"] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None):
+        """`engine` None means --blackhole: inserts are read and dropped. `auth` None: no
+        password is checked. `ssl_context`: HTTPS (the handshake runs in the handler thread)."""
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
         self.engine = engine
+        self.auth = auth
+        self.ssl_context = ssl_context
         self.body_dir = body_dir
         self.version = version
         self.timezone = timezone
@@ -811,9 +1075,28 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- connection lifecycle -------------------------------------------------
 
+    def setup(self) -> None:
+        """Over HTTPS, the TLS handshake runs here, in the connection's own thread, so a slow
+        or failing client never holds up `accept`."""
+        self._tls_failed = False
+        ctx = self.server.ssl_context
+        if ctx is not None:
+            raw = self.request
+            raw.settimeout(TLS_HANDSHAKE_SECONDS)
+            try:
+                self.request = ctx.wrap_socket(raw, server_side=True)
+                self.request.settimeout(None)
+            except (ssl.SSLError, OSError) as exc:
+                # A client without the required certificate, plain HTTP on the TLS port, ...
+                LOG.info("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                self._tls_failed = True
+        super().setup()
+
     def handle(self) -> None:
         """Keep-alive loop that notices shutdown while a connection is idle."""
         self.close_connection = True
+        if self._tls_failed:
+            return
         self.handle_one_request()
         while not self.close_connection and self._wait_for_next_request():
             self.handle_one_request()
@@ -821,6 +1104,8 @@ class Handler(BaseHTTPRequestHandler):
     def _wait_for_next_request(self) -> bool:
         if self._has_buffered_input():
             return True
+        if isinstance(self.connection, ssl.SSLSocket) and self.connection.pending():
+            return True  # decrypted bytes waiting in the TLS layer, invisible to select()
         deadline = time.monotonic() + KEEP_ALIVE_SECONDS
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.connection], [], [], IDLE_POLL_SECONDS)
@@ -866,12 +1151,20 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         status, note = 200, ""
         try:
+            browser = cross_origin(self.headers)
+            if browser is not None:
+                raise ClickHouseError(
+                    497, "ACCESS_DENIED",
+                    f"Requests from web pages are refused by the embedded ClickHouse ({browser}): "
+                    f"it has no browser interface, and a page on any site could otherwise send it SQL")
             if url.path in ("/ping", "/") and not url.query and not (has_body and self._has_request_body()):
                 self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
                 return
             if url.path not in ("/", "/query"):
                 raise ClickHouseError(
                     36, "BAD_ARGUMENTS", f"There is no handle {url.path}. Use / or /ping")
+            if self.server.auth is not None:
+                self.server.auth.check(self.headers, dict(parse_qsl(url.query, keep_blank_values=True)))
             req = parse_params(url.query)
             note = self._execute(req)
         except ClickHouseError as err:
@@ -890,7 +1183,8 @@ class Handler(BaseHTTPRequestHandler):
     def _log_done(self, status: int, started: float, note: str) -> None:
         level = logging.DEBUG if status == 200 else logging.INFO
         if LOG.isEnabledFor(level):
-            LOG.log(level, "%s %s %d %.1fms %s", self.command, self.path[:200], status,
+            LOG.log(level, "%s %s %d %.1fms %s", self.command,
+                    _PASSWORD_PARAM_RE.sub(r"\1****", self.path)[:200], status,
                     (time.monotonic() - started) * 1000, note)
 
     def _execute(self, req: Request) -> str:
@@ -915,6 +1209,11 @@ class Handler(BaseHTTPRequestHandler):
         pieces: Iterator[bytes] = iter(())
         if not body_read and self._has_request_body():
             pieces = self._decoded_body(req)
+        if self.server.engine is not None:
+            if not self.server.engine.allow_external:
+                check_settings(req.settings)
+            fmt = stmt.insert_format if _FORMAT_NAME_RE.match(stmt.insert_format) else "Values"
+            self.server.engine.check(f"{stmt.sql.decode('utf-8', 'replace')} FORMAT {fmt}")
         if self.server.engine is None:  # --blackhole: read and unframe, do not execute
             total = len(inline) + sum(len(piece) for piece in pieces)
             self._send_result(req, Outcome(summary=_summary()), "")
@@ -1171,15 +1470,45 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--blackhole", action="store_true",
                    help="benchmark mode: read and unframe insert bodies, answer 200, execute nothing")
+    p.add_argument("--user", default="default", help="the one user name accepted when a password is set")
+    p.add_argument("--password-file", help=f"file holding the password (else ${PASSWORD_ENV}; "
+                   "without either, no password is checked)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed")
+    p.add_argument("--allow-external", action="store_true",
+                   help="allow table functions, engines and clauses that reach the filesystem, "
+                        "the network or other processes (refused by default)")
     # Obsolete (insert bodies now always go to a temp file); accepted and ignored.
     p.add_argument("--spill-bytes", type=int, default=0, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        p.error("--tls-client-ca needs --tls-cert and --tls-key")
+    return args
+
+
+def read_password(args) -> Optional[str]:
+    """The password from --password-file or the environment (removed from it), or None."""
+    password = os.environ.pop(PASSWORD_ENV, None)
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as f:
+            password = f.read().rstrip("\r\n")
+    return password or None
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s chserver: %(message)s")
+    try:
+        password = read_password(args)
+        ssl_context = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    except (OSError, ssl.SSLError) as exc:
+        print(f"chserver: cannot set up authentication or TLS: {exc}", file=sys.stderr, flush=True)
+        return 1
+    auth = Auth(args.user, password) if password is not None else None
     lock_fd = lock_data_dir(args.data_dir)
     body_dir = prepare_body_dir(args.data_dir)
     engine_path = os.path.join(args.data_dir, "chdb")
@@ -1187,9 +1516,10 @@ def main(argv=None) -> int:
     if os.path.exists(config_file):
         # chDB passes connection-string parameters to the engine as start-up arguments.
         engine_path += "?config-file=" + config_file
-    engine = None if args.blackhole else Engine(engine_path)
+    engine = None if args.blackhole else Engine(engine_path, allow_external=args.allow_external)
     version = engine.version if engine else "26.9.0.0"
-    server = Server(args.listen, engine, version, engine.timezone if engine else "UTC", body_dir)
+    server = Server(args.listen, engine, version, engine.timezone if engine else "UTC", body_dir,
+                    auth=auth, ssl_context=ssl_context)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1199,9 +1529,12 @@ def main(argv=None) -> int:
 
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"ready http://{shown}:{port}", flush=True)
-    LOG.info("listening on %s:%s, data dir %s, engine %s%s", host, port, args.data_dir, version,
-             " (blackhole)" if args.blackhole else "")
+    scheme = "https" if ssl_context is not None else "http"
+    print(f"ready {scheme}://{shown}:{port}", flush=True)
+    LOG.info("listening on %s://%s:%s, data dir %s, engine %s%s%s%s", scheme, host, port, args.data_dir,
+             version, " (blackhole)" if args.blackhole else "",
+             f", password required for user {args.user}" if auth else ", no password",
+             ", external access allowed" if args.allow_external else "")
 
     while not stop.wait(1.0):
         pass

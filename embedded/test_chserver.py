@@ -99,15 +99,20 @@ def decode_native_blocks(data):
     return b"".join(out)
 
 
+def open_class_server(cls):
+    """Starts the class's server in a temp dir and opens its keep-alive connection."""
+    cls.tmp = tempfile.TemporaryDirectory()
+    cls.proc, cls.addr = start_server(cls.tmp.name)
+    host, port = cls.addr.rsplit(":", 1)
+    cls.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+
+
 class ServerTests(unittest.TestCase):
     """One server for the whole class; each test uses its own table or rows."""
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.proc, cls.addr = start_server(cls.tmp.name)
-        host, port = cls.addr.rsplit(":", 1)
-        cls.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        open_class_server(cls)
         cls.sql("CREATE DATABASE mp")
         cls.sql(TRADES_DDL)
         # The trades schema plus a CHECK constraint: a failure raised after parsing.
@@ -585,3 +590,304 @@ class ProcessTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# --- the guard, web pages, passwords, HTTPS ------------------------------------------------
+
+# Each refused statement, with the words the error names. Case, comments, quoting and nesting
+# (subquery, JOIN, CTE, IN, INSERT SELECT, view, CREATE AS) must not get past the engine's parse.
+REFUSED = [
+    ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("SELECT * FROM FiLe('/etc/hostname', 'LineAsString')", "table function FiLe()"),
+    ("SELECT * FROM /**/`file`('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("SELECT * FROM -- c\n file('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("SELECT file('/etc/hostname')", "function file()"),
+    ("SELECT * FROM (SELECT * FROM url('http://127.0.0.1:9/', 'CSV', 'x String'))", "table function url()"),
+    ("SELECT * FROM numbers(1) AS a JOIN s3('http://127.0.0.1:9/x', 'CSV', 'x String') AS b ON 1", "table function s3()"),
+    ("WITH t AS (SELECT * FROM remote('127.0.0.1:9', system.one)) SELECT * FROM t", "table function remote()"),
+    ("SELECT 1 WHERE 1 IN (SELECT * FROM executable('x.sh', 'TSV', 'x UInt8'))", "table function executable()"),
+    ("SELECT * FROM mysql('127.0.0.1:9', 'd', 't', 'u', 'p')", "table function mysql()"),
+    ("SELECT * FROM postgresql('127.0.0.1:9', 'd', 't', 'u', 'p')", "table function postgresql()"),
+    ("SELECT * FROM hdfs('hdfs://127.0.0.1:9/x', 'CSV', 'x String')", "table function hdfs()"),
+    ("SELECT * FROM remoteSecure('127.0.0.1:9', system.one)", "table function remoteSecure()"),
+    ("SELECT * FROM sqlite('/tmp/x.db', 't')", "table function sqlite()"),
+    ("SELECT * FROM python('x')", "table function python()"),
+    ("INSERT INTO FUNCTION file('/tmp/mp-guard.tsv', 'TSV', 'x UInt8') VALUES (1)", "table function file()"),
+    ("INSERT INTO mp.guard SELECT * FROM file('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("CREATE VIEW mp.v AS SELECT * FROM file('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("CREATE TABLE mp.f AS file('/etc/hostname', 'LineAsString')", "table function file()"),
+    ("CREATE TABLE mp.f (x String) ENGINE = File(TSV, '/tmp/mp-guard.tsv')", "engine File"),
+    ("CREATE TABLE mp.f (x String) ENGINE = URL('http://127.0.0.1:9/', CSV)", "engine URL"),
+    ("CREATE TABLE mp.f (x String) ENGINE = S3('http://127.0.0.1:9/x', CSV)", "engine S3"),
+    ("CREATE TABLE mp.f (x String) ENGINE = MySQL('127.0.0.1:9', 'd', 't', 'u', 'p')", "engine MySQL"),
+    ("CREATE DATABASE fsdb ENGINE = Filesystem('/etc')", "engine Filesystem"),
+    ("CREATE DICTIONARY mp.d (k UInt64, v String) PRIMARY KEY k "
+     "SOURCE(FILE(path '/etc/passwd' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)", "dictionary source FILE"),
+    ("BACKUP TABLE mp.guard TO File('/tmp/mp-guard-backup')", "BACKUP/RESTORE"),
+    ("SELECT 1 INTO OUTFILE '/tmp/mp-guard-out.txt'", "INTO OUTFILE"),
+    ("select 1 /* x */ into\n outfile '/tmp/mp-guard-out.txt' format CSV", "INTO OUTFILE"),
+    ("SYSTEM SHUTDOWN", "SYSTEM SHUTDOWN"),
+    ("SELECT 1 FORMAT Template SETTINGS format_template_resultset = '/etc/hostname'",
+     "the setting format_template_resultset"),
+    ("SET output_format_schema = '/tmp/mp-guard-schema'", "the setting output_format_schema"),
+    ("SELECT * FROM (SELECT 1 SETTINGS input_format_record_errors_file_path = '/tmp/x')",
+     "the setting input_format_record_errors_file_path"),
+]
+# What the service and its tests send must keep working.
+ALLOWED = [
+    "SELECT count() FROM numbers(10)",
+    "SELECT count() FROM system.tables",
+    "SELECT * FROM generateRandom('x UInt8') LIMIT 1",
+    "SELECT name FROM system.settings WHERE name = 'deduplicate_insert'",
+    "CREATE TABLE IF NOT EXISTS mp.guard2 (x String, d Date) ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY x",
+    "INSERT INTO mp.guard SELECT toString(number) FROM numbers(3)",
+    "SELECT 'file(1)', `file` FROM (SELECT 1 AS `file`)",
+    "SYSTEM FLUSH LOGS",
+    "OPTIMIZE TABLE mp.guard FINAL",
+    "SELECT {p:String}",
+]
+
+
+class GuardTests(unittest.TestCase):
+    """A default server: external access refused, web pages refused."""
+
+    request = classmethod(ServerTests.request.__func__)
+    sql = classmethod(ServerTests.sql.__func__)
+
+    @classmethod
+    def setUpClass(cls):
+        open_class_server(cls)
+        cls.sql("CREATE DATABASE mp")
+        cls.sql("CREATE TABLE mp.guard (x String) ENGINE = MergeTree ORDER BY x")
+
+    tearDownClass = classmethod(ServerTests.tearDownClass.__func__)
+
+    def test_external_access_is_refused(self):
+        for sql, what in REFUSED:
+            with self.subTest(sql=sql):
+                status, headers, body = self.request(body=sql.encode())
+                text = body.decode()
+                self.assertEqual(status, 403, text)
+                self.assertEqual(headers["X-ClickHouse-Exception-Code"], "497")
+                self.assertIn(f"{what} is refused by the embedded ClickHouse", text)
+                self.assertIn("embedded.allow_external: true", text)
+                self.assertIn("(ACCESS_DENIED)", text)
+        self.assertFalse(os.path.exists("/tmp/mp-guard-out.txt"))
+        self.assertFalse(os.path.exists("/tmp/mp-guard.tsv"))
+        self.assertEqual(self.sql("SELECT count() FROM system.tables WHERE database = 'mp' AND name IN ('v', 'f', 'd')"), "0\n")
+
+    def test_refused_in_the_query_param_and_in_an_insert_head(self):
+        status, _, body = self.request(params={"query": "SELECT * FROM file('/etc/hostname', 'LineAsString')"},
+                                       method="GET")
+        self.assertEqual(status, 403, body)
+        status, _, body = self.request(
+            params={"query": "INSERT INTO FUNCTION file('/tmp/mp-guard.tsv', 'TSV', 'x String') FORMAT TSV"},
+            body=b"a\n")
+        self.assertEqual(status, 403, body)
+        self.assertFalse(os.path.exists("/tmp/mp-guard.tsv"))
+
+    def test_file_settings_in_the_url_are_refused(self):
+        status, _, body = self.request(params={"format_schema": "/etc/passwd:x"}, body=b"SELECT 1")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"the setting format_schema is refused", body)
+        status, _, body = self.request(
+            params={"query": "INSERT INTO mp.guard FORMAT TSV",
+                    "input_format_record_errors_file_path": "/tmp/mp-guard-errors"}, body=b"a\n")
+        self.assertEqual(status, 403, body)
+        self.assertFalse(os.path.exists("/tmp/mp-guard-errors"))
+
+    def test_another_dialect_in_a_url_setting_is_refused(self):
+        status, _, body = self.request(params={"dialect": "kusto"}, body=b"print 1")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"the 'kusto' dialect is refused by the embedded ClickHouse", body)
+        status, _, body = self.request(params={"dialect": "clickhouse"}, body=b"SELECT 1")
+        self.assertEqual((status, body), (200, b"1\n"))
+
+    def test_what_the_service_sends_still_works(self):
+        for sql in ALLOWED:
+            with self.subTest(sql=sql):
+                params = {"param_p": "x"} if "{p:" in sql else None
+                status, _, body = self.request(params=params, body=sql.encode())
+                self.assertEqual(status, 200, body)
+        status, _, body = self.request(params={"query": "INSERT INTO mp.guard FORMAT TSV"}, body=b"a\nb\n")
+        self.assertEqual(status, 200, body)
+
+    def test_a_syntax_error_stays_the_clients(self):
+        status, headers, body = self.request(body=b"SELEC 1")
+        self.assertEqual(status, 400, body)
+        self.assertEqual(headers["X-ClickHouse-Exception-Code"], "62")
+
+    def test_cross_origin_post_is_refused(self):
+        before = self.sql("SELECT count() FROM mp.guard")
+        for headers in ({"Origin": "https://evil.example", "Content-Type": "text/plain"},
+                        {"Origin": "null", "Content-Type": "application/x-www-form-urlencoded"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-origin"}):
+            with self.subTest(headers=headers):
+                status, _, body = self.request(body=b"INSERT INTO mp.guard VALUES ('evil')", headers=headers)
+                self.assertEqual(status, 403, body)
+                self.assertIn(b"Requests from web pages are refused by the embedded ClickHouse", body)
+        self.assertEqual(self.sql("SELECT count() FROM mp.guard"), before)
+        status, _, _ = self.request(method="GET", path="/ping", headers={"Sec-Fetch-Site": "none"})
+        self.assertEqual(status, 200)
+
+
+class AllowExternalTests(unittest.TestCase):
+    def test_allow_external_lets_file_through(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, addr = start_server(tmp, "--allow-external")
+            try:
+                host, port = addr.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                conn.request("POST", "/", body=b"SELECT count() > 0 FROM file('/etc/hostname', 'LineAsString')")
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, b"1\n"))
+                conn.close()
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d):
+    """A private CA, a server certificate for 127.0.0.1 and a client certificate, in `d`."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+class AuthTlsTests(unittest.TestCase):
+    """One server with a password, HTTPS and required client certificates."""
+
+    PASSWORD = "s3cret-pw"
+
+    @classmethod
+    def setUpClass(cls):
+        import ssl
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.pki = os.path.join(cls.tmp.name, "pki")
+        os.makedirs(cls.pki)
+        make_pki(cls.pki)
+        p = lambda n: os.path.join(cls.pki, n)  # noqa: E731
+        log = tempfile.TemporaryFile(mode="w+")
+        env = dict(os.environ, CHSERVER_PASSWORD=cls.PASSWORD)
+        cls.proc = subprocess.Popen(
+            [sys.executable, SERVER, "--data-dir", os.path.join(cls.tmp.name, "data"),
+             "--listen", "127.0.0.1:0", "--user", "writer", "--tls-cert", p("server.pem"),
+             "--tls-key", p("server.key"), "--tls-client-ca", p("ca.pem")],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        cls.proc.log = log
+        line = cls.proc.stdout.readline()
+        assert line.startswith("ready https://127.0.0.1:"), line
+        cls.port = int(line.strip().rsplit(":", 1)[1])
+        cls.ctx = ssl.create_default_context(cafile=p("ca.pem"))
+        cls.ctx.load_cert_chain(p("client.pem"), p("client.key"))
+
+    @classmethod
+    def tearDownClass(cls):
+        code = stop_server(cls.proc)
+        cls.tmp.cleanup()
+        assert code == 0, f"server exit code {code}"
+
+    def call(self, body=b"SELECT 1", headers=None, path="/", ctx=None):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx or self.ctx)
+        try:
+            conn.request("POST", path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
+    def test_every_way_of_sending_the_password(self):
+        import base64
+        basic = base64.b64encode(f"writer:{self.PASSWORD}".encode()).decode()
+        for headers, path in (({"X-ClickHouse-User": "writer", "X-ClickHouse-Key": self.PASSWORD}, "/"),
+                              ({"Authorization": f"Basic {basic}"}, "/"),
+                              ({}, "/?" + urllib.parse.urlencode({"user": "writer", "password": self.PASSWORD}))):
+            with self.subTest(headers=headers, path=path):
+                self.assertEqual(self.call(headers=headers, path=path), (200, "1\n"))
+
+    def test_wrong_or_missing_password_is_refused(self):
+        for headers in ({"X-ClickHouse-User": "writer", "X-ClickHouse-Key": "wrong"},
+                        {"X-ClickHouse-Key": self.PASSWORD}, {}):
+            with self.subTest(headers=headers):
+                status, body = self.call(headers=headers)
+                self.assertEqual(status, 403, body)
+                self.assertIn("Authentication failed: password is incorrect, or there is no user with such name", body)
+                self.assertIn("(AUTHENTICATION_FAILED)", body)
+                self.assertNotIn(self.PASSWORD, body)
+
+    def test_a_password_url_param_is_masked_in_the_log(self):
+        query = urllib.parse.urlencode({"user": "writer", "password": self.PASSWORD, "query": "SELECT 1"})
+        self.assertEqual(self.call(body=None, path="/?" + query), (200, "1\n"))
+        self.call(body=None, path="/?" + query.replace(self.PASSWORD, "not-it"))
+        self.proc.log.seek(0)
+        log = self.proc.log.read()
+        self.assertNotIn(self.PASSWORD, log)
+        self.assertNotIn("not-it", log)
+
+    def test_ping_needs_no_password(self):
+        self.assertEqual(self.call(body=None, path="/ping"), (200, "Ok.\n"))
+
+    def test_a_client_without_a_certificate_is_refused(self):
+        import ssl
+        bare = ssl.create_default_context(cafile=os.path.join(self.pki, "ca.pem"))
+        with self.assertRaises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            self.call(ctx=bare)
+        # The server keeps serving others.
+        self.assertEqual(self.call(headers={"X-ClickHouse-User": "writer", "X-ClickHouse-Key": self.PASSWORD}),
+                         (200, "1\n"))
+
+    def test_plain_http_is_dropped_and_the_server_keeps_serving(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        with self.assertRaises((ConnectionError, http.client.HTTPException, OSError)):
+            conn.request("POST", "/", body=b"SELECT 1")
+            conn.getresponse().read()
+        conn.close()
+        self.assertEqual(self.call(headers={"X-ClickHouse-User": "writer", "X-ClickHouse-Key": self.PASSWORD}),
+                         (200, "1\n"))
+
+    def test_the_password_is_not_on_the_command_line(self):
+        # `ps` shows every process's command line to every user; /proc/PID/environ only to
+        # the same user (and root).
+        with open(f"/proc/{self.proc.pid}/cmdline", "rb") as f:
+            self.assertNotIn(self.PASSWORD.encode(), f.read())
+
+
+class AuthStartupTests(unittest.TestCase):
+    def test_password_file_and_bad_tls_flags(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            pw = os.path.join(tmp, "pw")
+            with open(pw, "w") as f:
+                f.write("file-pw\n")
+            proc, addr = start_server(os.path.join(tmp, "d1"), "--password-file", pw)
+            try:
+                host, port = addr.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                conn.request("POST", "/", body=b"SELECT 1", headers={"X-ClickHouse-Key": "file-pw"})
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, b"1\n"))
+                conn.request("POST", "/", body=b"SELECT 1", headers={"X-ClickHouse-Key": "file-pw-"})
+                resp = conn.getresponse()
+                self.assertEqual(resp.status, 403, resp.read())
+                resp.read()
+                conn.close()
+            finally:
+                self.assertEqual(stop_server(proc), 0)
+            base = [sys.executable, SERVER, "--data-dir", os.path.join(tmp, "d2"), "--listen", "127.0.0.1:0"]
+            out = subprocess.run(base + ["--tls-cert", pw], capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn("--tls-cert and --tls-key go together", out.stderr)
+            out = subprocess.run(base + ["--tls-cert", pw, "--tls-key", pw], capture_output=True, text=True,
+                                 timeout=60)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertIn("chserver: cannot set up authentication or TLS", out.stderr)
+            self.assertNotIn("file-pw", out.stderr)
+

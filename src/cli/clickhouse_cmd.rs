@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::embedded::{EmbeddedClickHouse, Tools};
+use crate::embedded::{ChServerOptions, EmbeddedClickHouse, Tools};
 
 /// Arguments of `clickhouse`.
 #[derive(Debug, clap::Args)]
@@ -14,7 +14,9 @@ pub struct ClickhouseArgs {
         default_value = "./data/clickhouse"
     )]
     pub data_dir: PathBuf,
-    /// Address to listen on.
+    /// Address to listen on; other than loopback, it needs a password in
+    /// MARKETPRISM_EMBEDDED_PASSWORD (read from the environment only: a command line is
+    /// visible to every user).
     #[arg(long, default_value = "127.0.0.1:8123")]
     pub listen: String,
     /// The tools venv (python with chdb-core).
@@ -30,8 +32,22 @@ pub async fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let password = std::env::var("MARKETPRISM_EMBEDDED_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if password.is_none() && !is_loopback(&args.listen) {
+        anyhow::bail!(
+            "--listen {} is reachable from other machines: set MARKETPRISM_EMBEDDED_PASSWORD or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    let options = ChServerOptions {
+        password,
+        ..ChServerOptions::default()
+    };
     let mut server =
-        EmbeddedClickHouse::start_logging(&tools, &args.data_dir, &args.listen, "info").await?;
+        EmbeddedClickHouse::start_with(&tools, &args.data_dir, &args.listen, "info", &options)
+            .await?;
     super::out(&format!(
         "embedded ClickHouse listening on {} (data in {}); Ctrl-C to stop\n",
         server.url,
@@ -45,5 +61,33 @@ pub async fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     match server.wait().await {
         Some(0) | None => Ok(()),
         Some(code) => anyhow::bail!("embedded ClickHouse exited with status {code}"),
+    }
+}
+
+/// Whether `listen` (`host:port`) is a loopback address (`localhost` counts).
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_listens_without_a_password() {
+        for (listen, loopback) in [
+            ("127.0.0.1:8123", true),
+            ("[::1]:0", true),
+            ("localhost:8123", true),
+            ("0.0.0.0:8123", false),
+            ("[::]:8123", false),
+            ("10.1.2.3:8123", false),
+            ("ch.example:8123", false),
+        ] {
+            assert_eq!(super::is_loopback(listen), loopback, "{listen}");
+        }
     }
 }

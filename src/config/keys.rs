@@ -19,6 +19,7 @@ use super::{
     RetryConfig, StreamConfig, Streams, TypeBatch,
 };
 use crate::model::DataType;
+use crate::sink::tls::{ClientTls, TlsFile, TlsFiles};
 
 /// Declares each key once: the doc line (also the key's rustdoc), the constant, the value type,
 /// `(dotted name, kind)`, then its variables, Python service keys, rule and default.
@@ -159,6 +160,13 @@ pub(crate) mod k {
         INSERT_QUORUM_TIMEOUT: Duration = ("clickhouse.insert_quorum_timeout", DURATION)
             .check(positive).default("30s");
 
+        /// CA certificates (PEM) that sign the server's; set: only these are trusted.
+        CH_TLS_CA: PathBuf = ("clickhouse.tls.ca", PATH).env(&["CLICKHOUSE_TLS_CA"]);
+        /// Client certificate chain (PEM) for mutual TLS; needs `clickhouse.tls.key`.
+        CH_TLS_CERT: PathBuf = ("clickhouse.tls.cert", PATH).env(&["CLICKHOUSE_TLS_CERT"]);
+        /// Private key (PEM) of `clickhouse.tls.cert`.
+        CH_TLS_KEY: PathBuf = ("clickhouse.tls.key", SECRET_FILE).env(&["CLICKHOUSE_TLS_KEY"]);
+
         // ---- cold_clickhouse (absent: the cold database is on the hot server) ----
         /// Server of the cold database.
         COLD_HOST: String = ("cold_clickhouse.host", HOST).env(&["COLD_CLICKHOUSE_HOST"])
@@ -173,6 +181,13 @@ pub(crate) mod k {
         /// Password (default: `clickhouse.password`).
         COLD_PASSWORD: Secret = ("cold_clickhouse.password", PASSWORD)
             .env(&["COLD_CLICKHOUSE_PASSWORD"]);
+        /// CA file (default: `clickhouse.tls.ca`).
+        COLD_TLS_CA: PathBuf = ("cold_clickhouse.tls.ca", PATH).env(&["COLD_CLICKHOUSE_TLS_CA"]);
+        /// Client certificate (default: `clickhouse.tls.cert`).
+        COLD_TLS_CERT: PathBuf = ("cold_clickhouse.tls.cert", PATH)
+            .env(&["COLD_CLICKHOUSE_TLS_CERT"]);
+        /// Client key (default: `clickhouse.tls.key`).
+        COLD_TLS_KEY: PathBuf = ("cold_clickhouse.tls.key", SECRET_FILE).env(&["COLD_CLICKHOUSE_TLS_KEY"]);
 
         // ---- embedded ----
         /// Data of the embedded servers, like the Python service's `data/`.
@@ -181,8 +196,24 @@ pub(crate) mod k {
         /// Holds `bin/python` (chDB) and `bin/nats-server`.
         TOOLS_DIR: PathBuf = ("embedded.tools_dir", PATH).env(&["MARKETPRISM_TOOLS_DIR"])
             .default("./.venv");
-        /// Loopback: the embedded server has no authentication.
+        /// Address of the embedded ClickHouse; not loopback: needs `embedded.password`.
         LISTEN: SocketAddr = ("embedded.listen", SOCKET).default("127.0.0.1:8123");
+        /// The one user the embedded ClickHouse accepts when it has a password.
+        EMBEDDED_USER: String = ("embedded.user", TEXT).env(&["MARKETPRISM_EMBEDDED_USER"])
+            .check(|s| not_empty(s)).default("default");
+        /// Password the embedded ClickHouse requires; empty: none.
+        EMBEDDED_PASSWORD: Secret = ("embedded.password", PASSWORD)
+            .env(&["MARKETPRISM_EMBEDDED_PASSWORD"]).default("");
+        /// Certificate chain (PEM): the embedded ClickHouse serves HTTPS.
+        EMBEDDED_TLS_CERT: PathBuf = ("embedded.tls.cert", PATH).env(&["MARKETPRISM_EMBEDDED_TLS_CERT"]);
+        /// Private key (PEM) of `embedded.tls.cert`.
+        EMBEDDED_TLS_KEY: PathBuf = ("embedded.tls.key", SECRET_FILE).env(&["MARKETPRISM_EMBEDDED_TLS_KEY"]);
+        /// CA (PEM): clients must show a certificate it signed (mutual TLS).
+        EMBEDDED_TLS_CLIENT_CA: PathBuf = ("embedded.tls.client_ca", PATH)
+            .env(&["MARKETPRISM_EMBEDDED_TLS_CLIENT_CA"]);
+        /// Allow table functions, engines and clauses reaching files, network, processes.
+        ALLOW_EXTERNAL: bool = ("embedded.allow_external", BOOL)
+            .env(&["MARKETPRISM_EMBEDDED_ALLOW_EXTERNAL"]).default("false");
 
         // ---- batch (per type; defaults in `defaults`) ----
         /// Flush at this many rows.
@@ -301,14 +332,24 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let batch = batch(r)?;
     let nats = nats(r, &batch)?;
+    let host: super::ClickHouseHost = r.get(&k::CH_HOST)?;
+    let embedded = embedded(r, &host)?;
+    // The service's own client uses the embedded server's credentials unless told otherwise.
+    let (default_user, default_password) = match host {
+        super::ClickHouseHost::Embedded => {
+            (Some(embedded.user.clone()), Some(embedded.password.clone()))
+        }
+        super::ClickHouseHost::Server(_) => (None, None),
+    };
     let clickhouse = ClickHouseConfig {
-        host: r.get(&k::CH_HOST)?,
         http_port: r.get(&k::CH_HTTP_PORT)?,
         secure: r.get(&k::CH_SECURE)?,
         hot_db: r.get(&k::HOT_DB)?,
         cold_db: r.get(&k::COLD_DB)?,
-        user: r.get(&k::CH_USER)?,
-        password: r.get(&k::CH_PASSWORD)?,
+        user: r.value(&k::CH_USER, None, &[], default_user)?,
+        password: r.value(&k::CH_PASSWORD, None, &[], default_password)?,
+        tls: None,
+        host,
         compression: r.get(&k::COMPRESSION)?,
         insert_timeout: r.get(&k::INSERT_TIMEOUT)?,
         cluster: non_empty(Some(r.get(&k::CH_CLUSTER)?)),
@@ -316,13 +357,19 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
         insert_quorum_parallel: r.get(&k::INSERT_QUORUM_PARALLEL)?,
         insert_quorum_timeout: r.get(&k::INSERT_QUORUM_TIMEOUT)?,
     };
-    cluster_rules(r, &clickhouse, &nats)?;
-    let cold_clickhouse = cold_clickhouse(r, &clickhouse)?;
-    let embedded = EmbeddedConfig {
-        data_dir: r.get(&k::DATA_DIR)?,
-        tools_dir: r.get(&k::TOOLS_DIR)?,
-        listen: r.get(&k::LISTEN)?,
+    let mut clickhouse = clickhouse;
+    let hot_tls = TlsFiles {
+        ca: r.opt(&k::CH_TLS_CA)?,
+        cert: r.opt(&k::CH_TLS_CERT)?,
+        key: r.opt(&k::CH_TLS_KEY)?,
     };
+    let https = clickhouse.secure || (clickhouse.is_embedded() && embedded.tls_cert.is_some());
+    clickhouse.tls = client_tls(r, "clickhouse", &hot_tls, https)?;
+    if clickhouse.is_embedded() {
+        embedded_client_rules(r, &embedded, &hot_tls)?;
+    }
+    cluster_rules(r, &clickhouse, &nats)?;
+    let cold_clickhouse = cold_clickhouse(r, &clickhouse, &hot_tls)?;
     r.show("clickhouse.url", clickhouse.base_url(&embedded));
     let retry = RetryConfig {
         initial_backoff: r.get(&k::INITIAL_BACKOFF)?,
@@ -731,6 +778,7 @@ fn cluster_rules(
 fn cold_clickhouse(
     r: &mut Resolver,
     hot: &ClickHouseConfig,
+    hot_tls: &TlsFiles,
 ) -> Result<Option<ColdClickHouseConfig>, ConfigError> {
     let host = r.peek(&k::COLD_HOST, None)?;
     let others = [
@@ -738,6 +786,9 @@ fn cold_clickhouse(
         r.peek(&k::COLD_SECURE, None)?.is_some(),
         r.peek(&k::COLD_USER, None)?.is_some(),
         r.peek(&k::COLD_PASSWORD, None)?.is_some(),
+        r.peek(&k::COLD_TLS_CA, None)?.is_some(),
+        r.peek(&k::COLD_TLS_CERT, None)?.is_some(),
+        r.peek(&k::COLD_TLS_KEY, None)?.is_some(),
     ];
     let Some((host, source)) = host else {
         if others.contains(&true) {
@@ -750,13 +801,144 @@ fn cold_clickhouse(
         return Ok(None);
     };
     r.record(&k::COLD_HOST, "cold_clickhouse.host", &host, &source);
+    let http_port = r.get(&k::COLD_HTTP_PORT)?;
+    let secure = r.value(&k::COLD_SECURE, None, &[], Some(hot.secure))?;
+    let user = r.value(&k::COLD_USER, None, &[], Some(hot.user.clone()))?;
+    let password = r.value(&k::COLD_PASSWORD, None, &[], Some(hot.password.clone()))?;
+    // Each TLS file defaults to the hot one, as user and password do.
+    let mut file = |key: &Key<std::path::PathBuf>, hot: &Option<std::path::PathBuf>| match r
+        .peek(key, None)?
+    {
+        Some((v, source)) => {
+            r.record(key, key.name, &v, &source);
+            Ok::<_, ConfigError>(Some(v))
+        }
+        None => {
+            let shown = hot
+                .as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string());
+            r.show(key.name, shown);
+            Ok(hot.clone())
+        }
+    };
+    let files = TlsFiles {
+        ca: file(&k::COLD_TLS_CA, &hot_tls.ca)?,
+        cert: file(&k::COLD_TLS_CERT, &hot_tls.cert)?,
+        key: file(&k::COLD_TLS_KEY, &hot_tls.key)?,
+    };
+    let tls = client_tls(r, "cold_clickhouse", &files, secure)?;
     Ok(Some(ColdClickHouseConfig {
         host,
-        http_port: r.get(&k::COLD_HTTP_PORT)?,
-        secure: r.value(&k::COLD_SECURE, None, &[], Some(hot.secure))?,
-        user: r.value(&k::COLD_USER, None, &[], Some(hot.user.clone()))?,
-        password: r.value(&k::COLD_PASSWORD, None, &[], Some(hot.password.clone()))?,
+        http_port,
+        secure,
+        user,
+        password,
+        tls,
     }))
+}
+
+/// The TLS files of `section` (`clickhouse`, `cold_clickhouse`) loaded and checked, the error
+/// naming the key of the file at fault; `None` when none is set.
+fn client_tls(
+    r: &Resolver,
+    section: &str,
+    files: &TlsFiles,
+    https: bool,
+) -> Result<Option<ClientTls>, ConfigError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let named = |file: TlsFile| format!("{section}.tls.{}", file.key_suffix());
+    if !https {
+        let file = if files.ca.is_some() {
+            TlsFile::Ca
+        } else if files.cert.is_some() {
+            TlsFile::Cert
+        } else {
+            TlsFile::Key
+        };
+        let reason = match section {
+            "clickhouse" => {
+                "needs HTTPS: set clickhouse.secure: true (or, for the embedded server, embedded.tls.cert)"
+            }
+            _ => "needs HTTPS: set cold_clickhouse.secure: true",
+        };
+        return Err(r.fail(&named(file), reason));
+    }
+    ClientTls::load(files)
+        .map(Some)
+        .map_err(|e| r.fail(&named(e.file()), e.to_string()))
+}
+
+/// The service's own client of the embedded server it starts must pass that server's TLS:
+/// trust the CA of its certificate (the web roots never vouch for 127.0.0.1), and show a
+/// client certificate when it requires one.
+fn embedded_client_rules(
+    r: &Resolver,
+    embedded: &EmbeddedConfig,
+    client: &TlsFiles,
+) -> Result<(), ConfigError> {
+    if embedded.tls_cert.is_some() && client.ca.is_none() {
+        return Err(r.fail(
+            "clickhouse.tls.ca",
+            "must be set to the CA that signed embedded.tls.cert (the service connects to its embedded server over HTTPS)",
+        ));
+    }
+    if embedded.tls_client_ca.is_some() && client.cert.is_none() {
+        return Err(r.fail(
+            "clickhouse.tls.cert",
+            "must be set (with clickhouse.tls.key) to a certificate signed by embedded.tls.client_ca: the embedded server requires client certificates",
+        ));
+    }
+    Ok(())
+}
+
+/// The `embedded` section: paths, credentials, TLS files (checked) and the rule that a
+/// non-loopback address needs a password (when the service starts the embedded server).
+fn embedded(r: &mut Resolver, host: &super::ClickHouseHost) -> Result<EmbeddedConfig, ConfigError> {
+    let e = EmbeddedConfig {
+        data_dir: r.get(&k::DATA_DIR)?,
+        tools_dir: r.get(&k::TOOLS_DIR)?,
+        listen: r.get(&k::LISTEN)?,
+        user: r.get(&k::EMBEDDED_USER)?,
+        password: r.get(&k::EMBEDDED_PASSWORD)?,
+        tls_cert: r.opt(&k::EMBEDDED_TLS_CERT)?,
+        tls_key: r.opt(&k::EMBEDDED_TLS_KEY)?,
+        tls_client_ca: r.opt(&k::EMBEDDED_TLS_CLIENT_CA)?,
+        allow_external: r.get(&k::ALLOW_EXTERNAL)?,
+    };
+    match (&e.tls_cert, &e.tls_key) {
+        (Some(cert), Some(key)) => {
+            crate::sink::tls::certificates(cert, TlsFile::Cert)
+                .map_err(|err| r.fail("embedded.tls.cert", err.to_string()))?;
+            crate::sink::tls::private_key(key)
+                .map_err(|err| r.fail("embedded.tls.key", err.to_string()))?;
+        }
+        (Some(_), None) => return Err(r.fail("embedded.tls.cert", "needs embedded.tls.key too")),
+        (None, Some(_)) => return Err(r.fail("embedded.tls.key", "needs embedded.tls.cert too")),
+        (None, None) => {}
+    }
+    if let Some(ca) = &e.tls_client_ca {
+        if e.tls_cert.is_none() {
+            return Err(r.fail(
+                "embedded.tls.client_ca",
+                "needs embedded.tls.cert and embedded.tls.key (client certificates are a TLS feature)",
+            ));
+        }
+        crate::sink::tls::certificates(ca, TlsFile::Ca)
+            .map_err(|err| r.fail("embedded.tls.client_ca", err.to_string()))?;
+    }
+    if *host == super::ClickHouseHost::Embedded
+        && !e.listen.ip().is_loopback()
+        && e.password.is_empty()
+    {
+        let reason = format!(
+            "{} is reachable from other machines: set embedded.password (MARKETPRISM_EMBEDDED_PASSWORD) or listen on 127.0.0.1",
+            e.listen
+        );
+        return Err(r.fail("embedded.listen", reason));
+    }
+    Ok(e)
 }
 
 /// Per type: `batch.types.<type>.<key>` > the Python service's key for that type >

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::DataType;
+use crate::sink::tls::ClientTls;
 
 pub use error::ConfigError;
 pub use resolve::render;
@@ -164,6 +165,7 @@ impl Config {
             base_url: self.clickhouse.base_url(&self.embedded),
             user: self.clickhouse.user.clone(),
             password: self.clickhouse.password.clone(),
+            tls: self.clickhouse.tls.clone(),
             database: self.clickhouse.hot_db.clone(),
         }
     }
@@ -175,6 +177,7 @@ impl Config {
                 base_url: base_url(cold.secure, &cold.host, cold.http_port),
                 user: cold.user.clone(),
                 password: cold.password.clone(),
+                tls: cold.tls.clone(),
                 database: self.clickhouse.cold_db.clone(),
             },
             None => ClickHouseEndpoint {
@@ -561,6 +564,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password.
     pub password: Secret,
+    /// HTTPS with a private CA and/or a client certificate (`clickhouse.tls.*`), loaded and
+    /// checked at start; `None`: the web roots, no client certificate.
+    pub tls: Option<ClientTls>,
     /// Insert compression.
     pub compression: Compression,
     /// Time limit of one INSERT request.
@@ -589,10 +595,18 @@ impl ClickHouseConfig {
         }
     }
 
-    /// `http(s)://host:port`, or `http://<embedded.listen>` for the embedded server.
+    /// `http(s)://host:port`, or `http(s)://<embedded.listen>` for the embedded server (HTTPS
+    /// when `embedded.tls.cert` is set).
     pub fn base_url(&self, embedded: &EmbeddedConfig) -> String {
         match &self.host {
-            ClickHouseHost::Embedded => format!("http://{}", embedded.listen),
+            ClickHouseHost::Embedded => {
+                let scheme = if embedded.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", embedded.listen)
+            }
             ClickHouseHost::Server(host) => base_url(self.secure, host, self.http_port),
         }
     }
@@ -621,6 +635,8 @@ pub struct ColdClickHouseConfig {
     pub user: String,
     /// Password (defaults to `clickhouse.password`).
     pub password: Secret,
+    /// TLS files (each defaults to the `clickhouse.tls` one), loaded and checked at start.
+    pub tls: Option<ClientTls>,
 }
 
 /// A resolved ClickHouse endpoint, ready for a client.
@@ -632,6 +648,8 @@ pub struct ClickHouseEndpoint {
     pub user: String,
     /// Password.
     pub password: Secret,
+    /// TLS client configuration, if any.
+    pub tls: Option<ClientTls>,
     /// Database.
     pub database: String,
 }
@@ -645,6 +663,18 @@ pub struct EmbeddedConfig {
     pub tools_dir: PathBuf,
     /// Address the embedded ClickHouse HTTP server listens on.
     pub listen: SocketAddr,
+    /// The one user it accepts when it has a password.
+    pub user: String,
+    /// The password it requires (empty: none).
+    pub password: Secret,
+    /// Its certificate chain: HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The CA client certificates must be signed by (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Table functions, engines and clauses that reach outside the engine are allowed.
+    pub allow_external: bool,
 }
 
 impl EmbeddedConfig {

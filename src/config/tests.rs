@@ -70,8 +70,32 @@ fn example_file_commented_keys_are_real_keys() {
         }
         uncommented.push('\n');
     }
+    // The TLS examples name files under one directory: write real ones there, and turn
+    // HTTPS on, which they need.
+    let pki = tempfile::tempdir().unwrap();
+    for name in ["ca", "cold-ca"] {
+        std::fs::write(pki.path().join(format!("{name}.pem")), test_ca().pem()).unwrap();
+    }
+    for name in ["client", "cold", "embedded"] {
+        let (cert, key) = test_leaf();
+        std::fs::write(pki.path().join(format!("{name}.pem")), cert).unwrap();
+        std::fs::write(pki.path().join(format!("{name}.key")), key).unwrap();
+    }
+    let dir = format!("{}/", pki.path().display());
+    let uncommented = uncommented
+        .replace("/etc/marketprism/tls/", &dir)
+        .replace("secure: false", "secure: true");
     let loaded = check(&uncommented, &[]).unwrap();
     let c = &loaded.config;
+    assert_eq!(
+        c.hot_endpoint().tls.unwrap().files().ca,
+        Some(pki.path().join("ca.pem"))
+    );
+    assert_eq!(
+        c.cold_endpoint().tls.unwrap().files().key,
+        Some(pki.path().join("cold.key"))
+    );
+    assert_eq!(c.embedded.tls_client_ca, Some(pki.path().join("ca.pem")));
     assert_eq!(c.http.metrics_port, Some(9094));
     assert!(c.http.token.is_some());
     assert_eq!(c.cold_clickhouse.as_ref().unwrap().host, "cold.example");
@@ -1301,4 +1325,197 @@ fn the_secret_variables_are_those_of_the_secret_keys() {
         assert!(vars.contains(&v), "{v}: {vars:?}");
     }
     assert!(!vars.contains(&"CLICKHOUSE_USER") && !vars.contains(&"MARKETPRISM_DATA_DIR"));
+}
+
+fn test_ca() -> rcgen::Certificate {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap()
+}
+
+/// A self-signed leaf certificate and its key, PEM.
+fn test_leaf() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A directory holding `ca.pem`, `leaf.pem` and `leaf.key`.
+fn test_pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), test_ca().pem()).unwrap();
+    let (cert, key) = test_leaf();
+    std::fs::write(dir.path().join("leaf.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("leaf.key"), key).unwrap();
+    dir
+}
+
+#[test]
+fn tls_files_are_checked_at_start_naming_the_key() {
+    let pki = test_pki();
+    let p = |n: &str| pki.path().join(n).display().to_string();
+    let key_text = std::fs::read_to_string(p("leaf.key")).unwrap();
+    let secure = "clickhouse:\n  host: ch.internal\n  secure: true\n";
+    let cases = [
+        (
+            format!("{secure}  tls:\n    ca: {}\n", p("missing.pem")),
+            format!(
+                "clickhouse.tls.ca: cannot read {}: entity not found",
+                p("missing.pem")
+            ),
+        ),
+        (
+            format!("{secure}  tls:\n    ca: {}\n", p("leaf.key")),
+            format!(
+                "clickhouse.tls.ca: {} is not a PEM certificate file (no PEM block of that kind found)",
+                p("leaf.key")
+            ),
+        ),
+        (
+            format!("{secure}  tls:\n    cert: {}\n", p("leaf.pem")),
+            "clickhouse.tls.cert: needs key too (a client certificate and its key go together)"
+                .to_string(),
+        ),
+        (
+            format!("{secure}  tls:\n    cert: {}\n    key: {}\n", p("leaf.pem"), p("ca.pem")),
+            format!(
+                "clickhouse.tls.key: {} is not a PEM private key file (no PEM block of that kind found)",
+                p("ca.pem")
+            ),
+        ),
+        (
+            format!("clickhouse:\n  host: ch.internal\n  tls:\n    ca: {}\n", p("ca.pem")),
+            "clickhouse.tls.ca: needs HTTPS: set clickhouse.secure: true (or, for the embedded server, embedded.tls.cert)".to_string(),
+        ),
+        (
+            format!(
+                "{secure}cold_clickhouse:\n  host: cold.internal\n  tls:\n    key: {}\n",
+                p("leaf.key")
+            ),
+            "cold_clickhouse.tls.key: needs cert too (a client certificate and its key go together)"
+                .to_string(),
+        ),
+        (
+            format!("embedded:\n  tls:\n    cert: {}\n", p("leaf.pem")),
+            "embedded.tls.cert: needs embedded.tls.key too".to_string(),
+        ),
+        (
+            format!("embedded:\n  tls:\n    client_ca: {}\n", p("ca.pem")),
+            "embedded.tls.client_ca: needs embedded.tls.cert and embedded.tls.key (client certificates are a TLS feature)".to_string(),
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let e = check_err(&yaml, &[]);
+        assert!(e.ends_with(&expected), "{yaml}\n{e}\nwanted {expected}");
+        assert!(!e.contains(key_text.lines().nth(1).unwrap()), "{e}");
+    }
+    // The environment names the variable.
+    let e = check_err(secure, &[("CLICKHOUSE_TLS_CA", "/nonexistent/ca.pem")]);
+    assert!(e.contains("CLICKHOUSE_TLS_CA"), "{e}");
+}
+
+#[test]
+fn cold_tls_defaults_to_the_hot_files() {
+    let pki = test_pki();
+    let p = |n: &str| pki.path().join(n);
+    let yaml = format!(
+        "clickhouse:\n  host: ch.internal\n  secure: true\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\ncold_clickhouse:\n  host: cold.internal\n  tls:\n    ca: {}\n",
+        p("ca.pem").display(),
+        p("leaf.pem").display(),
+        p("leaf.key").display(),
+        p("leaf.pem").display(),
+    );
+    let c = check(&yaml, &[]).unwrap().config;
+    let cold = c.cold_endpoint().tls.unwrap();
+    assert_eq!(cold.files().ca, Some(p("leaf.pem")), "its own CA");
+    assert_eq!(
+        cold.files().cert,
+        Some(p("leaf.pem")),
+        "the hot certificate"
+    );
+    assert_eq!(cold.files().key, Some(p("leaf.key")));
+    assert_eq!(c.hot_endpoint().tls.unwrap().files().ca, Some(p("ca.pem")));
+    // Without TLS keys neither side has a TLS configuration (the crate's own client).
+    let c = Config::defaults().unwrap();
+    assert!(c.hot_endpoint().tls.is_none() && c.cold_endpoint().tls.is_none());
+}
+
+#[test]
+fn a_non_loopback_embedded_listen_needs_a_password() {
+    let e = check_err("embedded:\n  listen: 0.0.0.0:8123\n", &[]);
+    assert!(
+        e.ends_with("embedded.listen: 0.0.0.0:8123 is reachable from other machines: set embedded.password (MARKETPRISM_EMBEDDED_PASSWORD) or listen on 127.0.0.1"),
+        "{e}"
+    );
+    let l = check(
+        "embedded:\n  listen: 0.0.0.0:8123\n",
+        &[("MARKETPRISM_EMBEDDED_PASSWORD", "pw-1")],
+    )
+    .unwrap();
+    assert_eq!(l.config.embedded.password.expose(), "pw-1");
+    // An external server: embedded.listen is not used, so not checked.
+    check(
+        "clickhouse:\n  host: ch.internal\nembedded:\n  listen: 0.0.0.0:8123\n",
+        &[],
+    )
+    .unwrap();
+    check("embedded:\n  listen: '[::1]:8123'\n", &[]).unwrap();
+}
+
+#[test]
+fn the_embedded_credentials_are_the_clients_defaults() {
+    let l = check("embedded:\n  user: writer\n  password: pw-2\n", &[]).unwrap();
+    let hot = l.config.hot_endpoint();
+    assert_eq!(
+        (hot.user.as_str(), hot.password.expose()),
+        ("writer", "pw-2")
+    );
+    assert!(!render(&l).contains("pw-2"));
+    // Set explicitly, clickhouse.* win; with an external server the embedded ones are unused.
+    let l = check(
+        "clickhouse:\n  password: other\nembedded:\n  password: pw-2\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.hot_endpoint().password.expose(), "other");
+    let l = check(
+        "clickhouse:\n  host: ch.internal\nembedded:\n  password: pw-2\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(l.config.hot_endpoint().password.expose(), "");
+    // The embedded server over HTTPS: the URL says so.
+    let pki = test_pki();
+    let p = |n: &str| pki.path().join(n).display().to_string();
+    let yaml = format!(
+        "clickhouse:\n  tls:\n    ca: {}\nembedded:\n  tls:\n    cert: {}\n    key: {}\n",
+        p("ca.pem"),
+        p("leaf.pem"),
+        p("leaf.key")
+    );
+    let c = check(&yaml, &[]).unwrap().config;
+    assert_eq!(c.hot_endpoint().base_url, "https://127.0.0.1:8123");
+    // The service's client must be able to pass its embedded server's TLS.
+    let embedded_tls = format!(
+        "embedded:\n  tls:\n    cert: {}\n    key: {}\n",
+        p("leaf.pem"),
+        p("leaf.key")
+    );
+    assert!(
+        check_err(&embedded_tls, &[]).ends_with("clickhouse.tls.ca: must be set to the CA that signed embedded.tls.cert (the service connects to its embedded server over HTTPS)"),
+    );
+    let mtls = format!(
+        "clickhouse:\n  tls:\n    ca: {}\n{embedded_tls}    client_ca: {}\n",
+        p("ca.pem"),
+        p("ca.pem")
+    );
+    let e = check_err(&mtls, &[]);
+    assert!(
+        e.ends_with("clickhouse.tls.cert: must be set (with clickhouse.tls.key) to a certificate signed by embedded.tls.client_ca: the embedded server requires client certificates"),
+        "{e}"
+    );
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The embedded ClickHouse server's source, shipped inside the binary.
@@ -145,6 +145,40 @@ async fn terminate(child: &mut Child) -> Option<i32> {
     }
 }
 
+/// The environment variable the embedded ClickHouse can read its password from when started
+/// by hand; the service gives it the password on its stdin instead, and removes the variable
+/// from the child's environment.
+const PASSWORD_ENV: &str = "CHSERVER_PASSWORD";
+
+/// How the embedded ClickHouse guards itself (`embedded.*`); the default is no password,
+/// plain HTTP and external access refused.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ChServerOptions {
+    /// The one user it accepts when `password` is set (`default` when `None`).
+    pub user: Option<String>,
+    /// The password every query must carry; `None`: none is checked.
+    pub password: Option<String>,
+    /// Certificate chain and key (PEM): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA (PEM) client certificates must be signed by (mutual TLS); needs `tls`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow table functions, engines and clauses that reach the filesystem, the network or
+    /// other processes (`file()`, `url()`, `INTO OUTFILE`, …), refused by default.
+    pub allow_external: bool,
+}
+
+impl std::fmt::Debug for ChServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChServerOptions")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("tls", &self.tls)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("allow_external", &self.allow_external)
+            .finish()
+    }
+}
+
 /// A running embedded ClickHouse (chDB behind a ClickHouse-compatible HTTP endpoint).
 #[derive(Debug)]
 pub struct EmbeddedClickHouse {
@@ -177,6 +211,25 @@ impl EmbeddedClickHouse {
         listen: &str,
         log_level: &str,
     ) -> Result<EmbeddedClickHouse, EmbeddedError> {
+        Self::start_with(
+            tools,
+            data_dir,
+            listen,
+            log_level,
+            &ChServerOptions::default(),
+        )
+        .await
+    }
+
+    /// [`EmbeddedClickHouse::start_logging`] with a password, HTTPS and the guard's setting
+    /// (`url` is then `https://…`). The password reaches the child in its environment.
+    pub async fn start_with(
+        tools: &Tools,
+        data_dir: &Path,
+        listen: &str,
+        log_level: &str,
+        options: &ChServerOptions,
+    ) -> Result<EmbeddedClickHouse, EmbeddedError> {
         std::fs::create_dir_all(data_dir)
             .map_err(io_err(format!("create data dir {}", data_dir.display())))?;
         let script = data_dir.join("chserver.py");
@@ -190,12 +243,33 @@ impl EmbeddedClickHouse {
             .arg(listen)
             .arg("--log-level")
             .arg(log_level)
-            .stdin(Stdio::null())
+            .args(chserver_args(options))
+            .env_remove(PASSWORD_ENV)
+            // The password goes through a pipe on its stdin: neither its command line nor its
+            // environment (`/proc/<pid>/environ` keeps what a process started with) hold it.
+            .args(
+                options
+                    .password
+                    .as_ref()
+                    .map(|_| "--password-file=/dev/stdin"),
+            )
+            .stdin(if options.password.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .map_err(io_err(format!("spawn {}", tools.python.display())))?;
+        if let (Some(password), Some(mut stdin)) = (&options.password, child.stdin.take()) {
+            // Written whole and closed: the server reads its stdin to the end.
+            stdin.write_all(password.as_bytes()).await.map_err(io_err(
+                "give the embedded clickhouse its password".to_string(),
+            ))?;
+            drop(stdin);
+        }
         let stdout = child.stdout.take().ok_or_else(|| EmbeddedError::NotReady {
             what: "embedded clickhouse",
             detail: "no stdout".into(),
@@ -266,6 +340,29 @@ impl EmbeddedClickHouse {
     pub fn signal_stop(&self) {
         sigterm(&self.child);
     }
+}
+
+/// The command-line flags for `options` (no secret among them).
+fn chserver_args(options: &ChServerOptions) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(user) = &options.user {
+        args.extend(["--user".into(), user.into()]);
+    }
+    if let Some((cert, key)) = &options.tls {
+        args.extend([
+            "--tls-cert".into(),
+            cert.into(),
+            "--tls-key".into(),
+            key.into(),
+        ]);
+    }
+    if let Some(ca) = &options.tls_client_ca {
+        args.extend(["--tls-client-ca".into(), ca.into()]);
+    }
+    if options.allow_external {
+        args.push("--allow-external".into());
+    }
+    args
 }
 
 /// A running `nats-server` with JetStream enabled.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::batch::Limits;
 use crate::config::{self, Config, StreamConfig};
-use crate::embedded::{EmbeddedClickHouse, EmbeddedError, Tools};
+use crate::embedded::{ChServerOptions, EmbeddedClickHouse, EmbeddedError, Tools};
 use crate::model::DataType;
 use crate::pipeline::Settings;
 use crate::sink::{Compression, Sink, SinkOptions};
@@ -107,6 +107,7 @@ pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> Sink {
     let mut o = SinkOptions::new(endpoint.base_url.clone(), endpoint.database.clone());
     o.user = Some(endpoint.user.clone()).filter(|u| !u.is_empty());
     o.password = Some(endpoint.password.expose().to_string()).filter(|p| !p.is_empty());
+    o.tls = endpoint.tls.clone();
     o.compression = match cfg.clickhouse.compression {
         config::Compression::None => Compression::None,
         config::Compression::Lz4 => Compression::Lz4,
@@ -130,7 +131,20 @@ pub fn sink_for(cfg: &Config, endpoint: &config::ClickHouseEndpoint) -> Sink {
 pub async fn start_embedded_clickhouse(cfg: &Config) -> Result<EmbeddedClickHouse, EmbeddedError> {
     let tools = Tools::locate(&cfg.embedded.tools_dir)?;
     let dir = cfg.embedded.data_dir.join("clickhouse");
-    EmbeddedClickHouse::start(&tools, &dir, &cfg.embedded.listen.to_string()).await
+    let listen = cfg.embedded.listen.to_string();
+    EmbeddedClickHouse::start_with(&tools, &dir, &listen, "warning", &chserver_options(cfg)).await
+}
+
+/// The embedded ClickHouse's password, HTTPS and guard from `embedded.*`.
+pub fn chserver_options(cfg: &Config) -> ChServerOptions {
+    let e = &cfg.embedded;
+    ChServerOptions {
+        user: Some(e.user.clone()),
+        password: Some(e.password.expose().to_string()).filter(|p| !p.is_empty()),
+        tls: e.tls_cert.clone().zip(e.tls_key.clone()),
+        tls_client_ca: e.tls_client_ca.clone(),
+        allow_external: e.allow_external,
+    }
 }
 
 /// For one-shot commands: a hot sink, starting the embedded ClickHouse for the duration of the

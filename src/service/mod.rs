@@ -72,6 +72,29 @@ pub enum ServiceError {
         #[source]
         source: SinkError,
     },
+    /// ClickHouse refused the configured user and password (never retried: waiting does not
+    /// fix it). The server's message names the user, never the password.
+    #[error(
+        "clickhouse at {url} refused the credentials of user {user}: {message}; check clickhouse.user and clickhouse.password (CLICKHOUSE_USER, CLICKHOUSE_PASSWORD; with the embedded server, embedded.user and embedded.password)"
+    )]
+    Credentials {
+        /// The server's base URL.
+        url: String,
+        /// The user sent.
+        user: String,
+        /// The server's error text.
+        message: String,
+    },
+    /// The TLS handshake with ClickHouse failed on a certificate (never retried).
+    #[error(
+        "clickhouse at {url}: the TLS handshake failed: {reason}; check clickhouse.tls.ca (the CA that signed the server's certificate, for its name) and clickhouse.tls.cert/clickhouse.tls.key (a client certificate the server accepts)"
+    )]
+    Tls {
+        /// The server's base URL.
+        url: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The ops HTTP surface could not be bound.
     #[error(transparent)]
     Ops(#[from] OpsError),
@@ -215,11 +238,9 @@ impl Service {
             .quality
             .configure(cfg.quality.enabled, cfg.quality.settings());
         let mut sink = sink_for(cfg, &cfg.hot_endpoint());
-        startup::check_cluster(cfg, &sink, stop).await?;
-        if !self.opts.no_init {
-            startup::init_schema(cfg, &sink, stop).await?;
-        }
-        startup::startup_check(cfg, &sink, stop).await?;
+        self.start_against_clickhouse(&sink, stop)
+            .await
+            .map_err(|e| credentials_refused(cfg, e))?;
         if sink.detect_server().await.is_ok() {
             stats.set_clickhouse_up(true);
         }
@@ -242,6 +263,20 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// The start-up calls to the hot server: cluster check, schema, drift check.
+    async fn start_against_clickhouse(
+        &self,
+        sink: &crate::sink::Sink,
+        stop: &CancellationToken,
+    ) -> Result<(), ServiceError> {
+        let cfg = &self.cfg;
+        startup::check_cluster(cfg, sink, stop).await?;
+        if !self.opts.no_init {
+            startup::init_schema(cfg, sink, stop).await?;
+        }
+        startup::startup_check(cfg, sink, stop).await
     }
 
     /// At-most-once core-NATS mode (`nats.mode: core`): what the stages return after the stop
@@ -339,6 +374,37 @@ async fn until_drained<F: std::future::Future>(
             Ok(r) => Ended::Drained(r),
             Err(_) => Ended::GraceOver,
         },
+    }
+}
+
+/// `e` as [`ServiceError::Credentials`] or [`ServiceError::Tls`] when it is the hot server
+/// refusing our credentials or a certificate failing the handshake.
+fn credentials_refused(cfg: &Config, e: ServiceError) -> ServiceError {
+    use startup::StartupFailure;
+    let sink_error = match &e {
+        ServiceError::ClickHouse(s) => s.sink_error(),
+        ServiceError::DriftCheck(d) => d.sink_error(),
+        _ => None,
+    };
+    let Some(sink_error) = sink_error else {
+        return e;
+    };
+    let endpoint = cfg.hot_endpoint();
+    if let Some(reason) = sink_error.tls_certificate_failure() {
+        return ServiceError::Tls {
+            url: endpoint.base_url,
+            reason,
+        };
+    }
+    match sink_error {
+        SinkError::Server { message, .. } if sink_error.is_auth_failure() => {
+            ServiceError::Credentials {
+                url: endpoint.base_url,
+                user: endpoint.user,
+                message: message.trim().to_string(),
+            }
+        }
+        _ => e,
     }
 }
 

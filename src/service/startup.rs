@@ -9,7 +9,8 @@ use crate::model::DataType;
 use crate::retry::{self, Failure, Verdict};
 use crate::schema::drift::{self, Drift, Windows};
 use crate::schema::{self, Tier};
-use crate::sink::Sink;
+use crate::sink::ddl::DriftError;
+use crate::sink::{Sink, SinkError};
 
 use super::ServiceError;
 
@@ -74,8 +75,44 @@ fn last_error<E>(f: Failure<E>) -> E {
     }
 }
 
+/// An error of a start-up call: whether it is a misconfiguration no wait fixes — ClickHouse
+/// refusing our credentials, or a TLS handshake failing on a certificate — so the start fails
+/// at once instead of retrying.
+pub(crate) trait StartupFailure: std::fmt::Display {
+    /// The sink error behind it, if any.
+    fn sink_error(&self) -> Option<&SinkError>;
+
+    /// Whether it is such a misconfiguration.
+    fn misconfigured(&self) -> bool {
+        self.sink_error()
+            .is_some_and(|e| e.is_auth_failure() || e.tls_certificate_failure().is_some())
+    }
+}
+
+impl StartupFailure for SinkError {
+    fn sink_error(&self) -> Option<&SinkError> {
+        Some(self)
+    }
+}
+
+impl StartupFailure for DriftError {
+    fn sink_error(&self) -> Option<&SinkError> {
+        match self {
+            DriftError::Sink(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl StartupFailure for String {
+    fn sink_error(&self) -> Option<&SinkError> {
+        None
+    }
+}
+
 /// Runs `op` until it succeeds or `stop` fires (then its last error), logging each failure as
-/// `what` with the wait that follows.
+/// `what` with the wait that follows; a misconfiguration ([`StartupFailure`]) ends it at once.
 async fn until_answered<T, E, Fut>(
     cfg: &Config,
     stop: &CancellationToken,
@@ -83,11 +120,14 @@ async fn until_answered<T, E, Fut>(
     op: impl FnMut() -> Fut,
 ) -> Result<T, E>
 where
-    E: std::fmt::Display,
+    E: StartupFailure,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut backoff = cfg.retry.policy().backoff();
     retry::retry_until(stop, &mut backoff, op, |e: &E, _, delay| {
+        if e.misconfigured() {
+            return Verdict::GiveUp;
+        }
         tracing::warn!(error = %e, retry_in = ?delay, "{what}");
         Verdict::Retry
     })

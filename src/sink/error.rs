@@ -116,6 +116,67 @@ impl SinkError {
         }
     }
 
+    /// Whether the server refused our credentials (`AUTHENTICATION_FAILED`, `UNKNOWN_USER`,
+    /// `WRONG_PASSWORD`, `REQUIRED_PASSWORD`, or a bare 401): waiting does not fix that.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            SinkError::Server {
+                code: Some(code), ..
+            } => matches!(code, 516 | 192 | 193 | 194),
+            SinkError::Server {
+                code: None,
+                http_status: Some(401),
+                ..
+            } => true,
+            SinkError::RetryCancelled { last, .. } => last.is_auth_failure(),
+            _ => false,
+        }
+    }
+
+    /// Why the TLS handshake failed, when it failed on a certificate: the server's is not
+    /// trusted (wrong CA, expired, another name) or the server refused ours (none, or one
+    /// its CA did not sign). A misconfiguration, not an outage: waiting does not fix it.
+    pub fn tls_certificate_failure(&self) -> Option<String> {
+        let SinkError::Transport(e) = self else {
+            return match self {
+                SinkError::RetryCancelled { last, .. } => last.tls_certificate_failure(),
+                _ => None,
+            };
+        };
+        // The rustls error sits inside `io::Error`s (tokio-rustls, hyper-rustls), whose
+        // `source()` skips the error they wrap: descend into those with `get_ref`.
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = current {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                current = match io.get_ref() {
+                    Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                    None => err.source(),
+                };
+                continue;
+            }
+            if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+                use rustls::AlertDescription as A;
+                return match tls {
+                    rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(
+                        A::UnknownCA
+                        | A::BadCertificate
+                        | A::CertificateRequired
+                        | A::CertificateUnknown
+                        | A::UnsupportedCertificate
+                        | A::CertificateExpired
+                        | A::CertificateRevoked
+                        | A::AccessDenied,
+                    ) => Some(tls.to_string()),
+                    _ => None,
+                };
+            }
+            current = err.source();
+        }
+        None
+    }
+
     /// The ClickHouse error code, if the server sent one.
     pub fn code(&self) -> Option<i32> {
         match self {
@@ -317,6 +378,35 @@ pub fn parse_status(message: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_credentials_are_told_apart() {
+        let server = |code, http_status| SinkError::Server {
+            code,
+            http_status,
+            message: "x".into(),
+        };
+        for (e, refused) in [
+            (server(Some(516), Some(403)), true),
+            (server(Some(192), None), true),
+            (server(Some(193), None), true),
+            (server(Some(194), None), true),
+            (server(None, Some(401)), true),
+            (server(Some(497), Some(403)), false), // ACCESS_DENIED: a grant, not a password
+            (server(None, Some(403)), false),
+            (server(Some(60), None), false),
+            (
+                SinkError::RetryCancelled {
+                    attempts: 3,
+                    last: Box::new(server(Some(516), None)),
+                },
+                true,
+            ),
+        ] {
+            assert_eq!(e.is_auth_failure(), refused, "{e}");
+            assert_eq!(e.tls_certificate_failure(), None, "{e}");
+        }
+    }
 
     fn check(code: Option<i32>, status: Option<u16>, message: &str, expected: ErrorClass) {
         assert_eq!(

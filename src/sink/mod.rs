@@ -30,6 +30,7 @@ mod error;
 mod isolate;
 pub mod native;
 mod partition;
+pub mod tls;
 
 use std::fmt;
 use std::time::Duration;
@@ -112,6 +113,9 @@ pub struct SinkOptions {
     pub user: Option<String>,
     /// Password (`X-ClickHouse-Key`).
     pub password: Option<String>,
+    /// HTTPS with a private CA and/or a client certificate; `None`: the crate's own client
+    /// (web roots, no client certificate).
+    pub tls: Option<tls::ClientTls>,
     /// Database the tables live in; every INSERT names it explicitly.
     pub database: String,
     /// Body compression.
@@ -133,6 +137,7 @@ impl fmt::Debug for SinkOptions {
             .field("url", &self.url)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("database", &self.database)
             .field("compression", &self.compression)
             .field("send_timeout", &self.send_timeout)
@@ -150,6 +155,7 @@ impl SinkOptions {
             url: url.into(),
             user: None,
             password: None,
+            tls: None,
             database: database.into(),
             compression: Compression::None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
@@ -186,8 +192,16 @@ impl fmt::Debug for Sink {
 
 impl Sink {
     /// A sink for `options`. Does no IO: the first request opens the connection.
+    ///
+    /// Credentials go in the `X-ClickHouse-User`/`X-ClickHouse-Key` headers of every request
+    /// (the crate's `with_user`/`with_password`), never in the URL, which servers and proxies
+    /// log.
     pub fn new(options: &SinkOptions) -> Self {
-        let mut client = Client::default()
+        let client = match &options.tls {
+            Some(tls) => tls.client(),
+            None => Client::default(),
+        };
+        let mut client = client
             .with_url(options.url.as_str())
             .with_database(options.database.as_str())
             // The crate's default is LZ4 when its feature is on; always set it explicitly.

@@ -503,6 +503,12 @@ impl Service {
     /// A service for the NATS servers `nats_url` (comma-separated) and `ch`, configured by
     /// the whole file `yaml`, not started yet.
     pub fn with_yaml(nats_url: &str, ch: &TestClickHouse, yaml: &str) -> Service {
+        Service::on_port(nats_url, ch.port, yaml)
+    }
+
+    /// [`Service::with_yaml`] for a ClickHouse on `127.0.0.1:ch_port` that is not a
+    /// [`TestClickHouse`] (a proxy, an HTTPS server).
+    pub fn on_port(nats_url: &str, ch_port: u16, yaml: &str) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, yaml).unwrap();
@@ -511,7 +517,7 @@ impl Service {
             ("MARKETPRISM_CONFIG".to_string(), cfg.display().to_string()),
             ("MARKETPRISM_NATS_URL".to_string(), nats_url.to_string()),
             ("CLICKHOUSE_HOST".to_string(), "127.0.0.1".to_string()),
-            ("CLICKHOUSE_HTTP_PORT".to_string(), ch.port.to_string()),
+            ("CLICKHOUSE_HTTP_PORT".to_string(), ch_port.to_string()),
             ("HOT_STORAGE_HTTP_PORT".to_string(), http_port.to_string()),
             (
                 "MARKETPRISM_TOOLS_DIR".to_string(),
@@ -545,6 +551,12 @@ impl Service {
         let text = text.replacen("nats:\n", &format!("nats:\n{lines}"), 1);
         std::fs::write(&cfg, text).unwrap();
         self
+    }
+
+    /// Sets the environment variable `name` (replacing the harness's value, if any).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_string(), value.to_string()));
     }
 
     /// Starts `marketprism-storage run` (stderr appended to `self.log`).

@@ -12,6 +12,7 @@
 
 mod audit;
 mod chaos;
+mod clickhouse_auth;
 mod cluster;
 mod cluster_nats;
 mod demo;

@@ -70,6 +70,9 @@ struct State {
     counts: Counts,
     /// Every request's URI (path and query), in arrival order.
     uris: Mutex<Vec<String>>,
+    /// Every request's `X-ClickHouse-User` and `X-ClickHouse-Key` headers and whether it had
+    /// an `Authorization` header, in arrival order.
+    credentials: Mutex<Vec<Credentials>>,
     upstream: String,
     client: Client<HttpConnector, Either<Incoming, Full<Bytes>>>,
 }
@@ -110,6 +113,17 @@ impl State {
     }
 }
 
+/// The credentials one request carried in its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `X-ClickHouse-User`.
+    pub user: Option<String>,
+    /// `X-ClickHouse-Key`.
+    pub key: Option<String>,
+    /// Whether an `Authorization` header was sent.
+    pub authorization: bool,
+}
+
 /// The proxy; stops when dropped.
 pub struct Proxy {
     /// The port to point the service at.
@@ -143,6 +157,7 @@ impl Proxy {
             }),
             counts: Counts::default(),
             uris: Mutex::new(Vec::new()),
+            credentials: Mutex::new(Vec::new()),
             upstream: format!("http://127.0.0.1:{upstream_port}"),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
@@ -193,6 +208,11 @@ impl Proxy {
         &self.state.counts
     }
 
+    /// The credential headers of every request so far, in arrival order.
+    pub fn credentials(&self) -> Vec<Credentials> {
+        self.state.credentials.lock().unwrap().clone()
+    }
+
     /// The URIs (path and query, percent-encoded as sent) of the requests so far whose URI
     /// contains `part` (the crate sends the statement and the settings as URL parameters).
     pub fn uris(&self, part: &str) -> Vec<String> {
@@ -203,6 +223,17 @@ impl Proxy {
 
 async fn handle(st: Arc<State>, req: Request<Incoming>) -> Answer {
     let uri = req.uri().to_string();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let seen = Credentials {
+        user: header("x-clickhouse-user"),
+        key: header("x-clickhouse-key"),
+        authorization: req.headers().contains_key("authorization"),
+    };
+    st.credentials.lock().unwrap().push(seen);
     match st.fault_for(&uri) {
         Fault::Pass => forward(&st, req).await,
         Fault::Refuse => Err(closed("refused by the test proxy")),

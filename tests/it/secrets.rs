@@ -24,7 +24,10 @@ const SECRETS: &[(&str, &str)] = &[
         "nats.url password of the wrong-password start",
         NATS_WRONG_PASSWORD,
     ),
-    ("clickhouse.password, file", CH_PASSWORD),
+    (
+        "clickhouse.password and embedded.password (given to the engine on its stdin), file",
+        CH_PASSWORD,
+    ),
     (
         "cold_clickhouse.password, env COLD_CLICKHOUSE_PASSWORD",
         COLD_PASSWORD,
@@ -289,9 +292,10 @@ async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
     // By file: the hot password (a JSON string is a YAML double-quoted scalar) and the cold
     // server; by env: the NATS URL's password, the cold password and the ops token.
     let yaml = format!(
-        "{TEST_CONFIG}clickhouse:\n  password: {}\ncold_clickhouse:\n  host: 127.0.0.1\n  http_port: {}\nembedded:\n  listen: \"{listen}\"\nmigration:\n  enabled: true\n  interval: 2s\n",
+        "{TEST_CONFIG}clickhouse:\n  password: {}\ncold_clickhouse:\n  host: 127.0.0.1\n  http_port: {}\nembedded:\n  listen: \"{listen}\"\n  password: {}\nmigration:\n  enabled: true\n  interval: 2s\n",
         serde_json::to_string(CH_PASSWORD).unwrap(),
-        cold.port
+        cold.port,
+        serde_json::to_string(CH_PASSWORD).unwrap(),
     );
     let mut svc = Service::with_yaml(&nats_url, &cold, &yaml);
     set_env(&mut svc, "CLICKHOUSE_HOST", "embedded");
