@@ -275,6 +275,36 @@ def compose_wires_the_generated_files_and_the_hardening():
     assert "/deploy/.env" in gitignore and "/deploy/secrets/" in gitignore, "secrets could be committed"
 
 
+@check
+def compose_config_validates_where_compose_is_installed():
+    """`docker compose config` (v2) or Debian's docker-compose 1.29 (which predates the top-level
+    `name:`, dropped for it): the schema, and the interpolation with and without the secrets."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
+                                                 capture_output=True).returncode == 0:
+        cmd, drop_name = ["docker", "compose"], False
+    elif shutil.which("docker-compose"):
+        cmd, drop_name = ["docker-compose"], True
+    else:
+        print("    SKIPPED: neither `docker compose` nor docker-compose is installed")
+        return
+    with tempfile.TemporaryDirectory() as t:
+        d = Path(t) / "deploy"
+        shutil.copytree(DEPLOY, d, ignore=shutil.ignore_patterns(".env", "secrets"))
+        text = COMPOSE.read_text()
+        if drop_name:
+            text = re.sub(r"(?m)^name: .*\n", "", text)
+        (d / "docker-compose.yml").write_text(text)
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+        run = lambda: subprocess.run([*cmd, "-f", str(d / "docker-compose.yml"), "config"],  # noqa: E731
+                                     cwd=d, env=env, capture_output=True, text=True, timeout=60)
+        r = run()
+        assert r.returncode != 0 and "run deploy/gen-secrets.sh first" in r.stderr, r.stderr
+        subprocess.run(["sh", str(d / "gen-secrets.sh")], check=True, capture_output=True)
+        r = run()
+        assert r.returncode == 0, r.stderr
+        print(f"    validated with {' '.join(cmd)}")
+
+
 # ---- nats-server.conf against a real nats-server ----------------------------------------------
 
 
