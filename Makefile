@@ -14,7 +14,7 @@ STAMP       := $(VENV)/.installed
 CARGO       ?= cargo
 BIN         := target/release/marketprism-storage
 
-.PHONY: setup build demo run test lint deny deploy-check lock-python unit it bench chaos structure clean
+.PHONY: setup build demo run test lint deny deploy-check deploy-secrets lock-python unit it bench chaos structure clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ deny:
 deploy-check: setup
 	$(CARGO) build --locked --bin marketprism-storage
 	MARKETPRISM_BIN=target/debug/marketprism-storage $(PY) scripts/check-deploy.py
+
+# The deploy kit's secrets: deploy/.env and deploy/secrets/ (kept if present; see docs/security.md).
+deploy-secrets:
+	./deploy/gen-secrets.sh
 
 # Regenerate embedded/requirements.txt with every wheel's hash (scripts/lock-python.sh).
 lock-python:
