@@ -493,6 +493,132 @@ def nats_storage_reaches_its_jetstream_objects_only(port, env):
     c.close()
 
 
+def http_json(port: int, path: str):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+        return r.status, json.loads(r.read())
+
+
+def wait_for(what: str, seconds: float, fn):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except OSError as e:  # not listening yet, or 503 (urllib raises HTTPError, an OSError)
+            last = e
+        time.sleep(0.25)
+    raise AssertionError(f"{what} within {seconds} s (last: {last})")
+
+
+@check
+def the_service_runs_with_exactly_these_nats_permissions():
+    """The real service and publisher against the deploy kit's nats-server.conf: the service
+    creates its streams, consumers and buckets and becomes ready; the collector-shaped publisher
+    publishes as `collector`; the service, as `storage`, stores every message; the server logs
+    no permission violation. Until the service has NATS user/password keys, each user is
+    selected with nats-server's no_auth_user (same permissions, no password)."""
+    exe = service_bin()
+    if exe is None:
+        print("    SKIPPED: no target/*/marketprism-storage (cargo build) nor MARKETPRISM_BIN")
+        return
+    _, env = secrets_once()
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("MARKETPRISM_", "CLICKHOUSE_", "NATS_", "HOT_STORAGE_"))}
+    probe = subprocess.run([exe, "config"], env={**base, "MARKETPRISM_NATS_USER": "x"},
+                           capture_output=True, text=True, timeout=60)
+    with_credentials = "nats.user" in probe.stdout
+    creds = {"storage": env["NATS_STORAGE_PASSWORD"], "collector": env["NATS_COLLECTOR_PASSWORD"]}
+    with tempfile.TemporaryDirectory() as t:
+        t = Path(t)
+        port, mon, ops = free_port(), free_port(), free_port()
+        conf = NATS_CONF.read_text().replace("store_dir: /data", f"store_dir: {t}/js")
+        conf = re.sub(r"(?m)^http_port: 8222$", f"http: 127.0.0.1:{mon}", conf)
+        logs, procs = [], []
+
+        def nats(user: str):
+            head = f"host: 127.0.0.1\nport: {port}"
+            if not with_credentials:
+                head += f"\nno_auth_user: {user}"
+            path = t / f"nats-{user}.conf"
+            path.write_text(re.sub(r"(?m)^port: 4222$", head, conf))
+            log = t / f"nats-{len(logs)}.log"
+            logs.append(log)
+            proc = subprocess.Popen([nats_server_bin(), "-c", str(path), "-l", str(log)],
+                                    env={**base, "NATS_STORAGE_PASSWORD": creds["storage"],
+                                         "NATS_COLLECTOR_PASSWORD": creds["collector"]})
+            procs.append(proc)
+            wait_for("nats-server listening", 10,
+                     lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
+            return proc
+
+        def client_env(user: str) -> dict:
+            e = {**base, "MARKETPRISM_NATS_URL": f"nats://127.0.0.1:{port}",
+                 "MARKETPRISM_TOOLS_DIR": sys.prefix, "MARKETPRISM_DATA_DIR": str(t / "data"),
+                 "HOT_STORAGE_HTTP_PORT": str(ops)}
+            if with_credentials:
+                e.update(MARKETPRISM_NATS_USER=user, MARKETPRISM_NATS_PASSWORD=creds[user])
+            return e
+
+        def service(until, what: str):
+            proc = subprocess.Popen([exe, "run"], env=client_env("storage"),
+                                    stdout=open(t / "run.log", "ab"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            try:
+                return wait_for(what, 60, until)
+            finally:
+                proc.terminate()
+                assert proc.wait(45) == 0, f"the service exited {proc.returncode}: " + \
+                    (t / "run.log").read_text()[-3000:]
+
+        def stop(proc):
+            proc.terminate()
+            proc.wait(10)
+
+        error = None
+        try:
+            # 1. Streams, durables, buckets and leases, created by the service as `storage`.
+            n = nats("storage")
+            service(lambda: http_json(ops, "/ready")[0] == 200, "the service ready")
+            stop(n)
+            # 2. The collector's messages, as `collector`.
+            n = nats("collector")
+            pub = subprocess.run([exe, "publish", "--duration", "1s", "--rate", "500"],
+                                 env=client_env("collector"), capture_output=True, text=True, timeout=60)
+            stop(n)
+            assert pub.returncode == 0, pub.stderr[-2000:]
+            total = int(re.search(r"(?m)^total\s+(\d+)", pub.stdout).group(1))
+            assert total > 0, pub.stdout
+            # 3. Every message stored (a row or a dead letter), as `storage`.
+            n = nats("storage")
+
+            def stored():
+                m = http_json(ops, "/stats")[1]["message_stats"]
+                return m["messages_processed"] + m["messages_failed"] >= total and m
+
+            m = service(stored, f"{total} messages stored")
+            stop(n)
+            assert m["messages_processed"] + m["messages_failed"] == total, (m, total)
+        except AssertionError as e:
+            error = e
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        # The likely cause of any failure above comes first.
+        violations = [line for log in logs if log.exists()
+                      for line in log.read_text().splitlines() if "Violation" in line]
+        assert not violations, "nats-server logged:\n" + "\n".join(violations[:10])
+        if error is not None:
+            raise error
+        how = "user/password" if with_credentials else "no_auth_user"
+        print(f"    {total} messages published as collector and stored as storage ({how}), no violation")
+
+
 # ---- systemd unit ------------------------------------------------------------------------------
 
 
