@@ -563,8 +563,14 @@ def the_service_runs_with_exactly_these_nats_permissions():
                 e.update(MARKETPRISM_NATS_USER=user, MARKETPRISM_NATS_PASSWORD=creds[user])
             return e
 
+        # Small streams: JetStream refuses a stream whose max_bytes exceeds what the disk could
+        # hold (the defaults reserve 22 GiB).
+        small = t / "storage.yaml"
+        small.write_text("nats:\n  streams:\n    market_data: {max_bytes: 64MiB}\n"
+                         "    high_frequency: {max_bytes: 256MiB}\n")
+
         def service(until, what: str):
-            proc = subprocess.Popen([exe, "run"], env=client_env("storage"),
+            proc = subprocess.Popen([exe, "--config", str(small), "run"], env=client_env("storage"),
                                     stdout=open(t / "run.log", "ab"), stderr=subprocess.STDOUT)
             procs.append(proc)
             try:
