@@ -766,6 +766,16 @@ def tools_venv_is_hash_pinned_whole():
     assert not missing, f"installed in {sys.prefix} but not locked (or another version): {missing}"
 
 
+@check
+def every_requirements_file_is_hash_pinned():
+    files = sorted(p for p in ROOT.rglob("*requirements*.txt")
+                   if not any(part in (".venv", "target", ".tools", ".git") for part in p.parts))
+    names = [str(p.relative_to(ROOT)) for p in files]
+    assert "embedded/requirements.txt" in names and "scripts/pip-tools.requirements.txt" in names, names
+    for p in files:
+        assert requirements(p), f"{p}: no requirement"
+
+
 def main() -> int:
     passed = failed = 0
     for fn in CHECKS:

@@ -7,14 +7,16 @@
 #   scripts/lock-python.sh              keep the current pins, add what the .in file gained
 #   LOCK_UPGRADE=1 scripts/lock-python.sh   move every package to its newest version allowed
 #
-# pip-tools runs in a throwaway venv; the tools venv is not touched.
+# pip-tools runs in a throwaway venv (itself installed with --require-hashes); the tools venv
+# is not touched.
 set -eu
 cd "$(dirname "$0")/.."
-PIP_TOOLS_VERSION=7.6.2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "pip-tools==$PIP_TOOLS_VERSION"
+# pip-tools 7.6.2 and its dependencies, hash-pinned too (scripts/pip-tools.requirements.txt).
+"$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+    --only-binary=:all: -r scripts/pip-tools.requirements.txt
 upgrade=""
 if [ "${LOCK_UPGRADE:-0}" = "1" ]; then
     upgrade="--upgrade"
