@@ -470,7 +470,8 @@ def nats_storage_reaches_its_jetstream_objects_only(port, env):
         "$JS.API.STREAM.CREATE.MARKET_DATA_HF",
         "$JS.API.STREAM.INFO.MARKET_DATA",
         "$JS.API.STREAM.INFO.KV_marketprism_storage_journal",
-        "$JS.API.CONSUMER.DURABLE.CREATE.MARKET_DATA_HF.marketprism_storage_trade",
+        "$JS.API.CONSUMER.CREATE.MARKET_DATA_HF.marketprism_storage_trade.trade.>",
+        "$JS.API.CONSUMER.NAMES.MARKET_DATA",
         "$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA_HF.marketprism_storage_trade",
         "$JS.API.DIRECT.GET.KV_marketprism_storage_journal.$KV.marketprism_storage_journal.k",
         "$JS.ACK.MARKET_DATA_HF.marketprism_storage_trade.1.2.3.4.0",
@@ -519,8 +520,7 @@ def the_service_runs_with_exactly_these_nats_permissions():
     """The real service and publisher against the deploy kit's nats-server.conf: the service
     creates its streams, consumers and buckets and becomes ready; the collector-shaped publisher
     publishes as `collector`; the service, as `storage`, stores every message; the server logs
-    no permission violation. Until the service has NATS user/password keys, each user is
-    selected with nats-server's no_auth_user (same permissions, no password)."""
+    no permission violation. Each logs in with its generated password."""
     exe = service_bin()
     if exe is None:
         print("    SKIPPED: no target/*/marketprism-storage (cargo build) nor MARKETPRISM_BIN")
@@ -528,9 +528,6 @@ def the_service_runs_with_exactly_these_nats_permissions():
     _, env = secrets_once()
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("MARKETPRISM_", "CLICKHOUSE_", "NATS_", "HOT_STORAGE_"))}
-    probe = subprocess.run([exe, "config"], env={**base, "MARKETPRISM_NATS_USER": "x"},
-                           capture_output=True, text=True, timeout=60)
-    with_credentials = "nats.user" in probe.stdout
     creds = {"storage": env["NATS_STORAGE_PASSWORD"], "collector": env["NATS_COLLECTOR_PASSWORD"]}
     with tempfile.TemporaryDirectory() as t:
         t = Path(t)
@@ -540,11 +537,8 @@ def the_service_runs_with_exactly_these_nats_permissions():
         logs, procs = [], []
 
         def nats(user: str):
-            head = f"host: 127.0.0.1\nport: {port}"
-            if not with_credentials:
-                head += f"\nno_auth_user: {user}"
             path = t / f"nats-{user}.conf"
-            path.write_text(re.sub(r"(?m)^port: 4222$", head, conf))
+            path.write_text(re.sub(r"(?m)^port: 4222$", f"host: 127.0.0.1\nport: {port}", conf))
             log = t / f"nats-{len(logs)}.log"
             logs.append(log)
             proc = subprocess.Popen([nats_server_bin(), "-c", str(path), "-l", str(log)],
@@ -558,9 +552,8 @@ def the_service_runs_with_exactly_these_nats_permissions():
         def client_env(user: str) -> dict:
             e = {**base, "MARKETPRISM_NATS_URL": f"nats://127.0.0.1:{port}",
                  "MARKETPRISM_TOOLS_DIR": sys.prefix, "MARKETPRISM_DATA_DIR": str(t / "data"),
-                 "HOT_STORAGE_HTTP_PORT": str(ops)}
-            if with_credentials:
-                e.update(MARKETPRISM_NATS_USER=user, MARKETPRISM_NATS_PASSWORD=creds[user])
+                 "HOT_STORAGE_HTTP_PORT": str(ops),
+                 "MARKETPRISM_NATS_USER": user, "MARKETPRISM_NATS_PASSWORD": creds[user]}
             return e
 
         # Small streams: JetStream refuses a stream whose max_bytes exceeds what the disk could
@@ -621,8 +614,7 @@ def the_service_runs_with_exactly_these_nats_permissions():
         assert not violations, "nats-server logged:\n" + "\n".join(violations[:10])
         if error is not None:
             raise error
-        how = "user/password" if with_credentials else "no_auth_user"
-        print(f"    {total} messages published as collector and stored as storage ({how}), no violation")
+        print(f"    {total} messages published as collector and stored as storage, no violation")
 
 
 # ---- systemd unit ------------------------------------------------------------------------------
