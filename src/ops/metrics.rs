@@ -403,6 +403,15 @@ pub static METRICS: &[MetricDef] = &[
         read: Read::Single(|s| Some(s.nats_connected.into())),
     },
     MetricDef {
+        name: "marketprism_storage_nats_auth_failures_total",
+        kind: Counter,
+        labels: NONE,
+        help: "Times NATS refused the service's credentials (at start or on a reconnect).",
+        origin: New,
+        scope: Pipeline,
+        read: Read::Single(|s| Some(s.nats_auth_failures.into())),
+    },
+    MetricDef {
         name: "marketprism_storage_clickhouse_up",
         kind: Gauge,
         labels: NONE,
@@ -805,6 +814,8 @@ pub struct Scrape {
     pub ready: bool,
     /// Whether the NATS connection is up.
     pub nats_connected: bool,
+    /// Times NATS refused the credentials.
+    pub nats_auth_failures: u64,
     /// Whether ClickHouse answers.
     pub clickhouse_up: bool,
     /// Since the service started, ms.
@@ -855,6 +866,7 @@ impl Scrape {
             process: i.process,
             ready: i.ready,
             nats_connected: i.stats.nats_connected(),
+            nats_auth_failures: i.stats.nats_auth_failures(),
             clickhouse_up: i.stats.clickhouse_up(),
             uptime_ms: i.now_ms - i.stats.started_ms,
             lanes: lanes::lanes(i.stats, i.types),

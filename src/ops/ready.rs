@@ -40,6 +40,11 @@ impl Latch {
     }
 }
 
+/// How long a permission NATS denied keeps the service not ready: a denied operation is
+/// retried (a pull every fetch wait), so a denial that stays is seen again well within it,
+/// and one fixed on the server clears by itself.
+pub const DENIED_WINDOW_MS: i64 = 30_000;
+
 /// What readiness is judged on besides the counters.
 #[derive(Debug, Clone)]
 pub struct ReadyInputs<'a> {
@@ -92,6 +97,15 @@ pub fn check(i: &ReadyInputs<'_>) -> Readiness {
     }
     if !i.stats.nats_connected() {
         reasons.push("nats: not connected".to_string());
+    }
+    if let Some((what, at)) = i.stats.nats_denied()
+        && i.now_ms - at < DENIED_WINDOW_MS
+    {
+        // A denied pull looks like an empty one to the reader: only the server's word says
+        // that a type is not being consumed.
+        reasons.push(format!(
+            "nats: permission denied: {what} (docs/security.md, \"NATS\": minimal permissions)"
+        ));
     }
     if !i.stats.clickhouse_up() {
         reasons.push("clickhouse: not answering".to_string());
@@ -215,6 +229,26 @@ mod tests {
                 "orderbook: consumer not bound",
             ],
         );
+    }
+
+    #[test]
+    fn a_permission_nats_denied_keeps_it_not_ready_until_it_stops_being_denied() {
+        let now = 1_000_000;
+        let s = healthy(0);
+        s.record_nats_denied(
+            r#"Publish to "$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA.x""#.into(),
+            now - 5_000,
+        );
+        check_reasons(
+            &s,
+            now,
+            &[
+                r#"nats: permission denied: Publish to "$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA.x" (docs/security.md, "NATS": minimal permissions)"#,
+            ],
+        );
+        assert_eq!(s.nats_auth_failures(), 1);
+        // Fixed on the server: no denial for longer than the window.
+        check_reasons(&s, now - 5_000 + DENIED_WINDOW_MS, &[]);
     }
 
     #[test]

@@ -619,6 +619,8 @@ pub struct Stats {
     nats_connected: AtomicBool,
     /// Times NATS refused the credentials or a permission (`service::nats`).
     nats_auth_failures: AtomicU64,
+    /// The last permission NATS denied (what, unix ms), for `/ready`.
+    nats_denied: Mutex<Option<(String, i64)>>,
     /// Whether ClickHouse answered the last ping.
     clickhouse_up: AtomicBool,
     /// This instance's id (lease holder and member name), once the pipeline set it.
@@ -644,6 +646,7 @@ impl Stats {
             members: Mutex::new(Vec::new()),
             nats_connected: AtomicBool::new(false),
             nats_auth_failures: AtomicU64::new(0),
+            nats_denied: Mutex::new(None),
             clickhouse_up: AtomicBool::new(false),
             instance: Mutex::new(None),
             nats_server: Mutex::new(None),
@@ -723,6 +726,20 @@ impl Stats {
     /// permission.
     pub fn record_nats_auth_failure(&self) {
         self.nats_auth_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Records a permission NATS denied (`what`: the server's words, e.g. `Publish to "…"`),
+    /// counted as a refusal too.
+    pub fn record_nats_denied(&self, what: String, now_ms: i64) {
+        self.record_nats_auth_failure();
+        if let Ok(mut d) = self.nats_denied.lock() {
+            *d = Some((what, now_ms));
+        }
+    }
+
+    /// The last permission NATS denied and when (unix ms), if any.
+    pub fn nats_denied(&self) -> Option<(String, i64)> {
+        self.nats_denied.lock().ok().and_then(|d| d.clone())
     }
 
     /// Refusals by NATS since the start (credentials or permissions).

@@ -225,6 +225,17 @@ fn refusal(text: &str) -> Option<Refusal> {
     }
 }
 
+/// What a permission violation names: `Publish to "<subject>"` (the text after
+/// "Permissions Violation for"), or the whole text when it has another shape.
+fn denied_what(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let marker = "permissions violation for ";
+    match lower.find(marker) {
+        Some(i) => text[i + marker.len()..].trim().to_string(),
+        None => text.to_string(),
+    }
+}
+
 /// Connects the service to NATS: retries while no server answers (the service starts before
 /// NATS does), until `stop` (`Ok(None)`); fails at once when a server refuses the credentials
 /// or the certificates ([`permanent`]). Keeps `stats.nats_connected` current and logs, as
@@ -295,7 +306,7 @@ fn service_options(
                         let text = other.to_string();
                         match refusal(&text) {
                             Some(Refusal::Permission) => {
-                                s.record_nats_auth_failure();
+                                s.record_nats_denied(denied_what(&text), crate::pipeline::stats::now_ms());
                                 tracing::error!(error = %text, "NATS denied a permission the service needs (docs/security.md, \"NATS\": minimal permissions); the operation is retried");
                             }
                             Some(Refusal::Credentials) => {
@@ -382,6 +393,12 @@ mod tests {
             Some(Refusal::Permission)
         );
         assert_eq!(refusal("client error: nats: IO error"), None);
+        assert_eq!(
+            denied_what(
+                r#"server error: nats: Permissions Violation for Publish to "$JS.API.INFO""#
+            ),
+            r#"Publish to "$JS.API.INFO""#
+        );
         assert_eq!(
             refusal("server error: nats: subscription 3 is a slow consumer"),
             None

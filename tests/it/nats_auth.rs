@@ -416,6 +416,15 @@ async fn a_credential_refused_on_reconnect_is_logged_then_recovers() {
         code == 503 && body.contains("nats: not connected"),
         "{code} {body}"
     );
+    // Counted where an operator's alert can see it.
+    let (_, metrics) = crate::harness::http_get(svc.http_port, "/metrics")
+        .await
+        .unwrap();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("marketprism_storage_nats_auth_failures_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n >= 1), "{metrics}");
     publish_trades(&client, N / 2, N, now).await;
     // Back to the service's password: it reconnects by itself and stores the rest, once.
     nats.reload(&format!(
@@ -530,7 +539,7 @@ async fn the_documented_minimal_permissions_are_enough() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_permission_is_logged_as_an_error_naming_the_subject() {
+async fn a_missing_permission_is_logged_naming_the_subject_and_fails_ready() {
     let publish: Vec<String> = minimal_publish()
         .into_iter()
         .filter(|s| s != "$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA_HF.>")
@@ -548,6 +557,21 @@ async fn a_missing_permission_is_logged_as_an_error_naming_the_subject() {
     })
     .await;
     assert!(ok, "{}", tail(&svc.log_text()));
+    // And /ready says so: a denied pull looks like an empty one to the reader.
+    let ready = crate::harness::wait_until(30, || async {
+        crate::harness::http_get(svc.http_port, "/ready")
+            .await
+            .is_some_and(|(code, body)| {
+                code == 503
+                    && body.contains(r#"nats: permission denied: Publish to \"$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA_HF.marketprism_storage_trade\""#)
+            })
+    })
+    .await;
+    assert!(
+        ready,
+        "{:?}",
+        crate::harness::http_get(svc.http_port, "/ready").await
+    );
     assert_eq!(svc.terminate(), Some(0));
 }
 
