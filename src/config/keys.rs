@@ -368,6 +368,14 @@ pub(crate) fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
     if clickhouse.is_embedded() {
         embedded_client_rules(r, &embedded, &hot_tls)?;
     }
+    if let super::ClickHouseHost::Server(host) = &clickhouse.host {
+        r.warnings.extend(password_in_clear(
+            "clickhouse",
+            host,
+            clickhouse.secure,
+            &clickhouse.password,
+        ));
+    }
     cluster_rules(r, &clickhouse, &nats)?;
     let cold_clickhouse = cold_clickhouse(r, &clickhouse, &hot_tls)?;
     r.show("clickhouse.url", clickhouse.base_url(&embedded));
@@ -827,6 +835,12 @@ fn cold_clickhouse(
         key: file(&k::COLD_TLS_KEY, &hot_tls.key)?,
     };
     let tls = client_tls(r, "cold_clickhouse", &files, secure)?;
+    r.warnings.extend(password_in_clear(
+        "cold_clickhouse",
+        &host,
+        secure,
+        &password,
+    ));
     Ok(Some(ColdClickHouseConfig {
         host,
         http_port,
@@ -835,6 +849,27 @@ fn cold_clickhouse(
         password,
         tls,
     }))
+}
+
+/// A warning when `section`'s password would cross the network in clear: plain HTTP to a host
+/// that is not this machine.
+fn password_in_clear(
+    section: &str,
+    host: &str,
+    secure: bool,
+    password: &super::Secret,
+) -> Option<String> {
+    let local = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!secure && !local && !password.is_empty()).then(|| {
+        format!(
+            "{section}.password: sent in clear over plain HTTP to {host}; set {section}.secure: true (HTTPS)"
+        )
+    })
 }
 
 /// The TLS files of `section` (`clickhouse`, `cold_clickhouse`) loaded and checked, the error

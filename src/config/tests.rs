@@ -1052,6 +1052,15 @@ fn nats_url_secrets_are_never_printed_by_config_or_in_errors() {
         !printed.contains(secret) && !printed_token.contains(token),
         "{printed}"
     );
+    // A raw `/`, `?` or `#` would end the URL's authority inside the password: refused, with
+    // the way to write it, and never quoted.
+    for raw in ["pa/ss-w0rd-x", "pa?ss-w0rd-x", "pa#ss-w0rd-x"] {
+        let err = check_err("", &[("NATS_URL", &format!("nats://alice:{raw}@n1:4222"))]);
+        assert!(
+            err.contains("percent-encode the user, password or token") && !err.contains(raw),
+            "{err}"
+        );
+    }
     for bad in [
         format!("nats://alice:{secret}@:4222"),
         format!("nats://alice:{secret}@n1:notaport"),
@@ -1517,5 +1526,39 @@ fn the_embedded_credentials_are_the_clients_defaults() {
     assert!(
         e.ends_with("clickhouse.tls.cert: must be set (with clickhouse.tls.key) to a certificate signed by embedded.tls.client_ca: the embedded server requires client certificates"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_password_over_plain_http_to_another_machine_is_warned_about() {
+    let warned = |yaml: &str| {
+        check(yaml, &[])
+            .unwrap()
+            .warnings
+            .into_iter()
+            .filter(|w| w.contains("sent in clear"))
+            .collect::<Vec<_>>()
+    };
+    let w = warned("clickhouse:\n  host: ch.internal\n  password: \"s3cret-pw\"\n");
+    assert_eq!(
+        w,
+        [
+            "clickhouse.password: sent in clear over plain HTTP to ch.internal; set clickhouse.secure: true (HTTPS)"
+        ]
+    );
+    assert!(
+        warned("clickhouse:\n  host: ch.internal\n  secure: true\n  password: \"s3cret-pw\"\n")
+            .is_empty()
+    );
+    assert!(warned("clickhouse:\n  host: 127.0.0.1\n  password: \"s3cret-pw\"\n").is_empty());
+    assert!(warned("clickhouse:\n  host: ch.internal\n").is_empty());
+    let w = warned(
+        "clickhouse:\n  host: localhost\n  password: \"s3cret-pw\"\ncold_clickhouse:\n  host: cold.internal\n",
+    );
+    assert_eq!(
+        w,
+        [
+            "cold_clickhouse.password: sent in clear over plain HTTP to cold.internal; set cold_clickhouse.secure: true (HTTPS)"
+        ]
     );
 }

@@ -542,6 +542,15 @@ pub(crate) fn parse_nats_urls(text: &str) -> Result<Vec<String>, String> {
             .strip_prefix("nats://")
             .or_else(|| part.strip_prefix("tls://"))
             .ok_or_else(|| format!("invalid url \"{part}\": scheme must be nats:// or tls://"))?;
+        // Credentials are read up to the authority's end, as a URL parser does: a `/`, `?` or
+        // `#` written raw in them would end it early, leaving the secret unread (and unmasked).
+        if let Some((userinfo, _)) = raw.split_once("://").and_then(|(_, r)| r.rsplit_once('@'))
+            && userinfo.contains(['/', '?', '#'])
+        {
+            return Err(format!(
+                "invalid url \"{part}\": percent-encode the user, password or token in a URL ('/' as %2F, '?' as %3F, '#' as %23, '@' as %40, ',' as %2C), or set nats.user and nats.password"
+            ));
+        }
         // Skip optional credentials (`user:pass@host`).
         let host_port = rest
             .rsplit('@')

@@ -259,10 +259,20 @@ impl EmbeddedClickHouse {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(io_err(format!("spawn {}", tools.python.display())))?;
+        // Its messages go to our stderr line by line, through the secret mask like every other
+        // output of the process (an engine error may quote what a client sent).
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    crate::redact::eprint(&format!("{line}\n"));
+                }
+            });
+        }
         if let (Some(password), Some(mut stdin)) = (&options.password, child.stdin.take()) {
             // Written whole and closed: the server reads its stdin to the end.
             stdin.write_all(password.as_bytes()).await.map_err(io_err(
