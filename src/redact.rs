@@ -29,7 +29,7 @@ pub const MASK: &str = "****";
 /// Secrets shorter than this (in bytes) are not masked in logs and errors.
 pub const MIN_LEN: usize = 6;
 
-/// The registered forms, longest first (a secret that contains another is masked whole).
+/// The registered forms (each occurrence of any of them is masked, overlaps merged).
 static REGISTRY: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Adds `secrets` (each in every printed form, see the module doc) to the registry.
@@ -59,14 +59,40 @@ pub fn is_active() -> bool {
         .is_empty()
 }
 
+/// Masks every byte that any occurrence of any secret covers, overlapping ones included (two
+/// secrets that overlap in `text` leave no tail of either; replacing one after the other
+/// would leave the part of the second the first one took).
 fn mask<'a>(secrets: &[String], text: &'a str) -> Cow<'a, str> {
-    let mut out = Cow::Borrowed(text);
-    for secret in secrets {
-        if out.contains(secret.as_str()) {
-            out = Cow::Owned(out.replace(secret.as_str(), MASK));
+    let mut covered: Vec<(usize, usize)> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let mut from = 0;
+        while let Some(at) = text.get(from..).and_then(|t| t.find(secret.as_str())) {
+            let start = from + at;
+            covered.push((start, start + secret.len()));
+            // The next occurrence may overlap this one: search again one character on.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
         }
     }
-    out
+    if covered.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    covered.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut written = 0;
+    let mut i = 0;
+    while i < covered.len() {
+        let (start, mut end) = covered[i];
+        while i + 1 < covered.len() && covered[i + 1].0 <= end {
+            end = end.max(covered[i + 1].1);
+            i += 1;
+        }
+        out.push_str(&text[written..start]);
+        out.push_str(MASK);
+        written = end;
+        i += 1;
+    }
+    out.push_str(&text[written..]);
+    Cow::Owned(out)
 }
 
 /// The forms of `secret` that printed text can hold, each at least [`MIN_LEN`] long.
@@ -226,6 +252,24 @@ mod tests {
         let mut all: Vec<String> = secrets.iter().flat_map(|s| forms(s)).collect();
         all.sort_by_key(|s| std::cmp::Reverse(s.len()));
         mask(&all, text).into_owned()
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_secrets_leave_no_tail() {
+        assert_eq!(
+            masked(&["abcdefgh", "ghijklmn"], "x abcdefghijklmn y"),
+            "x **** y"
+        );
+        assert_eq!(masked(&["aaaaaa"], "aaaaaaaa"), "****");
+        assert_eq!(
+            masked(
+                &["s3cret-one", "s3cret-two"],
+                "s3cret-ones3cret-two, s3cret-one"
+            ),
+            "****, ****"
+        );
+        assert_eq!(masked(&["pässwörd"], "é pässwörd é"), "é **** é");
+        assert_eq!(masked(&["pässwörd"], "nothing here"), "nothing here");
     }
 
     #[test]
