@@ -449,6 +449,7 @@ def nats_collector_publishes_data_only(port, env):
         assert violation(c.publish(subject)), f"the collector may publish to {subject}"
     assert violation(c.subscribe("trade.>")), "the collector may read the data"
     assert not violation(c.subscribe("_INBOX.abc.>", 2)), "the collector cannot get JetStream acks"
+    assert violation(c.subscribe("_INBOX_storage.>", 3)), "the collector may read storage's replies"
     c.close()
 
 
@@ -456,9 +457,9 @@ def nats_collector_publishes_data_only(port, env):
 @with_nats
 def nats_storage_reaches_its_jetstream_objects_only(port, env):
     c = NatsConn(port, "storage", env["NATS_STORAGE_PASSWORD"])
-    assert not violation(c.subscribe("_INBOX.chk.>"))
+    assert not violation(c.subscribe("_INBOX_storage.chk.>"))
     # A real JetStream API call answers on the inbox.
-    lines = c.publish("$JS.API.INFO", "_INBOX.chk.1")
+    lines = c.publish("$JS.API.INFO", "_INBOX_storage.chk.1")
     assert not violation(lines), lines
     deadline = time.monotonic() + 5
     while not any(line.startswith("{") for line in lines):
@@ -478,7 +479,7 @@ def nats_storage_reaches_its_jetstream_objects_only(port, env):
         "$KV.marketprism_storage_journal.marketprism_storage_trade",
         "$KV.marketprism_storage_journal_leases.trade",
     ]:
-        assert not violation(c.publish(subject, "_INBOX.chk.2")), f"storage may not publish {subject}"
+        assert not violation(c.publish(subject, "_INBOX_storage.chk.2")), f"storage may not publish {subject}"
     for subject in [
         "$JS.API.STREAM.DELETE.MARKET_DATA",
         "$JS.API.STREAM.PURGE.MARKET_DATA_HF",
@@ -554,6 +555,8 @@ def the_service_runs_with_exactly_these_nats_permissions():
                  "MARKETPRISM_TOOLS_DIR": sys.prefix, "MARKETPRISM_DATA_DIR": str(t / "data"),
                  "HOT_STORAGE_HTTP_PORT": str(ops),
                  "MARKETPRISM_NATS_USER": user, "MARKETPRISM_NATS_PASSWORD": creds[user]}
+            if user == "storage":
+                e["MARKETPRISM_NATS_INBOX_PREFIX"] = "_INBOX_storage"
             return e
 
         # Small streams: JetStream refuses a stream whose max_bytes exceeds what the disk could
@@ -648,7 +651,7 @@ def systemd_unit_has_the_hardening_and_the_shutdown_bound():
     stop = int(one("TimeoutStopSec").rstrip("s"))
     assert stop >= SHUTDOWN_GRACE_S + 5, f"TimeoutStopSec={stop}s leaves no margin over {SHUTDOWN_GRACE_S}s"
     example = read_env(DEPLOY / "systemd" / "secrets.env.example")
-    assert all(v == "" for k, v in example.items() if k != "MARKETPRISM_NATS_USER"), "the example holds a secret"
+    assert all(v == "" for k, v in example.items() if k not in ("MARKETPRISM_NATS_USER", "MARKETPRISM_NATS_INBOX_PREFIX")), "the example holds a secret"
 
 
 def systemd_copy(tmp: Path) -> Path:

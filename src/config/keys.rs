@@ -91,6 +91,10 @@ pub(crate) mod k {
         /// Key-value bucket of the insert journal.
         JOURNAL_BUCKET: String = ("nats.journal_bucket", TEXT).check(|s| check_bucket(s))
             .default("marketprism_storage_journal");
+        /// Subject prefix of the client's reply inboxes (a NATS user can then be allowed only its
+        /// own, so that another user cannot read its replies).
+        INBOX_PREFIX: String = ("nats.inbox_prefix", TEXT).env(&["MARKETPRISM_NATS_INBOX_PREFIX"])
+            .check(|s| check_inbox_prefix(s)).default("_INBOX");
         /// Replicas of the journal and lease buckets; default: the streams' largest.
         KV_REPLICAS: NonZeroUsize = ("nats.kv_replicas", ROWS).check(replicas);
         /// Data types this instance consumes.
@@ -492,6 +496,7 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
     r.entries.extend(fetch_batch_line);
     let fetch_max_bytes = r.get(&k::FETCH_MAX_BYTES)?;
     let journal_bucket = r.get(&k::JOURNAL_BUCKET)?;
+    let inbox_prefix = r.get(&k::INBOX_PREFIX)?;
     // The journal and leases are as needed as the streams they describe: by default they
     // survive the loss of as many nodes as the most replicated stream does.
     let kv_replicas = match r.peek(&k::KV_REPLICAS, None)? {
@@ -536,6 +541,7 @@ fn nats(r: &mut Resolver, batch: &PerType<TypeBatch>) -> Result<NatsConfig, Conf
         fetch_batch,
         fetch_max_bytes,
         journal_bucket,
+        inbox_prefix,
         kv_replicas,
         types,
         auth,

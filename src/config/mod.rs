@@ -348,6 +348,8 @@ pub struct NatsConfig {
     pub fetch_max_bytes: NonZeroU64,
     /// Key-value bucket of the insert journal.
     pub journal_bucket: String,
+    /// Subject prefix of reply inboxes (`nats.inbox_prefix`).
+    pub inbox_prefix: String,
     /// Replicas of the journal and lease buckets (1 to 5; default: the streams' largest).
     pub kv_replicas: NonZeroUsize,
     /// The data types this instance consumes (no duplicates, in [`DataType::ALL`] order).

@@ -593,6 +593,22 @@ pub(crate) fn check_name(name: &str, allow_empty: bool) -> Result<(), String> {
     }
 }
 
+/// An inbox prefix: dot-separated tokens of letters, digits, `_` and `-` (no wildcard).
+pub(crate) fn check_inbox_prefix(prefix: &str) -> Result<(), String> {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if prefix.split('.').all(token) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid inbox prefix \"{prefix}\": dot-separated tokens of letters, digits, _ and -"
+        ))
+    }
+}
+
 /// Key-value bucket names: letters, digits, `_` and `-`.
 pub(crate) fn check_bucket(name: &str) -> Result<(), String> {
     if !name.is_empty()

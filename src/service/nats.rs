@@ -94,7 +94,9 @@ pub fn reconnect_delay(policy: &Policy, attempts: usize) -> Duration {
 /// connect timeout. Reads the seed or credentials file (checked at start; an error here means
 /// it changed since).
 pub fn options(nats: &NatsConfig) -> Result<async_nats::ConnectOptions, NatsError> {
-    let mut o = async_nats::ConnectOptions::new().connection_timeout(nats.connect_timeout);
+    let mut o = async_nats::ConnectOptions::new()
+        .connection_timeout(nats.connect_timeout)
+        .custom_inbox_prefix(nats.inbox_prefix.as_str());
     o = match &nats.auth {
         NatsAuth::None => o,
         NatsAuth::UserPassword { user, password, .. } => {

@@ -472,7 +472,7 @@ async fn a_server_certificate_of_another_ca_fails_the_start() {
 }
 
 /// The publish permissions the service needs, for the default names (docs/security.md,
-/// "NATS"); its only subscription is its inbox, `_INBOX.>`.
+/// "NATS"); its only subscription is its inbox, `<nats.inbox_prefix>.>`.
 fn minimal_publish() -> Vec<String> {
     let mut allow = vec!["$JS.API.INFO".to_string()];
     for s in ["MARKET_DATA", "MARKET_DATA_HF"] {
@@ -501,12 +501,13 @@ fn minimal_publish() -> Vec<String> {
     allow
 }
 
-/// The service's user with exactly `publish` (and `_INBOX.>` to subscribe), everything
+/// The service's user with exactly `publish` (and its own inbox, `_INBOX_svc.>`, to subscribe:
+/// `svc_env` sets `nats.inbox_prefix`), everything
 /// else denied; an `admin` user for the test's publisher.
 fn permissions_conf(publish: &[String]) -> String {
     let list: Vec<String> = publish.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "authorization {{\n  users: [\n    {{ user: svc, password: \"{PASSWORD}\", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [\"_INBOX.>\"] }} }} }}\n    {{ user: admin, password: admin }}\n  ]\n}}\n",
+        "authorization {{\n  users: [\n    {{ user: svc, password: \"{PASSWORD}\", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [\"_INBOX_svc.>\"] }} }} }}\n    {{ user: admin, password: admin }}\n  ]\n}}\n",
         list.join(", ")
     )
 }
@@ -515,6 +516,7 @@ fn svc_env() -> Env {
     env(&[
         ("MARKETPRISM_NATS_USER", "svc"),
         ("MARKETPRISM_NATS_PASSWORD", PASSWORD),
+        ("MARKETPRISM_NATS_INBOX_PREFIX", "_INBOX_svc"),
     ])
 }
 
