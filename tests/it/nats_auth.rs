@@ -577,10 +577,8 @@ async fn a_missing_permission_is_logged_naming_the_subject_and_fails_ready() {
     assert_eq!(svc.terminate(), Some(0));
 }
 
-/// The first connect waits for a server that is not up yet (logged, retried on `retry.*`),
-/// unlike a refused credential.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_not_up_yet_is_waited_for() {
+/// A service started while its NATS server is down, once it logged that it waits for it.
+async fn waiting_for_nats() -> (crate::harness::TestNats, TestClickHouse, Service) {
     let mut nats = crate::harness::TestNats::start().await;
     nats.kill().await;
     let ch = TestClickHouse::start().await;
@@ -591,6 +589,14 @@ async fn a_server_not_up_yet_is_waited_for() {
     })
     .await;
     assert!(waiting, "{}", tail(&svc.log_text()));
+    (nats, ch, svc)
+}
+
+/// The first connect waits for a server that is not up yet (logged, retried on `retry.*`),
+/// unlike a refused credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_not_up_yet_is_waited_for() {
+    let (mut nats, ch, mut svc) = waiting_for_nats().await;
     assert!(svc.running());
     nats.restart().await;
     let client = nats.client().await;
@@ -678,16 +684,7 @@ async fn tls_required_by_the_client_of_a_server_without_tls_fails_the_start() {
 /// A stop while the first connect waits for NATS ends the service at once, cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_waiting_for_nats_at_start_exits_cleanly() {
-    let mut nats = crate::harness::TestNats::start().await;
-    nats.kill().await;
-    let ch = TestClickHouse::start().await;
-    let mut svc = Service::new(&nats, &ch, "");
-    svc.start();
-    let waiting = crate::harness::wait_until(30, || async {
-        svc.log_text().contains("nats not reachable")
-    })
-    .await;
-    assert!(waiting, "{}", tail(&svc.log_text()));
+    let (_nats, _ch, mut svc) = waiting_for_nats().await;
     let t0 = Instant::now();
     assert_eq!(svc.terminate(), Some(0), "{}", tail(&svc.log_text()));
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
