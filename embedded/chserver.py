@@ -1456,6 +1456,62 @@ def prepare_body_dir(data_dir: str) -> str:
     return path
 
 
+# The engine's own access control (layer 1 of "safe by default", see docs/security.md).
+ENGINE_CONFIG_DIR = ".chserver"
+# What the one engine user may do: everything the service and its tools send (DDL and
+# DML on tables of this engine, OPTIMIZE, SYSTEM FLUSH/SYNC REPLICA, ON CLUSTER, dictGet),
+# and nothing of the SOURCES group (FILE, URL, REMOTE, MYSQL, S3, ...): the engine itself
+# then refuses file()/url()/remote()/... table functions (also nested), ENGINE=File/URL/...,
+# the Filesystem part of the `default` database, dictionaries (CREATE DICTIONARY is not
+# granted) and BACKUP/RESTORE.
+ENGINE_GRANTS = (
+    "GRANT SELECT, INSERT, ALTER, CREATE DATABASE, CREATE TABLE, CREATE VIEW, "
+    "CREATE TEMPORARY TABLE, DROP, TRUNCATE, OPTIMIZE, SHOW, SYSTEM FLUSH, SYSTEM SYNC REPLICA, "
+    "SYSTEM MERGES, KILL QUERY, CLUSTER, dictGet ON *.*"
+)
+# Elements of a user-provided clickhouse-config.xml that would replace the access control.
+_ACCESS_ELEMENTS = ("user_directories", "users", "users_config", "access_control_improvements",
+                    "access_control_path")
+
+
+def write_engine_config(data_dir: str) -> str:
+    """DIR/.chserver/config.xml (+ users.xml): the engine's configuration, returned as a path.
+
+    A user-provided DIR/clickhouse-config.xml is merged in (its `<remote_servers>` and
+    everything else), except the elements that would replace this access control.
+    """
+    import xml.etree.ElementTree as ET
+
+    out_dir = os.path.join(os.path.abspath(data_dir), ENGINE_CONFIG_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    users_path = os.path.join(out_dir, "users.xml")
+    root = ET.Element("clickhouse")
+    user_file = os.path.join(data_dir, CONFIG_FILE_NAME)
+    if os.path.exists(user_file):
+        for child in ET.parse(user_file).getroot():
+            if child.tag in _ACCESS_ELEMENTS:
+                LOG.warning("%s: <%s> ignored: the embedded engine's access control is its own "
+                            "(run with --allow-external to use this file as it is)", user_file, child.tag)
+                continue
+            root.append(child)
+    dirs = ET.SubElement(ET.SubElement(root, "user_directories"), "users_xml")
+    ET.SubElement(dirs, "path").text = users_path
+    users = ET.Element("clickhouse")
+    user = ET.SubElement(ET.SubElement(users, "users"), "default")
+    ET.SubElement(user, "password").text = ""
+    ET.SubElement(ET.SubElement(user, "networks"), "ip").text = "::/0"
+    ET.SubElement(user, "profile").text = "default"
+    ET.SubElement(user, "quota").text = "default"
+    ET.SubElement(ET.SubElement(user, "grants"), "query").text = ENGINE_GRANTS
+    ET.SubElement(ET.SubElement(users, "profiles"), "default")
+    ET.SubElement(ET.SubElement(users, "quotas"), "default")
+    for tree, path in ((users, users_path), (root, os.path.join(out_dir, "config.xml"))):
+        tmp = path + ".tmp"
+        ET.ElementTree(tree).write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    return os.path.join(out_dir, "config.xml")
+
+
 def parse_listen(value: str) -> tuple:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -1513,6 +1569,12 @@ def main(argv=None) -> int:
     body_dir = prepare_body_dir(args.data_dir)
     engine_path = os.path.join(args.data_dir, "chdb")
     config_file = os.path.join(args.data_dir, CONFIG_FILE_NAME)
+    if not args.allow_external and not args.blackhole:
+        try:
+            config_file = write_engine_config(args.data_dir)
+        except (OSError, SyntaxError) as exc:  # ET.ParseError is a SyntaxError
+            print(f"chserver: cannot write the engine configuration: {exc}", file=sys.stderr, flush=True)
+            return 1
     if os.path.exists(config_file):
         # chDB passes connection-string parameters to the engine as start-up arguments.
         engine_path += "?config-file=" + config_file
