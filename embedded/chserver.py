@@ -217,7 +217,7 @@ _TOKEN_RE = re.compile(
   | (?P<str>'(?:[^'\\]|\\.|'')*')
   | (?P<qid>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
   | (?P<heredoc>\$(?P<tag>[A-Za-z0-9_]*)\$.*?\$(?P=tag)\$)
-  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
   | (?P<num>[0-9][0-9A-Za-z_.]*)
   | (?P<punct>.)
     """,
@@ -277,6 +277,11 @@ class Statement:
     set_names: list = field(default_factory=list)
 
 
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A database name taken from `?database=`: it is never put into SQL unless it matches.
+_DATABASE_NAME_RE = _SETTING_NAME_RE
+
+
 def _data_start(sql: bytes, pos: int) -> int:
     """ClickHouse's rule: data starts after the first newline, else after spaces."""
     while pos < len(sql) and sql[pos] in b" \t\f":
@@ -310,12 +315,15 @@ def scan_statement(sql: bytes) -> Statement:
         if top and tok.text == b";":
             seen_semicolon = tok
             continue
+        if lead in (b"INSERT", b"INSERT_SELECT") and top and tok.kind == "word" and tok.is_word(b"INFILE") \
+                and prev is not None and prev.is_word(b"FROM"):
+            raise ClickHouseError(78, "UNKNOWN_TYPE_OF_QUERY", "Query has infile and was send directly to server")
         if lead == b"INSERT" and top and tok.kind == "word":
             word = tok.text.upper()
             if word == b"SETTINGS":
                 stmt.has_settings_clause = True
                 stmt.settings_offset = tok.start
-            elif word == b"INFILE" and prev is not None and prev.is_word(b"FROM"):
+            elif word == b"INFILE" and prev is not None and prev.is_word(b"FROM") and lead != b"INSERT_SELECT":
                 # A client-side feature; a server refuses it (and this one uses
                 # FROM INFILE itself for the request body).
                 raise ClickHouseError(78, "UNKNOWN_TYPE_OF_QUERY",
@@ -331,7 +339,15 @@ def scan_statement(sql: bytes) -> Statement:
                 lead = b"INSERT_SELECT"  # executed like any other query from here on
         if stmt.kind == "set" and top and tok.text == b"=" and prev is not None:
             if prev.kind in ("word", "qid"):
-                stmt.set_names.append(_ident(prev))
+                name = _ident(prev)
+                if not _SETTING_NAME_RE.match(name):
+                    raise ClickHouseError(115, "UNKNOWN_SETTING", f"Unknown setting '{name[:100]}'")
+                if name.lower() == "readonly":
+                    raise ClickHouseError(36, "BAD_ARGUMENTS",
+                                          "SET readonly is not accepted by the embedded ClickHouse (its one "
+                                          "session is shared and readonly cannot be reset): pass readonly as "
+                                          "a URL parameter or in a SETTINGS clause")
+                stmt.set_names.append(name)
         if lead == b"INSERT" and stmt.has_settings_clause and top and tok.text == b"=" and prev is not None:
             if prev.kind in ("word", "qid"):
                 stmt.own_setting_names.add(_ident(prev))
@@ -355,9 +371,6 @@ def _insert(stmt: Statement, head: bytes, fmt: str, data_offset: int) -> Stateme
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def settings_clause(settings: dict) -> str:
@@ -625,7 +638,9 @@ SAFE_TABLE_FUNCTIONS = frozenset(name.lower() for name in (
     "cluster", "clusterAllReplicas",
 ))
 # Scalar functions that read files (`file(path)` returns a file's content).
-EXTERNAL_SCALAR_FUNCTIONS = frozenset({"file"})
+# `disk(type=web, endpoint=...)` declares an inline disk (in a table's SETTINGS): a disk
+# reaches any path or host. The engine's grants see neither.
+EXTERNAL_SCALAR_FUNCTIONS = frozenset({"file", "disk"})
 # Table and database engines that keep their data in this engine (or in the
 # server-configured cluster). Every other engine the engine knows is refused.
 SAFE_ENGINES = frozenset(name.lower() for name in (
@@ -636,7 +651,7 @@ SAFE_ENGINES = frozenset(name.lower() for name in (
     "ReplicatedCollapsingMergeTree", "ReplicatedVersionedCollapsingMergeTree",
     "ReplicatedGraphiteMergeTree", "ReplicatedCoalescingMergeTree",
     "Memory", "Log", "TinyLog", "StripeLog", "Null", "Set", "Join", "Buffer", "Distributed",
-    "Merge", "Dictionary", "View", "MaterializedView", "EmbeddedRocksDB", "KeeperMap",
+    "Merge", "Dictionary", "View", "MaterializedView", "KeeperMap",
     "GenerateRandom", "Alias", "Loop", "TimeSeries",
     # database engines
     "Atomic", "Ordinary", "Lazy", "Replicated",
@@ -648,11 +663,22 @@ EXTERNAL_SETTINGS = frozenset({
     "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
     "output_format_schema", "input_format_record_errors_file_path",
     "format_avro_schema_registry_url",
+    # Settings holding SQL that the engine evaluates out of the guard's sight.
+    "additional_result_filter", "additional_table_filters", "parallel_replicas_custom_key",
+    # Makes a bare expression a statement: the guard checks statements (URL settings are
+    # in force while it parses, and another `dialect` is refused by Engine.query).
+    "implicit_select",
 })
 # SYSTEM commands that stop the engine or reload objects from external sources.
 REFUSED_SYSTEM = frozenset({"SHUTDOWN", "KILL", "RELOAD"})
 ENABLE_HINT = ("start the embedded server with external access allowed "
                "(embedded.allow_external: true; chserver.py --allow-external)")
+
+
+def refused_unchecked(what: str, why: str) -> ClickHouseError:
+    return ClickHouseError(497, "ACCESS_DENIED",
+                           f"The embedded ClickHouse cannot check {what} ({why[:300]}); "
+                           f"to run it, {ENABLE_HINT}")
 
 
 def refused(what: str) -> ClickHouseError:
@@ -681,9 +707,24 @@ def _node_name(label: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def check_ast(dump: str, known_engines: frozenset) -> None:
-    """Raises `refused(...)` when the tree names an external table function, engine,
-    dictionary source, or is a BACKUP/RESTORE."""
+# Statement kinds (root of `EXPLAIN AST`) a GET request may run: a real server makes GET
+# requests readonly (readonly=2: settings may change, nothing else).
+READONLY_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "Show",
+                  "Describe", "Exists", "Explain", "CheckQuery", "Set")
+
+
+def check_readonly(dump: str) -> None:
+    """Raises READONLY unless the tree's root is a statement that only reads."""
+    root = next((label for label, _ in _ast_nodes(dump)), "")
+    if not root.startswith(READONLY_ROOTS):
+        raise ClickHouseError(164, "READONLY", "Cannot execute query in readonly mode: "
+                              "a GET request only reads (send other statements with POST)")
+
+
+def check_ast(dump: str, known_engines: frozenset, table_functions: frozenset = frozenset()) -> None:
+    """Raises `refused(...)` when the tree names an external table function (anywhere,
+    also as the argument of another one such as loop()), an engine, a dictionary source,
+    a scalar function of EXTERNAL_SCALAR_FUNCTIONS, or is a BACKUP/RESTORE."""
     for label, parent in _ast_nodes(dump):
         kind = label.split(" ", 1)[0]
         if kind == "BackupQuery":
@@ -699,6 +740,9 @@ def check_ast(dump: str, known_engines: frozenset) -> None:
                     raise refused(f"engine {name}")
             if lower in EXTERNAL_SCALAR_FUNCTIONS:
                 raise refused(f"function {name}()")
+            if lower in table_functions and lower not in SAFE_TABLE_FUNCTIONS:
+                # Not a scalar function: only a table function by that name can run.
+                raise refused(f"table function {name}()")
         elif kind == "FunctionWithKeyValueArguments" and parent.startswith("Dictionary definition"):
             name = _node_name(label)
             if name.lower() not in SAFE_DICTIONARY_SOURCES:
@@ -715,6 +759,8 @@ def check_canonical(text: str) -> None:
                 raise refused("INTO OUTFILE")
         if word == b"FROM" and words[0] == b"ATTACH" and i + 1 < len(toks) and toks[i + 1].kind == "str":
             raise refused("ATTACH ... FROM a path")
+        if word == b"FROM" and i + 1 < len(words) and words[i + 1] == b"INFILE":
+            raise refused("FROM INFILE")
     if words[:1] == [b"SYSTEM"] and len(words) > 1 and words[1].decode() in REFUSED_SYSTEM:
         raise refused(f"SYSTEM {words[1].decode()}")
     # A setting assigned anywhere (SET, a SETTINGS clause, also inside a subquery).
@@ -722,6 +768,9 @@ def check_canonical(text: str) -> None:
     for tok, nxt in zip(every, every[1:]):
         if tok.kind in ("word", "qid") and nxt.text == b"=":
             check_settings([_ident(tok)])
+        # A function call the tree may not show (a table's SETTINGS disk = disk(...)).
+        if tok.kind in ("word", "qid") and nxt.text == b"(" and _ident(tok) == "disk":
+            raise refused("function disk()")
 
 
 def check_settings(names) -> None:
@@ -755,6 +804,10 @@ class Engine:
         self._known_engines = frozenset(self._scalar(
             "SELECT arrayStringConcat(groupArray(lower(name)), ' ') FROM (SELECT name FROM "
             "system.table_engines UNION ALL SELECT name FROM system.database_engines)").split())
+        # Table functions that are no scalar function too (`file` and `format` are both).
+        self._table_functions = frozenset(self._scalar(
+            "SELECT arrayStringConcat(groupArray(lower(name)), ' ') FROM system.table_functions "
+            "WHERE lower(name) NOT IN (SELECT lower(name) FROM system.functions)").split())
         self._checked: dict = {}  # statement text -> None, the guard's cache (bounded)
 
     def _scalar(self, sql: str) -> str:
@@ -766,7 +819,8 @@ class Engine:
                 self._session.close()
                 self._session = None
 
-    def check(self, sql: str, params: Optional[dict] = None) -> None:
+    def check(self, sql: str, params: Optional[dict] = None, settings: Optional[dict] = None,
+              readonly: bool = False) -> None:
         """Refuses a client statement that reaches outside the engine (see the guard above).
 
         The engine parses it twice, under the session lock but without running it:
@@ -774,13 +828,38 @@ class Engine:
         words it) and `EXPLAIN AST` (with the query parameters, which are substituted
         before the tree is built). Anything that cannot be checked is refused.
         """
-        if self.allow_external:
+        if self.allow_external and not readonly:
             return
-        key = sql if not params else None
+        key = (sql, tuple(sorted((settings or {}).items())), readonly) if not params else None
         if key is not None and key in self._checked:
             return
         with self._lock:
             session = self._require_open()
+            self._check_locked(session, sql, params, settings or {}, readonly)
+        if key is not None:
+            if len(self._checked) >= GUARD_CACHE_SIZE:
+                self._checked.clear()
+            self._checked[key] = None
+
+    def _check_locked(self, session, sql: str, params: Optional[dict], settings: dict,
+                      readonly: bool) -> None:
+        """The check itself, under the session lock, with the URL settings in force (they
+        can change how the statement parses), which are reset before returning."""
+        applied = []
+        try:
+            for name, value in settings.items():
+                _run(lambda: session.query(f"SET `{name}` = {quote_literal(value)}"))
+                applied.append(name)
+            self._parse_and_check(session, sql, params, readonly)
+        finally:
+            for name in applied:
+                try:
+                    session.query(f"SET `{name}` = DEFAULT")
+                except Exception:  # noqa: BLE001 - an unknown name already failed above
+                    pass
+
+    def _parse_and_check(self, session, sql: str, params: Optional[dict], readonly: bool) -> None:
+        if not readonly or not self.allow_external:
             canonical = bytes(_run(lambda: session.query(
                 f"SELECT formatQuerySingleLine({quote_literal(sql)})",
                 "TabSeparatedRaw")).bytes()).decode("utf-8", "replace")
@@ -794,12 +873,29 @@ class Engine:
                 raise ClickHouseError(497, "ACCESS_DENIED",
                                       f"The embedded ClickHouse cannot check this statement "
                                       f"({err.message}); to run it, {ENABLE_HINT}") from exc
-        check_canonical(canonical)
-        check_ast(dump, self._known_engines)
-        if key is not None:
-            if len(self._checked) >= GUARD_CACHE_SIZE:
-                self._checked.clear()
-            self._checked[key] = None
+            check_canonical(canonical)
+            check_ast(dump, self._known_engines, self._table_functions)
+        else:
+            dump = bytes(_run(lambda: session.query("EXPLAIN AST " + sql, "TabSeparatedRaw",
+                                                    params=params or None)).bytes()).decode("utf-8", "replace")
+        if readonly:
+            check_readonly(dump)
+
+    def check_values(self, data: bytes) -> None:
+        """Refuses Values insert data whose expressions reach outside the engine.
+
+        The rows `(a, b), (c, d)` are, as text, a SELECT list: the engine parses them as one
+        and the tree is checked like any statement's. Data that does not parse so is refused.
+        """
+        text = data.decode("utf-8", "replace").strip().rstrip(";").strip()
+        if not text:
+            return
+        try:
+            self.check("SELECT " + text)
+        except ClickHouseError as err:
+            if err.code == 497:
+                raise
+            raise refused_unchecked("these Values rows", err.message) from err
 
     def _require_open(self):
         if self._session is None:
@@ -809,26 +905,29 @@ class Engine:
     def _use(self, session, database: str) -> None:
         # Without HTTP sessions every request starts in its own default database;
         # the chDB session is shared, so switch only when it differs.
+        if not _DATABASE_NAME_RE.match(database):  # parse_params refuses these already
+            raise ClickHouseError(81, "UNKNOWN_DATABASE", f"Database {database[:100]!r} does not exist")
         if database != self._current_db:
             self._current_db = None
             _run(lambda: session.query(f"USE `{database.replace('`', '``')}`"))
             self._current_db = database
 
-    def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict) -> Outcome:
+    def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict,
+              readonly: bool = False) -> Outcome:
         if not self.allow_external and settings.get("dialect", "clickhouse").lower() != "clickhouse":
             # URL settings are SET before the statement runs, so another dialect would parse
             # it differently from the guard, which parses it as ClickHouse SQL.
             raise refused(f"the {settings['dialect']!r} dialect")
         if not self.allow_external:
             check_settings(settings)
-        self.check(stmt.sql.decode("utf-8", "replace"), params)
+        self.check(stmt.sql.decode("utf-8", "replace"), params, settings, readonly)
         with self._lock:
             session = self._require_open()
             self._use(session, database)
             applied = []
             try:
                 for name, value in settings.items():
-                    _run(lambda: session.query(f"SET {name} = {quote_literal(value)}"))
+                    _run(lambda: session.query(f"SET `{name}` = {quote_literal(value)}"))
                     applied.append(name)
                 sql = stmt.sql.decode("utf-8", "replace")
                 res = _run(lambda: session.query(sql, fmt, params=params or None))
@@ -837,7 +936,7 @@ class Engine:
                 # without session_id; the chDB session itself is long-lived.
                 for name in applied + stmt.set_names:
                     try:
-                        session.query(f"SET {name} = DEFAULT")
+                        session.query(f"SET `{name}` = DEFAULT")  # names match _SETTING_NAME_RE
                     except Exception:  # noqa: BLE001 - an unknown name already failed above
                         pass
                 if stmt.kind == "use":
@@ -881,6 +980,13 @@ def _strip_infile_noise(message: str, body_path: str) -> str:
 
 
 _FORMAT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Values data up to this size is checked by the guard (parsed as a SELECT list by the engine);
+# larger Values data is inserted with expressions switched off.
+VALUES_CHECK_LIMIT = 1024 * 1024
+VALUES_NO_EXPRESSIONS = {"input_format_values_interpret_expressions": "0",
+                         "input_format_values_deduce_templates_of_expressions": "0"}
 
 
 def insert_sql(stmt: Statement, settings: dict, body_path: str) -> str:
@@ -1033,6 +1139,7 @@ class Request:
     compress: bool
     decompress: bool
     http_compression: bool
+    readonly: bool = False
 
 
 def parse_params(qs: str) -> Request:
@@ -1046,6 +1153,10 @@ def parse_params(qs: str) -> Request:
             query = value
         elif key == "database":
             database = value or "default"
+            if not _DATABASE_NAME_RE.match(database):
+                raise ClickHouseError(81, "UNKNOWN_DATABASE",
+                                      f"Database {database[:100]!r} does not exist (the embedded "
+                                      f"ClickHouse accepts names of letters, digits and _ only)")
         elif key == "default_format":
             default_format = value
         elif key == "compress":
@@ -1064,8 +1175,11 @@ def parse_params(qs: str) -> Request:
             raise ClickHouseError(115, "UNKNOWN_SETTING", f"Unknown setting '{key}'")
         else:
             settings[key] = value
+    # `readonly` is never SET on the shared session (readonly cannot be reset once set):
+    # the server enforces it per request instead (see check_readonly).
+    readonly = settings.pop("readonly", "0") not in ("0", "", "false")
     return Request(query, database, default_format, settings, params,
-                   query_id or str(uuid.uuid4()), compress, decompress, http_compression)
+                   query_id or str(uuid.uuid4()), compress, decompress, http_compression, readonly)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1201,7 +1315,9 @@ class Handler(BaseHTTPRequestHandler):
         fmt = stmt.output_format or req.default_format or "TabSeparated"
         if engine is None:
             raise ClickHouseError(48, "NOT_IMPLEMENTED", "Only inserts are accepted in --blackhole mode")
-        out = engine.query(stmt, fmt, req.database, req.settings, req.params)
+        # A GET request is readonly, as on a server.
+        readonly = req.readonly or self.command in ("GET", "HEAD")
+        out = engine.query(stmt, fmt, req.database, req.settings, req.params, readonly)
         self._send_result(req, out, fmt)
         return f"{out.summary.get('read_rows')} rows read"
 
@@ -1209,6 +1325,9 @@ class Handler(BaseHTTPRequestHandler):
         pieces: Iterator[bytes] = iter(())
         if not body_read and self._has_request_body():
             pieces = self._decoded_body(req)
+        if req.readonly or self.command in ("GET", "HEAD"):
+            raise ClickHouseError(164, "READONLY", "Cannot execute query in readonly mode: "
+                                  "a GET request only reads (send inserts with POST)")
         if self.server.engine is not None:
             if not self.server.engine.allow_external:
                 check_settings(req.settings)
@@ -1228,7 +1347,17 @@ class Handler(BaseHTTPRequestHandler):
                 for piece in _chain([inline] if len(inline) else [], pieces):
                     f.write(piece)
                     total += len(piece)
-            sql = insert_sql(stmt, req.settings, path)
+            settings = req.settings
+            engine = self.server.engine
+            if stmt.insert_format.lower() == "values" and not engine.allow_external:
+                # The engine evaluates expressions in Values data (`(file('/etc/passwd'))`):
+                # small data is checked like a statement, larger data gets no expressions.
+                if total <= VALUES_CHECK_LIMIT:
+                    with open(path, "rb") as f:
+                        engine.check_values(f.read())
+                else:
+                    settings = {**settings, **VALUES_NO_EXPRESSIONS}
+            sql = insert_sql(stmt, settings, path)
             out = self.server.engine.insert(sql, req.database, path)
         finally:
             try:
