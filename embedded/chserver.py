@@ -130,8 +130,9 @@ IGNORED_PARAMS = frozenset({
 # (names resolved to numbers with the engine's own errorCodeToName()).
 _STATUS_BY_CODE = {
     194: 401,  # REQUIRED_PASSWORD
-    # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, SET_NON_GRANTED_ROLE, ACCESS_DENIED
-    **{c: 403 for c in (192, 193, 516, 512, 497)},
+    # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, SET_NON_GRANTED_ROLE, ACCESS_DENIED,
+    # READONLY
+    **{c: 403 for c in (192, 193, 516, 512, 497, 164)},
     # BAD_ARGUMENTS, CANNOT_COMPILE_REGEXP, CANNOT_PARSE_* (6 25 26 38 41 72 441 675 676 27 376),
     # DUPLICATE_COLUMN, ILLEGAL_COLUMN, UNKNOWN_ELEMENT_IN_AST, UNKNOWN_TYPE_OF_AST_NODE,
     # THERE_IS_NO_COLUMN, TOO_DEEP_AST, TOO_BIG_AST, UNEXPECTED_AST_STRUCTURE, SYNTAX_ERROR,
@@ -1596,7 +1597,11 @@ ENGINE_CONFIG_DIR = ".chserver"
 ENGINE_GRANTS = (
     "GRANT SELECT, INSERT, ALTER, CREATE DATABASE, CREATE TABLE, CREATE VIEW, "
     "CREATE TEMPORARY TABLE, DROP, TRUNCATE, OPTIMIZE, SHOW, SYSTEM FLUSH, SYSTEM SYNC REPLICA, "
-    "SYSTEM MERGES, KILL QUERY, CLUSTER, dictGet ON *.*"
+    "SYSTEM MERGES, KILL QUERY, CLUSTER, dictGet ON *.*",
+    # Engines tied to a source (Distributed: REMOTE) need their own grant. A Distributed
+    # table reaches only the clusters of the server's own <remote_servers>, never a host
+    # the client names (remote() is refused: REMOTE is not granted).
+    "GRANT TABLE ENGINE ON Distributed",
 )
 # Elements of a user-provided clickhouse-config.xml that would replace the access control.
 _ACCESS_ELEMENTS = ("user_directories", "users", "users_config", "access_control_improvements",
@@ -1631,7 +1636,9 @@ def write_engine_config(data_dir: str) -> str:
     ET.SubElement(ET.SubElement(user, "networks"), "ip").text = "::/0"
     ET.SubElement(user, "profile").text = "default"
     ET.SubElement(user, "quota").text = "default"
-    ET.SubElement(ET.SubElement(user, "grants"), "query").text = ENGINE_GRANTS
+    grants = ET.SubElement(user, "grants")
+    for grant in ENGINE_GRANTS:
+        ET.SubElement(grants, "query").text = grant
     ET.SubElement(ET.SubElement(users, "profiles"), "default")
     ET.SubElement(ET.SubElement(users, "quotas"), "default")
     for tree, path in ((users, users_path), (root, os.path.join(out_dir, "config.xml"))):
@@ -1677,10 +1684,16 @@ def parse_args(argv) -> argparse.Namespace:
 def read_password(args) -> Optional[str]:
     """The password from --password-file or the environment (removed from it), or None."""
     password = os.environ.pop(PASSWORD_ENV, None)
+    source = f"${PASSWORD_ENV}"
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
             password = f.read().rstrip("\r\n")
-    return password or None
+        source = args.password_file
+    if password is not None and not password.strip():
+        # A password file that holds only blank lines is a mistake, never "no password".
+        raise ValueError(f"the password in {source} is empty (only blanks or newlines); "
+                         f"give a real password, or none at all")
+    return password
 
 
 def main(argv=None) -> int:
@@ -1690,7 +1703,7 @@ def main(argv=None) -> int:
     try:
         password = read_password(args)
         ssl_context = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"chserver: cannot set up authentication or TLS: {exc}", file=sys.stderr, flush=True)
         return 1
     auth = Auth(args.user, password) if password is not None else None
