@@ -18,13 +18,14 @@ Once listening it prints exactly one line `ready http://HOST:PORT` (or https://)
 
 A ClickHouse configuration file `DIR/clickhouse-config.xml`, when present, is
 loaded by the engine (e.g. `<remote_servers>` to define a cluster whose one
-shard is this server: `system.clusters`, `Distributed` tables). Without it
-the engine runs with chDB's built-in defaults.
+shard is this server: `system.clusters`, `Distributed` tables): merged into
+DIR/.chserver/config.xml, which also names the users file that limits the
+engine's one user (unless --allow-external, when the file is used as it is).
 
-Safe by default (see "The guard" below and docs/security.md): statements that reach
+Safe by default (the engine's grants, "The guard" below, docs/security.md): statements that reach
 the filesystem, the network or other processes (table functions such as file/url/
 remote/executable, non-local engines, INTO OUTFILE, ...) are refused unless
---allow-external; requests from web pages (an Origin header, Sec-Fetch-Site other than
+--allow-external; GET requests are readonly; requests from web pages (an Origin header, Sec-Fetch-Site other than
 none) are refused; with a password (--password-file or $CHSERVER_PASSWORD) every query
 must carry it; --tls-cert/--tls-key serve HTTPS, --tls-client-ca requires client
 certificates.
@@ -620,10 +621,13 @@ def content_type_for(fmt: str) -> str:
 # The guard: what a client may not make the engine do. chDB is clickhouse-local
 # in a library: its table functions, engines, dictionary sources and
 # INTO OUTFILE reach the filesystem, the network and other processes with the
-# rights of this process, and no setting or access grant switches that off in
-# chDB (it has no users). So every client statement is parsed by the engine
-# itself (`formatQuerySingleLine` for the canonical text, `EXPLAIN AST` for the
-# tree) and refused when it names any of them, unless --allow-external.
+# rights of this process. Layer 1 is the engine's own access control (see
+# write_engine_config: a user without SOURCES grants). This guard is layer 2, for
+# what grants do not see (the scalar file(), disk(), INTO OUTFILE/FROM INFILE,
+# EmbeddedRocksDB paths, settings holding SQL, Values data) and a second line for
+# the rest: every client statement is parsed by the engine itself
+# (`formatQuerySingleLine` for the canonical text, `EXPLAIN AST` for the tree) and
+# refused when it names any of them, unless --allow-external.
 # ---------------------------------------------------------------------------
 
 # Table functions that only read tables of this engine or generate data. Every
@@ -821,7 +825,7 @@ class Engine:
                 self._session = None
 
     def check(self, sql: str, params: Optional[dict] = None, settings: Optional[dict] = None,
-              readonly: bool = False) -> None:
+              readonly: bool = False, cache: bool = True) -> None:
         """Refuses a client statement that reaches outside the engine (see the guard above).
 
         The engine parses it twice, under the session lock but without running it:
@@ -831,7 +835,7 @@ class Engine:
         """
         if self.allow_external and not readonly:
             return
-        key = (sql, tuple(sorted((settings or {}).items())), readonly) if not params else None
+        key = (sql, tuple(sorted((settings or {}).items())), readonly) if cache and not params else None
         if key is not None and key in self._checked:
             return
         with self._lock:
@@ -892,7 +896,7 @@ class Engine:
         if not text:
             return
         try:
-            self.check("SELECT " + text)
+            self.check("SELECT " + text, cache=False)  # data, not a repeated statement
         except ClickHouseError as err:
             if err.code == 497:
                 raise
