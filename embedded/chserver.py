@@ -720,7 +720,12 @@ READONLY_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQ
 
 def check_readonly(dump: str) -> None:
     """Raises READONLY unless the tree's root is a statement that only reads."""
-    root = next((label for label, _ in _ast_nodes(dump)), "")
+    nodes = _ast_nodes(dump)
+    root = next((label for label, _ in nodes), "")
+    if root.startswith("Explain"):
+        # EXPLAIN ANALYZE runs its statement: only an EXPLAIN of a SELECT reads.
+        explained = next((label for label, _ in nodes), "")
+        root = explained if explained.startswith(READONLY_ROOTS[:3]) else ""
     if not root.startswith(READONLY_ROOTS):
         raise ClickHouseError(164, "READONLY", "Cannot execute query in readonly mode: "
                               "a GET request only reads (send other statements with POST)")
@@ -774,7 +779,7 @@ def check_canonical(text: str) -> None:
         if tok.kind in ("word", "qid") and nxt.text == b"=":
             check_settings([_ident(tok)])
         # A function call the tree may not show (a table's SETTINGS disk = disk(...)).
-        if tok.kind in ("word", "qid") and nxt.text == b"(" and _ident(tok) == "disk":
+        if tok.kind in ("word", "qid") and nxt.text == b"(" and _ident(tok).lower() == "disk":
             raise refused("function disk()")
 
 

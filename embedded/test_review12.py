@@ -185,7 +185,8 @@ class Review12Tests(unittest.TestCase):
     # 9
     def test_hole09_get_requests_are_readonly(self):
         for sql in ("DROP TABLE mp.s", "INSERT INTO mp.s VALUES ('get')", "TRUNCATE TABLE mp.s",
-                    "CREATE TABLE mp.g (x String) ENGINE = Memory"):
+                    "CREATE TABLE mp.g (x String) ENGINE = Memory",
+                    "EXPLAIN ANALYZE INSERT INTO mp.s SELECT 'get'"):
             with self.subTest(sql=sql):
                 status, _, body = self.request("GET", params={"query": sql})
                 self.assertEqual(status, 403, body)
@@ -197,6 +198,8 @@ class Review12Tests(unittest.TestCase):
         self.assertEqual(self.sql("SELECT count() FROM mp.s WHERE x = 'get'"), "0\n")
         status, _, body = self.request("GET", params={"query": "SELECT 40 + 2"})
         self.assertEqual((status, body), (200, b"42\n"))
+        status, _, body = self.request("GET", params={"query": "EXPLAIN SELECT 1"})
+        self.assertEqual(status, 200, body)
         self.assert_nothing_leaked()
 
     # 10
