@@ -1366,6 +1366,10 @@ class Handler(BaseHTTPRequestHandler):
                     with open(path, "rb") as f:
                         engine.check_values(f.read())
                 else:
+                    if {n.lower() for n in stmt.own_setting_names} & set(VALUES_NO_EXPRESSIONS):
+                        raise refused_unchecked(
+                            "Values data over 1 MiB that sets input_format_values_* itself",
+                            "such data is inserted with expressions switched off")
                     settings = {**settings, **VALUES_NO_EXPRESSIONS}
             sql = insert_sql(stmt, settings, path)
             out = self.server.engine.insert(sql, req.database, path)

@@ -113,6 +113,16 @@ class Review12Tests(unittest.TestCase):
         status, _, body = self.request(params={"query": "INSERT INTO mp.s VALUES"},
                                        body=f"('a'), (file('{self.secret}'))".encode())
         self.refused(status, body)
+        # Values data over the checked size is inserted with expressions off: file() is no
+        # literal, so the insert fails, also when the statement asks for expressions itself.
+        big = ",".join(["('pad')"] * 150_000) + f",(file('{self.secret}'))"
+        for head in ("INSERT INTO mp.s VALUES",
+                     "INSERT INTO mp.s SETTINGS input_format_values_interpret_expressions = 1 VALUES"):
+            with self.subTest(head=head):
+                status, _, body = self.request(params={"query": head}, body=big.encode())
+                self.assertNotEqual(status, 200, body[:300])
+                self.assertNotIn(SECRET.encode(), body)
+        self.assertEqual(self.sql("SELECT count() FROM mp.s"), "0\n")
         self.assert_nothing_leaked()
         # Values with harmless expressions still work, as the service's tools send them.
         self.sql("INSERT INTO mp.s VALUES (concat('ok', toString(1 + 1)))")
