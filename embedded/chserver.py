@@ -940,7 +940,10 @@ class Engine:
                     _run(lambda: session.query(f"SET `{name}` = {quote_literal(value)}"))
                     applied.append(name)
                 sql = stmt.sql.decode("utf-8", "replace")
-                res = _run(lambda: session.query(sql, fmt, params=params or None))
+                try:
+                    res = _run(lambda: session.query(sql, fmt, params=params or None))
+                except ClickHouseError as err:
+                    raise _explain_grant(err) from err
             finally:
                 # URL settings and SET statements last one request, as on a server
                 # without session_id; the chDB session itself is long-lived.
@@ -978,6 +981,18 @@ class Engine:
                 err.message = _strip_infile_noise(err.message, body_path)
                 raise
         return Outcome(summary=_summary(0, 0, res.rows_written(), res.bytes_written(), res.elapsed()))
+
+
+def _explain_grant(err: ClickHouseError) -> ClickHouseError:
+    """An engine refusal of layer 1 (its grants), with what it means here and how to lift it."""
+    if err.code == 497 and "Not enough privileges" in err.message:
+        hint = (" (the embedded ClickHouse's user has no grants that reach the filesystem, the "
+                "network or other processes")
+        if "ON FILE" in err.message:
+            hint += ("; clickhouse-local's `default` database overlays the filesystem, so creating "
+                     "a table there needs one too: use a database of your own")
+        err.message += f"{hint}; to allow it, {ENABLE_HINT})"
+    return err
 
 
 def _strip_infile_noise(message: str, body_path: str) -> str:

@@ -224,7 +224,11 @@ class Review12Tests(unittest.TestCase):
         status, _, body = self.q(f"SELECT * FROM `{self.secret}`")
         self.assertEqual(status, 403, body)
         self.assertIn(b"Not enough privileges", body)
+        self.assertIn(b"use a database of your own", body)
         self.assertNotIn(SECRET.encode(), body)
+        status, _, body = self.q("CREATE TABLE default.t (x String) ENGINE = MergeTree ORDER BY x")
+        self.assertEqual(status, 403, body)
+        self.assertIn(b"embedded.allow_external: true", body)
 
 
 class StartupTests(unittest.TestCase):
