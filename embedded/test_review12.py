@@ -231,6 +231,77 @@ class Review12Tests(unittest.TestCase):
         self.assertIn(b"embedded.allow_external: true", body)
 
 
+ENGINE_ALONE = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import chserver
+from chdb import session
+data_dir, secret, web = sys.argv[2:5]
+cfg = chserver.write_engine_config(data_dir)
+s = session.Session(os.path.join(data_dir, "chdb") + "?config-file=" + cfg)
+s.query("CREATE DATABASE mp")
+s.query("CREATE TABLE mp.s (x String) ENGINE = MergeTree ORDER BY x")
+out = {}
+for sql in [
+    f"SELECT * FROM file('{secret}', RawBLOB)",
+    f"SELECT * FROM url('{web}', RawBLOB)",
+    f"SELECT * FROM loop(url('{web}', RawBLOB)) LIMIT 1",
+    f"INSERT INTO mp.s SELECT * FROM file('{secret}', LineAsString)",
+    f"SELECT * FROM mp.s WHERE x IN (SELECT * FROM file('{secret}', LineAsString))",
+    "SELECT * FROM remote('127.0.0.1:1', system.one)",
+    "SELECT * FROM executable('id', TSV, 'x String')",
+    f"CREATE TABLE mp.f (x String) ENGINE = File(LineAsString, '{secret}')",
+    f"CREATE DICTIONARY mp.d (k UInt64) PRIMARY KEY k SOURCE(HTTP(url '{web}' format TSV)) LAYOUT(FLAT()) LIFETIME(0)",
+    f"SELECT * FROM `{secret}`",
+    "BACKUP TABLE mp.s TO File('/tmp/chserver-review12-backup')",
+]:
+    try:
+        out[sql] = "OK " + str(s.query(sql, "TSV"))
+    except Exception as exc:
+        out[sql] = "ERR " + str(exc)
+out["count"] = str(s.query("SELECT count() FROM mp.s", "TSV")).strip()
+s.close()
+print(json.dumps(out))
+"""
+
+
+class EngineLayerTests(unittest.TestCase):
+    def test_engine_grants_alone_refuse_external_access(self):
+        """Layer 1 without the guard: the engine opened with write_engine_config's files
+        refuses every table function, engine and source that reaches outside by itself."""
+        import json
+        listener = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hits)
+        threading.Thread(target=listener.serve_forever, daemon=True).start()
+        _Hits.hits = 0
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                secret = os.path.join(tmp, "secret.txt")
+                with open(secret, "w") as f:
+                    f.write(SECRET + "\n")
+                out = subprocess.run(
+                    [sys.executable, "-c", ENGINE_ALONE, os.path.dirname(os.path.abspath(__file__)),
+                     os.path.join(tmp, "d"), secret, f"http://127.0.0.1:{listener.server_address[1]}/"],
+                    capture_output=True, text=True, timeout=120)
+                self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+                results = json.loads(out.stdout.strip().splitlines()[-1])
+        finally:
+            listener.shutdown()
+            listener.server_close()
+        self.assertEqual(results.pop("count"), "0")
+        for sql, result in results.items():
+            with self.subTest(sql=sql):
+                self.assertTrue(result.startswith("ERR"), result)
+                if "executable(" in sql:
+                    # Not a grant: the engine runs only scripts of DIR/chdb/user_scripts/, where
+                    # no client can write (the guard refuses executable() besides).
+                    self.assertIn("does not exist inside user scripts folder", result)
+                    continue
+                self.assertIn("Not enough privileges", result)
+                self.assertNotIn(SECRET, result)
+        self.assertEqual(_Hits.hits, 0)
+        self.assertFalse(os.path.exists("/tmp/chserver-review12-backup"))
+
+
 class StartupTests(unittest.TestCase):
     # 17
     def test_hole17_a_password_of_only_newlines_fails_the_start(self):
