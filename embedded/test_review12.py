@@ -214,6 +214,9 @@ class Review12Tests(unittest.TestCase):
 
     # 10
     def test_hole10_url_settings_are_in_force_while_checking(self):
+        """URL settings are SET while the guard parses (not only after it): a setting that
+        changes parsing cannot make the executed statement differ from the checked one;
+        `implicit_select` (a bare expression as a statement) is refused outright."""
         status, _, body = self.request(params={"implicit_select": "1"},
                                        body=f"file('{self.secret}')".encode())
         self.refused(status, body)
