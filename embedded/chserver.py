@@ -18,13 +18,14 @@ Once listening it prints exactly one line `ready http://HOST:PORT` (or https://)
 
 A ClickHouse configuration file `DIR/clickhouse-config.xml`, when present, is
 loaded by the engine (e.g. `<remote_servers>` to define a cluster whose one
-shard is this server: `system.clusters`, `Distributed` tables). Without it
-the engine runs with chDB's built-in defaults.
+shard is this server: `system.clusters`, `Distributed` tables): merged into
+DIR/.chserver/config.xml, which also names the users file that limits the
+engine's one user (unless --allow-external, when the file is used as it is).
 
-Safe by default (see "The guard" below and docs/security.md): statements that reach
+Safe by default (the engine's grants, "The guard" below, docs/security.md): statements that reach
 the filesystem, the network or other processes (table functions such as file/url/
 remote/executable, non-local engines, INTO OUTFILE, ...) are refused unless
---allow-external; requests from web pages (an Origin header, Sec-Fetch-Site other than
+--allow-external; GET requests are readonly; requests from web pages (an Origin header, Sec-Fetch-Site other than
 none) are refused; with a password (--password-file or $CHSERVER_PASSWORD) every query
 must carry it; --tls-cert/--tls-key serve HTTPS, --tls-client-ca requires client
 certificates.
@@ -130,8 +131,9 @@ IGNORED_PARAMS = frozenset({
 # (names resolved to numbers with the engine's own errorCodeToName()).
 _STATUS_BY_CODE = {
     194: 401,  # REQUIRED_PASSWORD
-    # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, SET_NON_GRANTED_ROLE, ACCESS_DENIED
-    **{c: 403 for c in (192, 193, 516, 512, 497)},
+    # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, SET_NON_GRANTED_ROLE, ACCESS_DENIED,
+    # READONLY
+    **{c: 403 for c in (192, 193, 516, 512, 497, 164)},
     # BAD_ARGUMENTS, CANNOT_COMPILE_REGEXP, CANNOT_PARSE_* (6 25 26 38 41 72 441 675 676 27 376),
     # DUPLICATE_COLUMN, ILLEGAL_COLUMN, UNKNOWN_ELEMENT_IN_AST, UNKNOWN_TYPE_OF_AST_NODE,
     # THERE_IS_NO_COLUMN, TOO_DEEP_AST, TOO_BIG_AST, UNEXPECTED_AST_STRUCTURE, SYNTAX_ERROR,
@@ -217,7 +219,7 @@ _TOKEN_RE = re.compile(
   | (?P<str>'(?:[^'\\]|\\.|'')*')
   | (?P<qid>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
   | (?P<heredoc>\$(?P<tag>[A-Za-z0-9_]*)\$.*?\$(?P=tag)\$)
-  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
   | (?P<num>[0-9][0-9A-Za-z_.]*)
   | (?P<punct>.)
     """,
@@ -277,6 +279,11 @@ class Statement:
     set_names: list = field(default_factory=list)
 
 
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A database name taken from `?database=`: it is never put into SQL unless it matches.
+_DATABASE_NAME_RE = _SETTING_NAME_RE
+
+
 def _data_start(sql: bytes, pos: int) -> int:
     """ClickHouse's rule: data starts after the first newline, else after spaces."""
     while pos < len(sql) and sql[pos] in b" \t\f":
@@ -310,12 +317,15 @@ def scan_statement(sql: bytes) -> Statement:
         if top and tok.text == b";":
             seen_semicolon = tok
             continue
+        if lead in (b"INSERT", b"INSERT_SELECT") and top and tok.kind == "word" and tok.is_word(b"INFILE") \
+                and prev is not None and prev.is_word(b"FROM"):
+            raise ClickHouseError(78, "UNKNOWN_TYPE_OF_QUERY", "Query has infile and was send directly to server")
         if lead == b"INSERT" and top and tok.kind == "word":
             word = tok.text.upper()
             if word == b"SETTINGS":
                 stmt.has_settings_clause = True
                 stmt.settings_offset = tok.start
-            elif word == b"INFILE" and prev is not None and prev.is_word(b"FROM"):
+            elif word == b"INFILE" and prev is not None and prev.is_word(b"FROM") and lead != b"INSERT_SELECT":
                 # A client-side feature; a server refuses it (and this one uses
                 # FROM INFILE itself for the request body).
                 raise ClickHouseError(78, "UNKNOWN_TYPE_OF_QUERY",
@@ -331,7 +341,15 @@ def scan_statement(sql: bytes) -> Statement:
                 lead = b"INSERT_SELECT"  # executed like any other query from here on
         if stmt.kind == "set" and top and tok.text == b"=" and prev is not None:
             if prev.kind in ("word", "qid"):
-                stmt.set_names.append(_ident(prev))
+                name = _ident(prev)
+                if not _SETTING_NAME_RE.match(name):
+                    raise ClickHouseError(115, "UNKNOWN_SETTING", f"Unknown setting '{name[:100]}'")
+                if name.lower() == "readonly":
+                    raise ClickHouseError(36, "BAD_ARGUMENTS",
+                                          "SET readonly is not accepted by the embedded ClickHouse (its one "
+                                          "session is shared and readonly cannot be reset): pass readonly as "
+                                          "a URL parameter or in a SETTINGS clause")
+                stmt.set_names.append(name)
         if lead == b"INSERT" and stmt.has_settings_clause and top and tok.text == b"=" and prev is not None:
             if prev.kind in ("word", "qid"):
                 stmt.own_setting_names.add(_ident(prev))
@@ -355,9 +373,6 @@ def _insert(stmt: Statement, head: bytes, fmt: str, data_offset: int) -> Stateme
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def settings_clause(settings: dict) -> str:
@@ -606,10 +621,13 @@ def content_type_for(fmt: str) -> str:
 # The guard: what a client may not make the engine do. chDB is clickhouse-local
 # in a library: its table functions, engines, dictionary sources and
 # INTO OUTFILE reach the filesystem, the network and other processes with the
-# rights of this process, and no setting or access grant switches that off in
-# chDB (it has no users). So every client statement is parsed by the engine
-# itself (`formatQuerySingleLine` for the canonical text, `EXPLAIN AST` for the
-# tree) and refused when it names any of them, unless --allow-external.
+# rights of this process. Layer 1 is the engine's own access control (see
+# write_engine_config: a user without SOURCES grants). This guard is layer 2, for
+# what grants do not see (the scalar file(), disk(), INTO OUTFILE/FROM INFILE,
+# EmbeddedRocksDB paths, settings holding SQL, Values data) and a second line for
+# the rest: every client statement is parsed by the engine itself
+# (`formatQuerySingleLine` for the canonical text, `EXPLAIN AST` for the tree) and
+# refused when it names any of them, unless --allow-external.
 # ---------------------------------------------------------------------------
 
 # Table functions that only read tables of this engine or generate data. Every
@@ -625,7 +643,9 @@ SAFE_TABLE_FUNCTIONS = frozenset(name.lower() for name in (
     "cluster", "clusterAllReplicas",
 ))
 # Scalar functions that read files (`file(path)` returns a file's content).
-EXTERNAL_SCALAR_FUNCTIONS = frozenset({"file"})
+# `disk(type=web, endpoint=...)` declares an inline disk (in a table's SETTINGS): a disk
+# reaches any path or host. The engine's grants see neither.
+EXTERNAL_SCALAR_FUNCTIONS = frozenset({"file", "disk"})
 # Table and database engines that keep their data in this engine (or in the
 # server-configured cluster). Every other engine the engine knows is refused.
 SAFE_ENGINES = frozenset(name.lower() for name in (
@@ -636,7 +656,7 @@ SAFE_ENGINES = frozenset(name.lower() for name in (
     "ReplicatedCollapsingMergeTree", "ReplicatedVersionedCollapsingMergeTree",
     "ReplicatedGraphiteMergeTree", "ReplicatedCoalescingMergeTree",
     "Memory", "Log", "TinyLog", "StripeLog", "Null", "Set", "Join", "Buffer", "Distributed",
-    "Merge", "Dictionary", "View", "MaterializedView", "EmbeddedRocksDB", "KeeperMap",
+    "Merge", "Dictionary", "View", "MaterializedView", "KeeperMap",
     "GenerateRandom", "Alias", "Loop", "TimeSeries",
     # database engines
     "Atomic", "Ordinary", "Lazy", "Replicated",
@@ -648,11 +668,22 @@ EXTERNAL_SETTINGS = frozenset({
     "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
     "output_format_schema", "input_format_record_errors_file_path",
     "format_avro_schema_registry_url",
+    # Settings holding SQL that the engine evaluates out of the guard's sight.
+    "additional_result_filter", "additional_table_filters", "parallel_replicas_custom_key",
+    # Makes a bare expression a statement: the guard checks statements (URL settings are
+    # in force while it parses, and another `dialect` is refused by Engine.query).
+    "implicit_select",
 })
 # SYSTEM commands that stop the engine or reload objects from external sources.
 REFUSED_SYSTEM = frozenset({"SHUTDOWN", "KILL", "RELOAD"})
 ENABLE_HINT = ("start the embedded server with external access allowed "
                "(embedded.allow_external: true; chserver.py --allow-external)")
+
+
+def refused_unchecked(what: str, why: str) -> ClickHouseError:
+    return ClickHouseError(497, "ACCESS_DENIED",
+                           f"The embedded ClickHouse cannot check {what} ({why[:300]}); "
+                           f"to run it, {ENABLE_HINT}")
 
 
 def refused(what: str) -> ClickHouseError:
@@ -681,9 +712,29 @@ def _node_name(label: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def check_ast(dump: str, known_engines: frozenset) -> None:
-    """Raises `refused(...)` when the tree names an external table function, engine,
-    dictionary source, or is a BACKUP/RESTORE."""
+# Statement kinds (root of `EXPLAIN AST`) a GET request may run: a real server makes GET
+# requests readonly (readonly=2: settings may change, nothing else).
+READONLY_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "Show",
+                  "Describe", "Exists", "Explain", "CheckQuery", "Set")
+
+
+def check_readonly(dump: str) -> None:
+    """Raises READONLY unless the tree's root is a statement that only reads."""
+    nodes = _ast_nodes(dump)
+    root = next((label for label, _ in nodes), "")
+    if root.startswith("Explain"):
+        # EXPLAIN ANALYZE runs its statement: only an EXPLAIN of a SELECT reads.
+        explained = next((label for label, _ in nodes), "")
+        root = explained if explained.startswith(READONLY_ROOTS[:3]) else ""
+    if not root.startswith(READONLY_ROOTS):
+        raise ClickHouseError(164, "READONLY", "Cannot execute query in readonly mode: "
+                              "a GET request only reads (send other statements with POST)")
+
+
+def check_ast(dump: str, known_engines: frozenset, table_functions: frozenset = frozenset()) -> None:
+    """Raises `refused(...)` when the tree names an external table function (anywhere,
+    also as the argument of another one such as loop()), an engine, a dictionary source,
+    a scalar function of EXTERNAL_SCALAR_FUNCTIONS, or is a BACKUP/RESTORE."""
     for label, parent in _ast_nodes(dump):
         kind = label.split(" ", 1)[0]
         if kind == "BackupQuery":
@@ -699,6 +750,9 @@ def check_ast(dump: str, known_engines: frozenset) -> None:
                     raise refused(f"engine {name}")
             if lower in EXTERNAL_SCALAR_FUNCTIONS:
                 raise refused(f"function {name}()")
+            if lower in table_functions and lower not in SAFE_TABLE_FUNCTIONS:
+                # Not a scalar function: only a table function by that name can run.
+                raise refused(f"table function {name}()")
         elif kind == "FunctionWithKeyValueArguments" and parent.startswith("Dictionary definition"):
             name = _node_name(label)
             if name.lower() not in SAFE_DICTIONARY_SOURCES:
@@ -715,6 +769,8 @@ def check_canonical(text: str) -> None:
                 raise refused("INTO OUTFILE")
         if word == b"FROM" and words[0] == b"ATTACH" and i + 1 < len(toks) and toks[i + 1].kind == "str":
             raise refused("ATTACH ... FROM a path")
+        if word == b"FROM" and i + 1 < len(words) and words[i + 1] == b"INFILE":
+            raise refused("FROM INFILE")
     if words[:1] == [b"SYSTEM"] and len(words) > 1 and words[1].decode() in REFUSED_SYSTEM:
         raise refused(f"SYSTEM {words[1].decode()}")
     # A setting assigned anywhere (SET, a SETTINGS clause, also inside a subquery).
@@ -722,6 +778,9 @@ def check_canonical(text: str) -> None:
     for tok, nxt in zip(every, every[1:]):
         if tok.kind in ("word", "qid") and nxt.text == b"=":
             check_settings([_ident(tok)])
+        # A function call the tree may not show (a table's SETTINGS disk = disk(...)).
+        if tok.kind in ("word", "qid") and nxt.text == b"(" and _ident(tok).lower() == "disk":
+            raise refused("function disk()")
 
 
 def check_settings(names) -> None:
@@ -755,6 +814,10 @@ class Engine:
         self._known_engines = frozenset(self._scalar(
             "SELECT arrayStringConcat(groupArray(lower(name)), ' ') FROM (SELECT name FROM "
             "system.table_engines UNION ALL SELECT name FROM system.database_engines)").split())
+        # Table functions that are no scalar function too (`file` and `format` are both).
+        self._table_functions = frozenset(self._scalar(
+            "SELECT arrayStringConcat(groupArray(lower(name)), ' ') FROM system.table_functions "
+            "WHERE lower(name) NOT IN (SELECT lower(name) FROM system.functions)").split())
         self._checked: dict = {}  # statement text -> None, the guard's cache (bounded)
 
     def _scalar(self, sql: str) -> str:
@@ -766,7 +829,8 @@ class Engine:
                 self._session.close()
                 self._session = None
 
-    def check(self, sql: str, params: Optional[dict] = None) -> None:
+    def check(self, sql: str, params: Optional[dict] = None, settings: Optional[dict] = None,
+              readonly: bool = False, cache: bool = True) -> None:
         """Refuses a client statement that reaches outside the engine (see the guard above).
 
         The engine parses it twice, under the session lock but without running it:
@@ -774,13 +838,38 @@ class Engine:
         words it) and `EXPLAIN AST` (with the query parameters, which are substituted
         before the tree is built). Anything that cannot be checked is refused.
         """
-        if self.allow_external:
+        if self.allow_external and not readonly:
             return
-        key = sql if not params else None
+        key = (sql, tuple(sorted((settings or {}).items())), readonly) if cache and not params else None
         if key is not None and key in self._checked:
             return
         with self._lock:
             session = self._require_open()
+            self._check_locked(session, sql, params, settings or {}, readonly)
+        if key is not None:
+            if len(self._checked) >= GUARD_CACHE_SIZE:
+                self._checked.clear()
+            self._checked[key] = None
+
+    def _check_locked(self, session, sql: str, params: Optional[dict], settings: dict,
+                      readonly: bool) -> None:
+        """The check itself, under the session lock, with the URL settings in force (they
+        can change how the statement parses), which are reset before returning."""
+        applied = []
+        try:
+            for name, value in settings.items():
+                _run(lambda: session.query(f"SET `{name}` = {quote_literal(value)}"))
+                applied.append(name)
+            self._parse_and_check(session, sql, params, readonly)
+        finally:
+            for name in applied:
+                try:
+                    session.query(f"SET `{name}` = DEFAULT")
+                except Exception:  # noqa: BLE001 - an unknown name already failed above
+                    pass
+
+    def _parse_and_check(self, session, sql: str, params: Optional[dict], readonly: bool) -> None:
+        if not readonly or not self.allow_external:
             canonical = bytes(_run(lambda: session.query(
                 f"SELECT formatQuerySingleLine({quote_literal(sql)})",
                 "TabSeparatedRaw")).bytes()).decode("utf-8", "replace")
@@ -794,12 +883,29 @@ class Engine:
                 raise ClickHouseError(497, "ACCESS_DENIED",
                                       f"The embedded ClickHouse cannot check this statement "
                                       f"({err.message}); to run it, {ENABLE_HINT}") from exc
-        check_canonical(canonical)
-        check_ast(dump, self._known_engines)
-        if key is not None:
-            if len(self._checked) >= GUARD_CACHE_SIZE:
-                self._checked.clear()
-            self._checked[key] = None
+            check_canonical(canonical)
+            check_ast(dump, self._known_engines, self._table_functions)
+        else:
+            dump = bytes(_run(lambda: session.query("EXPLAIN AST " + sql, "TabSeparatedRaw",
+                                                    params=params or None)).bytes()).decode("utf-8", "replace")
+        if readonly:
+            check_readonly(dump)
+
+    def check_values(self, data: bytes) -> None:
+        """Refuses Values insert data whose expressions reach outside the engine.
+
+        The rows `(a, b), (c, d)` are, as text, a SELECT list: the engine parses them as one
+        and the tree is checked like any statement's. Data that does not parse so is refused.
+        """
+        text = data.decode("utf-8", "replace").strip().rstrip(";").strip()
+        if not text:
+            return
+        try:
+            self.check("SELECT " + text, cache=False)  # data, not a repeated statement
+        except ClickHouseError as err:
+            if err.code == 497:
+                raise
+            raise refused_unchecked("these Values rows", err.message) from err
 
     def _require_open(self):
         if self._session is None:
@@ -809,35 +915,41 @@ class Engine:
     def _use(self, session, database: str) -> None:
         # Without HTTP sessions every request starts in its own default database;
         # the chDB session is shared, so switch only when it differs.
+        if not _DATABASE_NAME_RE.match(database):  # parse_params refuses these already
+            raise ClickHouseError(81, "UNKNOWN_DATABASE", f"Database {database[:100]!r} does not exist")
         if database != self._current_db:
             self._current_db = None
             _run(lambda: session.query(f"USE `{database.replace('`', '``')}`"))
             self._current_db = database
 
-    def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict) -> Outcome:
+    def query(self, stmt: Statement, fmt: str, database: str, settings: dict, params: dict,
+              readonly: bool = False) -> Outcome:
         if not self.allow_external and settings.get("dialect", "clickhouse").lower() != "clickhouse":
             # URL settings are SET before the statement runs, so another dialect would parse
             # it differently from the guard, which parses it as ClickHouse SQL.
             raise refused(f"the {settings['dialect']!r} dialect")
         if not self.allow_external:
             check_settings(settings)
-        self.check(stmt.sql.decode("utf-8", "replace"), params)
+        self.check(stmt.sql.decode("utf-8", "replace"), params, settings, readonly)
         with self._lock:
             session = self._require_open()
             self._use(session, database)
             applied = []
             try:
                 for name, value in settings.items():
-                    _run(lambda: session.query(f"SET {name} = {quote_literal(value)}"))
+                    _run(lambda: session.query(f"SET `{name}` = {quote_literal(value)}"))
                     applied.append(name)
                 sql = stmt.sql.decode("utf-8", "replace")
-                res = _run(lambda: session.query(sql, fmt, params=params or None))
+                try:
+                    res = _run(lambda: session.query(sql, fmt, params=params or None))
+                except ClickHouseError as err:
+                    raise _explain_grant(err) from err
             finally:
                 # URL settings and SET statements last one request, as on a server
                 # without session_id; the chDB session itself is long-lived.
                 for name in applied + stmt.set_names:
                     try:
-                        session.query(f"SET {name} = DEFAULT")
+                        session.query(f"SET `{name}` = DEFAULT")  # names match _SETTING_NAME_RE
                     except Exception:  # noqa: BLE001 - an unknown name already failed above
                         pass
                 if stmt.kind == "use":
@@ -871,6 +983,18 @@ class Engine:
         return Outcome(summary=_summary(0, 0, res.rows_written(), res.bytes_written(), res.elapsed()))
 
 
+def _explain_grant(err: ClickHouseError) -> ClickHouseError:
+    """An engine refusal of layer 1 (its grants), with what it means here and how to lift it."""
+    if err.code == 497 and "Not enough privileges" in err.message:
+        hint = (" (the embedded ClickHouse's user has no grants that reach the filesystem, the "
+                "network or other processes")
+        if "ON FILE" in err.message:
+            hint += ("; clickhouse-local's `default` database overlays the filesystem, so creating "
+                     "a table there needs one too: use a database of your own")
+        err.message += f"{hint}; to allow it, {ENABLE_HINT})"
+    return err
+
+
 def _strip_infile_noise(message: str, body_path: str) -> str:
     """Error text as a server would word it: no temp-file path, no FROM INFILE frames."""
     for noise in (f": (in file/uri {body_path})", f" (in file/uri {body_path})",
@@ -881,6 +1005,13 @@ def _strip_infile_noise(message: str, body_path: str) -> str:
 
 
 _FORMAT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Values data up to this size is checked by the guard (parsed as a SELECT list by the engine);
+# larger Values data is inserted with expressions switched off.
+VALUES_CHECK_LIMIT = 1024 * 1024
+VALUES_NO_EXPRESSIONS = {"input_format_values_interpret_expressions": "0",
+                         "input_format_values_deduce_templates_of_expressions": "0"}
 
 
 def insert_sql(stmt: Statement, settings: dict, body_path: str) -> str:
@@ -1033,6 +1164,7 @@ class Request:
     compress: bool
     decompress: bool
     http_compression: bool
+    readonly: bool = False
 
 
 def parse_params(qs: str) -> Request:
@@ -1046,6 +1178,10 @@ def parse_params(qs: str) -> Request:
             query = value
         elif key == "database":
             database = value or "default"
+            if not _DATABASE_NAME_RE.match(database):
+                raise ClickHouseError(81, "UNKNOWN_DATABASE",
+                                      f"Database {database[:100]!r} does not exist (the embedded "
+                                      f"ClickHouse accepts names of letters, digits and _ only)")
         elif key == "default_format":
             default_format = value
         elif key == "compress":
@@ -1064,8 +1200,11 @@ def parse_params(qs: str) -> Request:
             raise ClickHouseError(115, "UNKNOWN_SETTING", f"Unknown setting '{key}'")
         else:
             settings[key] = value
+    # `readonly` is never SET on the shared session (readonly cannot be reset once set):
+    # the server enforces it per request instead (see check_readonly).
+    readonly = settings.pop("readonly", "0") not in ("0", "", "false")
     return Request(query, database, default_format, settings, params,
-                   query_id or str(uuid.uuid4()), compress, decompress, http_compression)
+                   query_id or str(uuid.uuid4()), compress, decompress, http_compression, readonly)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1201,7 +1340,9 @@ class Handler(BaseHTTPRequestHandler):
         fmt = stmt.output_format or req.default_format or "TabSeparated"
         if engine is None:
             raise ClickHouseError(48, "NOT_IMPLEMENTED", "Only inserts are accepted in --blackhole mode")
-        out = engine.query(stmt, fmt, req.database, req.settings, req.params)
+        # A GET request is readonly, as on a server.
+        readonly = req.readonly or self.command in ("GET", "HEAD")
+        out = engine.query(stmt, fmt, req.database, req.settings, req.params, readonly)
         self._send_result(req, out, fmt)
         return f"{out.summary.get('read_rows')} rows read"
 
@@ -1209,6 +1350,9 @@ class Handler(BaseHTTPRequestHandler):
         pieces: Iterator[bytes] = iter(())
         if not body_read and self._has_request_body():
             pieces = self._decoded_body(req)
+        if req.readonly or self.command in ("GET", "HEAD"):
+            raise ClickHouseError(164, "READONLY", "Cannot execute query in readonly mode: "
+                                  "a GET request only reads (send inserts with POST)")
         if self.server.engine is not None:
             if not self.server.engine.allow_external:
                 check_settings(req.settings)
@@ -1228,7 +1372,21 @@ class Handler(BaseHTTPRequestHandler):
                 for piece in _chain([inline] if len(inline) else [], pieces):
                     f.write(piece)
                     total += len(piece)
-            sql = insert_sql(stmt, req.settings, path)
+            settings = req.settings
+            engine = self.server.engine
+            if stmt.insert_format.lower() == "values" and not engine.allow_external:
+                # The engine evaluates expressions in Values data (`(file('/etc/passwd'))`):
+                # small data is checked like a statement, larger data gets no expressions.
+                if total <= VALUES_CHECK_LIMIT:
+                    with open(path, "rb") as f:
+                        engine.check_values(f.read())
+                else:
+                    if {n.lower() for n in stmt.own_setting_names} & set(VALUES_NO_EXPRESSIONS):
+                        raise refused_unchecked(
+                            "Values data over 1 MiB that sets input_format_values_* itself",
+                            "such data is inserted with expressions switched off")
+                    settings = {**settings, **VALUES_NO_EXPRESSIONS}
+            sql = insert_sql(stmt, settings, path)
             out = self.server.engine.insert(sql, req.database, path)
         finally:
             try:
@@ -1456,6 +1614,68 @@ def prepare_body_dir(data_dir: str) -> str:
     return path
 
 
+# The engine's own access control (layer 1 of "safe by default", see docs/security.md).
+ENGINE_CONFIG_DIR = ".chserver"
+# What the one engine user may do: everything the service and its tools send (DDL and
+# DML on tables of this engine, OPTIMIZE, SYSTEM FLUSH/SYNC REPLICA, ON CLUSTER, dictGet),
+# and nothing of the SOURCES group (FILE, URL, REMOTE, MYSQL, S3, ...): the engine itself
+# then refuses file()/url()/remote()/... table functions (also nested), ENGINE=File/URL/...,
+# the Filesystem part of the `default` database, dictionaries (CREATE DICTIONARY is not
+# granted) and BACKUP/RESTORE.
+ENGINE_GRANTS = (
+    "GRANT SELECT, INSERT, ALTER, CREATE DATABASE, CREATE TABLE, CREATE VIEW, "
+    "CREATE TEMPORARY TABLE, DROP, TRUNCATE, OPTIMIZE, SHOW, SYSTEM FLUSH, SYSTEM SYNC REPLICA, "
+    "SYSTEM MERGES, KILL QUERY, CLUSTER, dictGet ON *.*",
+    # Engines tied to a source (Distributed: REMOTE) need their own grant. A Distributed
+    # table reaches only the clusters of the server's own <remote_servers>, never a host
+    # the client names (remote() is refused: REMOTE is not granted).
+    "GRANT TABLE ENGINE ON Distributed",
+)
+# Elements of a user-provided clickhouse-config.xml that would replace the access control.
+_ACCESS_ELEMENTS = ("user_directories", "users", "users_config", "access_control_improvements",
+                    "access_control_path")
+
+
+def write_engine_config(data_dir: str) -> str:
+    """DIR/.chserver/config.xml (+ users.xml): the engine's configuration, returned as a path.
+
+    A user-provided DIR/clickhouse-config.xml is merged in (its `<remote_servers>` and
+    everything else), except the elements that would replace this access control.
+    """
+    import xml.etree.ElementTree as ET
+
+    out_dir = os.path.join(os.path.abspath(data_dir), ENGINE_CONFIG_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    users_path = os.path.join(out_dir, "users.xml")
+    root = ET.Element("clickhouse")
+    user_file = os.path.join(data_dir, CONFIG_FILE_NAME)
+    if os.path.exists(user_file):
+        for child in ET.parse(user_file).getroot():
+            if child.tag in _ACCESS_ELEMENTS:
+                LOG.warning("%s: <%s> ignored: the embedded engine's access control is its own "
+                            "(run with --allow-external to use this file as it is)", user_file, child.tag)
+                continue
+            root.append(child)
+    dirs = ET.SubElement(ET.SubElement(root, "user_directories"), "users_xml")
+    ET.SubElement(dirs, "path").text = users_path
+    users = ET.Element("clickhouse")
+    user = ET.SubElement(ET.SubElement(users, "users"), "default")
+    ET.SubElement(user, "password").text = ""
+    ET.SubElement(ET.SubElement(user, "networks"), "ip").text = "::/0"
+    ET.SubElement(user, "profile").text = "default"
+    ET.SubElement(user, "quota").text = "default"
+    grants = ET.SubElement(user, "grants")
+    for grant in ENGINE_GRANTS:
+        ET.SubElement(grants, "query").text = grant
+    ET.SubElement(ET.SubElement(users, "profiles"), "default")
+    ET.SubElement(ET.SubElement(users, "quotas"), "default")
+    for tree, path in ((users, users_path), (root, os.path.join(out_dir, "config.xml"))):
+        tmp = path + ".tmp"
+        ET.ElementTree(tree).write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    return os.path.join(out_dir, "config.xml")
+
+
 def parse_listen(value: str) -> tuple:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -1492,10 +1712,16 @@ def parse_args(argv) -> argparse.Namespace:
 def read_password(args) -> Optional[str]:
     """The password from --password-file or the environment (removed from it), or None."""
     password = os.environ.pop(PASSWORD_ENV, None)
+    source = f"${PASSWORD_ENV}"
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
             password = f.read().rstrip("\r\n")
-    return password or None
+        source = args.password_file
+    if password is not None and not password.strip():
+        # A password file that holds only blank lines is a mistake, never "no password".
+        raise ValueError(f"the password in {source} is empty (only blanks or newlines); "
+                         f"give a real password, or none at all")
+    return password
 
 
 def main(argv=None) -> int:
@@ -1505,7 +1731,7 @@ def main(argv=None) -> int:
     try:
         password = read_password(args)
         ssl_context = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"chserver: cannot set up authentication or TLS: {exc}", file=sys.stderr, flush=True)
         return 1
     auth = Auth(args.user, password) if password is not None else None
@@ -1513,6 +1739,12 @@ def main(argv=None) -> int:
     body_dir = prepare_body_dir(args.data_dir)
     engine_path = os.path.join(args.data_dir, "chdb")
     config_file = os.path.join(args.data_dir, CONFIG_FILE_NAME)
+    if not args.allow_external and not args.blackhole:
+        try:
+            config_file = write_engine_config(args.data_dir)
+        except (OSError, SyntaxError) as exc:  # ET.ParseError is a SyntaxError
+            print(f"chserver: cannot write the engine configuration: {exc}", file=sys.stderr, flush=True)
+            return 1
     if os.path.exists(config_file):
         # chDB passes connection-string parameters to the engine as start-up arguments.
         engine_path += "?config-file=" + config_file

@@ -521,15 +521,19 @@ class ProcessTests(unittest.TestCase):
             try:
                 host, port = addr.rsplit(":", 1)
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                conn.request("POST", "/", body=b"CREATE TABLE t (a UInt64) ENGINE = MergeTree ORDER BY a")
+                # Not in `default`: clickhouse-local's `default` overlays the filesystem, and
+                # the engine's access control refuses to create tables there.
+                conn.request("POST", "/", body=b"CREATE DATABASE mp")
+                self.assertEqual(conn.getresponse().read(), b"")
+                conn.request("POST", "/?database=mp", body=b"CREATE TABLE t (a UInt64) ENGINE = MergeTree ORDER BY a")
                 self.assertEqual(conn.getresponse().read(), b"")
                 data = b"".join(struct.pack("<Q", i) for i in range(200_000))
                 chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-                conn.request("POST", "/?query=INSERT%20INTO%20t%20FORMAT%20RowBinary", body=iter(chunks),
+                conn.request("POST", "/?database=mp&query=INSERT%20INTO%20t%20FORMAT%20RowBinary", body=iter(chunks),
                              encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
                 resp = conn.getresponse()
                 self.assertEqual((resp.status, resp.read()), (200, b""))
-                conn.request("POST", "/", body=b"SELECT count(), sum(a) FROM t")
+                conn.request("POST", "/", body=b"SELECT count(), sum(a) FROM mp.t")
                 self.assertEqual(conn.getresponse().read(), f"200000\t{sum(range(200_000))}\n".encode())
                 self.assertEqual(os.listdir(os.path.join(tmp, chserver.BODY_DIR_NAME)), [])
                 conn.close()
