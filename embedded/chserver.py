@@ -673,7 +673,20 @@ EXTERNAL_SETTINGS = frozenset({
     # Makes a bare expression a statement: the guard checks statements (URL settings are
     # in force while it parses, and another `dialect` is refused by Engine.query).
     "implicit_select",
+    # Rewrite every query (the guard's own too) as `SELECT <x> FROM (<query>)` & co: with
+    # them the guard would check its wrapper, not the client's statement.
+    "select", "filter", "order", "sort",
+    # Override the statement's FORMAT: the guard decides from the FORMAT it reads (Values
+    # data is checked as expressions) and must see the one that runs.
+    "format", "input_format", "output_format",
+    # Change how statements parse, the guard's reset of a SET among them.
+    "dialect", "max_query_size", "max_parser_depth", "max_parser_backtracks",
+    "max_ast_elements", "max_ast_depth",
 })
+# Words in a setting's name that say it points at files, hosts or other systems: refused
+# as a class, so a setting a later engine adds for them is refused too.
+EXTERNAL_SETTING_WORDS = ("file", "path", "url", "host", "disk", "schema", "s3", "azure",
+                          "hdfs", "remote", "proxy", "endpoint", "directory", "dir")
 # SYSTEM commands that stop the engine or reload objects from external sources.
 REFUSED_SYSTEM = frozenset({"SHUTDOWN", "KILL", "RELOAD"})
 ENABLE_HINT = ("start the embedded server with external access allowed "
@@ -715,7 +728,7 @@ def _node_name(label: str) -> str:
 # Statement kinds (root of `EXPLAIN AST`) a GET request may run: a real server makes GET
 # requests readonly (readonly=2: settings may change, nothing else).
 READONLY_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "Show",
-                  "Describe", "Exists", "Explain", "CheckQuery", "Set")
+                  "Describe", "Exists", "Explain", "CheckQuery")
 
 
 def check_readonly(dump: str) -> None:
@@ -761,16 +774,21 @@ def check_ast(dump: str, known_engines: frozenset, table_functions: frozenset = 
 
 def check_canonical(text: str) -> None:
     """Clauses the tree does not name: INTO OUTFILE, ATTACH ... FROM 'path', SYSTEM SHUTDOWN."""
-    toks = [t for t in _tokens(text.encode()) if t.depth == 0]
+    toks = list(_tokens(text.encode()))
     words = [t.text.upper() if t.kind == "word" else b"" for t in toks]
     for i, word in enumerate(words):
+        # Anywhere, whatever comes before: the word before INTO may be an alias (`AS
+        # insert`). A table named `outfile` must be backquoted, which makes it no word.
         if word == b"INTO" and i + 1 < len(words) and words[i + 1] == b"OUTFILE":
-            if i == 0 or words[i - 1] != b"INSERT":
-                raise refused("INTO OUTFILE")
+            raise refused("INTO OUTFILE")
         if word == b"FROM" and words[0] == b"ATTACH" and i + 1 < len(toks) and toks[i + 1].kind == "str":
             raise refused("ATTACH ... FROM a path")
         if word == b"FROM" and i + 1 < len(words) and words[i + 1] == b"INFILE":
             raise refused("FROM INFILE")
+    # ATTACH without a definition loads a metadata file from the data directory that no
+    # check has seen (one a client might have written there); the service never attaches.
+    if words[:1] == [b"ATTACH"] and b"(" not in {t.text for t in toks} and b"AS" not in words:
+        raise refused("ATTACH without a definition")
     if words[:1] == [b"SYSTEM"] and len(words) > 1 and words[1].decode() in REFUSED_SYSTEM:
         raise refused(f"SYSTEM {words[1].decode()}")
     # A setting assigned anywhere (SET, a SETTINGS clause, also inside a subquery).
@@ -784,9 +802,16 @@ def check_canonical(text: str) -> None:
 
 
 def check_settings(names) -> None:
-    """Refuses settings that point the engine at files or hosts (EXTERNAL_SETTINGS)."""
+    """Refuses settings that point the engine at files or hosts, hold SQL, rewrite or
+    re-parse statements (EXTERNAL_SETTINGS), and any whose name says it names a file, path,
+    host or disk (EXTERNAL_SETTING_WORDS)."""
+    values = names if isinstance(names, dict) else {}
     for name in names:
-        if name.lower() in EXTERNAL_SETTINGS:
+        lower = name.lower()
+        if lower == "dialect" and str(values.get(name, "")).lower() == "clickhouse":
+            continue  # a URL setting naming the one dialect the guard parses
+        words = set(re.split(r"[_]+", lower))
+        if lower in EXTERNAL_SETTINGS or words.intersection(EXTERNAL_SETTING_WORDS):
             raise refused(f"the setting {name}")
 
 

@@ -222,6 +222,86 @@ class Review12Tests(unittest.TestCase):
         self.refused(status, body)
         self.assert_nothing_leaked()
 
+    # Second review: what got past the fixed guard.
+    def test_r2_hole01_into_outfile_behind_an_alias_named_insert_writes_no_file(self):
+        out = os.path.join(self.tmp.name, "r2-out.sh")
+        for method, sql in (
+                ("POST", f"SELECT 'echo pwned' AS insert INTO OUTFILE '{out}' APPEND FORMAT TSVRaw"),
+                ("POST", f"SELECT 1 INSERT INTO OUTFILE '{out}'"),
+                ("POST", f"SELECT 1 AS insert INTO OUTFILE '{out}' COMPRESSION 'gzip'"),
+                ("GET", f"SELECT 'via GET' AS insert INTO OUTFILE '{out}' FORMAT TSVRaw")):
+            with self.subTest(method=method, sql=sql):
+                if method == "GET":
+                    status, _, body = self.request("GET", params={"query": sql})
+                else:
+                    status, _, body = self.q(sql)
+                self.refused(status, body)
+        self.assertFalse(os.path.exists(out))
+        self.assert_nothing_leaked()
+
+    def test_r2_hole02_a_format_override_cannot_turn_tsv_data_into_values_expressions(self):
+        self.sql("CREATE TABLE mp.v (x String) ENGINE = MergeTree ORDER BY x")
+        try:
+            for name in ("input_format", "format"):
+                with self.subTest(setting=name):
+                    status, _, body = self.request(
+                        params={"query": "INSERT INTO mp.v FORMAT TSV", name: "Values"},
+                        body=f"(file('{self.secret}'))".encode())
+                    self.refused(status, body)
+            status, _, body = self.q(
+                f"INSERT INTO mp.v SETTINGS input_format='Values' FORMAT TSV\n(file('{self.secret}'))")
+            self.assertNotEqual(status, 200, body)
+            self.assertNotIn(SECRET.encode(), body)
+            self.assertEqual(self.sql("SELECT count() FROM mp.v WHERE x LIKE '%s3cr3t%'"), "0\n")
+        finally:
+            self.sql("DROP TABLE mp.v")
+        self.assert_nothing_leaked()
+
+    def test_r2_hole03_query_rewriting_settings_cannot_blind_the_guard(self):
+        out = os.path.join(self.tmp.name, "r2-o8.txt")
+        for name in ("select", "filter", "order", "sort"):
+            with self.subTest(setting=name):
+                status, _, body = self.request(params={name: "1"},
+                                               body=f"SELECT 1 INTO OUTFILE '{out}'".encode())
+                self.refused(status, body)
+        status, _, body = self.request(
+            params={"select": "'SELECT 1'"},
+            body=(b"CREATE TABLE mp.w2 (x String) ENGINE=MergeTree ORDER BY x SETTINGS disk = "
+                  b"disk(type=web, endpoint='" + self.web.encode() + b"w2/')"))
+        self.refused(status, body)
+        status, _, body = self.q("SELECT 1 SETTINGS select = 'SELECT 2'")
+        self.refused(status, body)
+        self.assertFalse(os.path.exists(out))
+        self.assert_nothing_leaked()
+
+    def test_r2_hole04_attach_without_a_definition_is_refused(self):
+        status, _, body = self.q("ATTACH TABLE mp.rocks")
+        self.refused(status, body)
+        self.assert_nothing_leaked()
+
+    def test_r2_hole05_another_dialect_cannot_wedge_the_engine(self):
+        for sql in ("SET dialect = 'prql'", "SET dialect = 'kusto'", "SET max_query_size = 10",
+                    "SELECT 1 SETTINGS max_parser_depth = 1"):
+            with self.subTest(sql=sql):
+                status, _, body = self.q(sql)
+                self.refused(status, body)
+        status, _, body = self.request("GET", params={"query": "SET max_threads = 1"})
+        self.assertEqual(status, 403, body)
+        # The engine still answers ClickHouse SQL.
+        self.assertEqual(self.sql("SELECT 40 + 2"), "42\n")
+
+    def test_r2_settings_naming_files_hosts_or_disks_are_refused_as_a_class(self):
+        for name in ("input_format_record_errors_file_path", "schema_inference_use_cache_for_file",
+                     "storage_file_read_method", "remote_filesystem_read_method", "s3_max_connections",
+                     "enable_url_encoding", "format_schema_source"):
+            with self.subTest(setting=name):
+                status, _, body = self.request(params={name: "1"}, body=b"SELECT 1")
+                self.refused(status, body)
+        # What the service sends still works.
+        status, _, body = self.request(params={"insert_deduplicate": "1", "async_insert": "0",
+                                               "max_threads": "2"}, body=b"SELECT 1")
+        self.assertEqual((status, body), (200, b"1\n"))
+
     # Layer 1: the engine's own grants (no FILE/URL/REMOTE): what the guard never looked at.
     def test_engine_grants_refuse_the_filesystem_database(self):
         status, _, body = self.q(f"SELECT * FROM `{self.secret}`")

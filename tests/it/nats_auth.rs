@@ -559,13 +559,14 @@ async fn a_missing_permission_is_logged_naming_the_subject_and_fails_ready() {
     })
     .await;
     assert!(ok, "{}", tail(&svc.log_text()));
-    // And /ready says so: a denied pull looks like an empty one to the reader.
+    // And /ready says so (the last denial: every type of that stream is denied its pulls): a
+    // denied pull looks like an empty one to the reader.
     let ready = crate::harness::wait_until(30, || async {
         crate::harness::http_get(svc.http_port, "/ready")
             .await
             .is_some_and(|(code, body)| {
                 code == 503
-                    && body.contains(r#"nats: permission denied: Publish to \"$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA_HF.marketprism_storage_trade\""#)
+                    && body.contains(r#"nats: permission denied: Publish to \"$JS.API.CONSUMER.MSG.NEXT.MARKET_DATA_HF."#)
             })
     })
     .await;
