@@ -11,7 +11,7 @@
 //! The secrets live in one list, [`SECRETS`]: a new secret key is one line there plus the
 //! line of the configuration that sets it.
 
-use crate::harness::{Service, TEST_CONFIG, TestClickHouse, TestNats, tools_dir, wait_until};
+use crate::harness::{ConfiguredNats, Service, TEST_CONFIG, TestClickHouse, TestNats, wait_until};
 use crate::proxy::{Fault, Proxy};
 use marketprism_storage::embedded::free_port;
 
@@ -102,51 +102,17 @@ impl Seen {
     }
 }
 
-/// A `nats-server` with JetStream that requires `NATS_USER`/`NATS_PASSWORD`: the
-/// wrong-password start. (The running service is given its credentials in the URL of a
-/// server without authorization, which ignores them: async-nats 0.51 does not send a URL's
-/// credentials, so it could not log in here with them; `nats.user`/`nats.password` will.)
-struct AuthNats {
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-    port: u16,
+/// A `nats-server` that requires `NATS_USER`/`NATS_PASSWORD`: the wrong-password start.
+async fn auth_nats() -> ConfiguredNats {
+    ConfiguredNats::start(&format!(
+        "authorization {{\n  user: {NATS_USER}\n  password: {NATS_PASSWORD}\n}}"
+    ))
+    .await
 }
 
-impl AuthNats {
-    async fn start() -> AuthNats {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port().unwrap();
-        let conf = dir.path().join("nats.conf");
-        let text = format!(
-            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n  max_file_store: 1TB\n}}\nauthorization {{\n  user: {NATS_USER}\n  password: {NATS_PASSWORD}\n}}\n",
-            dir.path().join("js")
-        );
-        std::fs::write(&conf, text).unwrap();
-        let child = tokio::process::Command::new(tools_dir().join("bin").join("nats-server"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let up = wait_until(30, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(up, "nats-server with auth did not start");
-        AuthNats {
-            _child: child,
-            _dir: dir,
-            port,
-        }
-    }
-
-    fn url(&self, password: &str) -> String {
-        format!("nats://{NATS_USER}:{password}@127.0.0.1:{}", self.port)
-    }
+/// `nats://NATS_USER:<password>@` the server.
+fn url_with(server: &ConfiguredNats, password: &str) -> String {
+    format!("nats://{NATS_USER}:{password}@127.0.0.1:{}", server.port)
 }
 
 /// One HTTP request over a raw connection: the whole answer (head and body) as text.
@@ -281,7 +247,7 @@ async fn nats_contents(client: &async_nats::Client) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
     let nats = TestNats::start().await;
-    let auth_nats = AuthNats::start().await;
+    let auth_nats = auth_nats().await;
     let nats_url = nats.url.replacen(
         "nats://",
         &format!("nats://{NATS_USER}:{NATS_PASSWORD}@"),
@@ -465,7 +431,7 @@ async fn a_secret_never_appears_in_output_logs_errors_or_stats() {
     seen.add("service log (debug)", log);
 
     // A wrong NATS password at start: the error, logged as JSON, and the ops answers meanwhile.
-    let mut wrong = Service::with_yaml(&auth_nats.url(NATS_WRONG_PASSWORD), &cold, &yaml);
+    let mut wrong = Service::with_yaml(&url_with(&auth_nats, NATS_WRONG_PASSWORD), &cold, &yaml);
     set_env(&mut wrong, "CLICKHOUSE_HOST", "embedded");
     set_env(&mut wrong, "MARKETPRISM_HTTP_TOKEN", OPS_TOKEN);
     set_env(&mut wrong, "MARKETPRISM_LOG_JSON", "1");
